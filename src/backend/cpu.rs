@@ -1,0 +1,482 @@
+//! The reference backend: plain f32 Rust, simple enough to be obviously right.
+//!
+//! Matmul goes through `matrixmultiply` (a well-kept, threaded sgemm) so that the CPU throughput figure
+//! is honest; the other ops are direct loops, parallel over independent rows or samples with rayon where
+//! it pays. Every output element is computed by one thread in a fixed order, so runs are bit-identical.
+
+use super::{normalise_pixel, Backend, ConvGeom, OptimStep, Trans};
+use rayon::prelude::*;
+
+/// Rows per rayon task: small ops stay on one thread.
+const PAR_ROWS: usize = 64;
+
+#[derive(Default, Clone, Debug)]
+pub struct CpuBackend;
+
+/// A data set in host memory.
+pub struct CpuDataset {
+    images: Vec<u8>,
+    labels: Vec<u8>,
+    pixels: usize,
+    order: Vec<u32>,
+}
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+/// The CPU's model name from /proc/cpuinfo, for reports.
+pub fn cpu_model_name() -> String {
+    let threads = rayon::current_num_threads();
+    let name = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|n| n.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{name} ({threads} threads)")
+}
+
+impl Backend for CpuBackend {
+    type Tensor = Vec<f32>;
+    type Dataset = CpuDataset;
+
+    fn kind(&self) -> &'static str {
+        "cpu"
+    }
+    fn device_name(&self) -> String {
+        cpu_model_name()
+    }
+    fn zeros(&self, len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
+    fn upload(&self, data: &[f32]) -> Vec<f32> {
+        data.to_vec()
+    }
+    fn write(&self, t: &mut Vec<f32>, data: &[f32]) {
+        t.copy_from_slice(data);
+    }
+    fn read(&self, t: &Vec<f32>) -> Vec<f32> {
+        t.clone()
+    }
+    fn len(&self, t: &Vec<f32>) -> usize {
+        t.len()
+    }
+    fn fill(&self, t: &mut Vec<f32>, value: f32) {
+        t.fill(value);
+    }
+    fn copy(&self, src: &Vec<f32>, src_off: usize, dst: &mut Vec<f32>, dst_off: usize, len: usize) {
+        dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
+    }
+    fn sync(&self) {}
+
+    fn upload_dataset(&self, images: &[u8], labels: &[u8], pixels: usize) -> CpuDataset {
+        CpuDataset {
+            images: images.to_vec(),
+            labels: labels.to_vec(),
+            pixels,
+            order: (0..labels.len() as u32).collect(),
+        }
+    }
+    fn set_order(&self, ds: &mut CpuDataset, order: &[u32]) {
+        ds.order = order.to_vec();
+    }
+    fn gather_batch(
+        &self,
+        ds: &CpuDataset,
+        start: usize,
+        batch: usize,
+        x: &mut Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        let p = ds.pixels;
+        for b in 0..batch {
+            let i = ds.order[start + b] as usize;
+            let src = &ds.images[i * p..(i + 1) * p];
+            for (d, &s) in x[b * p..(b + 1) * p].iter_mut().zip(src) {
+                *d = normalise_pixel(s);
+            }
+            y[b] = ds.labels[i] as f32;
+        }
+    }
+
+    fn matmul(
+        &self,
+        a: &Vec<f32>,
+        ta: Trans,
+        b: &Vec<f32>,
+        tb: Trans,
+        c: &mut Vec<f32>,
+        m: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    ) {
+        assert!(
+            a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+            "matmul shape"
+        );
+        let (rsa, csa) = match ta {
+            Trans::N => (k as isize, 1),
+            Trans::T => (1, m as isize),
+        };
+        let (rsb, csb) = match tb {
+            Trans::N => (n as isize, 1),
+            Trans::T => (1, k as isize),
+        };
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        // SAFETY: the assert above keeps every strided access of the three matrices in bounds.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                rsa,
+                csa,
+                b.as_ptr(),
+                rsb,
+                csb,
+                beta,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+    }
+
+    fn bias_act(
+        &self,
+        x: &mut Vec<f32>,
+        bias: Option<&Vec<f32>>,
+        rows: usize,
+        cols: usize,
+        relu: bool,
+    ) {
+        x[..rows * cols]
+            .par_chunks_mut(cols * PAR_ROWS)
+            .for_each(|chunk| {
+                for row in chunk.chunks_mut(cols) {
+                    if let Some(b) = bias {
+                        row.iter_mut().zip(b.iter()).for_each(|(v, b)| *v += b);
+                    }
+                    if relu {
+                        row.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
+                }
+            });
+    }
+
+    fn relu_backward(&self, y: &Vec<f32>, dy: &mut Vec<f32>) {
+        dy.iter_mut().zip(y.iter()).for_each(|(d, &y)| {
+            if y <= 0.0 {
+                *d = 0.0;
+            }
+        });
+    }
+
+    fn bias_grad(&self, dy: &Vec<f32>, db: &mut Vec<f32>, rows: usize, cols: usize) {
+        db[..cols].fill(0.0);
+        for row in dy[..rows * cols].chunks(cols) {
+            db.iter_mut().zip(row).for_each(|(d, v)| *d += v);
+        }
+    }
+
+    fn im2col(&self, x: &Vec<f32>, col: &mut Vec<f32>, g: &ConvGeom) {
+        let (oh, ow, cc) = (g.out_h(), g.out_w(), g.col_cols());
+        col[..g.col_rows() * cc]
+            .par_chunks_mut(oh * ow * cc)
+            .enumerate()
+            .for_each(|(n, sample)| {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let row = &mut sample[(oy * ow + ox) * cc..(oy * ow + ox + 1) * cc];
+                        for ky in 0..g.k {
+                            for kx in 0..g.k {
+                                let dst =
+                                    &mut row[(ky * g.k + kx) * g.c..(ky * g.k + kx + 1) * g.c];
+                                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                                let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    dst.fill(0.0);
+                                } else {
+                                    let src = ((n * g.h + iy as usize) * g.w + ix as usize) * g.c;
+                                    dst.copy_from_slice(&x[src..src + g.c]);
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+
+    fn col2im(&self, col: &Vec<f32>, dx: &mut Vec<f32>, g: &ConvGeom) {
+        let (oh, ow, cc) = (g.out_h(), g.out_w(), g.col_cols());
+        dx[..g.n * g.h * g.w * g.c]
+            .par_chunks_mut(g.h * g.w * g.c)
+            .enumerate()
+            .for_each(|(n, sample)| {
+                sample.fill(0.0);
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let row = &col
+                            [((n * oh + oy) * ow + ox) * cc..((n * oh + oy) * ow + ox + 1) * cc];
+                        for ky in 0..g.k {
+                            for kx in 0..g.k {
+                                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                                let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let dst = ((iy as usize) * g.w + ix as usize) * g.c;
+                                let src = &row[(ky * g.k + kx) * g.c..(ky * g.k + kx + 1) * g.c];
+                                sample[dst..dst + g.c]
+                                    .iter_mut()
+                                    .zip(src)
+                                    .for_each(|(d, s)| *d += s);
+                            }
+                        }
+                    }
+                }
+            });
+    }
+
+    fn bn_forward_train(
+        &self,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        mean: &mut Vec<f32>,
+        invstd: &mut Vec<f32>,
+        running_mean: &mut Vec<f32>,
+        running_var: &mut Vec<f32>,
+        rows: usize,
+        cols: usize,
+        momentum: f32,
+        eps: f32,
+    ) {
+        let (mu, var) = column_mean_var(&x[..rows * cols], rows, cols);
+        for c in 0..cols {
+            mean[c] = mu[c];
+            invstd[c] = 1.0 / (var[c] + eps).sqrt();
+            let unbiased = if rows > 1 {
+                var[c] * rows as f32 / (rows - 1) as f32
+            } else {
+                var[c]
+            };
+            running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mu[c];
+            running_var[c] = (1.0 - momentum) * running_var[c] + momentum * unbiased;
+        }
+        normalise_rows(x, y, rows, cols, |c| {
+            (mean[c], invstd[c], gamma[c], beta[c])
+        });
+    }
+
+    fn bn_forward_eval(
+        &self,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        running_mean: &Vec<f32>,
+        running_var: &Vec<f32>,
+        rows: usize,
+        cols: usize,
+        eps: f32,
+    ) {
+        let invstd: Vec<f32> = running_var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+        normalise_rows(x, y, rows, cols, |c| {
+            (running_mean[c], invstd[c], gamma[c], beta[c])
+        });
+    }
+
+    fn bn_backward(
+        &self,
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+        gamma: &Vec<f32>,
+        mean: &Vec<f32>,
+        invstd: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        dgamma: &mut Vec<f32>,
+        dbeta: &mut Vec<f32>,
+        rows: usize,
+        cols: usize,
+    ) {
+        dgamma[..cols].fill(0.0);
+        dbeta[..cols].fill(0.0);
+        for (xr, dyr) in x[..rows * cols].chunks(cols).zip(dy.chunks(cols)) {
+            for c in 0..cols {
+                let xhat = (xr[c] - mean[c]) * invstd[c];
+                dbeta[c] += dyr[c];
+                dgamma[c] += dyr[c] * xhat;
+            }
+        }
+        let r = rows as f32;
+        dx[..rows * cols]
+            .par_chunks_mut(cols * PAR_ROWS)
+            .zip(x[..rows * cols].par_chunks(cols * PAR_ROWS))
+            .zip(dy[..rows * cols].par_chunks(cols * PAR_ROWS))
+            .for_each(|((dxc, xc), dyc)| {
+                for ((dxr, xr), dyr) in dxc
+                    .chunks_mut(cols)
+                    .zip(xc.chunks(cols))
+                    .zip(dyc.chunks(cols))
+                {
+                    for c in 0..cols {
+                        let xhat = (xr[c] - mean[c]) * invstd[c];
+                        dxr[c] =
+                            gamma[c] * invstd[c] / r * (r * dyr[c] - dbeta[c] - xhat * dgamma[c]);
+                    }
+                }
+            });
+    }
+
+    fn softmax_ce(
+        &self,
+        logits: &Vec<f32>,
+        labels: &Vec<f32>,
+        dlogits: &mut Vec<f32>,
+        loss: &mut Vec<f32>,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        let mut total = 0.0f32;
+        for r in 0..rows {
+            let z = &logits[r * cols..(r + 1) * cols];
+            let label = labels[r] as usize;
+            let (lse, _) = log_sum_exp(z);
+            total += lse - z[label];
+            for (c, d) in dlogits[r * cols..(r + 1) * cols].iter_mut().enumerate() {
+                let p = (z[c] - lse).exp();
+                *d = (p - if c == label { 1.0 } else { 0.0 }) / rows as f32;
+            }
+        }
+        let mean = total / rows as f32;
+        loss[0] = if accumulate { loss[0] + mean } else { mean };
+    }
+
+    fn eval_batch(
+        &self,
+        logits: &Vec<f32>,
+        labels: &Vec<f32>,
+        out: &mut Vec<f32>,
+        rows: usize,
+        cols: usize,
+    ) {
+        let (mut correct, mut loss_sum) = (0.0f32, 0.0f32);
+        for r in 0..rows {
+            let z = &logits[r * cols..(r + 1) * cols];
+            let label = labels[r] as usize;
+            let (lse, argmax) = log_sum_exp(z);
+            loss_sum += lse - z[label];
+            if argmax == label {
+                correct += 1.0;
+            }
+        }
+        out[0] += correct;
+        out[1] += loss_sum;
+    }
+
+    fn optim_step(&self, step: &OptimStep, w: &mut Vec<f32>, g: &Vec<f32>, state: &mut [Vec<f32>]) {
+        match *step {
+            OptimStep::Sgd { lr } => w.iter_mut().zip(g).for_each(|(w, g)| *w -= lr * g),
+            OptimStep::RmsProp { lr, rho, eps } => {
+                let ms = &mut state[0];
+                for i in 0..w.len() {
+                    ms[i] = rho * ms[i] + (1.0 - rho) * g[i] * g[i];
+                    w[i] -= lr * g[i] / (ms[i].sqrt() + eps);
+                }
+            }
+            OptimStep::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                t,
+            } => {
+                let (c1, c2) = adam_corrections(beta1, beta2, t);
+                let (m, v) = state.split_at_mut(1);
+                let (m, v) = (&mut m[0], &mut v[0]);
+                for i in 0..w.len() {
+                    m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
+                    v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
+                    w[i] -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+                }
+            }
+        }
+    }
+}
+
+/// Adam's bias corrections `(1 - beta1^t, 1 - beta2^t)`, computed in f64 so both backends agree.
+pub fn adam_corrections(beta1: f32, beta2: f32, t: u64) -> (f32, f32) {
+    let t = t.max(1) as i32;
+    (
+        (1.0 - (beta1 as f64).powi(t)) as f32,
+        (1.0 - (beta2 as f64).powi(t)) as f32,
+    )
+}
+
+/// `(log(sum(exp(z))), argmax(z))`, stable.
+fn log_sum_exp(z: &[f32]) -> (f32, usize) {
+    let (argmax, max) = z
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        });
+    let sum: f32 = z.iter().map(|v| (v - max).exp()).sum();
+    (max + sum.ln(), argmax)
+}
+
+/// Per-column mean and biased variance of `x[rows x cols]`, two-pass for accuracy.
+fn column_mean_var(x: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut mean = vec![0.0f32; cols];
+    for row in x.chunks(cols) {
+        mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+    }
+    mean.iter_mut().for_each(|m| *m /= rows as f32);
+    let mut var = vec![0.0f32; cols];
+    for row in x.chunks(cols) {
+        for c in 0..cols {
+            let d = row[c] - mean[c];
+            var[c] += d * d;
+        }
+    }
+    var.iter_mut().for_each(|v| *v /= rows as f32);
+    (mean, var)
+}
+
+/// `y = gamma * (x - mean) * invstd + beta` per column; `stats(c)` gives (mean, invstd, gamma, beta).
+fn normalise_rows(
+    x: &[f32],
+    y: &mut [f32],
+    rows: usize,
+    cols: usize,
+    stats: impl Fn(usize) -> (f32, f32, f32, f32) + Sync,
+) {
+    let s: Vec<_> = (0..cols).map(stats).collect();
+    y[..rows * cols]
+        .par_chunks_mut(cols * PAR_ROWS)
+        .zip(x[..rows * cols].par_chunks(cols * PAR_ROWS))
+        .for_each(|(yc, xc)| {
+            for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
+                for c in 0..cols {
+                    let (m, is, g, b) = s[c];
+                    yr[c] = g * (xr[c] - m) * is + b;
+                }
+            }
+        });
+}

@@ -1,0 +1,60 @@
+//! Choosing where to run: `--backend auto|cpu|gpu` and `--adapter NAME`.
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
+#[cfg(not(feature = "gpu"))]
+use crate::error::InputError;
+use anyhow::Result;
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// The best real GPU, else the CPU backend (a software adapter such as lavapipe only when asked for).
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// Work to run on whichever backend was chosen (a generic closure, spelled as a trait).
+pub trait OnBackend {
+    type Output;
+    fn run<B: Backend + 'static>(self, be: &B) -> Result<Self::Output>;
+}
+
+/// Builds the backend `choice` asks for and runs `job` on it. `notice` receives one-line messages such
+/// as "no GPU adapter found; training on the CPU backend".
+pub fn run_on<J: OnBackend>(
+    choice: BackendChoice,
+    adapter: Option<&str>,
+    notice: &mut dyn FnMut(&str),
+    job: J,
+) -> Result<J::Output> {
+    match choice {
+        BackendChoice::Cpu => job.run(&CpuBackend::new()),
+        #[cfg(feature = "gpu")]
+        BackendChoice::Gpu => job.run(&crate::backend::gpu::GpuBackend::new(adapter, true)?),
+        #[cfg(feature = "gpu")]
+        BackendChoice::Auto => match crate::backend::gpu::GpuBackend::new(adapter, false) {
+            Ok(gpu) => job.run(&gpu),
+            Err(e) => {
+                notice(&format!("{e:#}; using the CPU backend"));
+                job.run(&CpuBackend::new())
+            }
+        },
+        #[cfg(not(feature = "gpu"))]
+        BackendChoice::Gpu => {
+            let _ = adapter;
+            Err(InputError::value(
+                "--backend gpu: this build of wgtrain has no GPU backend (feature `gpu` is off)",
+            )
+            .into())
+        }
+        #[cfg(not(feature = "gpu"))]
+        BackendChoice::Auto => {
+            notice("this build has no GPU backend; using the CPU backend");
+            job.run(&CpuBackend::new())
+        }
+    }
+}

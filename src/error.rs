@@ -1,0 +1,31 @@
+//! Errors a user caused (bad file, bad value): reported in one line with exit code 2, never a panic.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// A file that is missing, unreadable or malformed.
+    #[error("{}: {problem}", path.display())]
+    File { path: PathBuf, problem: String },
+    /// A value on the command line or in a config that cannot be used.
+    #[error("{0}")]
+    Value(String),
+}
+
+impl InputError {
+    pub fn file(path: &Path, problem: impl Into<String>) -> Self {
+        InputError::File {
+            path: path.to_path_buf(),
+            problem: problem.into(),
+        }
+    }
+    pub fn value(msg: impl Into<String>) -> Self {
+        InputError::Value(msg.into())
+    }
+}
+
+/// Whether an error (anywhere in its chain) is the user's input rather than a fault of the program.
+pub fn is_input_error(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|e| e.downcast_ref::<InputError>().is_some())
+}

@@ -1,0 +1,11 @@
+//! wgtrain: a neural-network trainer whose compute runs in WGSL compute shaders through wgpu, with a
+//! plain-Rust CPU reference path that every GPU kernel is checked against.
+
+pub mod backend;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod model;
+pub mod optim;
+pub mod progress;
+pub mod train;

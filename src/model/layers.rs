@@ -1,0 +1,640 @@
+//! The layers, each with its forward and its hand-derived backward, written once against [`Backend`].
+//!
+//! A layer owns its output and its input-gradient tensors, allocated for the largest batch it will see,
+//! so a training step allocates nothing. `batch` may be smaller than that capacity (a last, short batch).
+//! ReLU can be fused into the layer before it (`relu: true`): the fused layer keeps its post-ReLU output
+//! and masks the incoming gradient with it, which is exactly ReLU's backward.
+
+use crate::backend::{Backend, ConvGeom, Trans};
+use rand::Rng;
+
+/// A trainable tensor with its gradient and its optimizer state (allocated by the optimizer).
+pub struct Param<T> {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub value: T,
+    pub grad: T,
+    pub state: Vec<T>,
+}
+
+impl<T> Param<T> {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A non-trainable tensor that is part of the model's state (batch norm's running statistics).
+pub struct Buffer<T> {
+    pub name: String,
+    pub value: T,
+}
+
+/// One step of the network: forward, backward, and the tensors it owns.
+pub trait Layer<B: Backend> {
+    /// Short description with shapes, e.g. `Linear 784->256 +ReLU`.
+    fn describe(&self) -> String;
+    /// Elements of the output per sample.
+    fn out_per_sample(&self) -> usize;
+    fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, train: bool);
+    fn output(&self) -> &B::Tensor;
+    /// Consumes `dy` (it may be overwritten, e.g. masked by a fused ReLU), fills the parameter gradients and,
+    /// if `need_dx`, the input gradient.
+    fn backward(&mut self, be: &B, x: &B::Tensor, dy: &mut B::Tensor, batch: usize, need_dx: bool);
+    fn grad_input(&mut self) -> &mut B::Tensor;
+    fn params(&self) -> Vec<&Param<B::Tensor>> {
+        Vec::new()
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param<B::Tensor>> {
+        Vec::new()
+    }
+    fn buffers(&self) -> Vec<&Buffer<B::Tensor>> {
+        Vec::new()
+    }
+    fn buffers_mut(&mut self) -> Vec<&mut Buffer<B::Tensor>> {
+        Vec::new()
+    }
+}
+
+/// He/Kaiming-uniform values: U(-sqrt(6/fan_in), sqrt(6/fan_in)), as PyTorch's `kaiming_uniform_` for ReLU.
+pub fn he_uniform(rng: &mut impl Rng, n: usize, fan_in: usize) -> Vec<f32> {
+    let bound = (6.0 / fan_in as f32).sqrt();
+    (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+}
+
+fn param<B: Backend>(be: &B, name: String, shape: Vec<usize>, init: Vec<f32>) -> Param<B::Tensor> {
+    let n = init.len();
+    debug_assert_eq!(n, shape.iter().product::<usize>());
+    Param {
+        name,
+        shape,
+        value: be.upload(&init),
+        grad: be.zeros(n),
+        state: Vec::new(),
+    }
+}
+
+/// `y = x W^T (+ b)`, W stored `[out, in]` as in PyTorch.
+pub struct Linear<B: Backend> {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub relu: bool,
+    w: Param<B::Tensor>,
+    b: Option<Param<B::Tensor>>,
+    y: B::Tensor,
+    dx: B::Tensor,
+}
+
+impl<B: Backend> Linear<B> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        be: &B,
+        name: &str,
+        inputs: usize,
+        outputs: usize,
+        bias: bool,
+        relu: bool,
+        capacity: usize,
+        rng: &mut impl Rng,
+    ) -> Self {
+        let w = param(
+            be,
+            format!("{name}.weight"),
+            vec![outputs, inputs],
+            he_uniform(rng, inputs * outputs, inputs),
+        );
+        let b = bias.then(|| {
+            param(
+                be,
+                format!("{name}.bias"),
+                vec![outputs],
+                vec![0.0; outputs],
+            )
+        });
+        Linear {
+            inputs,
+            outputs,
+            relu,
+            w,
+            b,
+            y: be.zeros(capacity * outputs),
+            dx: be.zeros(capacity * inputs),
+        }
+    }
+}
+
+impl<B: Backend> Layer<B> for Linear<B> {
+    fn describe(&self) -> String {
+        let bias = if self.b.is_some() { "" } else { " (no bias)" };
+        let relu = if self.relu { " +ReLU" } else { "" };
+        format!("Linear {}->{}{bias}{relu}", self.inputs, self.outputs)
+    }
+    fn out_per_sample(&self) -> usize {
+        self.outputs
+    }
+    fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
+        be.matmul(
+            x,
+            Trans::N,
+            &self.w.value,
+            Trans::T,
+            &mut self.y,
+            batch,
+            self.inputs,
+            self.outputs,
+            false,
+        );
+        if self.b.is_some() || self.relu {
+            be.bias_act(
+                &mut self.y,
+                self.b.as_ref().map(|b| &b.value),
+                batch,
+                self.outputs,
+                self.relu,
+            );
+        }
+    }
+    fn output(&self) -> &B::Tensor {
+        &self.y
+    }
+    fn backward(&mut self, be: &B, x: &B::Tensor, dy: &mut B::Tensor, batch: usize, need_dx: bool) {
+        if self.relu {
+            be.relu_backward(&self.y, dy);
+        }
+        be.matmul(
+            dy,
+            Trans::T,
+            x,
+            Trans::N,
+            &mut self.w.grad,
+            self.outputs,
+            batch,
+            self.inputs,
+            false,
+        );
+        if let Some(b) = &mut self.b {
+            be.bias_grad(dy, &mut b.grad, batch, self.outputs);
+        }
+        if need_dx {
+            be.matmul(
+                dy,
+                Trans::N,
+                &self.w.value,
+                Trans::N,
+                &mut self.dx,
+                batch,
+                self.outputs,
+                self.inputs,
+                false,
+            );
+        }
+    }
+    fn grad_input(&mut self) -> &mut B::Tensor {
+        &mut self.dx
+    }
+    fn params(&self) -> Vec<&Param<B::Tensor>> {
+        std::iter::once(&self.w).chain(self.b.as_ref()).collect()
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param<B::Tensor>> {
+        std::iter::once(&mut self.w)
+            .chain(self.b.as_mut())
+            .collect()
+    }
+}
+
+/// Square-kernel convolution over NHWC as im2col + matmul; W stored `[out_c, k*k*in_c]` (ky, kx, c order).
+pub struct Conv2d<B: Backend> {
+    /// Geometry at full capacity; `n` is replaced by the batch at run time.
+    pub geom: ConvGeom,
+    pub out_c: usize,
+    pub relu: bool,
+    w: Param<B::Tensor>,
+    b: Option<Param<B::Tensor>>,
+    col: B::Tensor,
+    dcol: B::Tensor,
+    y: B::Tensor,
+    dx: B::Tensor,
+}
+
+impl<B: Backend> Conv2d<B> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        be: &B,
+        name: &str,
+        geom: ConvGeom,
+        out_c: usize,
+        bias: bool,
+        relu: bool,
+        rng: &mut impl Rng,
+    ) -> Self {
+        let fan_in = geom.col_cols();
+        let w = param(
+            be,
+            format!("{name}.weight"),
+            vec![out_c, fan_in],
+            he_uniform(rng, out_c * fan_in, fan_in),
+        );
+        let b = bias.then(|| param(be, format!("{name}.bias"), vec![out_c], vec![0.0; out_c]));
+        let rows = geom.col_rows();
+        Conv2d {
+            geom,
+            out_c,
+            relu,
+            w,
+            b,
+            col: be.zeros(rows * fan_in),
+            dcol: be.zeros(rows * fan_in),
+            y: be.zeros(rows * out_c),
+            dx: be.zeros(geom.n * geom.h * geom.w * geom.c),
+        }
+    }
+    fn geom_for(&self, batch: usize) -> ConvGeom {
+        ConvGeom {
+            n: batch,
+            ..self.geom
+        }
+    }
+}
+
+impl<B: Backend> Layer<B> for Conv2d<B> {
+    fn describe(&self) -> String {
+        let g = &self.geom;
+        let bias = if self.b.is_some() { "" } else { " (no bias)" };
+        let relu = if self.relu { " +ReLU" } else { "" };
+        format!(
+            "Conv2d {}x{} s{} p{} {}x{}x{}->{}x{}x{}{bias}{relu}",
+            g.k,
+            g.k,
+            g.stride,
+            g.pad,
+            g.h,
+            g.w,
+            g.c,
+            g.out_h(),
+            g.out_w(),
+            self.out_c
+        )
+    }
+    fn out_per_sample(&self) -> usize {
+        self.geom.out_h() * self.geom.out_w() * self.out_c
+    }
+    fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
+        let g = self.geom_for(batch);
+        be.im2col(x, &mut self.col, &g);
+        be.matmul(
+            &self.col,
+            Trans::N,
+            &self.w.value,
+            Trans::T,
+            &mut self.y,
+            g.col_rows(),
+            g.col_cols(),
+            self.out_c,
+            false,
+        );
+        if self.b.is_some() || self.relu {
+            be.bias_act(
+                &mut self.y,
+                self.b.as_ref().map(|b| &b.value),
+                g.col_rows(),
+                self.out_c,
+                self.relu,
+            );
+        }
+    }
+    fn output(&self) -> &B::Tensor {
+        &self.y
+    }
+    fn backward(
+        &mut self,
+        be: &B,
+        _x: &B::Tensor,
+        dy: &mut B::Tensor,
+        batch: usize,
+        need_dx: bool,
+    ) {
+        let g = self.geom_for(batch);
+        let (rows, taps) = (g.col_rows(), g.col_cols());
+        if self.relu {
+            be.relu_backward(&self.y, dy);
+        }
+        be.matmul(
+            dy,
+            Trans::T,
+            &self.col,
+            Trans::N,
+            &mut self.w.grad,
+            self.out_c,
+            rows,
+            taps,
+            false,
+        );
+        if let Some(b) = &mut self.b {
+            be.bias_grad(dy, &mut b.grad, rows, self.out_c);
+        }
+        if need_dx {
+            be.matmul(
+                dy,
+                Trans::N,
+                &self.w.value,
+                Trans::N,
+                &mut self.dcol,
+                rows,
+                self.out_c,
+                taps,
+                false,
+            );
+            be.col2im(&self.dcol, &mut self.dx, &g);
+        }
+    }
+    fn grad_input(&mut self) -> &mut B::Tensor {
+        &mut self.dx
+    }
+    fn params(&self) -> Vec<&Param<B::Tensor>> {
+        std::iter::once(&self.w).chain(self.b.as_ref()).collect()
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param<B::Tensor>> {
+        std::iter::once(&mut self.w)
+            .chain(self.b.as_mut())
+            .collect()
+    }
+}
+
+/// Batch norm over `channels` columns: BatchNorm1d on `[N, C]`, BatchNorm2d on NHWC seen as `[N*H*W, C]`.
+pub struct BatchNorm<B: Backend> {
+    pub channels: usize,
+    /// Rows per sample: 1 for 1d, H*W for 2d.
+    pub spatial: usize,
+    pub relu: bool,
+    pub momentum: f32,
+    pub eps: f32,
+    gamma: Param<B::Tensor>,
+    beta: Param<B::Tensor>,
+    running_mean: Buffer<B::Tensor>,
+    running_var: Buffer<B::Tensor>,
+    mean: B::Tensor,
+    invstd: B::Tensor,
+    y: B::Tensor,
+    dx: B::Tensor,
+}
+
+impl<B: Backend> BatchNorm<B> {
+    pub fn new(
+        be: &B,
+        name: &str,
+        channels: usize,
+        spatial: usize,
+        relu: bool,
+        capacity: usize,
+    ) -> Self {
+        let len = capacity * spatial * channels;
+        BatchNorm {
+            channels,
+            spatial,
+            relu,
+            momentum: 0.1,
+            eps: 1e-5,
+            gamma: param(
+                be,
+                format!("{name}.weight"),
+                vec![channels],
+                vec![1.0; channels],
+            ),
+            beta: param(
+                be,
+                format!("{name}.bias"),
+                vec![channels],
+                vec![0.0; channels],
+            ),
+            running_mean: Buffer {
+                name: format!("{name}.running_mean"),
+                value: be.zeros(channels),
+            },
+            running_var: Buffer {
+                name: format!("{name}.running_var"),
+                value: be.upload(&vec![1.0; channels]),
+            },
+            mean: be.zeros(channels),
+            invstd: be.zeros(channels),
+            y: be.zeros(len),
+            dx: be.zeros(len),
+        }
+    }
+}
+
+impl<B: Backend> Layer<B> for BatchNorm<B> {
+    fn describe(&self) -> String {
+        let kind = if self.spatial == 1 {
+            "BatchNorm1d"
+        } else {
+            "BatchNorm2d"
+        };
+        let relu = if self.relu { " +ReLU" } else { "" };
+        format!("{kind} {}{relu}", self.channels)
+    }
+    fn out_per_sample(&self) -> usize {
+        self.spatial * self.channels
+    }
+    fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, train: bool) {
+        let rows = batch * self.spatial;
+        if train {
+            be.bn_forward_train(
+                x,
+                &mut self.y,
+                &self.gamma.value,
+                &self.beta.value,
+                &mut self.mean,
+                &mut self.invstd,
+                &mut self.running_mean.value,
+                &mut self.running_var.value,
+                rows,
+                self.channels,
+                self.momentum,
+                self.eps,
+            );
+        } else {
+            be.bn_forward_eval(
+                x,
+                &mut self.y,
+                &self.gamma.value,
+                &self.beta.value,
+                &self.running_mean.value,
+                &self.running_var.value,
+                rows,
+                self.channels,
+                self.eps,
+            );
+        }
+        if self.relu {
+            be.bias_act(&mut self.y, None, rows, self.channels, true);
+        }
+    }
+    fn output(&self) -> &B::Tensor {
+        &self.y
+    }
+    fn backward(
+        &mut self,
+        be: &B,
+        x: &B::Tensor,
+        dy: &mut B::Tensor,
+        batch: usize,
+        _need_dx: bool,
+    ) {
+        if self.relu {
+            be.relu_backward(&self.y, dy);
+        }
+        be.bn_backward(
+            x,
+            dy,
+            &self.gamma.value,
+            &self.mean,
+            &self.invstd,
+            &mut self.dx,
+            &mut self.gamma.grad,
+            &mut self.beta.grad,
+            batch * self.spatial,
+            self.channels,
+        );
+    }
+    fn grad_input(&mut self) -> &mut B::Tensor {
+        &mut self.dx
+    }
+    fn params(&self) -> Vec<&Param<B::Tensor>> {
+        vec![&self.gamma, &self.beta]
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param<B::Tensor>> {
+        vec![&mut self.gamma, &mut self.beta]
+    }
+    fn buffers(&self) -> Vec<&Buffer<B::Tensor>> {
+        vec![&self.running_mean, &self.running_var]
+    }
+    fn buffers_mut(&mut self) -> Vec<&mut Buffer<B::Tensor>> {
+        vec![&mut self.running_mean, &mut self.running_var]
+    }
+}
+
+/// A stand-alone ReLU (the models fuse ReLU into the layer before it; this one serves tests and graphs).
+pub struct Relu<B: Backend> {
+    pub features: usize,
+    y: B::Tensor,
+    dx: B::Tensor,
+}
+
+impl<B: Backend> Relu<B> {
+    pub fn new(be: &B, features: usize, capacity: usize) -> Self {
+        Relu {
+            features,
+            y: be.zeros(capacity * features),
+            dx: be.zeros(capacity * features),
+        }
+    }
+}
+
+impl<B: Backend> Layer<B> for Relu<B> {
+    fn describe(&self) -> String {
+        format!("ReLU {}", self.features)
+    }
+    fn out_per_sample(&self) -> usize {
+        self.features
+    }
+    fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
+        be.copy(x, 0, &mut self.y, 0, batch * self.features);
+        be.bias_act(&mut self.y, None, batch, self.features, true);
+    }
+    fn output(&self) -> &B::Tensor {
+        &self.y
+    }
+    fn backward(
+        &mut self,
+        be: &B,
+        _x: &B::Tensor,
+        dy: &mut B::Tensor,
+        batch: usize,
+        _need_dx: bool,
+    ) {
+        be.relu_backward(&self.y, dy);
+        be.copy(dy, 0, &mut self.dx, 0, batch * self.features);
+    }
+    fn grad_input(&mut self) -> &mut B::Tensor {
+        &mut self.dx
+    }
+}
+
+/// NHWC `[N, H, W, C]` to `[N, H*W*C]`: the memory is already in that order, so both passes are copies.
+pub struct Flatten<B: Backend> {
+    pub features: usize,
+    y: B::Tensor,
+    dx: B::Tensor,
+}
+
+impl<B: Backend> Flatten<B> {
+    pub fn new(be: &B, features: usize, capacity: usize) -> Self {
+        Flatten {
+            features,
+            y: be.zeros(capacity * features),
+            dx: be.zeros(capacity * features),
+        }
+    }
+}
+
+impl<B: Backend> Layer<B> for Flatten<B> {
+    fn describe(&self) -> String {
+        format!("Flatten ->{}", self.features)
+    }
+    fn out_per_sample(&self) -> usize {
+        self.features
+    }
+    fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
+        be.copy(x, 0, &mut self.y, 0, batch * self.features);
+    }
+    fn output(&self) -> &B::Tensor {
+        &self.y
+    }
+    fn backward(
+        &mut self,
+        be: &B,
+        _x: &B::Tensor,
+        dy: &mut B::Tensor,
+        batch: usize,
+        _need_dx: bool,
+    ) {
+        be.copy(dy, 0, &mut self.dx, 0, batch * self.features);
+    }
+    fn grad_input(&mut self) -> &mut B::Tensor {
+        &mut self.dx
+    }
+}
+
+/// Fused softmax + cross-entropy head: the mean loss and its gradient `(p - y)/B` in one op.
+pub struct SoftmaxCrossEntropy<B: Backend> {
+    pub classes: usize,
+    pub dlogits: B::Tensor,
+    /// One element: the last batch's mean loss.
+    pub loss: B::Tensor,
+}
+
+impl<B: Backend> SoftmaxCrossEntropy<B> {
+    pub fn new(be: &B, classes: usize, capacity: usize) -> Self {
+        SoftmaxCrossEntropy {
+            classes,
+            dlogits: be.zeros(capacity * classes),
+            loss: be.zeros(1),
+        }
+    }
+    pub fn forward_backward(
+        &mut self,
+        be: &B,
+        logits: &B::Tensor,
+        labels: &B::Tensor,
+        batch: usize,
+    ) {
+        be.softmax_ce(
+            logits,
+            labels,
+            &mut self.dlogits,
+            &mut self.loss,
+            batch,
+            self.classes,
+            false,
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! Progress on long work: an indicatif bar on a terminal, plain log lines otherwise (CI logs, pipes).
+
+use crate::train::{EpochMetrics, Observer};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+/// Shows a training run's progress on stderr.
+pub struct TrainProgress {
+    label: String,
+    bar: Option<ProgressBar>,
+    total: usize,
+    last_line: Instant,
+    quiet: bool,
+}
+
+impl TrainProgress {
+    /// `quiet` shows nothing; otherwise a bar on a terminal, else a line at most every few seconds.
+    pub fn new(label: impl Into<String>, quiet: bool) -> Self {
+        TrainProgress {
+            label: label.into(),
+            bar: None,
+            total: 0,
+            last_line: Instant::now(),
+            quiet,
+        }
+    }
+
+    /// A bar drawn under `multi`, for callers that show several bars at once (the sweep).
+    pub fn with_bar(label: impl Into<String>, bar: ProgressBar) -> Self {
+        TrainProgress {
+            label: label.into(),
+            bar: Some(bar),
+            total: 0,
+            last_line: Instant::now(),
+            quiet: false,
+        }
+    }
+}
+
+/// The bar style used for training runs.
+pub fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix} [{bar:30.cyan/blue}] {pos}/{len} steps {msg} ({elapsed}<{eta})",
+    )
+    .expect("valid template")
+    .progress_chars("=> ")
+}
+
+impl Observer for TrainProgress {
+    fn start(&mut self, total_steps: usize) {
+        self.total = total_steps;
+        if self.quiet {
+            return;
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_length(total_steps as u64);
+            bar.set_prefix(self.label.clone());
+        } else if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total_steps as u64).with_style(bar_style());
+            bar.set_prefix(self.label.clone());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            self.bar = Some(bar);
+        } else {
+            eprintln!("{}: training {} steps", self.label, total_steps);
+        }
+    }
+    fn log(&mut self, step: usize, loss: f32) {
+        if self.quiet {
+            return;
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4}"));
+        } else if self.last_line.elapsed() > Duration::from_secs(5) || step == self.total {
+            eprintln!(
+                "{}: step {}/{} loss {:.4}",
+                self.label, step, self.total, loss
+            );
+            self.last_line = Instant::now();
+        }
+    }
+    fn epoch(&mut self, m: &EpochMetrics) {
+        if self.quiet {
+            return;
+        }
+        let line = format!(
+            "{}: epoch {} train loss {:.4}, val loss {:.4}, val acc {:.2}%",
+            self.label,
+            m.epoch,
+            m.train_loss,
+            m.val_loss,
+            m.val_acc * 100.0
+        );
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The one training loop, generic over [`Backend`]: steps, evaluation, metrics and their files.
+//!
+//! Per-step losses are copied into a device buffer and read back only at log points, so a GPU runs a
+//! whole log interval without waiting for the host. Everything written to `--out` is flushed as it goes:
+//! a crash or Ctrl-C keeps every line already logged.
+
+use crate::backend::Backend;
+use crate::data::{epoch_order, ImageSet, Splits};
+use crate::model::{Model, ModelSpec, CLASSES};
+use crate::optim::{OptimKind, Optimizer};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What to train and how long.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub model: ModelSpec,
+    pub optim: OptimKind,
+    pub lr: f32,
+    pub batch: usize,
+    /// Total optimizer steps (from `--epochs` or `--steps`).
+    pub steps: usize,
+    pub seed: u64,
+    /// Read losses back (and report progress) every this many steps.
+    pub log_every: usize,
+    /// Evaluate on the validation set at every epoch end (the test set is evaluated once, at the end).
+    pub eval_each_epoch: bool,
+    pub out: Option<PathBuf>,
+}
+
+impl TrainConfig {
+    /// Steps in one pass over `train_len` samples (the last partial batch is dropped, as the study did).
+    pub fn steps_per_epoch(train_len: usize, batch: usize) -> usize {
+        (train_len / batch).max(1)
+    }
+}
+
+/// Accuracy and mean loss over a whole set.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct EvalResult {
+    pub acc: f64,
+    pub loss: f64,
+}
+
+/// Validation figures at the end of an epoch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub step: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+}
+
+/// Everything a run produced; also the JSON that `--json` prints and `metrics.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainResult {
+    pub model: String,
+    pub optim: String,
+    pub lr: f32,
+    pub batch: usize,
+    pub epochs: f64,
+    pub steps: usize,
+    pub seed: u64,
+    pub backend: String,
+    pub device: String,
+    /// Mean training loss over the last epoch (or the whole run, if shorter).
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    /// Wall time of the whole run, evaluation included.
+    pub seconds: f64,
+    /// Training images per second (training steps only, evaluation excluded).
+    pub images_per_s: f64,
+    #[serde(skip)]
+    pub losses: Vec<f32>,
+    #[serde(skip)]
+    pub epoch_metrics: Vec<EpochMetrics>,
+}
+
+/// A run stopped because the loss stopped being a number.
+#[derive(Debug, thiserror::Error)]
+#[error("training diverged: loss is {loss} at step {step}; stopping (results so far are kept)")]
+pub struct Diverged {
+    pub step: usize,
+    pub loss: f32,
+}
+
+/// Hooks for showing progress; all optional.
+pub trait Observer {
+    fn start(&mut self, _total_steps: usize) {}
+    /// After a log point: the step count so far and the latest loss.
+    fn log(&mut self, _step: usize, _loss: f32) {}
+    fn epoch(&mut self, _m: &EpochMetrics) {}
+    fn finish(&mut self) {}
+}
+
+/// An observer that shows nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// The device-side copies of the three splits.
+pub struct DeviceData<B: Backend> {
+    pub train: B::Dataset,
+    pub train_len: usize,
+    pub val: (B::Dataset, usize),
+    pub test: (B::Dataset, usize),
+}
+
+impl<B: Backend> DeviceData<B> {
+    /// Uploads the splits once; batches are gathered on the device from then on.
+    pub fn upload(be: &B, data: &Splits) -> Self {
+        let up = |s: &ImageSet| (be.upload_dataset(&s.images, &s.labels, s.pixels()), s.len());
+        let (train, train_len) = up(&data.train);
+        DeviceData {
+            train,
+            train_len,
+            val: up(&data.val),
+            test: up(&data.test),
+        }
+    }
+}
+
+/// Scratch tensors for one batch: inputs, labels, and the eval accumulator.
+pub struct BatchBuffers<B: Backend> {
+    pub x: B::Tensor,
+    pub y: B::Tensor,
+    acc: B::Tensor,
+}
+
+impl<B: Backend> BatchBuffers<B> {
+    pub fn new(be: &B, batch: usize, pixels: usize) -> Self {
+        BatchBuffers {
+            x: be.zeros(batch * pixels),
+            y: be.zeros(batch),
+            acc: be.zeros(2),
+        }
+    }
+}
+
+/// Accuracy and mean loss of `model` (evaluation mode) over a whole device data set, in order.
+pub fn evaluate<B: Backend>(
+    be: &B,
+    model: &mut Model<B>,
+    ds: &B::Dataset,
+    n: usize,
+    bufs: &mut BatchBuffers<B>,
+) -> EvalResult {
+    be.fill(&mut bufs.acc, 0.0);
+    let batch = model.capacity;
+    let mut start = 0;
+    while start < n {
+        let b = batch.min(n - start);
+        be.gather_batch(ds, start, b, &mut bufs.x, &mut bufs.y);
+        let logits = model.forward(be, &bufs.x, b, false);
+        be.eval_batch(logits, &bufs.y, &mut bufs.acc, b, CLASSES);
+        start += b;
+    }
+    let acc = be.read(&bufs.acc);
+    EvalResult {
+        acc: acc[0] as f64 / n as f64,
+        loss: acc[1] as f64 / n as f64,
+    }
+}
+
+/// One training step on the batch at `start` of the current order; the loss stays on the device.
+pub fn train_step<B: Backend>(
+    be: &B,
+    model: &mut Model<B>,
+    opt: &mut Optimizer,
+    ds: &B::Dataset,
+    start: usize,
+    bufs: &mut BatchBuffers<B>,
+) {
+    let batch = model.capacity;
+    be.gather_batch(ds, start, batch, &mut bufs.x, &mut bufs.y);
+    model.forward(be, &bufs.x, batch, true);
+    model.backward(be, &bufs.x, &bufs.y, batch);
+    opt.step(be, model);
+}
+
+/// Files a run writes as it goes: per-step losses and per-epoch metrics as CSV.
+struct RunFiles {
+    dir: PathBuf,
+    losses: BufWriter<File>,
+    epochs: BufWriter<File>,
+}
+
+impl RunFiles {
+    fn create(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create output directory", dir.display()))?;
+        let open = |name: &str, header: &str| -> Result<BufWriter<File>> {
+            let path = dir.join(name);
+            let mut f = BufWriter::new(
+                File::create(&path)
+                    .with_context(|| format!("{}: cannot create", path.display()))?,
+            );
+            writeln!(f, "{header}")?;
+            Ok(f)
+        };
+        Ok(RunFiles {
+            dir: dir.to_path_buf(),
+            losses: open("losses.csv", "step,epoch,loss")?,
+            epochs: open("epochs.csv", "epoch,step,train_loss,val_loss,val_acc")?,
+        })
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f =
+            File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(())
+}
+
+/// Trains `cfg.model` on `data` and evaluates it on the validation and test sets.
+pub fn train<B: Backend + 'static>(
+    be: &B,
+    data: &Splits,
+    cfg: &TrainConfig,
+    obs: &mut dyn Observer,
+) -> Result<TrainResult> {
+    let started = Instant::now();
+    let mut model = Model::new(be, cfg.model, cfg.batch, cfg.seed);
+    let mut opt = Optimizer::new(cfg.optim, cfg.lr);
+    let dev = DeviceData::upload(be, data);
+    let mut bufs = BatchBuffers::new(be, cfg.batch, data.train.pixels());
+    let mut files = cfg.out.as_deref().map(RunFiles::create).transpose()?;
+
+    let spe = TrainConfig::steps_per_epoch(dev.train_len, cfg.batch);
+    anyhow::ensure!(
+        dev.train_len >= cfg.batch,
+        crate::error::InputError::value(format!(
+            "--batch {} is larger than the {} training images",
+            cfg.batch, dev.train_len
+        ))
+    );
+    let log_every = cfg.log_every.clamp(1, spe);
+    let mut step_losses = be.zeros(spe);
+    let mut losses: Vec<f32> = Vec::with_capacity(cfg.steps);
+    let mut epoch_metrics = Vec::new();
+    let mut train_seconds = 0.0;
+    let mut train_dev = dev.train;
+    obs.start(cfg.steps);
+
+    let mut step = 0;
+    while step < cfg.steps {
+        let epoch = step / spe;
+        let t0 = Instant::now();
+        be.set_order(&mut train_dev, &epoch_order(dev.train_len, cfg.seed, epoch));
+        let epoch_end = ((epoch + 1) * spe).min(cfg.steps);
+        let mut logged = step;
+        while step < epoch_end {
+            train_step(
+                be,
+                &mut model,
+                &mut opt,
+                &train_dev,
+                (step % spe) * cfg.batch,
+                &mut bufs,
+            );
+            be.copy(&model.head.loss, 0, &mut step_losses, step % spe, 1);
+            step += 1;
+            if step % log_every == 0 || step == epoch_end {
+                let all = be.read(&step_losses);
+                let fresh = &all[logged % spe..logged % spe + (step - logged)];
+                for (i, &l) in fresh.iter().enumerate() {
+                    if let Some(f) = files.as_mut() {
+                        writeln!(f.losses, "{},{},{}", logged + i + 1, epoch + 1, l)?;
+                    }
+                    if !l.is_finite() {
+                        if let Some(f) = files.as_mut() {
+                            f.losses.flush()?;
+                        }
+                        obs.finish();
+                        return Err(Diverged {
+                            step: logged + i + 1,
+                            loss: l,
+                        }
+                        .into());
+                    }
+                }
+                losses.extend_from_slice(fresh);
+                if let Some(f) = files.as_mut() {
+                    f.losses.flush()?;
+                }
+                logged = step;
+                obs.log(step, *losses.last().expect("at least one loss"));
+            }
+        }
+        train_seconds += t0.elapsed().as_secs_f64();
+        let epoch_losses = &losses[epoch * spe..step];
+        let train_loss =
+            epoch_losses.iter().map(|&l| l as f64).sum::<f64>() / epoch_losses.len() as f64;
+        if cfg.eval_each_epoch || step == cfg.steps {
+            let v = evaluate(be, &mut model, &dev.val.0, dev.val.1, &mut bufs);
+            let m = EpochMetrics {
+                epoch: epoch + 1,
+                step,
+                train_loss,
+                val_loss: v.loss,
+                val_acc: v.acc,
+            };
+            if let Some(f) = files.as_mut() {
+                writeln!(
+                    f.epochs,
+                    "{},{},{},{},{}",
+                    m.epoch, m.step, m.train_loss, m.val_loss, m.val_acc
+                )?;
+                f.epochs.flush()?;
+            }
+            obs.epoch(&m);
+            epoch_metrics.push(m);
+        }
+    }
+    obs.finish();
+
+    let test = evaluate(be, &mut model, &dev.test.0, dev.test.1, &mut bufs);
+    let last = epoch_metrics
+        .last()
+        .cloned()
+        .expect("the last epoch is always evaluated");
+    let result = TrainResult {
+        model: cfg.model.name(),
+        optim: cfg.optim.name().to_string(),
+        lr: cfg.lr,
+        batch: cfg.batch,
+        epochs: cfg.steps as f64 / spe as f64,
+        steps: cfg.steps,
+        seed: cfg.seed,
+        backend: be.kind().to_string(),
+        device: be.device_name(),
+        train_loss: last.train_loss,
+        val_loss: last.val_loss,
+        val_acc: last.val_acc,
+        test_loss: test.loss,
+        test_acc: test.acc,
+        seconds: started.elapsed().as_secs_f64(),
+        images_per_s: (cfg.steps * cfg.batch) as f64 / train_seconds.max(1e-9),
+        losses,
+        epoch_metrics,
+    };
+    if let Some(f) = files {
+        let json = serde_json::to_vec_pretty(&result)?;
+        write_atomic(&f.dir.join("metrics.json"), &json)?;
+    }
+    Ok(result)
+}
