@@ -283,3 +283,57 @@ pub fn default_data_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
     }
 }
+
+/// Encodes a set as IDX image and label files (the inverse of the loader).
+pub fn encode_idx(set: &ImageSet) -> (Vec<u8>, Vec<u8>) {
+    let n = set.len() as u32;
+    let mut images = Vec::with_capacity(16 + set.images.len());
+    for v in [IMAGES_MAGIC, n, set.rows as u32, set.cols as u32] {
+        images.extend_from_slice(&v.to_be_bytes());
+    }
+    images.extend_from_slice(&set.images);
+    let mut labels = Vec::with_capacity(8 + set.labels.len());
+    for v in [LABELS_MAGIC, n] {
+        labels.extend_from_slice(&v.to_be_bytes());
+    }
+    labels.extend_from_slice(&set.labels);
+    (images, labels)
+}
+
+/// Writes `train` and `test` as the four standard raw IDX files in `dir` (for tests and small data sets).
+pub fn write_idx_dir(dir: &Path, train: &ImageSet, test: &ImageSet) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (set, prefix) in [(train, "train"), (test, "t10k")] {
+        let (images, labels) = encode_idx(set);
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images)?;
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels)?;
+    }
+    Ok(())
+}
+
+/// A small learnable synthetic set: each class is a bright horizontal bar at its own height, plus noise.
+pub fn synthetic(n: usize, seed: u64) -> ImageSet {
+    use rand::Rng;
+    let side = crate::model::IMAGE_SIDE;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut images = vec![0u8; n * side * side];
+    let mut labels = vec![0u8; n];
+    for i in 0..n {
+        let label = rng.random_range(0..crate::model::CLASSES);
+        labels[i] = label as u8;
+        let img = &mut images[i * side * side..(i + 1) * side * side];
+        for p in img.iter_mut() {
+            *p = rng.random_range(0..40);
+        }
+        let row = 2 + label * 2;
+        for x in 4..24 {
+            img[row * side + x] = 255;
+        }
+    }
+    ImageSet {
+        images,
+        labels,
+        rows: side,
+        cols: side,
+    }
+}

@@ -2,6 +2,7 @@
 //! plain-Rust CPU reference path that every GPU kernel is checked against.
 
 pub mod backend;
+pub mod check;
 pub mod data;
 pub mod device;
 pub mod error;
