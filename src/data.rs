@@ -181,7 +181,7 @@ pub fn parse_labels(path: &Path, bytes: &[u8], classes: usize) -> Result<Vec<u8>
 }
 
 /// The file `stem` in `dir`, as `stem.gz` or raw `stem`.
-fn find_file(dir: &Path, stem: &str) -> PathBuf {
+pub fn find_file(dir: &Path, stem: &str) -> PathBuf {
     let gz = dir.join(format!("{stem}.gz"));
     if gz.exists() {
         gz

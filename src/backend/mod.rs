@@ -100,6 +100,11 @@ pub trait Backend {
     );
     /// Waits until every queued op has finished (for honest timing).
     fn sync(&self);
+    /// Whether the device is still sound: a GPU reports a lost device, an out-of-memory or a hang here
+    /// (the ops themselves cannot fail mid-step without a sync).
+    fn health(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
 
     /// Puts a u8 image set (`pixels` bytes per sample) and its labels on the device, once.
     fn upload_dataset(&self, images: &[u8], labels: &[u8], pixels: usize) -> Self::Dataset;

@@ -1,0 +1,98 @@
+// Column reductions of a [rows x cols] tensor in two deterministic passes:
+//   *_partials: workgroup (16 columns x 16 row lanes) per (column block, chunk of `chunk_rows` rows)
+//               writes partial[chunk, col]; dispatch (ceil(cols / 16), chunks, 1).
+//   column_sum: one invocation per column adds its chunks in order; 1-d launch over cols.
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    chunk_rows: u32,
+    chunks: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;             // the reduced tensor (x, or dy)
+@group(0) @binding(2) var<storage, read> dy: array<f32>;            // dy, for xhat_dot_partials
+@group(0) @binding(3) var<storage, read> mean: array<f32>;          // per-column mean
+@group(0) @binding(4) var<storage, read> invstd: array<f32>;        // per-column 1/sqrt(var + eps)
+@group(0) @binding(5) var<storage, read_write> partial: array<f32>; // [chunks x cols]
+
+var<workgroup> lanes: array<f32, 256>;
+
+// Adds the 16 row lanes of each column and stores the chunk's partial.
+fn finish_partial(lid: vec3<u32>, col: u32, chunk: u32, acc: f32) {
+    lanes[lid.y * 16u + lid.x] = acc;
+    workgroupBarrier();
+    for (var s = 8u; s > 0u; s = s / 2u) {
+        if (lid.y < s) {
+            lanes[lid.y * 16u + lid.x] += lanes[(lid.y + s) * 16u + lid.x];
+        }
+        workgroupBarrier();
+    }
+    if (lid.y == 0u && col < p.cols) {
+        partial[chunk * p.cols + col] = lanes[lid.x];
+    }
+}
+
+// sum_r a[r, c]
+@compute @workgroup_size(16, 16)
+fn sum_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let col = wid.x * 16u + lid.x;
+    let r1 = min((wid.y + 1u) * p.chunk_rows, p.rows);
+    var acc = 0.0;
+    if (col < p.cols) {
+        for (var r = wid.y * p.chunk_rows + lid.y; r < r1; r += 16u) {
+            acc += a[r * p.cols + col];
+        }
+    }
+    finish_partial(lid, col, wid.y, acc);
+}
+
+// sum_r (a[r, c] - mean[c])^2
+@compute @workgroup_size(16, 16)
+fn sqdev_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let col = wid.x * 16u + lid.x;
+    let r1 = min((wid.y + 1u) * p.chunk_rows, p.rows);
+    var acc = 0.0;
+    if (col < p.cols) {
+        let m = mean[col];
+        for (var r = wid.y * p.chunk_rows + lid.y; r < r1; r += 16u) {
+            let d = a[r * p.cols + col] - m;
+            acc += d * d;
+        }
+    }
+    finish_partial(lid, col, wid.y, acc);
+}
+
+// sum_r dy[r, c] * xhat[r, c], xhat = (a - mean) * invstd
+@compute @workgroup_size(16, 16)
+fn xhat_dot_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let col = wid.x * 16u + lid.x;
+    let r1 = min((wid.y + 1u) * p.chunk_rows, p.rows);
+    var acc = 0.0;
+    if (col < p.cols) {
+        let m = mean[col];
+        let s = invstd[col];
+        for (var r = wid.y * p.chunk_rows + lid.y; r < r1; r += 16u) {
+            let at = r * p.cols + col;
+            acc += dy[at] * ((a[at] - m) * s);
+        }
+    }
+    finish_partial(lid, col, wid.y, acc);
+}
+
+@group(0) @binding(6) var<storage, read_write> out: array<f32>; // [cols]
+
+// out[c] = sum over chunks of partial[chunk, c]
+@compute @workgroup_size(256)
+fn column_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let col = flat_index(wid, nwg, lid);
+    if (col >= p.cols) {
+        return;
+    }
+    var s = 0.0;
+    for (var k = 0u; k < p.chunks; k++) {
+        s += partial[k * p.cols + col];
+    }
+    out[col] = s;
+}

@@ -1,0 +1,332 @@
+//! Recording kernels: shader modules and pipelines made once, bind groups made once per (kernel,
+//! buffers, shape) and reused every step, and one pending command encoder that is submitted only when
+//! the host needs a result or must overwrite something the queued work still reads.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use wgpu::util::DeviceExt;
+
+/// Invocations per workgroup of the 1-d kernels (`WG` in shaders/common.wgsl).
+pub const WG: u32 = 256;
+/// Workgroups per dispatch dimension (WebGPU's minimum guaranteed limit).
+const MAX_GROUPS: u32 = 65_535;
+
+/// A device buffer with a process-unique id (the bind-group cache's key).
+#[derive(Clone, Debug)]
+pub struct GpuBuf {
+    pub buf: Arc<wgpu::Buffer>,
+    pub id: u64,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl GpuBuf {
+    pub fn new(buf: wgpu::Buffer) -> Self {
+        GpuBuf {
+            buf: Arc::new(buf),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+/// A kernel family: one WGSL file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Matmul,
+    Elementwise,
+    Reduce,
+    BatchNorm,
+    Im2col,
+    SoftmaxCe,
+    Optim,
+    Data,
+}
+
+impl Family {
+    fn source(self) -> &'static str {
+        match self {
+            Family::Matmul => include_str!("../../../shaders/matmul.wgsl"),
+            Family::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
+            Family::Reduce => include_str!("../../../shaders/reduce.wgsl"),
+            Family::BatchNorm => include_str!("../../../shaders/batchnorm.wgsl"),
+            Family::Im2col => include_str!("../../../shaders/im2col.wgsl"),
+            Family::SoftmaxCe => include_str!("../../../shaders/softmax_ce.wgsl"),
+            Family::Optim => include_str!("../../../shaders/optim.wgsl"),
+            Family::Data => include_str!("../../../shaders/data.wgsl"),
+        }
+    }
+}
+
+/// One kernel: its family and entry point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel(pub Family, pub &'static str);
+
+/// How the uniform parameters of a launch are treated by the bind-group cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamsKind {
+    /// Part of the cache key: each distinct shape gets its own bind group, written once.
+    Static,
+    /// Change every step (Adam's bias corrections, the batch position): one bind group per buffers,
+    /// its uniform rewritten when the value changes.
+    Dynamic,
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct BindKey {
+    kernel: Kernel,
+    buffers: Vec<(u32, u64)>,
+    params: Vec<u8>,
+}
+
+struct BindEntry {
+    group: wgpu::BindGroup,
+    uniform: wgpu::Buffer,
+    params: Vec<u8>,
+    /// Serial of the encoder that last recorded a dispatch with this bind group.
+    used_in: u64,
+}
+
+/// The recording state of a GPU backend.
+pub struct Launcher {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    modules: RefCell<HashMap<Family, wgpu::ShaderModule>>,
+    pipelines: RefCell<HashMap<Kernel, wgpu::ComputePipeline>>,
+    binds: RefCell<HashMap<BindKey, BindEntry>>,
+    encoder: RefCell<Option<wgpu::CommandEncoder>>,
+    /// Incremented at each submit; identifies the pending encoder.
+    serial: Cell<u64>,
+    /// Dispatches recorded into the pending encoder.
+    pending: Cell<usize>,
+}
+
+impl Launcher {
+    pub fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        Launcher {
+            device,
+            queue,
+            modules: RefCell::new(HashMap::new()),
+            pipelines: RefCell::new(HashMap::new()),
+            binds: RefCell::new(HashMap::new()),
+            encoder: RefCell::new(None),
+            serial: Cell::new(1),
+            pending: Cell::new(0),
+        }
+    }
+
+    fn pipeline(&self, kernel: Kernel) -> wgpu::ComputePipeline {
+        if let Some(p) = self.pipelines.borrow().get(&kernel) {
+            return p.clone();
+        }
+        let module = self
+            .modules
+            .borrow_mut()
+            .entry(kernel.0)
+            .or_insert_with(|| {
+                let source = format!(
+                    "{}\n{}",
+                    include_str!("../../../shaders/common.wgsl"),
+                    kernel.0.source()
+                );
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(kernel.1),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    })
+            })
+            .clone();
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.1),
+                layout: None,
+                module: &module,
+                entry_point: Some(kernel.1),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        self.pipelines.borrow_mut().insert(kernel, pipeline.clone());
+        pipeline
+    }
+
+    /// Runs `f` with the pending encoder, creating it if needed.
+    pub fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        let mut slot = self.encoder.borrow_mut();
+        let enc = slot.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("wgtrain"),
+                })
+        });
+        f(enc)
+    }
+
+    /// Forgets every cached bind group (and so releases the buffers they hold).
+    pub fn clear_binds(&self) {
+        self.binds.borrow_mut().clear();
+    }
+
+    /// Submits the pending encoder (without waiting for it).
+    pub fn flush(&self) -> Option<wgpu::SubmissionIndex> {
+        let enc = self.encoder.borrow_mut().take()?;
+        self.serial.set(self.serial.get() + 1);
+        self.pending.set(0);
+        Some(self.queue.submit([enc.finish()]))
+    }
+
+    /// Writes host data into a buffer in queue order: the queued work that may read it is submitted first.
+    pub fn write_buffer(&self, buf: &GpuBuf, offset: u64, bytes: &[u8]) {
+        self.flush();
+        self.queue.write_buffer(&buf.buf, offset, bytes);
+    }
+
+    /// Records one dispatch of `kernel` with `buffers` bound at their binding numbers and `params`
+    /// (a `#[repr(C)]` Pod struct) as the uniform at binding 0.
+    pub fn launch<P: bytemuck::Pod>(
+        &self,
+        kernel: Kernel,
+        buffers: &[(u32, &GpuBuf)],
+        params: &P,
+        kind: ParamsKind,
+        groups: (u32, u32, u32),
+    ) {
+        if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 {
+            return;
+        }
+        let bytes = bytemuck::bytes_of(params).to_vec();
+        let key = BindKey {
+            kernel,
+            buffers: buffers.iter().map(|(b, buf)| (*b, buf.id)).collect(),
+            params: if kind == ParamsKind::Static {
+                bytes.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        let pipeline = self.pipeline(kernel);
+        let mut binds = self.binds.borrow_mut();
+        let entry = match binds.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let entry = o.into_mut();
+                if entry.params != bytes {
+                    if entry.used_in == self.serial.get() {
+                        // The pending encoder still reads the old values: submit it before they change.
+                        self.flush();
+                    }
+                    self.queue.write_buffer(&entry.uniform, 0, &bytes);
+                    entry.params = bytes;
+                }
+                entry
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let uniform = self
+                    .device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some(kernel.1),
+                        contents: &bytes,
+                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    });
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: uniform.as_entire_binding(),
+                }];
+                entries.extend(buffers.iter().map(|(b, buf)| wgpu::BindGroupEntry {
+                    binding: *b,
+                    resource: buf.buf.as_entire_binding(),
+                }));
+                let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(kernel.1),
+                    layout: &pipeline.get_bind_group_layout(0),
+                    entries: &entries,
+                });
+                v.insert(BindEntry {
+                    group,
+                    uniform,
+                    params: bytes,
+                    used_in: 0,
+                })
+            }
+        };
+        entry.used_in = self.serial.get();
+        self.with_encoder(|enc| {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &entry.group, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        });
+        self.pending.set(self.pending.get() + 1);
+    }
+
+    /// Workgroups for a 1-d launch of `total` invocations, spilling into y past 65535 (see `flat_index`).
+    pub fn groups_1d(total: usize) -> (u32, u32, u32) {
+        let groups = total.div_ceil(WG as usize) as u32;
+        if groups <= MAX_GROUPS {
+            (groups, 1, 1)
+        } else {
+            (MAX_GROUPS, groups.div_ceil(MAX_GROUPS), 1)
+        }
+    }
+
+    /// Copies `buf` back to the host, submitting and waiting for all queued work.
+    pub fn read_bytes(
+        &self,
+        buf: &GpuBuf,
+        bytes: u64,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<u8>, String> {
+        let size = bytes.max(4).next_multiple_of(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.with_encoder(|enc| enc.copy_buffer_to_buffer(&buf.buf, 0, &staging, 0, size));
+        let index = self.flush();
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: index,
+                timeout: Some(timeout),
+            })
+            .map_err(|e| format!("the GPU did not finish its work ({e})"))?;
+        match rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("reading a GPU buffer failed ({e})")),
+            Err(_) => {
+                // The callback may run on the next poll.
+                let _ = self.device.poll(wgpu::PollType::Poll);
+                match rx.recv_timeout(timeout) {
+                    Ok(Ok(())) => {}
+                    _ => return Err("reading a GPU buffer did not complete".into()),
+                }
+            }
+        }
+        let data = staging
+            .get_mapped_range(..)
+            .map_err(|e| format!("mapping a GPU buffer failed ({e})"))?
+            .to_vec();
+        staging.unmap();
+        Ok(data[..bytes as usize].to_vec())
+    }
+
+    /// Submits everything and waits for it.
+    pub fn wait_idle(&self, timeout: std::time::Duration) -> Result<(), String> {
+        let index = self.flush();
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: index,
+                timeout: Some(timeout),
+            })
+            .map(|_| ())
+            .map_err(|e| format!("the GPU did not finish its work ({e})"))
+    }
+}

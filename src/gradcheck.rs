@@ -1,0 +1,199 @@
+//! GPU against CPU on one model: the same weights and batch, one forward and backward (batch norm in
+//! training mode), then one step of each optimizer; every tensor compared by `max |gpu - cpu| / max |cpu|`.
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
+use crate::check::max_rel_diff;
+use crate::data::ImageSet;
+use crate::model::{Model, ModelSpec};
+use crate::optim::{OptimKind, Optimizer};
+use crate::train::BatchBuffers;
+use serde::Serialize;
+
+/// Bounds a check must meet (DESIGN.md: 1e-4 for tensors, 1e-5 for the loss).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Tolerance {
+    pub tensor: f32,
+    pub loss: f32,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance {
+            tensor: 1e-4,
+            loss: 1e-5,
+        }
+    }
+}
+
+/// One compared tensor.
+#[derive(Clone, Debug, Serialize)]
+pub struct TensorCheck {
+    /// `grad`, `buffer` (batch-norm running statistics) or `step:<optimizer>` (weights after one update).
+    pub what: String,
+    pub name: String,
+    pub rel_err: f32,
+    pub pass: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GradcheckReport {
+    pub model: String,
+    pub batch: usize,
+    pub seed: u64,
+    pub device: String,
+    pub loss_cpu: f32,
+    pub loss_gpu: f32,
+    pub loss_rel_err: f32,
+    pub tolerance: Tolerance,
+    pub tensors: Vec<TensorCheck>,
+    pub pass: bool,
+}
+
+impl GradcheckReport {
+    pub fn worst(&self) -> Option<&TensorCheck> {
+        self.tensors
+            .iter()
+            .max_by(|a, b| a.rel_err.total_cmp(&b.rel_err))
+    }
+}
+
+/// One model on one backend, fed the first `batch` samples of `data`.
+struct Side<B: Backend> {
+    model: Model<B>,
+    bufs: BatchBuffers<B>,
+}
+
+impl<B: Backend + 'static> Side<B> {
+    fn new(be: &B, spec: ModelSpec, batch: usize, seed: u64, data: &ImageSet) -> Self {
+        let model = Model::new(be, spec, batch, seed);
+        let mut bufs = BatchBuffers::new(be, batch, data.pixels());
+        let ds = be.upload_dataset(&data.images, &data.labels, data.pixels());
+        be.gather_batch(&ds, 0, batch, &mut bufs.x, &mut bufs.y);
+        Side { model, bufs }
+    }
+    fn forward_backward(&mut self, be: &B) -> f32 {
+        let batch = self.model.capacity;
+        self.model.forward(be, &self.bufs.x, batch, true);
+        self.model.backward(be, &self.bufs.x, &self.bufs.y, batch);
+        be.read(&self.model.head.loss)[0]
+    }
+    fn grads(&self, be: &B) -> Vec<(String, Vec<f32>)> {
+        self.model
+            .params()
+            .iter()
+            .map(|p| (p.name.clone(), be.read(&p.grad)))
+            .collect()
+    }
+    fn values(&self, be: &B) -> Vec<(String, Vec<f32>)> {
+        self.model
+            .params()
+            .iter()
+            .map(|p| (p.name.clone(), be.read(&p.value)))
+            .collect()
+    }
+    fn buffers(&self, be: &B) -> Vec<(String, Vec<f32>)> {
+        self.model
+            .buffers()
+            .iter()
+            .map(|b| (b.name.clone(), be.read(&b.value)))
+            .collect()
+    }
+    /// Puts back `values` and forgets the optimizer state, so each optimizer starts from the same point.
+    fn reset(&mut self, be: &B, values: &[(String, Vec<f32>)]) {
+        for (p, (_, v)) in self.model.params_mut().into_iter().zip(values) {
+            be.write(&mut p.value, v);
+            p.state.clear();
+        }
+    }
+}
+
+fn compare(
+    what: &str,
+    gpu: &[(String, Vec<f32>)],
+    cpu: &[(String, Vec<f32>)],
+    tol: f32,
+    out: &mut Vec<TensorCheck>,
+) {
+    for ((name, g), (_, c)) in gpu.iter().zip(cpu) {
+        let rel_err = max_rel_diff(g, c);
+        out.push(TensorCheck {
+            what: what.to_string(),
+            name: name.clone(),
+            rel_err,
+            pass: rel_err <= tol,
+        });
+    }
+}
+
+/// Runs the check of `spec` on `gpu` against the CPU reference, on the first `batch` samples of `data`.
+pub fn gradcheck<G: Backend + 'static>(
+    gpu: &G,
+    spec: ModelSpec,
+    batch: usize,
+    seed: u64,
+    data: &ImageSet,
+    tol: Tolerance,
+) -> GradcheckReport {
+    let cpu = CpuBackend::new();
+    let mut c = Side::new(&cpu, spec, batch, seed, data);
+    let mut g = Side::new(gpu, spec, batch, seed, data);
+    let loss_cpu = c.forward_backward(&cpu);
+    let loss_gpu = g.forward_backward(gpu);
+    let mut tensors = Vec::new();
+    compare(
+        "grad",
+        &g.grads(gpu),
+        &c.grads(&cpu),
+        tol.tensor,
+        &mut tensors,
+    );
+    compare(
+        "buffer",
+        &g.buffers(gpu),
+        &c.buffers(&cpu),
+        tol.tensor,
+        &mut tensors,
+    );
+
+    // Each update starts from the same weights and the same (CPU) gradients, so it checks the update
+    // kernels alone: with each side's own gradients, RMSProp and Adam would turn the f32 noise of
+    // gradients that are mathematically zero (e.g. weights of always-background pixels under batch
+    // norm) into full +-lr steps, on the CPU in two summation orders as much as between CPU and GPU.
+    let start = c.values(&cpu);
+    let cpu_grads = c.grads(&cpu);
+    for (p, (_, grad)) in g.model.params_mut().into_iter().zip(&cpu_grads) {
+        gpu.write(&mut p.grad, grad);
+    }
+    for kind in [OptimKind::Sgd, OptimKind::RmsProp, OptimKind::Adam] {
+        c.reset(&cpu, &start);
+        g.reset(gpu, &start);
+        Optimizer::new(kind, kind.default_lr()).step(&cpu, &mut c.model);
+        Optimizer::new(kind, kind.default_lr()).step(gpu, &mut g.model);
+        compare(
+            &format!("step:{}", kind.name()),
+            &g.values(gpu),
+            &c.values(&cpu),
+            tol.tensor,
+            &mut tensors,
+        );
+    }
+    let loss_rel_err = if loss_cpu == loss_gpu {
+        0.0
+    } else {
+        (loss_gpu - loss_cpu).abs() / loss_cpu.abs().max(f32::MIN_POSITIVE)
+    };
+    let pass = loss_rel_err <= tol.loss && tensors.iter().all(|t| t.pass);
+    GradcheckReport {
+        model: spec.name(),
+        batch,
+        seed,
+        device: gpu.device_name(),
+        loss_cpu,
+        loss_gpu,
+        loss_rel_err,
+        tolerance: tol,
+        tensors,
+        pass,
+    }
+}
