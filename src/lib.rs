@@ -9,4 +9,6 @@ pub mod error;
 pub mod model;
 pub mod optim;
 pub mod progress;
+pub mod report;
+pub mod sweep;
 pub mod train;

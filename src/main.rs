@@ -28,6 +28,10 @@ struct Cli {
 enum Command {
     /// Train a model on MNIST (or any IDX data set) and report validation and test accuracy.
     Train(TrainArgs),
+    /// Run the study's grid (Tables I-IV) headless and resumable, then write its report and figures.
+    Sweep(SweepArgs),
+    /// (Re)build a sweep's report.md and figures from its results, merging shards.
+    Report(ReportArgs),
 }
 
 /// Where to run.
@@ -91,6 +95,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Command::Train(a) => cmd_train(a),
+        Command::Sweep(a) => cmd_sweep(a),
+        Command::Report(a) => cmd_report(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -192,5 +198,126 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     }
+    Ok(())
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// Which of the study's tables to run, e.g. 1,2 (runs two tables share are run once).
+    #[arg(long, default_value = "1,2,3,4")]
+    tables: String,
+    /// Passes over the training set per run (500 steps each at batch 110 on MNIST).
+    #[arg(long, default_value_t = 1, conflicts_with_all = ["steps", "quick"])]
+    epochs: usize,
+    /// Optimizer steps per run, instead of --epochs.
+    #[arg(long, conflicts_with = "quick")]
+    steps: Option<usize>,
+    /// Smoke check, a few minutes on a CPU: 20 steps per run, accuracy on the first 500 validation and
+    /// 500 test images. Its runs have their own keys; not comparable with the study.
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// IDX data directory (see `wgtrain train --help`). Default: the MNIST copy in data/mnist.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Training images held out (from the end of the training file) for validation.
+    #[arg(long, default_value_t = data::DEFAULT_VALIDATION)]
+    val_size: usize,
+    /// Sweep directory: results.jsonl, runs/<key>/losses.csv, report.md, figures/.
+    #[arg(long, value_name = "DIR", default_value = "runs/sweep")]
+    out: PathBuf,
+    /// Seed of every run's weights and shuffling (recorded with each run).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Run every N-th run starting at I (0 <= I < N), so N processes or machines share one sweep;
+    /// build the report with `wgtrain report` when all have finished.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Read losses back and update progress every N steps.
+    #[arg(long, default_value_t = 50)]
+    log_every: usize,
+    /// Only warnings and errors.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Sweep directory whose results.jsonl to report (the report is written here).
+    #[arg(long, value_name = "DIR", default_value = "runs/sweep")]
+    out: PathBuf,
+    /// Another sweep directory (a shard that wrote elsewhere) whose runs to copy into --out first.
+    #[arg(long, value_name = "DIR")]
+    merge: Vec<PathBuf>,
+    /// Which sweep to report when the results hold several (e.g. b110_e1_seed1); default: the one
+    /// with the most runs.
+    #[arg(long, value_name = "SIG")]
+    sweep: Option<String>,
+}
+
+fn cmd_sweep(a: SweepArgs) -> Result<()> {
+    use wgtrain::sweep::{self, Budget, Shard, SweepConfig, SweepJob, SweepProgress};
+    let tables = sweep::parse_tables(&a.tables)?;
+    let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
+    let mut cfg = SweepConfig::new(&a.out);
+    if a.quick {
+        cfg = cfg.quick();
+    } else if let Some(s) = a.steps {
+        cfg.budget = Budget::Steps(s);
+    } else {
+        cfg.budget = Budget::Epochs(a.epochs);
+    }
+    cfg.tables = tables;
+    cfg.seed = a.seed;
+    cfg.shard = shard.unwrap_or_default();
+    cfg.log_every = positive("--log-every", a.log_every)?;
+    cfg.report = cfg.shard.count == 1;
+    cfg.validate()?;
+    let data_dir = a.data.clone().unwrap_or_else(data::default_data_dir);
+    cfg.data_label = data_dir.display().to_string();
+    let data = data::load_dir(&data_dir, a.val_size)?;
+    let label = match shard {
+        Some(s) => format!("sweep shard {s}"),
+        None => "sweep".to_string(),
+    };
+    let mut progress = SweepProgress::new(label, a.quiet);
+    let job = SweepJob {
+        data,
+        cfg,
+        observer: &mut progress,
+    };
+    let s = run_on(
+        a.device.backend,
+        a.device.adapter.as_deref(),
+        &mut notice,
+        job,
+    )?;
+    println!(
+        "{} runs trained, {} already done{}; results in {}",
+        s.executed.len(),
+        s.skipped.len(),
+        if s.diverged.is_empty() {
+            String::new()
+        } else {
+            format!(", {} diverged", s.diverged.len())
+        },
+        a.out.join(sweep::RESULTS_FILE).display()
+    );
+    match s.report {
+        Some(p) => println!("wrote {}", p.display()),
+        None => println!(
+            "shard done; when every shard has finished: wgtrain report --out {}",
+            a.out.display()
+        ),
+    }
+    Ok(())
+}
+
+fn cmd_report(a: ReportArgs) -> Result<()> {
+    let path = wgtrain::report::build_report(&a.out, &a.merge, a.sweep.as_deref(), &mut |m| {
+        eprintln!("warning: {m}")
+    })?;
+    println!("wrote {}", path.display());
     Ok(())
 }
