@@ -6,6 +6,7 @@ pub mod check;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod gradcheck;
 pub mod model;
 pub mod optim;
 pub mod progress;

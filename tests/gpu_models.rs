@@ -1,0 +1,73 @@
+//! Whole models on the GPU against the CPU reference, and training on the GPU.
+
+mod common;
+
+use common::gpu;
+use wgtrain::data::{split, synthetic};
+use wgtrain::gradcheck::{gradcheck, Tolerance};
+use wgtrain::model::ModelSpec;
+use wgtrain::optim::OptimKind;
+use wgtrain::train::{train, Silent, TrainConfig};
+
+fn check_model(name: &str, batch: usize) {
+    let Some(g) = gpu() else { return };
+    let data = synthetic(batch, 5);
+    let r = gradcheck(&g, ModelSpec::parse(name).unwrap(), batch, 1, &data, Tolerance::default());
+    let worst = r.worst().unwrap();
+    assert!(r.pass, "{name}: loss rel {:.2e}, worst {} {} {:.2e}", r.loss_rel_err, worst.what, worst.name, worst.rel_err);
+    // Every parameter is checked: gradient, and weights after each of the three optimizers.
+    let grads = r.tensors.iter().filter(|t| t.what == "grad").count();
+    assert!(grads > 0 && r.tensors.iter().filter(|t| t.what.starts_with("step:")).count() == 3 * grads);
+}
+
+#[test]
+fn gradcheck_fc8_bn() {
+    check_model("fc8-bn", 8);
+}
+
+#[test]
+fn gradcheck_cnn7_bn() {
+    check_model("cnn7-bn", 4);
+}
+
+#[test]
+fn gradcheck_cnn3_plain() {
+    check_model("cnn3", 3);
+}
+
+#[test]
+fn gradcheck_rejects_what_it_cannot_vouch_for() {
+    // The same comparison with a bound below f32 rounding must fail: the check is live.
+    let Some(g) = gpu() else { return };
+    let data = synthetic(8, 5);
+    let r = gradcheck(&g, ModelSpec::parse("fc8-bn").unwrap(), 8, 1, &data, Tolerance { tensor: 1e-12, loss: 1e-12 });
+    assert!(!r.pass, "a bound of 1e-12 cannot hold between two f32 implementations");
+}
+
+#[test]
+fn fifty_gpu_steps_lower_the_loss_and_track_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let all = synthetic(1700, 3);
+    let test = synthetic(100, 4);
+    let data = split(all, test, 100).unwrap();
+    let cfg = TrainConfig {
+        model: ModelSpec::parse("fc8-bn").unwrap(),
+        optim: OptimKind::Adam,
+        lr: 0.01,
+        batch: 32,
+        steps: 50,
+        seed: 1,
+        log_every: 25,
+        eval_each_epoch: false,
+        out: None,
+    };
+    let gr = train(&g, &data, &cfg, &mut Silent).unwrap();
+    let cr = train(&wgtrain::backend::cpu::CpuBackend::new(), &data, &cfg, &mut Silent).unwrap();
+    assert_eq!(gr.losses.len(), 50);
+    let first: f32 = gr.losses[..10].iter().sum::<f32>() / 10.0;
+    let last: f32 = gr.losses[40..].iter().sum::<f32>() / 10.0;
+    assert!(last < 0.7 * first, "GPU loss did not fall: first 10 steps {first:.4}, last 10 {last:.4}");
+    for (s, (gl, cl)) in gr.losses.iter().zip(&cr.losses).take(5).enumerate() {
+        assert!((gl - cl).abs() <= 1e-3 * cl.abs(), "step {s}: gpu loss {gl} vs cpu {cl}");
+    }
+}

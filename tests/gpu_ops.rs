@@ -1,0 +1,386 @@
+//! Every GPU kernel against its CPU twin on random shapes, including shapes that fit no tile.
+//! Runs on lavapipe in CI (WGTRAIN_REQUIRE_GPU=1); skipped with a notice where no adapter exists.
+
+mod common;
+
+use common::{gpu, rand_vec};
+use wgtrain::backend::cpu::CpuBackend;
+use wgtrain::backend::gpu::{GpuBackend, MatmulKernel};
+use wgtrain::backend::{Backend, ConvGeom, OptimStep, Trans};
+use wgtrain::check::max_rel_diff;
+
+const TOL: f32 = 1e-5;
+
+fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: f32) {
+    let err = max_rel_diff(gpu, cpu);
+    assert!(err <= tol, "{what}: max rel diff {err:.3e} > {tol:.0e}");
+}
+
+fn check_matmul(
+    g: &GpuBackend,
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: Trans,
+    tb: Trans,
+    accumulate: bool,
+) {
+    let cpu = CpuBackend::new();
+    let a = rand_vec(m * k, 1);
+    let b = rand_vec(k * n, 2);
+    let c0 = rand_vec(m * n, 3);
+    let mut cc = c0.clone();
+    cpu.matmul(&a, ta, &b, tb, &mut cc, m, k, n, accumulate);
+    let (ga, gb) = (g.upload(&a), g.upload(&b));
+    let mut gc = g.upload(&c0);
+    g.matmul(&ga, ta, &gb, tb, &mut gc, m, k, n, accumulate);
+    assert_close(
+        &format!(
+            "matmul {m}x{k}x{n} {ta:?}{tb:?} acc={accumulate} {:?}",
+            g.matmul_kernel
+        ),
+        &g.read(&gc),
+        &cc,
+        TOL,
+    );
+}
+
+#[test]
+fn matmul_all_forms_and_odd_shapes() {
+    let Some(mut g) = gpu() else { return };
+    for kernel in [MatmulKernel::Direct, MatmulKernel::Tiled] {
+        g.matmul_kernel = kernel;
+        for &(m, k, n) in &[(1, 1, 1), (7, 13, 5), (65, 17, 66), (110, 784, 33)] {
+            for ta in [Trans::N, Trans::T] {
+                for tb in [Trans::N, Trans::T] {
+                    check_matmul(&g, m, k, n, ta, tb, false);
+                }
+            }
+        }
+        check_matmul(&g, 9, 70, 3, Trans::N, Trans::N, true);
+    }
+}
+
+#[test]
+fn matmul_layer_size() {
+    let Some(mut g) = gpu() else { return };
+    for kernel in [MatmulKernel::Direct, MatmulKernel::Tiled] {
+        g.matmul_kernel = kernel;
+        check_matmul(&g, 110, 784, 256, Trans::N, Trans::T, false);
+    }
+}
+
+#[test]
+fn bias_relu_and_backward() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let (rows, cols) = (13, 37);
+    let x = rand_vec(rows * cols, 4);
+    let bias = rand_vec(cols, 5);
+    for (with_bias, relu) in [(true, true), (true, false), (false, true)] {
+        let mut cx = x.clone();
+        cpu.bias_act(&mut cx, with_bias.then_some(&bias), rows, cols, relu);
+        let mut gx = g.upload(&x);
+        let gb = g.upload(&bias);
+        g.bias_act(&mut gx, with_bias.then_some(&gb), rows, cols, relu);
+        assert_close("bias_act", &g.read(&gx), &cx, TOL);
+    }
+    let dy = rand_vec(rows * cols, 6);
+    let mut cdy = dy.clone();
+    cpu.relu_backward(&x, &mut cdy);
+    let mut gdy = g.upload(&dy);
+    g.relu_backward(&g.upload(&x), &mut gdy);
+    assert_close("relu_backward", &g.read(&gdy), &cdy, 0.0);
+}
+
+#[test]
+fn bias_grad_many_rows() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    // 1000 rows: several reduction chunks; 19 columns: a partial column block.
+    for &(rows, cols) in &[(1, 1), (1000, 19)] {
+        let dy = rand_vec(rows * cols, 7);
+        let mut cdb = vec![0.0; cols];
+        cpu.bias_grad(&dy, &mut cdb, rows, cols);
+        let mut gdb = g.zeros(cols);
+        g.bias_grad(&g.upload(&dy), &mut gdb, rows, cols);
+        assert_close("bias_grad", &g.read(&gdb), &cdb, TOL);
+    }
+}
+
+#[test]
+fn im2col_col2im_stride_and_padding() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    for &(stride, pad, side) in &[(1, 1, 5), (2, 1, 7), (2, 0, 6), (1, 0, 4)] {
+        let geom = ConvGeom {
+            n: 2,
+            c: 3,
+            h: side,
+            w: side,
+            k: 3,
+            stride,
+            pad,
+        };
+        let x = rand_vec(geom.n * side * side * geom.c, 8);
+        let mut ccol = vec![0.0; geom.col_rows() * geom.col_cols()];
+        cpu.im2col(&x, &mut ccol, &geom);
+        let mut gcol = g.zeros(ccol.len());
+        g.im2col(&g.upload(&x), &mut gcol, &geom);
+        assert_close("im2col", &g.read(&gcol), &ccol, 0.0);
+
+        let dcol = rand_vec(ccol.len(), 9);
+        let mut cdx = vec![0.0; x.len()];
+        cpu.col2im(&dcol, &mut cdx, &geom);
+        let mut gdx = g.zeros(x.len());
+        g.col2im(&g.upload(&dcol), &mut gdx, &geom);
+        assert_close(
+            &format!("col2im s{stride} p{pad}"),
+            &g.read(&gdx),
+            &cdx,
+            TOL,
+        );
+    }
+}
+
+#[test]
+fn batchnorm_forward_backward() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    for &(rows, cols) in &[(2, 3), (300, 17)] {
+        let x: Vec<f32> = rand_vec(rows * cols, 10)
+            .iter()
+            .map(|v| 3.0 * v + 0.5)
+            .collect();
+        let gamma = rand_vec(cols, 11);
+        let beta = rand_vec(cols, 12);
+        let rm0 = rand_vec(cols, 13);
+        let rv0: Vec<f32> = rand_vec(cols, 14).iter().map(|v| v.abs() + 0.5).collect();
+        let (mut cy, mut cm, mut cs, mut crm, mut crv) = (
+            vec![0.0; x.len()],
+            vec![0.0; cols],
+            vec![0.0; cols],
+            rm0.clone(),
+            rv0.clone(),
+        );
+        cpu.bn_forward_train(
+            &x, &mut cy, &gamma, &beta, &mut cm, &mut cs, &mut crm, &mut crv, rows, cols, 0.1, 1e-5,
+        );
+        let (gx, gg, gbeta) = (g.upload(&x), g.upload(&gamma), g.upload(&beta));
+        let (mut gy, mut gm, mut gs, mut grm, mut grv) = (
+            g.zeros(x.len()),
+            g.zeros(cols),
+            g.zeros(cols),
+            g.upload(&rm0),
+            g.upload(&rv0),
+        );
+        g.bn_forward_train(
+            &gx, &mut gy, &gg, &gbeta, &mut gm, &mut gs, &mut grm, &mut grv, rows, cols, 0.1, 1e-5,
+        );
+        assert_close("bn y", &g.read(&gy), &cy, 1e-5);
+        assert_close("bn mean", &g.read(&gm), &cm, 1e-5);
+        assert_close("bn invstd", &g.read(&gs), &cs, 1e-5);
+        assert_close("bn running mean", &g.read(&grm), &crm, 1e-5);
+        assert_close("bn running var", &g.read(&grv), &crv, 1e-5);
+
+        let mut cey = vec![0.0; x.len()];
+        cpu.bn_forward_eval(&x, &mut cey, &gamma, &beta, &crm, &crv, rows, cols, 1e-5);
+        let mut gey = g.zeros(x.len());
+        g.bn_forward_eval(&gx, &mut gey, &gg, &gbeta, &grm, &grv, rows, cols, 1e-5);
+        assert_close("bn eval", &g.read(&gey), &cey, 1e-5);
+
+        let dy = rand_vec(x.len(), 15);
+        let (mut cdx, mut cdg, mut cdb) = (vec![0.0; x.len()], vec![0.0; cols], vec![0.0; cols]);
+        cpu.bn_backward(
+            &x, &dy, &gamma, &cm, &cs, &mut cdx, &mut cdg, &mut cdb, rows, cols,
+        );
+        let (mut gdx, mut gdg, mut gdb) = (g.zeros(x.len()), g.zeros(cols), g.zeros(cols));
+        g.bn_backward(
+            &gx,
+            &g.upload(&dy),
+            &gg,
+            &gm,
+            &gs,
+            &mut gdx,
+            &mut gdg,
+            &mut gdb,
+            rows,
+            cols,
+        );
+        assert_close("bn dbeta", &g.read(&gdb), &cdb, 1e-5);
+        assert_close("bn dgamma", &g.read(&gdg), &cdg, 1e-5);
+        assert_close("bn dx", &g.read(&gdx), &cdx, 1e-4);
+    }
+}
+
+#[test]
+fn softmax_ce_and_eval() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let (rows, cols) = (37, 10);
+    let logits: Vec<f32> = rand_vec(rows * cols, 16).iter().map(|v| v * 5.0).collect();
+    let labels: Vec<f32> = (0..rows).map(|r| (r * 7 % cols) as f32).collect();
+    let (mut cd, mut cl) = (vec![0.0; rows * cols], vec![0.5]);
+    cpu.softmax_ce(&logits, &labels, &mut cd, &mut cl, rows, cols, true);
+    let (gz, gy) = (g.upload(&logits), g.upload(&labels));
+    let (mut gd, mut gl) = (g.zeros(rows * cols), g.upload(&[0.5]));
+    g.softmax_ce(&gz, &gy, &mut gd, &mut gl, rows, cols, true);
+    assert_close("softmax_ce dlogits", &g.read(&gd), &cd, 1e-5);
+    assert_close("softmax_ce loss", &g.read(&gl), &cl, 1e-6);
+
+    let mut cacc = vec![1.0, 2.0];
+    cpu.eval_batch(&logits, &labels, &mut cacc, rows, cols);
+    let mut gacc = g.upload(&[1.0, 2.0]);
+    g.eval_batch(&gz, &gy, &mut gacc, rows, cols);
+    let ga = g.read(&gacc);
+    assert_eq!(ga[0], cacc[0], "correct count");
+    assert_close("eval loss sum", &ga[1..], &cacc[1..], 1e-5);
+}
+
+#[test]
+fn optimizer_updates() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let n = 1000;
+    let w = rand_vec(n, 17);
+    let grad = rand_vec(n, 18);
+    let s1: Vec<f32> = rand_vec(n, 19).iter().map(|v| v * 0.1).collect();
+    let s2: Vec<f32> = rand_vec(n, 20).iter().map(|v| v.abs() * 0.01).collect();
+    for step in [
+        OptimStep::Sgd { lr: 0.01 },
+        OptimStep::RmsProp {
+            lr: 0.001,
+            rho: 0.9,
+            eps: 1e-8,
+        },
+        OptimStep::Adam {
+            lr: 0.001,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            t: 3,
+        },
+        OptimStep::Adam {
+            lr: 0.001,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            t: 4,
+        },
+    ] {
+        let mut cw = w.clone();
+        let mut cs = vec![s1.clone(), s2.clone()];
+        cpu.optim_step(&step, &mut cw, &grad, &mut cs);
+        let mut gw = g.upload(&w);
+        let mut gs = vec![g.upload(&s1), g.upload(&s2)];
+        g.optim_step(&step, &mut gw, &g.upload(&grad), &mut gs);
+        assert_close(&format!("{step:?} w"), &g.read(&gw), &cw, 1e-6);
+        assert_close(&format!("{step:?} s1"), &g.read(&gs[0]), &cs[0], 1e-6);
+        assert_close(&format!("{step:?} s2"), &g.read(&gs[1]), &cs[1], 1e-6);
+    }
+}
+
+#[test]
+fn adam_step_count_changes_between_steps_on_one_tensor() {
+    // The bias corrections are a dynamic uniform: two queued steps must each see their own t.
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let n = 50;
+    let (w, grad) = (rand_vec(n, 21), rand_vec(n, 22));
+    let (mut cw, mut cs) = (w.clone(), vec![vec![0.0; n], vec![0.0; n]]);
+    let (mut gw, mut gs, gg) = (g.upload(&w), vec![g.zeros(n), g.zeros(n)], g.upload(&grad));
+    for t in 1..=3 {
+        let step = OptimStep::Adam {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            t,
+        };
+        cpu.optim_step(&step, &mut cw, &grad, &mut cs);
+        g.optim_step(&step, &mut gw, &gg, &mut gs);
+    }
+    assert_close("adam x3", &g.read(&gw), &cw, 1e-6);
+}
+
+#[test]
+fn gather_batch_normalises_in_order() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let pixels = 7; // not a multiple of 4: bytes straddle the packed u32 words
+    let n = 9;
+    let images: Vec<u8> = (0..n * pixels).map(|i| (i * 37 % 256) as u8).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    let order: Vec<u32> = vec![8, 3, 0, 5, 1, 7, 2, 6, 4];
+    let mut cds = cpu.upload_dataset(&images, &labels, pixels);
+    cpu.set_order(&mut cds, &order);
+    let mut gds = g.upload_dataset(&images, &labels, pixels);
+    g.set_order(&mut gds, &order);
+    let (mut cx, mut cy) = (vec![0.0; 4 * pixels], vec![0.0; 4]);
+    cpu.gather_batch(&cds, 3, 4, &mut cx, &mut cy);
+    let (mut gx, mut gy) = (g.zeros(4 * pixels), g.zeros(4));
+    g.gather_batch(&gds, 3, 4, &mut gx, &mut gy);
+    assert_close("gather x", &g.read(&gx), &cx, 1e-6);
+    assert_eq!(g.read(&gy), cy, "gather labels");
+}
+
+#[test]
+fn copy_and_fill() {
+    let Some(g) = gpu() else { return };
+    let src = g.upload(&[1.0, 2.0, 3.0, 4.0]);
+    let mut dst = g.upload(&[9.0; 6]);
+    g.copy(&src, 1, &mut dst, 2, 3);
+    assert_eq!(g.read(&dst), vec![9.0, 9.0, 2.0, 3.0, 4.0, 9.0]);
+    g.fill(&mut dst, 0.0);
+    assert_eq!(g.read(&dst), vec![0.0; 6]);
+    g.fill(&mut dst, 1.5);
+    assert_eq!(g.read(&dst), vec![1.5; 6]);
+}
+
+#[test]
+fn a_wrong_kernel_result_is_caught() {
+    // The comparison the tests above rely on must reject a kernel that is slightly off: here the GPU
+    // matmul of A·B^T is compared with the CPU result of A·B^T plus a 1e-3 error in one element.
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let (m, k, n) = (7, 13, 5);
+    let (a, b) = (rand_vec(m * k, 23), rand_vec(n * k, 24));
+    let mut cc = vec![0.0; m * n];
+    cpu.matmul(&a, Trans::N, &b, Trans::T, &mut cc, m, k, n, false);
+    let mut gc = g.zeros(m * n);
+    g.matmul(
+        &g.upload(&a),
+        Trans::N,
+        &g.upload(&b),
+        Trans::T,
+        &mut gc,
+        m,
+        k,
+        n,
+        false,
+    );
+    let mut wrong = g.read(&gc);
+    assert!(max_rel_diff(&wrong, &cc) <= TOL, "the right result passes");
+    wrong[17] += 1e-3 * cc.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(
+        max_rel_diff(&wrong, &cc) > TOL,
+        "a 1e-3 error must be rejected"
+    );
+    // And a kernel run with the wrong transpose flag is far off.
+    let mut gt = g.zeros(m * n);
+    g.matmul(
+        &g.upload(&a),
+        Trans::N,
+        &g.upload(&b),
+        Trans::N,
+        &mut gt,
+        m,
+        k,
+        n,
+        false,
+    );
+    assert!(
+        max_rel_diff(&g.read(&gt), &cc) > 1e-2,
+        "a wrong-layout matmul must be rejected"
+    );
+}
