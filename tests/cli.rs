@@ -1,0 +1,290 @@
+//! The `wgtrain` binary as a user meets it: help, a tiny training run with its JSON and files, and bad
+//! input reported as one `error:` line with exit code 2 (never a panic or a backtrace).
+
+use std::path::Path;
+use std::process::{Command, Output};
+use wgtrain::data;
+
+fn wgtrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(args)
+        // A backtrace would show if anything panicked or printed an error with `{:?}`.
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .output()
+        .expect("run wgtrain")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A data directory of raw IDX files: 300 synthetic training images and 100 test images.
+fn synthetic_data(dir: &Path) {
+    data::write_idx_dir(dir, &data::synthetic(300, 1), &data::synthetic(100, 2)).unwrap();
+}
+
+#[test]
+fn help_lists_commands_and_options() {
+    let out = wgtrain(&["--help"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let help = text(&out.stdout);
+    assert!(help.contains("train"), "{help}");
+    assert!(help.contains("Usage"), "{help}");
+
+    let out = wgtrain(&["train", "--help"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let help = text(&out.stdout);
+    for opt in [
+        "--model",
+        "--optim",
+        "--lr",
+        "--epochs",
+        "--steps",
+        "--batch",
+        "--seed",
+        "--backend",
+        "--adapter",
+        "--data",
+        "--val-size",
+        "--out",
+        "--log-every",
+        "--json",
+        "--quiet",
+    ] {
+        assert!(
+            help.contains(opt),
+            "train --help should list {opt}:\n{help}"
+        );
+    }
+    // The model names and the optimizers are spelled out.
+    for word in ["fc8-bn", "cnn7", "sgd", "rmsprop", "adam"] {
+        assert!(help.contains(word), "train --help should mention {word}");
+    }
+}
+
+#[test]
+fn version_prints() {
+    let out = wgtrain(&["--version"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn tiny_training_run_prints_json_and_writes_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let out_dir = tmp.path().join("out");
+    synthetic_data(&data_dir);
+    let out = wgtrain(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--data",
+        data_dir.to_str().unwrap(),
+        "--val-size",
+        "100",
+        "--steps",
+        "5",
+        "--batch",
+        "10",
+        "--json",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let last = stdout.lines().last().expect("some output");
+    let json: serde_json::Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("last stdout line is not JSON ({e}): {last}"));
+    for key in [
+        "model",
+        "optim",
+        "lr",
+        "batch",
+        "epochs",
+        "steps",
+        "seed",
+        "backend",
+        "device",
+        "train_loss",
+        "val_acc",
+        "test_acc",
+        "seconds",
+        "images_per_s",
+    ] {
+        assert!(json.get(key).is_some(), "JSON lacks {key}: {last}");
+    }
+    assert_eq!(json["model"], "fc8-bn");
+    assert_eq!(json["optim"], "adam");
+    assert_eq!(json["backend"], "cpu");
+    assert_eq!(json["steps"], 5);
+    assert_eq!(json["batch"], 10);
+    assert_eq!(json["seed"], 1);
+    for key in ["val_acc", "test_acc"] {
+        let acc = json[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{key} {acc}");
+    }
+    assert!(json["train_loss"].as_f64().unwrap().is_finite());
+    assert!(json["images_per_s"].as_f64().unwrap() > 0.0);
+    // 200 training images in batches of 10: 5 steps are a quarter epoch.
+    assert!((json["epochs"].as_f64().unwrap() - 0.25).abs() < 1e-9);
+
+    for name in ["losses.csv", "epochs.csv", "metrics.json"] {
+        assert!(out_dir.join(name).is_file(), "{name} missing in --out");
+    }
+    let losses = std::fs::read_to_string(out_dir.join("losses.csv")).unwrap();
+    let lines: Vec<&str> = losses.lines().collect();
+    assert_eq!(lines[0], "step,epoch,loss");
+    assert_eq!(
+        lines.len(),
+        1 + 5,
+        "a header and one line per step:\n{losses}"
+    );
+    assert!(lines[1].starts_with("1,1,"), "{losses}");
+    let epochs = std::fs::read_to_string(out_dir.join("epochs.csv")).unwrap();
+    assert!(epochs.starts_with("epoch,step,train_loss,val_loss,val_acc"));
+    assert_eq!(epochs.lines().count(), 2, "{epochs}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(metrics["test_acc"], json["test_acc"]);
+    assert_eq!(metrics["model"], "fc8-bn");
+}
+
+/// Asserts `out` is a user error: exit code 2, stdout without results, and stderr exactly one line
+/// `error: ...` mentioning every one of `mentions`, without a panic or a backtrace.
+fn assert_user_error(out: &Output, mentions: &[&str]) {
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit status {:?}, stderr:\n{stderr}",
+        out.status
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr should be one line:\n{stderr}");
+    assert!(lines[0].starts_with("error:"), "{stderr}");
+    for m in mentions {
+        assert!(lines[0].contains(m), "stderr should mention {m}: {stderr}");
+    }
+    for bad in ["panicked", "backtrace", "RUST_BACKTRACE", "Stack"] {
+        assert!(!stderr.contains(bad), "{bad} in stderr: {stderr}");
+    }
+    assert!(
+        !text(&out.stdout).contains("test acc"),
+        "no results on failure"
+    );
+}
+
+#[test]
+fn missing_data_directory_is_a_one_line_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-dir");
+    let out = wgtrain(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--data",
+        missing.to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
+    assert_user_error(&out, &[missing.to_str().unwrap(), "not found"]);
+}
+
+#[test]
+fn corrupt_data_file_is_a_one_line_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    synthetic_data(tmp.path());
+    let bad = tmp.path().join("train-labels-idx1-ubyte");
+    std::fs::write(&bad, b"\x00\x00\x08\x01\x00\x00\x01\x2cgarbage").unwrap();
+    let out = wgtrain(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--data",
+        tmp.path().to_str().unwrap(),
+        "--val-size",
+        "100",
+        "--steps",
+        "1",
+    ]);
+    assert_user_error(&out, &[bad.to_str().unwrap(), "truncated"]);
+
+    // A corrupt gzip file, too.
+    let gz = tmp.path().join("t10k-images-idx3-ubyte.gz");
+    std::fs::write(&gz, b"\x1f\x8b\x08\x00garbage").unwrap();
+    synthetic_data(tmp.path());
+    let out = wgtrain(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--data",
+        tmp.path().to_str().unwrap(),
+        "--val-size",
+        "100",
+        "--steps",
+        "1",
+    ]);
+    assert_user_error(&out, &[gz.to_str().unwrap(), "gzip"]);
+}
+
+#[test]
+fn unknown_model_exits_2() {
+    let out = wgtrain(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--model",
+        "resnet50",
+        "--steps",
+        "1",
+    ]);
+    assert_user_error(&out, &["resnet50"]);
+}
+
+#[test]
+fn bad_values_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    synthetic_data(tmp.path());
+    let dir = tmp.path().to_str().unwrap();
+    let base = [
+        "train",
+        "--backend",
+        "cpu",
+        "--data",
+        dir,
+        "--val-size",
+        "100",
+    ];
+    for (extra, mention) in [
+        (&["--optim", "adagrad"][..], "adagrad"),
+        (&["--batch", "0"][..], "--batch"),
+        (&["--steps", "0"][..], "--steps"),
+        (&["--lr=-1"][..], "--lr"),
+        (&["--lr", "nan"][..], "--lr"),
+        (&["--batch", "500"][..], "--batch"),
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let out = wgtrain(&args);
+        assert_user_error(&out, &[mention]);
+    }
+    // Too many validation images for the training file names the directory.
+    let out = wgtrain(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--data",
+        dir,
+        "--val-size",
+        "300",
+    ]);
+    assert_user_error(&out, &[dir, "validation"]);
+}
