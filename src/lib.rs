@@ -3,12 +3,15 @@
 
 pub mod backend;
 pub mod check;
+pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod gradcheck;
+pub mod graph;
 pub mod model;
 pub mod optim;
+pub mod predict;
 pub mod progress;
 pub mod report;
 pub mod sweep;

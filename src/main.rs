@@ -5,13 +5,14 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use wgtrain::backend::Backend;
+use wgtrain::checkpoint::Checkpoint;
 use wgtrain::data;
 use wgtrain::device::{run_on, BackendChoice, OnBackend};
 use wgtrain::error::{is_input_error, InputError};
 use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;
 use wgtrain::progress::TrainProgress;
-use wgtrain::train::{train, TrainConfig, TrainResult};
+use wgtrain::train::{train_with, Persist, TrainConfig, TrainResult};
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,12 @@ enum Command {
     Sweep(SweepArgs),
     /// (Re)build a sweep's report.md and figures from its results, merging shards.
     Report(ReportArgs),
+    /// Draw a model's computational graph (or batch norm's own) as Graphviz DOT, SVG or PNG.
+    Graph(GraphArgs),
+    /// Test accuracy, loss and confusion matrix of a checkpoint.
+    Eval(EvalArgs),
+    /// Classify PNG images with a checkpoint: the top classes and their probabilities.
+    Predict(PredictArgs),
 }
 
 /// Where to run.
@@ -47,27 +54,35 @@ struct DeviceArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Model: fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn.
-    #[arg(long, default_value = "fc8-bn")]
-    model: String,
-    /// Optimizer: sgd, rmsprop or adam.
-    #[arg(long, default_value = "adam")]
-    optim: String,
-    /// Learning rate (default: sgd 0.01, rmsprop 0.001, adam 0.001).
+    /// Model: fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn [default: fc8-bn; with
+    /// --resume, the checkpoint's].
+    #[arg(long)]
+    model: Option<String>,
+    /// Optimizer: sgd, rmsprop or adam [default: adam; with --resume, the checkpoint's].
+    #[arg(long)]
+    optim: Option<String>,
+    /// Learning rate (default: sgd 0.01, rmsprop 0.001, adam 0.001; with --resume, the checkpoint's).
     #[arg(long)]
     lr: Option<f32>,
-    /// Passes over the training set (default 1).
+    /// Passes over the training set (default 1); with --resume, counting those already done.
     #[arg(long, conflicts_with = "steps")]
     epochs: Option<usize>,
-    /// Optimizer steps, instead of --epochs.
+    /// Optimizer steps, instead of --epochs; with --resume, counting those already done.
     #[arg(long)]
     steps: Option<usize>,
-    /// Images per step.
-    #[arg(long, default_value_t = 110)]
-    batch: usize,
-    /// Seed for the weights and the shuffling.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Images per step [default: 110; with --resume, the checkpoint's].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Seed for the weights and the shuffling [default: 1; with --resume, the checkpoint's].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Save a checkpoint (safetensors: weights, batch-norm statistics, optimizer state, step and
+    /// config) here at every epoch end and at the end of the run.
+    #[arg(long, value_name = "PATH")]
+    save: Option<PathBuf>,
+    /// Continue the run saved in this checkpoint, exactly where it stopped (same data needed).
+    #[arg(long, value_name = "PATH")]
+    resume: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
     /// Directory with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
@@ -97,6 +112,9 @@ fn main() -> ExitCode {
         Command::Train(a) => cmd_train(a),
         Command::Sweep(a) => cmd_sweep(a),
         Command::Report(a) => cmd_report(a),
+        Command::Graph(a) => cmd_graph(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Predict(a) => cmd_predict(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -127,6 +145,8 @@ struct TrainJob {
     data: data::Splits,
     cfg: TrainConfig,
     quiet: bool,
+    resume: Option<Checkpoint>,
+    save: Option<PathBuf>,
 }
 
 impl OnBackend for TrainJob {
@@ -139,18 +159,42 @@ impl OnBackend for TrainJob {
             be.kind()
         );
         let mut progress = TrainProgress::new(label, self.quiet);
-        train(be, &self.data, &self.cfg, &mut progress)
+        let persist = Persist {
+            resume: self.resume.as_ref(),
+            save: self.save.as_deref(),
+        };
+        train_with(be, &self.data, &self.cfg, &mut progress, persist).map(|t| t.result)
     }
 }
 
 fn cmd_train(a: TrainArgs) -> Result<()> {
-    let model = ModelSpec::parse(&a.model).map_err(|e| InputError::value(e.to_string()))?;
-    let optim = OptimKind::parse(&a.optim).map_err(|e| InputError::value(e.to_string()))?;
-    let lr = a.lr.unwrap_or(optim.default_lr());
+    let resume = a.resume.as_deref().map(Checkpoint::load).transpose()?;
+    let model = match &a.model {
+        Some(m) => ModelSpec::parse(m).map_err(|e| InputError::value(e.to_string()))?,
+        None => match &resume {
+            Some(ck) => ck.spec()?,
+            None => ModelSpec::parse("fc8-bn")?,
+        },
+    };
+    let optim = match &a.optim {
+        Some(o) => OptimKind::parse(o).map_err(|e| InputError::value(e.to_string()))?,
+        None => resume.as_ref().map_or(OptimKind::Adam, |ck| ck.meta.optim),
+    };
+    let lr = a.lr.unwrap_or(match &resume {
+        Some(ck) => ck.meta.lr,
+        None => optim.default_lr(),
+    });
     if !(lr.is_finite() && lr > 0.0) {
         return Err(InputError::value(format!("--lr {lr}: must be a positive number")).into());
     }
-    let batch = positive("--batch", a.batch)?;
+    let batch = positive(
+        "--batch",
+        a.batch
+            .unwrap_or(resume.as_ref().map_or(110, |ck| ck.meta.batch)),
+    )?;
+    let seed = a
+        .seed
+        .unwrap_or(resume.as_ref().map_or(1, |ck| ck.meta.seed));
     let data_dir = a.data.clone().unwrap_or_else(data::default_data_dir);
     let data = data::load_dir(&data_dir, a.val_size)?;
     let spe = TrainConfig::steps_per_epoch(data.train.len(), batch);
@@ -164,7 +208,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         lr,
         batch,
         steps,
-        seed: a.seed,
+        seed,
         log_every: positive("--log-every", a.log_every)?,
         eval_each_epoch: true,
         out: a.out.clone(),
@@ -173,6 +217,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         data,
         cfg,
         quiet: a.quiet,
+        resume,
+        save: a.save.clone(),
     };
     let r = run_on(
         a.device.backend,
@@ -195,8 +241,180 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     if let Some(dir) = &a.out {
         println!("wrote {}", dir.display());
     }
+    if let Some(path) = &a.save {
+        println!("saved checkpoint {}", path.display());
+    }
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+struct GraphArgs {
+    /// Model: fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn.
+    #[arg(long, default_value = "fc8-bn")]
+    model: String,
+    /// Show the backward pass too: gradient edges (dL/dh) and parameter gradients.
+    #[arg(long)]
+    backward: bool,
+    /// Draw one layer's own graph instead of the model's (the model's first layer of that kind).
+    #[arg(long, value_enum)]
+    layer: Option<wgtrain::graph::LayerGraph>,
+    /// Output format [default: from the -o extension (.svg, .png), else dot]; svg and png need
+    /// Graphviz's `dot` program.
+    #[arg(long, value_enum)]
+    format: Option<wgtrain::graph::GraphFormat>,
+    /// Write here instead of stdout (required for svg and png).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+fn cmd_graph(a: GraphArgs) -> Result<()> {
+    use wgtrain::graph::{self, GraphFormat, LayerGraph};
+    let spec = ModelSpec::parse(&a.model).map_err(|e| InputError::value(e.to_string()))?;
+    let dot = match a.layer {
+        None => graph::model_dot(spec, a.backward),
+        Some(LayerGraph::Batchnorm) => graph::batchnorm_dot(spec, a.backward)?,
+    };
+    let format = a.format.unwrap_or_else(|| {
+        a.output
+            .as_deref()
+            .map_or(GraphFormat::Dot, GraphFormat::from_path)
+    });
+    match &a.output {
+        None if format == GraphFormat::Dot => print!("{dot}"),
+        None => {
+            return Err(InputError::value(format!(
+                "--format {} writes a file: give it with -o FILE",
+                format.name()
+            ))
+            .into())
+        }
+        Some(path) => {
+            graph::render(&dot, format, path)?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A checkpoint written by `wgtrain train --save`.
+    #[arg(long, value_name = "PATH")]
+    checkpoint: PathBuf,
+    /// Directory with t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (raw or .gz). Default: the
+    /// MNIST copy in data/mnist.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Also draw the confusion matrix as a PNG image here.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+    /// Print the results as one JSON object instead.
+    #[arg(long)]
+    json: bool,
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    use wgtrain::predict::{load_test_set, plot_confusion, EvalJob};
+    let checkpoint = Checkpoint::load(&a.checkpoint)?;
+    let batch = positive("--batch", a.batch)?;
+    let dir = a.data.clone().unwrap_or_else(data::default_data_dir);
+    let test = load_test_set(&dir)?;
+    let job = EvalJob {
+        checkpoint,
+        test,
+        batch,
+    };
+    let r = run_on(
+        a.device.backend,
+        a.device.adapter.as_deref(),
+        &mut notice,
+        job,
+    )?;
+    if let Some(path) = &a.plot {
+        plot_confusion(&r, path)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!(
+        "{}: {} {} step {} ({:.2} epochs), on {} ({})",
+        r.checkpoint, r.model, r.optim, r.step, r.epochs, r.backend, r.device
+    );
+    println!(
+        "test: {} images, accuracy {:.2}%, loss {:.4}",
+        r.images,
+        r.test_acc * 100.0,
+        r.test_loss
+    );
+    println!("confusion matrix (rows: true class, columns: predicted class):");
+    print!("{}", r.confusion_text());
+    if let Some(path) = &a.plot {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// A checkpoint written by `wgtrain train --save`.
+    #[arg(long, value_name = "PATH")]
+    checkpoint: PathBuf,
+    /// PNG images (any size, grey or colour; white digit on black, as MNIST, unless --invert).
+    #[arg(value_name = "IMAGE", required = true)]
+    images: Vec<PathBuf>,
+    /// The images are dark on a light background: invert them.
+    #[arg(long)]
+    invert: bool,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Print the results as one JSON array instead.
+    #[arg(long)]
+    json: bool,
+}
+
+fn cmd_predict(a: PredictArgs) -> Result<()> {
+    use wgtrain::predict::{load_image, PredictJob};
+    let checkpoint = Checkpoint::load(&a.checkpoint)?;
+    let top = positive("--top", a.top)?.min(wgtrain::model::CLASSES);
+    let images = a
+        .images
+        .iter()
+        .map(|p| Ok((p.clone(), load_image(p, a.invert)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let job = PredictJob {
+        checkpoint,
+        images,
+        top,
+    };
+    let preds = run_on(
+        a.device.backend,
+        a.device.adapter.as_deref(),
+        &mut notice,
+        job,
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string(&preds)?);
+        return Ok(());
+    }
+    for p in &preds {
+        let classes: Vec<String> = p
+            .top
+            .iter()
+            .map(|c| format!("{} ({:.1}%)", c.class, c.prob * 100.0))
+            .collect();
+        println!("{}: {}", p.image, classes.join(", "));
     }
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! a crash or Ctrl-C keeps every line already logged.
 
 use crate::backend::Backend;
+use crate::checkpoint::Checkpoint;
 use crate::data::{epoch_order, ImageSet, Splits};
+use crate::error::InputError;
 use crate::model::{Model, ModelSpec, CLASSES};
 use crate::optim::{OptimKind, Optimizer};
 use anyhow::{Context, Result};
@@ -233,14 +235,51 @@ pub fn train<B: Backend + 'static>(
     cfg: &TrainConfig,
     obs: &mut dyn Observer,
 ) -> Result<TrainResult> {
+    train_with(be, data, cfg, obs, Persist::default()).map(|t| t.result)
+}
+
+/// Where a run starts and where it keeps its model, beyond [`TrainConfig`].
+#[derive(Clone, Copy, Default)]
+pub struct Persist<'a> {
+    /// Continue from this checkpoint (same model, optimizer, batch, seed and training set as `cfg`;
+    /// `cfg.lr` may differ). `cfg.steps` stays the total, counting the steps the checkpoint already did.
+    pub resume: Option<&'a Checkpoint>,
+    /// Write a checkpoint here at every epoch end and at the end of the run.
+    pub save: Option<&'a Path>,
+}
+
+/// A finished run: its figures, and the model and optimizer as they ended.
+pub struct Trained<B: Backend> {
+    pub result: TrainResult,
+    pub model: Model<B>,
+    pub optimizer: Optimizer,
+}
+
+/// [`train`], optionally continuing from a checkpoint and saving one; returns the final model too.
+pub fn train_with<B: Backend + 'static>(
+    be: &B,
+    data: &Splits,
+    cfg: &TrainConfig,
+    obs: &mut dyn Observer,
+    persist: Persist,
+) -> Result<Trained<B>> {
     let started = Instant::now();
-    let mut model = Model::new(be, cfg.model, cfg.batch, cfg.seed);
-    let mut opt = Optimizer::new(cfg.optim, cfg.lr);
+    let spe = TrainConfig::steps_per_epoch(data.train.len(), cfg.batch);
+    let (mut model, mut opt) = match persist.resume {
+        Some(ck) => resume_state(be, ck, cfg, data.train.len(), spe)?,
+        None => (
+            Model::new(be, cfg.model, cfg.batch, cfg.seed),
+            Optimizer::new(cfg.optim, cfg.lr),
+        ),
+    };
+    let start = opt.steps as usize;
+    if let Some(path) = persist.save {
+        check_writable(path)?;
+    }
     let dev = DeviceData::upload(be, data);
     let mut bufs = BatchBuffers::new(be, cfg.batch, data.train.pixels());
     let mut files = cfg.out.as_deref().map(RunFiles::create).transpose()?;
 
-    let spe = TrainConfig::steps_per_epoch(dev.train_len, cfg.batch);
     anyhow::ensure!(
         dev.train_len >= cfg.batch,
         crate::error::InputError::value(format!(
@@ -250,13 +289,13 @@ pub fn train<B: Backend + 'static>(
     );
     let log_every = cfg.log_every.clamp(1, spe);
     let mut step_losses = be.zeros(spe);
-    let mut losses: Vec<f32> = Vec::with_capacity(cfg.steps);
+    let mut losses: Vec<f32> = Vec::with_capacity(cfg.steps - start);
     let mut epoch_metrics = Vec::new();
     let mut train_seconds = 0.0;
     let mut train_dev = dev.train;
     obs.start(cfg.steps);
 
-    let mut step = 0;
+    let mut step = start;
     while step < cfg.steps {
         let epoch = step / spe;
         let t0 = Instant::now();
@@ -302,7 +341,7 @@ pub fn train<B: Backend + 'static>(
             }
         }
         train_seconds += t0.elapsed().as_secs_f64();
-        let epoch_losses = &losses[epoch * spe..step];
+        let epoch_losses = &losses[(epoch * spe).max(start) - start..step - start];
         let train_loss =
             epoch_losses.iter().map(|&l| l as f64).sum::<f64>() / epoch_losses.len() as f64;
         if cfg.eval_each_epoch || step == cfg.steps {
@@ -324,6 +363,10 @@ pub fn train<B: Backend + 'static>(
             }
             obs.epoch(&m);
             epoch_metrics.push(m);
+        }
+        if let Some(path) = persist.save {
+            let ck = Checkpoint::capture(be, &model, &opt, cfg.batch, cfg.seed, spe, dev.train_len);
+            ck.save(path)?;
         }
     }
     obs.finish();
@@ -349,7 +392,7 @@ pub fn train<B: Backend + 'static>(
         test_loss: test.loss,
         test_acc: test.acc,
         seconds: started.elapsed().as_secs_f64(),
-        images_per_s: (cfg.steps * cfg.batch) as f64 / train_seconds.max(1e-9),
+        images_per_s: ((cfg.steps - start) * cfg.batch) as f64 / train_seconds.max(1e-9),
         losses,
         epoch_metrics,
     };
@@ -357,5 +400,90 @@ pub fn train<B: Backend + 'static>(
         let json = serde_json::to_vec_pretty(&result)?;
         write_atomic(&f.dir.join("metrics.json"), &json)?;
     }
-    Ok(result)
+    Ok(Trained {
+        result,
+        model,
+        optimizer: opt,
+    })
+}
+
+/// The model and optimizer of `ck`, after checking it continues the run `cfg` describes.
+fn resume_state<B: Backend + 'static>(
+    be: &B,
+    ck: &Checkpoint,
+    cfg: &TrainConfig,
+    train_len: usize,
+    spe: usize,
+) -> Result<(Model<B>, Optimizer)> {
+    let m = &ck.meta;
+    let name = || {
+        ck.path
+            .as_ref()
+            .map_or("the checkpoint".to_string(), |p| p.display().to_string())
+    };
+    let mismatch = |what: &str, ours: String, theirs: String| -> anyhow::Error {
+        InputError::value(format!(
+            "cannot resume from {}: it was trained with {what} {theirs}, this run asks for {ours}",
+            name()
+        ))
+        .into()
+    };
+    if cfg.model.name() != m.model {
+        return Err(mismatch("model", cfg.model.name(), m.model.clone()));
+    }
+    if cfg.optim != m.optim {
+        return Err(mismatch(
+            "optimizer",
+            cfg.optim.name().into(),
+            m.optim.name().into(),
+        ));
+    }
+    if cfg.batch != m.batch {
+        return Err(mismatch(
+            "batch",
+            cfg.batch.to_string(),
+            m.batch.to_string(),
+        ));
+    }
+    if cfg.seed != m.seed {
+        return Err(mismatch("seed", cfg.seed.to_string(), m.seed.to_string()));
+    }
+    if train_len != m.train_len || spe != m.steps_per_epoch {
+        return Err(mismatch(
+            "a training set of",
+            format!("{train_len} images"),
+            format!("{} images", m.train_len),
+        ));
+    }
+    if m.step >= cfg.steps {
+        return Err(InputError::value(format!(
+            "{} is already at step {} (epoch {:.2}); ask for more than that with --epochs or --steps (they count the whole run)",
+            name(),
+            m.step,
+            m.epochs()
+        ))
+        .into());
+    }
+    let (model, mut opt) = ck.restore(be, cfg.batch)?;
+    opt.lr = cfg.lr;
+    Ok((model, opt))
+}
+
+/// Fails early, before any training, if a checkpoint could not be written to `path`.
+fn check_writable(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(
+            InputError::file(path, "cannot save a checkpoint here: directory not found").into(),
+        );
+    }
+    if path.is_dir() {
+        return Err(
+            InputError::file(path, "cannot save a checkpoint here: it is a directory").into(),
+        );
+    }
+    Ok(())
 }

@@ -1,0 +1,373 @@
+//! Checkpoints: a model, its optimizer state and where its run stands, in one safetensors file.
+//!
+//! The format is backend-neutral: every tensor is f32, stored by name, so a checkpoint written on the GPU
+//! loads on the CPU and back. The tensors are
+//! - the parameters, by their names in the model (`fc1.weight`, `bn1.bias`, ...),
+//! - batch norm's running statistics (`bn1.running_mean`, `bn1.running_var`),
+//! - the optimizer's moments, `optim.<param>.<moment>` (`ms` for RMSProp, `m` and `v` for Adam),
+//!
+//! and the safetensors metadata holds one entry, `wgtrain`, with [`CheckpointMeta`] as JSON: the model,
+//! the optimizer and its hyper-parameters, the seed, and the step count, from which the epoch and the
+//! position in it follow (the shuffled order of an epoch is a pure function of (seed, epoch)).
+//!
+//! Every problem with a file (missing, truncated, corrupt, written for another model) is an
+//! [`InputError`] naming the file and, where it is one tensor, that tensor.
+
+use crate::backend::Backend;
+use crate::error::InputError;
+use crate::model::{Model, ModelSpec};
+use crate::optim::{OptimKind, Optimizer};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// The metadata key that holds [`CheckpointMeta`].
+pub const META_KEY: &str = "wgtrain";
+/// The version of the layout above; bumped if it ever changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where a run stands and how it was configured; the `wgtrain` metadata entry, as JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: u32,
+    /// Model name, as `--model` takes it (`fc8-bn`, `cnn7`, ...).
+    pub model: String,
+    pub optim: OptimKind,
+    pub lr: f32,
+    pub batch: usize,
+    pub seed: u64,
+    /// Optimizer steps taken so far (Adam's `t` continues from here).
+    pub step: usize,
+    /// Steps in one epoch of the training set it was trained on.
+    pub steps_per_epoch: usize,
+    /// Training images it was trained on (a resumed run must see the same set to continue exactly).
+    pub train_len: usize,
+    /// Whole epochs done: `step / steps_per_epoch`.
+    pub epoch: usize,
+    /// Steps into the current epoch: `step % steps_per_epoch` (the next batch starts at image
+    /// `epoch_step * batch` of the epoch's shuffled order).
+    pub epoch_step: usize,
+    /// Where it was trained ("cpu" or "gpu"); informative only.
+    pub backend: String,
+}
+
+impl CheckpointMeta {
+    /// Epochs done, fractional.
+    pub fn epochs(&self) -> f64 {
+        self.step as f64 / self.steps_per_epoch.max(1) as f64
+    }
+}
+
+/// One f32 tensor of a checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorData {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// A checkpoint in memory: its metadata and its tensors by name.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub meta: CheckpointMeta,
+    pub tensors: BTreeMap<String, TensorData>,
+    /// The file it came from, for error messages (`None` if it was captured in memory).
+    pub path: Option<PathBuf>,
+}
+
+/// The names of the optimizer's moment tensors, in the order of `Param.state`.
+pub fn moment_names(kind: OptimKind) -> &'static [&'static str] {
+    match kind {
+        OptimKind::Sgd => &[],
+        OptimKind::RmsProp => &["ms"],
+        OptimKind::Adam => &["m", "v"],
+    }
+}
+
+/// The checkpoint name of moment `moment` of parameter `param`.
+pub fn moment_key(param: &str, moment: &str) -> String {
+    format!("optim.{param}.{moment}")
+}
+
+impl Checkpoint {
+    /// Copies the state of `model` and `opt` off the device. `steps_per_epoch` and `train_len` describe
+    /// the training set, so a resumed run knows where in its epoch it is.
+    pub fn capture<B: Backend>(
+        be: &B,
+        model: &Model<B>,
+        opt: &Optimizer,
+        batch: usize,
+        seed: u64,
+        steps_per_epoch: usize,
+        train_len: usize,
+    ) -> Checkpoint {
+        let step = opt.steps as usize;
+        let spe = steps_per_epoch.max(1);
+        let meta = CheckpointMeta {
+            format: FORMAT_VERSION,
+            model: model.spec.name(),
+            optim: opt.kind,
+            lr: opt.lr,
+            batch,
+            seed,
+            step,
+            steps_per_epoch: spe,
+            train_len,
+            epoch: step / spe,
+            epoch_step: step % spe,
+            backend: be.kind().to_string(),
+        };
+        let mut tensors = BTreeMap::new();
+        let moments = moment_names(opt.kind);
+        for p in model.params() {
+            tensors.insert(
+                p.name.clone(),
+                TensorData {
+                    shape: p.shape.clone(),
+                    data: be.read(&p.value),
+                },
+            );
+            // State is allocated on the first step; before it, the moments are zero.
+            for (i, m) in moments.iter().enumerate() {
+                let data = match p.state.get(i) {
+                    Some(t) => be.read(t),
+                    None => vec![0.0; p.numel()],
+                };
+                tensors.insert(
+                    moment_key(&p.name, m),
+                    TensorData {
+                        shape: p.shape.clone(),
+                        data,
+                    },
+                );
+            }
+        }
+        for b in model.buffers() {
+            let data = be.read(&b.value);
+            tensors.insert(
+                b.name.clone(),
+                TensorData {
+                    shape: vec![data.len()],
+                    data,
+                },
+            );
+        }
+        Checkpoint {
+            meta,
+            tensors,
+            path: None,
+        }
+    }
+
+    /// The model the checkpoint holds.
+    pub fn spec(&self) -> Result<ModelSpec, InputError> {
+        ModelSpec::parse(&self.meta.model).map_err(|e| self.err(format!("{e:#}")))
+    }
+
+    /// The optimizer as it was when the checkpoint was taken (its moments live in the model's params).
+    pub fn optimizer(&self) -> Optimizer {
+        Optimizer {
+            kind: self.meta.optim,
+            lr: self.meta.lr,
+            steps: self.meta.step as u64,
+        }
+    }
+
+    /// The safetensors bytes: every tensor as little-endian f32, the metadata as JSON under `wgtrain`.
+    pub fn to_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        let raw: Vec<(&String, Vec<usize>, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(name, t)| {
+                let bytes = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (name, t.shape.clone(), bytes)
+            })
+            .collect();
+        let mut views = Vec::with_capacity(raw.len());
+        for (name, shape, bytes) in &raw {
+            views.push((
+                name.as_str(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
+            ));
+        }
+        let mut info = HashMap::new();
+        info.insert(META_KEY.to_string(), serde_json::to_string(&self.meta)?);
+        Ok(safetensors::serialize(views, Some(info))?)
+    }
+
+    /// Writes the checkpoint to `path` atomically (a temporary file, then a rename).
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let bytes = self.to_bytes()?;
+        crate::train::write_atomic(path, &bytes)
+            .map_err(|e| InputError::file(path, format!("cannot write checkpoint: {e:#}")).into())
+    }
+
+    /// Reads a checkpoint; any problem with the file is an [`InputError`] naming it.
+    pub fn load(path: &Path) -> Result<Checkpoint, InputError> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            let problem = match e.kind() {
+                std::io::ErrorKind::NotFound => "checkpoint not found".to_string(),
+                _ => format!("cannot read checkpoint: {e}"),
+            };
+            InputError::file(path, problem)
+        })?;
+        Self::from_bytes(&bytes, Some(path))
+    }
+
+    /// Parses safetensors bytes (`path` only names the source in errors).
+    pub fn from_bytes(bytes: &[u8], path: Option<&Path>) -> Result<Checkpoint, InputError> {
+        let err = |msg: String| match path {
+            Some(p) => InputError::file(p, msg),
+            None => InputError::value(format!("checkpoint: {msg}")),
+        };
+        if bytes.is_empty() {
+            return Err(err("empty file, not a checkpoint".into()));
+        }
+        let st = SafeTensors::deserialize(bytes).map_err(|e| {
+            err(format!(
+                "not a valid safetensors checkpoint (truncated or corrupt: {e})"
+            ))
+        })?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| err(format!("corrupt safetensors header: {e}")))?;
+        let json = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(META_KEY))
+            .ok_or_else(|| {
+                err(format!(
+                    "a safetensors file, but not a wgtrain checkpoint (no '{META_KEY}' metadata)"
+                ))
+            })?;
+        let meta: CheckpointMeta = serde_json::from_str(json)
+            .map_err(|e| err(format!("corrupt '{META_KEY}' metadata: {e}")))?;
+        if meta.format != FORMAT_VERSION {
+            return Err(err(format!(
+                "checkpoint format {} is not supported (this wgtrain reads format {FORMAT_VERSION})",
+                meta.format
+            )));
+        }
+        if meta.batch == 0 || meta.steps_per_epoch == 0 {
+            return Err(err(
+                "corrupt metadata: batch and steps_per_epoch must be positive".into(),
+            ));
+        }
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.iter() {
+            if view.dtype() != Dtype::F32 {
+                return Err(err(format!(
+                    "tensor '{name}' is {:?}, wgtrain checkpoints hold only F32",
+                    view.dtype()
+                )));
+            }
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            tensors.insert(
+                name.to_string(),
+                TensorData {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            );
+        }
+        let ck = Checkpoint {
+            meta,
+            tensors,
+            path: path.map(Path::to_path_buf),
+        };
+        ck.spec()?;
+        Ok(ck)
+    }
+
+    fn err(&self, msg: impl Into<String>) -> InputError {
+        match &self.path {
+            Some(p) => InputError::file(p, msg),
+            None => InputError::value(format!("checkpoint: {}", msg.into())),
+        }
+    }
+
+    /// The tensor `name` with the shape the model needs, or an error naming both.
+    fn tensor(&self, name: &str, shape: &[usize], model: &str) -> Result<&[f32], InputError> {
+        let t = self.tensors.get(name).ok_or_else(|| {
+            self.err(format!(
+                "tensor '{name}' that model {model} needs is missing (a checkpoint of another model?)"
+            ))
+        })?;
+        if t.shape != shape {
+            return Err(self.err(format!(
+                "tensor '{name}' has shape {:?}, model {model} needs {shape:?} (a checkpoint of another model?)",
+                t.shape
+            )));
+        }
+        Ok(&t.data)
+    }
+
+    /// Builds the checkpoint's model for batches of up to `capacity` and loads its weights and running
+    /// statistics (not the optimizer's moments: see [`Checkpoint::restore`]).
+    pub fn build_model<B: Backend + 'static>(
+        &self,
+        be: &B,
+        capacity: usize,
+    ) -> Result<Model<B>, InputError> {
+        let mut model = Model::new(be, self.spec()?, capacity, self.meta.seed);
+        self.load_into(be, &mut model, false)?;
+        Ok(model)
+    }
+
+    /// Builds the model and the optimizer exactly as they were, moments included, to continue training.
+    pub fn restore<B: Backend + 'static>(
+        &self,
+        be: &B,
+        capacity: usize,
+    ) -> Result<(Model<B>, Optimizer), InputError> {
+        let mut model = Model::new(be, self.spec()?, capacity, self.meta.seed);
+        self.load_into(be, &mut model, true)?;
+        Ok((model, self.optimizer()))
+    }
+
+    /// Writes the checkpoint's tensors into `model` (and the optimizer's moments into its params, if
+    /// `with_moments`), checking every name and shape; tensors the model does not have are an error too.
+    pub fn load_into<B: Backend>(
+        &self,
+        be: &B,
+        model: &mut Model<B>,
+        with_moments: bool,
+    ) -> Result<(), InputError> {
+        let name = model.spec.name();
+        let moments = moment_names(self.meta.optim);
+        let mut used = std::collections::BTreeSet::new();
+        for p in model.params_mut() {
+            let data = self.tensor(&p.name, &p.shape, &name)?;
+            be.write(&mut p.value, data);
+            used.insert(p.name.clone());
+            let mut state = Vec::with_capacity(moments.len());
+            for m in moments {
+                let key = moment_key(&p.name, m);
+                let data = self.tensor(&key, &p.shape, &name)?;
+                if with_moments {
+                    state.push(be.upload(data));
+                }
+                used.insert(key);
+            }
+            if with_moments {
+                p.state = state;
+            }
+        }
+        for b in model.buffers_mut() {
+            let len = be.len(&b.value);
+            let data = self.tensor(&b.name, &[len], &name)?;
+            be.write(&mut b.value, data);
+            used.insert(b.name.clone());
+        }
+        if let Some(extra) = self.tensors.keys().find(|k| !used.contains(*k)) {
+            return Err(self.err(format!(
+                "tensor '{extra}' is not part of model {name} (a checkpoint of another model?)"
+            )));
+        }
+        Ok(())
+    }
+}

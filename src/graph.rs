@@ -1,0 +1,603 @@
+//! Computational graphs as Graphviz DOT, built from a real [`Model`] so they cannot drift from the code.
+//!
+//! - [`model_dot`]: the model's ops in order (each layer's `describe()`), the tensor shapes between them,
+//!   the parameters and running statistics each op owns, and the loss; with `backward`, the gradient flow
+//!   as in the study's Fig. 1: dashed reverse edges labelled `dL/dh` and one node per parameter gradient.
+//! - [`batchnorm_dot`]: one batch-norm layer's own graph (x, mu, sigma^2, x-hat, gamma, beta, y) as in the
+//!   study's Fig. 2 (Ioffe & Szegedy 2015), with the backward pass's formulas when asked.
+//!
+//! [`render`] writes DOT, or SVG/PNG through Graphviz's `dot` program when it is installed.
+
+use crate::backend::cpu::CpuBackend;
+use crate::error::InputError;
+use crate::model::layers::BatchNorm;
+use crate::model::{Model, ModelSpec, CLASSES, IMAGE_SIDE};
+use anyhow::{Context, Result};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// What `wgtrain graph` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Svg,
+    Png,
+}
+
+impl GraphFormat {
+    /// The format a file name asks for: `.svg`, `.png`, else DOT.
+    pub fn from_path(path: &Path) -> GraphFormat {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("svg") => GraphFormat::Svg,
+            Some("png") => GraphFormat::Png,
+            _ => GraphFormat::Dot,
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            GraphFormat::Dot => "dot",
+            GraphFormat::Svg => "svg",
+            GraphFormat::Png => "png",
+        }
+    }
+}
+
+/// One layer as the graph shows it.
+struct Node {
+    /// The layer's name, from its parameters' names (`fc1`, `bn3`), else its kind and position.
+    name: String,
+    describe: String,
+    params: Vec<(String, Vec<usize>)>,
+    buffers: Vec<(String, usize)>,
+    /// Output shape per batch, `N` first.
+    out: Vec<usize>,
+    out_per_sample: usize,
+}
+
+/// `N×28×28×1` for `[batch, 28, 28, 1]` (the leading entry is the batch).
+fn shape_str(shape: &[usize]) -> String {
+    let mut s = "N".to_string();
+    for d in &shape[1..] {
+        let _ = write!(s, "×{d}");
+    }
+    s
+}
+
+fn dims(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×")
+}
+
+/// Escapes a label for a DOT double-quoted string.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A DOT identifier for a tensor name.
+fn ident(prefix: &str, name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{prefix}_{clean}")
+}
+
+/// The `HxWxC` after `->` in a Conv2d description, e.g. `28x28x1->14x14x16`.
+fn conv_out_shape(describe: &str) -> Option<Vec<usize>> {
+    let after = describe.split("->").nth(1)?;
+    let token = after.split_whitespace().next()?;
+    let v: Vec<usize> = token
+        .split('x')
+        .map(|d| d.parse().ok())
+        .collect::<Option<_>>()?;
+    (v.len() == 3).then_some(v)
+}
+
+/// The layers of `model` with their shapes, traced from the input `[N, 28, 28, 1]`.
+fn nodes(model: &Model<CpuBackend>, input: &[usize]) -> Vec<Node> {
+    let mut cur = input.to_vec();
+    let mut out = Vec::new();
+    for layer in &model.layers {
+        let describe = layer.describe();
+        let ops = layer.out_per_sample();
+        let params: Vec<(String, Vec<usize>)> = layer
+            .params()
+            .iter()
+            .map(|p| (p.name.clone(), p.shape.clone()))
+            .collect();
+        let buffers = layer
+            .buffers()
+            .iter()
+            .map(|b| (b.name.clone(), b.value.len()))
+            .collect();
+        let name = params
+            .first()
+            .and_then(|(n, _)| n.split('.').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                let kind = describe.split_whitespace().next().unwrap_or("layer");
+                kind.to_ascii_lowercase()
+            });
+        let next = if describe.starts_with("Conv2d") {
+            conv_out_shape(&describe).map(|v| [vec![1], v].concat())
+        } else if describe.starts_with("Flatten") {
+            Some(vec![1, ops])
+        } else {
+            None
+        };
+        cur = match next {
+            Some(v) => v,
+            None if cur[1..].iter().product::<usize>() == ops => cur,
+            None => vec![1, ops],
+        };
+        out.push(Node {
+            name,
+            describe,
+            params,
+            buffers,
+            out: cur.clone(),
+            out_per_sample: ops,
+        });
+    }
+    out
+}
+
+/// The input a model sees: NHWC images for the CNNs, flattened pixels for the fully connected net.
+fn input_shape(model: &Model<CpuBackend>) -> Vec<usize> {
+    let conv = model
+        .layers
+        .first()
+        .is_some_and(|l| l.describe().starts_with("Conv2d"));
+    if conv {
+        vec![1, IMAGE_SIDE, IMAGE_SIDE, 1]
+    } else {
+        vec![1, IMAGE_SIDE * IMAGE_SIDE]
+    }
+}
+
+const FWD: &str = "#1f4e79";
+const PARAM: &str = "#2e7d32";
+const GRAD: &str = "#c62828";
+
+/// The computational graph of `spec` as DOT; with `backward`, the gradient flow too.
+pub fn model_dot(spec: ModelSpec, backward: bool) -> String {
+    let model = Model::new(&CpuBackend::new(), spec, 1, 0);
+    let input = input_shape(&model);
+    let layers = nodes(&model, &input);
+    let mut d = String::new();
+    let title = if backward {
+        format!(
+            "{}: forward (solid) and backward (dashed red: gradients)",
+            spec.name()
+        )
+    } else {
+        format!("{}: forward pass", spec.name())
+    };
+    let _ = writeln!(d, "digraph \"{}\" {{", esc(&spec.name()));
+    let _ = writeln!(
+        d,
+        "  graph [rankdir=TB, fontname=\"Helvetica\", labelloc=t, fontsize=18, nodesep=0.3, ranksep=0.45, label=\"{}\"];",
+        esc(&title)
+    );
+    let _ = writeln!(d, "  node [fontname=\"Helvetica\", fontsize=11];");
+    let _ = writeln!(d, "  edge [fontname=\"Helvetica\", fontsize=10];");
+    let input_label = if input.len() == 4 {
+        format!("x: images\n{}", shape_str(&input))
+    } else {
+        format!(
+            "x: images, flattened\n{} ({IMAGE_SIDE}×{IMAGE_SIDE})",
+            shape_str(&input)
+        )
+    };
+    let _ = writeln!(
+        d,
+        "  x [label=\"{}\", shape=box, style=\"rounded,filled\", fillcolor=\"#eeeeee\", group=main];",
+        esc(&input_label)
+    );
+    for (i, n) in layers.iter().enumerate() {
+        let _ = writeln!(
+            d,
+            "  L{i} [label=\"{}\", shape=box, style=\"filled\", fillcolor=\"#dbe9f6\", color=\"{FWD}\", group=main];",
+            esc(&format!("{}\n{}", n.name, n.describe))
+        );
+        // Left of the layer, in this order: running statistics, then parameters.
+        let (mut left_p, mut left_b) = (Vec::new(), Vec::new());
+        for (p, shape) in &n.params {
+            let id = ident("P", p);
+            let _ = writeln!(
+                d,
+                "  {id} [label=\"{}\", shape=ellipse, style=filled, fillcolor=\"#e3f1e4\", color=\"{PARAM}\"];",
+                esc(&format!("{p}\n{}", dims(shape)))
+            );
+            let _ = writeln!(d, "  {id} -> L{i} [color=\"{PARAM}\"];");
+            left_p.push(id);
+        }
+        for (b, len) in &n.buffers {
+            let id = ident("B", b);
+            let _ = writeln!(
+                d,
+                "  {id} [label=\"{}\", shape=ellipse, style=\"dotted\", color=\"#777777\"];",
+                esc(&format!("{b}\n{len} (running statistic)"))
+            );
+            let _ = writeln!(
+                d,
+                "  {id} -> L{i} [style=dotted, dir=both, color=\"#777777\", tooltip=\"updated in training, used in evaluation\"];"
+            );
+            left_b.push(id);
+        }
+        let mut row = left_b;
+        row.append(&mut left_p);
+        row.push(format!("L{i}"));
+        let _ = writeln!(d, "  {{ rank=same; {} }}", row.join("; "));
+        for pair in row.windows(2) {
+            let _ = writeln!(d, "  {} -> {} [style=invis];", pair[0], pair[1]);
+        }
+        let from = if i == 0 {
+            "x".to_string()
+        } else {
+            format!("L{}", i - 1)
+        };
+        let shape = if i == 0 { &input } else { &layers[i - 1].out };
+        let _ = writeln!(
+            d,
+            "  {from} -> L{i} [label=\" h{i}: {}\", color=\"{FWD}\", penwidth=1.5, weight=20];",
+            shape_str(shape)
+        );
+    }
+    let last = layers.len() - 1;
+    let classes = model.head.classes;
+    debug_assert_eq!(classes, CLASSES);
+    let _ = writeln!(
+        d,
+        "  head [label=\"SoftmaxCrossEntropy\\np = softmax(h{}), {classes} classes\", shape=box, style=filled, fillcolor=\"#fde9d9\", group=main];",
+        layers.len()
+    );
+    let _ = writeln!(
+        d,
+        "  labels [label=\"y: labels\\nN\", shape=box, style=\"rounded,filled\", fillcolor=\"#eeeeee\"];"
+    );
+    let _ = writeln!(
+        d,
+        "  loss [label=\"loss L\\nmean cross-entropy (scalar)\", shape=doubleoctagon, style=filled, fillcolor=\"#fff2cc\", group=main];"
+    );
+    let _ = writeln!(
+        d,
+        "  L{last} -> head [label=\" h{}: logits {}\", color=\"{FWD}\", penwidth=1.5, weight=20];",
+        layers.len(),
+        shape_str(&layers[last].out)
+    );
+    let _ = writeln!(d, "  head -> labels [dir=back];");
+    let _ = writeln!(d, "  {{ rank=same; head; labels }}");
+    let _ = writeln!(
+        d,
+        "  head -> loss [color=\"{FWD}\", penwidth=1.5, weight=20];"
+    );
+
+    if backward {
+        let _ = writeln!(
+            d,
+            "  loss -> head [style=dashed, color=\"{GRAD}\", fontcolor=\"{GRAD}\", constraint=false, label=\" dL/dL = 1\"];"
+        );
+        let _ = writeln!(
+            d,
+            "  head -> L{last} [style=dashed, color=\"{GRAD}\", fontcolor=\"{GRAD}\", constraint=false, label=\" dL/dh{} = (p - y)/N\\n{}\"];",
+            layers.len(),
+            shape_str(&layers[last].out)
+        );
+        for (i, n) in layers.iter().enumerate() {
+            // The first layer's input is the data: its gradient is never computed.
+            if i > 0 {
+                let _ = writeln!(
+                    d,
+                    "  L{i} -> L{} [style=dashed, color=\"{GRAD}\", fontcolor=\"{GRAD}\", constraint=false, label=\" dL/dh{i}\\n{}\"];",
+                    i - 1,
+                    shape_str(&layers[i - 1].out)
+                );
+            }
+            let mut prev = format!("L{i}");
+            for (p, shape) in &n.params {
+                let g = ident("G", p);
+                let _ = writeln!(
+                    d,
+                    "  {g} [label=\"{}\", shape=box, style=\"dashed,rounded\", color=\"{GRAD}\", fontcolor=\"{GRAD}\"];",
+                    esc(&format!("dL/d{p}\n{}", dims(shape)))
+                );
+                let _ = writeln!(d, "  L{i} -> {g} [style=dashed, color=\"{GRAD}\"];");
+                let _ = writeln!(d, "  {{ rank=same; {prev}; {g} }}");
+                if prev != format!("L{i}") {
+                    let _ = writeln!(d, "  {prev} -> {g} [style=invis];");
+                }
+                prev = g;
+            }
+        }
+    }
+    d.push_str("}\n");
+    d
+}
+
+/// Which layer's own graph `wgtrain graph --layer` draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayerGraph {
+    /// Batch normalisation (Ioffe & Szegedy 2015, the study's Fig. 2).
+    #[value(alias = "bn")]
+    Batchnorm,
+}
+
+/// The graph of the first batch-norm layer of `spec` (x, mu, sigma^2, x-hat, gamma, beta, y), with the
+/// backward pass's formulas if `backward`.
+pub fn batchnorm_dot(spec: ModelSpec, backward: bool) -> Result<String, InputError> {
+    let be = CpuBackend::new();
+    let model = Model::new(&be, spec, 1, 0);
+    let layers = nodes(&model, &input_shape(&model));
+    let n = layers
+        .iter()
+        .find(|n| n.describe.starts_with("BatchNorm"))
+        .ok_or_else(|| {
+            InputError::value(format!(
+                "model {} has no batch-norm layer: pass a -bn model (e.g. --model {}-bn)",
+                spec.name(),
+                spec.name()
+            ))
+        })?;
+    let (gamma, beta) = match n.params.as_slice() {
+        [g, b] => (g, b),
+        _ => {
+            return Err(InputError::value(
+                "batch-norm layer without gamma and beta".to_string(),
+            ))
+        }
+    };
+    let channels = gamma.1.iter().product::<usize>();
+    let spatial = n.out_per_sample / channels.max(1);
+    // A layer like the model's, to read its constants from the code.
+    let reference: BatchNorm<CpuBackend> =
+        BatchNorm::new(&be, &n.name, channels, spatial, false, 1);
+    let (eps, momentum) = (reference.eps, reference.momentum);
+    let relu = n.describe.contains("ReLU");
+    let m = if spatial == 1 {
+        "m = N samples".to_string()
+    } else {
+        let side = (spatial as f64).sqrt().round() as usize;
+        format!("m = N·{side}·{side} (every position of every image)")
+    };
+    let title = format!(
+        "{} of {}: {} (ε = {eps:e}, momentum {momentum}){}",
+        n.name,
+        spec.name(),
+        n.describe,
+        if backward {
+            "\nforward solid, backward dashed red (Ioffe & Szegedy 2015)"
+        } else {
+            "\n(Ioffe & Szegedy 2015)"
+        }
+    );
+    let mut d = String::new();
+    let _ = writeln!(d, "digraph batchnorm {{");
+    let _ = writeln!(
+        d,
+        "  graph [rankdir=TB, fontname=\"Helvetica\", labelloc=t, fontsize=16, nodesep=0.6, ranksep=0.7, label=\"{}\"];",
+        esc(&title)
+    );
+    let _ = writeln!(d, "  node [fontname=\"Helvetica\", fontsize=12];");
+    let _ = writeln!(d, "  edge [fontname=\"Helvetica\", fontsize=11];");
+    let node = |d: &mut String, id: &str, label: String, style: &str| {
+        let _ = writeln!(d, "  {id} [label=\"{}\", {style}];", esc(&label));
+    };
+    let op = "shape=box, style=filled, fillcolor=\"#dbe9f6\", group=main";
+    let par = "shape=ellipse, style=filled, fillcolor=\"#e3f1e4\"";
+    node(
+        &mut d,
+        "x",
+        format!("x\nmini-batch x_1 … x_m, [m, {channels}]\n{m}"),
+        "shape=box, style=\"rounded,filled\", fillcolor=\"#eeeeee\", group=main",
+    );
+    node(
+        &mut d,
+        "mu",
+        format!("mu\nμ = (1/m) Σ_i x_i\n[{channels}]"),
+        op,
+    );
+    node(
+        &mut d,
+        "sigma2",
+        format!("sigma^2\nσ² = (1/m) Σ_i (x_i − μ)²\n[{channels}]"),
+        op,
+    );
+    node(
+        &mut d,
+        "xhat",
+        format!("x-hat\nx̂_i = (x_i − μ) / √(σ² + ε)\n[m, {channels}]"),
+        op,
+    );
+    node(
+        &mut d,
+        "gamma",
+        format!("gamma γ\n{} [{}]", gamma.0, dims(&gamma.1)),
+        par,
+    );
+    node(
+        &mut d,
+        "beta",
+        format!("beta β\n{} [{}]", beta.0, dims(&beta.1)),
+        par,
+    );
+    node(
+        &mut d,
+        "y",
+        format!("y\ny_i = γ · x̂_i + β\n[m, {channels}]"),
+        op,
+    );
+    let next = if relu {
+        "ReLU (fused), the rest of the network, the loss L"
+    } else {
+        "the rest of the network, the loss L"
+    };
+    node(
+        &mut d,
+        "rest",
+        next.to_string(),
+        "shape=box, style=\"rounded,dashed\", group=main",
+    );
+    let main = "weight=10, penwidth=1.5";
+    let _ = writeln!(d, "  x -> mu [{main}]; mu -> sigma2 [{main}]; sigma2 -> xhat [{main}]; xhat -> y [{main}]; y -> rest [{main}];");
+    let _ = writeln!(d, "  x -> sigma2; x -> xhat; mu -> xhat;");
+    let _ = writeln!(d, "  gamma -> y; beta -> y;");
+    let _ = writeln!(d, "  {{ rank=same; gamma; y; beta }}");
+    for (b, _) in &n.buffers {
+        let (id, src, what) = if b.ends_with("running_mean") {
+            ("rmean", "mu", "μ")
+        } else {
+            ("rvar", "sigma2", "σ²·m/(m−1)")
+        };
+        node(
+            &mut d,
+            id,
+            format!("{b}\n← (1 − {momentum})·{b} + {momentum}·{what}\nreplaces the batch statistic in evaluation"),
+            "shape=ellipse, style=dotted",
+        );
+        let _ = writeln!(
+            d,
+            "  {id} -> {src} [dir=back, style=dotted, label=\"training\"];"
+        );
+        let _ = writeln!(d, "  {{ rank=same; {id}; {src} }}");
+    }
+    if backward {
+        // The backward pass as a second column, each gradient beside the tensor it belongs to.
+        let grad_style = format!(
+            "shape=box, style=\"dashed,rounded\", color=\"{GRAD}\", fontcolor=\"{GRAD}\", group=grad"
+        );
+        for (id, fwd, label) in [
+            ("dy", "y", format!("dL/dy_i\nfrom the layers above\n[m, {channels}]")),
+            ("dxhat", "xhat", format!("dL/dx̂_i = dL/dy_i · γ\n[m, {channels}]")),
+            (
+                "dsigma2",
+                "sigma2",
+                format!("dL/dsigma^2 = Σ_i dL/dx̂_i · (x_i − μ) · (−½)(σ² + ε)^(−3/2)\n[{channels}]"),
+            ),
+            (
+                "dmu",
+                "mu",
+                format!("dL/dmu = Σ_i dL/dx̂_i · (−1/√(σ² + ε))\n+ dL/dσ² · Σ_i −2(x_i − μ)/m\n[{channels}]"),
+            ),
+            (
+                "dx",
+                "x",
+                format!("dL/dx_i = dL/dx̂_i / √(σ² + ε)\n+ dL/dσ² · 2(x_i − μ)/m + dL/dμ / m\n[m, {channels}]"),
+            ),
+        ] {
+            node(&mut d, id, label, &grad_style);
+            let _ = writeln!(d, "  {{ rank=same; {fwd}; {id} }}");
+            let _ = writeln!(
+                d,
+                "  {fwd} -> {id} [style=dotted, color=\"#bbbbbb\", arrowhead=none, minlen=3];"
+            );
+        }
+        let back = format!("dir=back, style=dashed, color=\"{GRAD}\", penwidth=1.3");
+        for (to, from) in [
+            ("dxhat", "dy"),
+            ("dsigma2", "dxhat"),
+            ("dmu", "dxhat"),
+            ("dmu", "dsigma2"),
+            ("dx", "dxhat"),
+            ("dx", "dsigma2"),
+            ("dx", "dmu"),
+        ] {
+            let _ = writeln!(d, "  {to} -> {from} [{back}];");
+        }
+        for (id, label) in [
+            (
+                "dgamma",
+                format!("dL/dgamma = Σ_i dL/dy_i · x̂_i\n[{channels}]"),
+            ),
+            ("dbeta", format!("dL/dbeta = Σ_i dL/dy_i\n[{channels}]")),
+        ] {
+            node(
+                &mut d,
+                id,
+                label,
+                &format!(
+                    "shape=box, style=\"dashed,rounded\", color=\"{GRAD}\", fontcolor=\"{GRAD}\""
+                ),
+            );
+            let _ = writeln!(
+                d,
+                "  dy -> {id} [style=dashed, color=\"{GRAD}\", penwidth=1.3];"
+            );
+        }
+    }
+    d.push_str("}\n");
+    Ok(d)
+}
+
+/// A graph written as DOT because `dot` was not there to render it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot render {format}: Graphviz's `dot` program is not installed (install Graphviz: `apt-get install graphviz`, `brew install graphviz` or https://graphviz.org/download/); wrote the DOT to {} instead", dot_path.display())]
+pub struct GraphvizMissing {
+    pub format: &'static str,
+    pub dot_path: PathBuf,
+}
+
+/// Writes `dot` to `out` as `format`: DOT as is, SVG and PNG through Graphviz's `dot`. Without `dot`
+/// installed, the DOT goes to `out` with the extension `.dot` and the error says how to get Graphviz.
+pub fn render(dot: &str, format: GraphFormat, out: &Path) -> Result<()> {
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(InputError::file(out, "cannot write: directory not found").into());
+        }
+    }
+    if format == GraphFormat::Dot {
+        return std::fs::write(out, dot)
+            .map_err(|e| InputError::file(out, format!("cannot write: {e}")).into());
+    }
+    let spawned = Command::new("dot")
+        .arg(format!("-T{}", format.name()))
+        .arg("-o")
+        .arg(out)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dot_path = out.with_extension("dot");
+            std::fs::write(&dot_path, dot)
+                .map_err(|e| InputError::file(&dot_path, format!("cannot write: {e}")))?;
+            return Err(GraphvizMissing {
+                format: format.name(),
+                dot_path,
+            }
+            .into());
+        }
+        Err(e) => return Err(e).context("cannot run Graphviz's `dot`"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(dot.as_bytes())
+        .context("cannot send the graph to `dot`")?;
+    let done = child.wait_with_output().context("`dot` did not finish")?;
+    if !done.status.success() {
+        let msg = String::from_utf8_lossy(&done.stderr);
+        anyhow::bail!(
+            "`dot -T{}` failed ({}): {}",
+            format.name(),
+            done.status,
+            msg.lines().next().unwrap_or("no message")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! `wgtrain graph`: the DOT of every model (layers, parameters, loss, gradient flow), batch norm's own
+//! graph, rendering through Graphviz, and the CLI's handling of bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use wgtrain::backend::cpu::CpuBackend;
+use wgtrain::graph::{batchnorm_dot, model_dot, render, GraphFormat};
+use wgtrain::model::{Model, ModelSpec, MODEL_NAMES};
+
+fn wgtrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// Graphviz's `dot`, if installed (CI installs it).
+fn have_dot() -> bool {
+    let ok = Command::new("dot")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("note: Graphviz `dot` not installed; skipping the rendering checks");
+    }
+    ok
+}
+
+/// The DOT label texts (the `label="..."` values), unescaped.
+fn labels(dot: &str) -> Vec<String> {
+    dot.split("label=\"")
+        .skip(1)
+        .map(|s| {
+            let mut out = String::new();
+            let mut chars = s.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some('n') => out.push('\n'),
+                        Some(o) => out.push(o),
+                        None => {}
+                    },
+                    '"' => break,
+                    c => out.push(c),
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn every_model_graph_has_its_layers_params_and_loss() {
+    let be = CpuBackend::new();
+    for name in MODEL_NAMES {
+        let spec = ModelSpec::parse(name).unwrap();
+        let model = Model::new(&be, spec, 1, 0);
+        let dot = model_dot(spec, false);
+        let texts = labels(&dot);
+        assert!(dot.starts_with("digraph"), "{name}");
+        for layer in &model.layers {
+            let d = layer.describe();
+            assert!(
+                texts.iter().any(|t| t.lines().any(|l| l == d)),
+                "{name}: layer '{d}' missing from the graph"
+            );
+        }
+        for p in model.params() {
+            let shape = p
+                .shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("×");
+            assert!(
+                texts.contains(&format!("{}\n{shape}", p.name)),
+                "{name}: parameter {} {shape} missing",
+                p.name
+            );
+        }
+        for b in model.buffers() {
+            assert!(dot.contains(&b.name), "{name}: buffer {} missing", b.name);
+        }
+        assert!(dot.contains("SoftmaxCrossEntropy"), "{name}");
+        assert!(dot.contains("loss L"), "{name}");
+        assert!(dot.contains("logits N×10"), "{name}");
+        // Forward only: no gradients.
+        assert!(!dot.contains("dL/d"), "{name}");
+        assert!(!dot.contains("style=dashed"), "{name}");
+    }
+}
+
+#[test]
+fn graph_shapes_follow_the_tensors() {
+    let dot = model_dot(ModelSpec::parse("cnn7").unwrap(), false);
+    for shape in ["N×28×28×1", "N×14×14×16", "N×7×7×32", "N×4×4×128", "N×2048"] {
+        assert!(dot.contains(shape), "cnn7 graph lacks {shape}");
+    }
+    let fc = model_dot(ModelSpec::parse("fc8").unwrap(), false);
+    for shape in ["N×784", "N×256", "N×4", "fc1.weight\\n256×784"] {
+        assert!(fc.contains(shape), "fc8 graph lacks {shape}");
+    }
+}
+
+#[test]
+fn backward_graph_has_gradient_edges_and_param_gradients() {
+    let be = CpuBackend::new();
+    for name in ["fc8", "cnn3-bn"] {
+        let spec = ModelSpec::parse(name).unwrap();
+        let model = Model::new(&be, spec, 1, 0);
+        let dot = model_dot(spec, true);
+        assert!(dot.contains("dL/dh"), "{name}");
+        assert!(dot.contains("(p - y)/N"), "{name}: softmax-CE gradient");
+        for p in model.params() {
+            assert!(
+                dot.contains(&format!("dL/d{}", p.name)),
+                "{name}: gradient node of {} missing",
+                p.name
+            );
+        }
+        // One dashed reverse edge between each pair of consecutive layers, one from the head, none into
+        // the data (the first layer's input gradient is never computed).
+        let n = model.layers.len();
+        for i in 1..n {
+            assert!(
+                dot.contains(&format!("L{i} -> L{} [style=dashed", i - 1)),
+                "{name}: gradient edge L{i} -> L{}",
+                i - 1
+            );
+        }
+        assert!(dot.contains(&format!("head -> L{} [style=dashed", n - 1)));
+        assert!(!dot.contains("L0 -> x"), "{name}");
+    }
+}
+
+#[test]
+fn batchnorm_layer_graph_is_fig_2() {
+    let dot = batchnorm_dot(ModelSpec::parse("fc8-bn").unwrap(), false).unwrap();
+    let texts = labels(&dot);
+    for name in ["x", "mu", "sigma^2", "x-hat", "gamma γ", "beta β", "y"] {
+        assert!(
+            texts.iter().any(|t| t.lines().next() == Some(name)),
+            "batch-norm graph lacks node {name}: {texts:?}"
+        );
+    }
+    for edge in [
+        "x -> mu",
+        "mu -> sigma2",
+        "x -> sigma2",
+        "sigma2 -> xhat",
+        "mu -> xhat",
+        "x -> xhat",
+        "xhat -> y",
+        "gamma -> y",
+        "beta -> y",
+    ] {
+        assert!(dot.contains(edge), "missing edge {edge}");
+    }
+    assert!(
+        dot.contains("bn1.weight [256]"),
+        "gamma is the real parameter"
+    );
+    assert!(dot.contains("bn1.running_mean") && dot.contains("bn1.running_var"));
+    assert!(dot.contains("ε = 1e-5"), "eps read from the layer");
+    assert!(!dot.contains("dL/d"));
+
+    let back = batchnorm_dot(ModelSpec::parse("cnn3-bn").unwrap(), true).unwrap();
+    for g in [
+        "dL/dy_i",
+        "dL/dx̂_i",
+        "dL/dsigma^2",
+        "dL/dmu",
+        "dL/dx_i",
+        "dL/dgamma",
+        "dL/dbeta",
+    ] {
+        assert!(back.contains(g), "backward batch-norm graph lacks {g}");
+    }
+    assert!(back.contains("BatchNorm2d 16"));
+    assert!(back.contains("m = N·14·14"));
+    assert!(back.contains("dx -> dmu [dir=back, style=dashed"));
+
+    let err = batchnorm_dot(ModelSpec::parse("cnn5").unwrap(), false).unwrap_err();
+    assert!(err.to_string().contains("no batch-norm layer"), "{err}");
+}
+
+#[test]
+fn every_graph_is_valid_dot() {
+    if !have_dot() {
+        return;
+    }
+    let mut graphs: Vec<String> = Vec::new();
+    for name in MODEL_NAMES {
+        let spec = ModelSpec::parse(name).unwrap();
+        graphs.push(model_dot(spec, false));
+        graphs.push(model_dot(spec, true));
+    }
+    graphs.push(batchnorm_dot(ModelSpec::parse("cnn7-bn").unwrap(), true).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    for (i, g) in graphs.iter().enumerate() {
+        let out = dir.path().join(format!("g{i}.svg"));
+        render(g, GraphFormat::Svg, &out).unwrap_or_else(|e| panic!("graph {i}: {e:#}\n{g}"));
+        let svg = std::fs::read_to_string(&out).unwrap();
+        assert!(svg.contains("<svg"), "graph {i}");
+    }
+}
+
+#[test]
+fn cli_graph_to_stdout_and_files() {
+    let out = wgtrain(&["graph", "--model", "cnn3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dot = String::from_utf8(out.stdout).unwrap();
+    assert!(dot.starts_with("digraph \"cnn3\""));
+    assert!(dot.contains("Conv2d 3x3 s2 p1 28x28x1->14x14x16"));
+
+    let out = wgtrain(&["graph", "--layer", "batchnorm", "--backward"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dL/dgamma"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let dotfile = dir.path().join("g.dot");
+    let out = wgtrain(&[
+        "graph",
+        "--model",
+        "fc8-bn",
+        "--backward",
+        "-o",
+        dotfile.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert!(std::fs::read_to_string(&dotfile)
+        .unwrap()
+        .contains("dL/dfc1.weight"));
+
+    if have_dot() {
+        let png = dir.path().join("g.png");
+        let out = wgtrain(&["graph", "--model", "cnn3-bn", "-o", png.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = std::fs::read(&png).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+        let svg = dir.path().join("g.out");
+        let out = wgtrain(&["graph", "--format", "svg", "-o", svg.to_str().unwrap()]);
+        assert!(out.status.success());
+        assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    }
+}
+
+#[test]
+fn cli_graph_without_graphviz_writes_dot_and_says_how_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("model.png");
+    // An empty PATH hides `dot`.
+    let out = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(["graph", "--model", "fc8", "-o", png.to_str().unwrap()])
+        .env("PATH", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("apt-get install graphviz"), "{err}");
+    let dotfile = dir.path().join("model.dot");
+    assert!(err.contains(dotfile.to_str().unwrap()), "{err}");
+    assert!(std::fs::read_to_string(&dotfile)
+        .unwrap()
+        .starts_with("digraph"));
+    assert!(!png.exists());
+}
+
+fn assert_input_error(out: &Output, needle: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "'{needle}' not in: {err}");
+}
+
+#[test]
+fn cli_graph_bad_input_is_one_line_exit_2() {
+    assert_input_error(
+        &wgtrain(&["graph", "--model", "resnet"]),
+        "unknown model 'resnet'",
+    );
+    assert_input_error(
+        &wgtrain(&["graph", "--model", "fc8", "--layer", "batchnorm"]),
+        "no batch-norm layer",
+    );
+    assert_input_error(&wgtrain(&["graph", "--format", "png"]), "-o FILE");
+    let missing = Path::new("/nonexistent-dir-wgtrain/g.dot");
+    assert_input_error(
+        &wgtrain(&["graph", "-o", missing.to_str().unwrap()]),
+        "directory not found",
+    );
+}
