@@ -2,6 +2,7 @@
 //! plain-Rust CPU reference path that every GPU kernel is checked against.
 
 pub mod backend;
+pub mod bench;
 pub mod check;
 pub mod checkpoint;
 pub mod data;

@@ -33,12 +33,54 @@ enum Command {
     Sweep(SweepArgs),
     /// (Re)build a sweep's report.md and figures from its results, merging shards.
     Report(ReportArgs),
+    /// Training-step and matmul throughput of each backend (CPU and every GPU adapter), median of
+    /// several repeats with min and max, and the GPU/CPU speed-up.
+    Bench(BenchArgs),
     /// Draw a model's computational graph (or batch norm's own) as Graphviz DOT, SVG or PNG.
     Graph(GraphArgs),
     /// Test accuracy, loss and confusion matrix of a checkpoint.
     Eval(EvalArgs),
     /// Classify PNG images with a checkpoint: the top classes and their probabilities.
     Predict(PredictArgs),
+    /// List the GPU adapters wgpu sees and say which one `--backend auto` would use.
+    Devices(DevicesArgs),
+    /// Check the GPU against the CPU reference on one model: loss, every gradient, one step of each optimizer.
+    Gradcheck(GradcheckArgs),
+}
+
+#[derive(Args)]
+struct DevicesArgs {
+    /// Print one JSON object per adapter.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GradcheckArgs {
+    /// Model: fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn.
+    #[arg(long)]
+    model: String,
+    /// Samples in the batch (the first ones of the training file).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Seed for the weights.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Pick the GPU adapter whose name contains NAME (software adapters such as lavapipe included).
+    #[arg(long, value_name = "NAME")]
+    adapter: Option<String>,
+    /// Data directory (default: the MNIST copy in data/mnist).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Bound on max|gpu - cpu| / max|cpu| for every gradient and updated weight.
+    #[arg(long, default_value_t = 1e-4)]
+    tol: f32,
+    /// Bound on the relative difference of the losses.
+    #[arg(long, default_value_t = 1e-5)]
+    loss_tol: f32,
+    /// Print one JSON object with every figure and "pass".
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where to run.
@@ -107,14 +149,22 @@ struct TrainArgs {
 }
 
 fn main() -> ExitCode {
+    // Mesa's device-select Vulkan layer probes for a Wayland display and prints an error when there is
+    // none (a headless server); it adds nothing for compute, so skip it unless the user set it up.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
     let cli = Cli::parse();
     let result = match cli.cmd {
         Command::Train(a) => cmd_train(a),
         Command::Sweep(a) => cmd_sweep(a),
         Command::Report(a) => cmd_report(a),
+        Command::Bench(a) => cmd_bench(a),
         Command::Graph(a) => cmd_graph(a),
         Command::Eval(a) => cmd_eval(a),
         Command::Predict(a) => cmd_predict(a),
+        Command::Devices(a) => cmd_devices(a),
+        Command::Gradcheck(a) => cmd_gradcheck(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -537,5 +587,186 @@ fn cmd_report(a: ReportArgs) -> Result<()> {
         eprintln!("warning: {m}")
     })?;
     println!("wrote {}", path.display());
+    Ok(())
+}
+
+#[cfg(feature = "gpu")]
+fn cmd_devices(a: DevicesArgs) -> Result<()> {
+    let adapters = wgtrain::backend::gpu::list_adapters();
+    if a.json {
+        for ad in &adapters {
+            println!("{}", serde_json::to_string(ad)?);
+        }
+        return Ok(());
+    }
+    if adapters.is_empty() {
+        println!("no GPU adapter found; --backend auto trains on the CPU backend");
+        return Ok(());
+    }
+    println!(
+        "{:<4} {:<48} {:<8} {:<14} driver",
+        "auto", "adapter", "backend", "type"
+    );
+    for ad in &adapters {
+        let mark = if ad.auto_choice { "*" } else { "" };
+        println!(
+            "{:<4} {:<48} {:<8} {:<14} {}",
+            mark, ad.name, ad.backend, ad.device_type, ad.driver
+        );
+    }
+    if !adapters.iter().any(|a| a.auto_choice) {
+        println!("--backend auto uses the CPU backend (software adapters only with --backend gpu)");
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "gpu"))]
+fn cmd_devices(_: DevicesArgs) -> Result<()> {
+    println!("this build has no GPU backend (feature `gpu` is off); --backend auto trains on the CPU backend");
+    Ok(())
+}
+
+#[cfg(feature = "gpu")]
+fn cmd_gradcheck(a: GradcheckArgs) -> Result<()> {
+    use wgtrain::gradcheck::{gradcheck, Tolerance};
+    let spec = ModelSpec::parse(&a.model).map_err(|e| InputError::value(e.to_string()))?;
+    let batch = positive("--batch", a.batch)?;
+    let dir = a.data.clone().unwrap_or_else(data::default_data_dir);
+    let train = data::load_pair(
+        &data::find_file(&dir, "train-images-idx3-ubyte"),
+        &data::find_file(&dir, "train-labels-idx1-ubyte"),
+        wgtrain::model::IMAGE_SIDE,
+        wgtrain::model::CLASSES,
+    )?;
+    if batch > train.len() {
+        return Err(InputError::value(format!(
+            "--batch {batch}: the data set has only {} images",
+            train.len()
+        ))
+        .into());
+    }
+    let gpu = wgtrain::backend::gpu::GpuBackend::new(a.adapter.as_deref(), true)?;
+    let tol = Tolerance {
+        tensor: a.tol,
+        loss: a.loss_tol,
+    };
+    let r = gradcheck(&gpu, spec, batch, a.seed, &train, tol);
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} batch {} seed {} on {}",
+            r.model, r.batch, r.seed, r.device
+        );
+        println!(
+            "loss cpu {:.7} gpu {:.7} rel {:.2e} (bound {:.0e})",
+            r.loss_cpu, r.loss_gpu, r.loss_rel_err, tol.loss
+        );
+        println!("{:<14} {:<22} {:>10}  ok", "check", "tensor", "rel err");
+        for t in &r.tensors {
+            println!(
+                "{:<14} {:<22} {:>10.2e}  {}",
+                t.what,
+                t.name,
+                t.rel_err,
+                if t.pass { "yes" } else { "NO" }
+            );
+        }
+        let worst = r
+            .worst()
+            .map(|t| format!("{} {} {:.2e}", t.what, t.name, t.rel_err))
+            .unwrap_or_default();
+        println!(
+            "{}: worst {worst} (bound {:.0e})",
+            if r.pass { "PASS" } else { "FAIL" },
+            tol.tensor
+        );
+    }
+    if r.pass {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("gradcheck failed for {}", r.model))
+    }
+}
+
+#[cfg(not(feature = "gpu"))]
+fn cmd_gradcheck(_: GradcheckArgs) -> Result<()> {
+    Err(
+        InputError::value("gradcheck needs the GPU backend (this build has feature `gpu` off)")
+            .into(),
+    )
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Models, comma separated (fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn).
+    #[arg(long, default_value = wgtrain::bench::DEFAULT_MODELS)]
+    models: String,
+    /// Batch sizes, comma separated.
+    #[arg(long, default_value = wgtrain::bench::DEFAULT_BATCHES)]
+    batch: String,
+    /// Timed training steps (and matmul calls) per repeat [default: enough for --images images and
+    /// 0.2 s per repeat; matmul: about 0.3 s per repeat].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Timed images per repeat when --steps is not given (steps = images / batch, at least 1).
+    #[arg(long, default_value_t = wgtrain::bench::DEFAULT_IMAGES)]
+    images: usize,
+    /// Repeats of each measurement; the figures are their median, min and max.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Untimed warm-up steps before each measurement (pipelines, caches, optimizer state).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Backends, comma separated: cpu, gpu (the best adapter), gpu:NAME (the adapter whose name
+    /// contains NAME) [default: cpu and every GPU adapter, software ones such as lavapipe included].
+    #[arg(long)]
+    backend: Option<String>,
+    /// Matmul shapes MxKxN, comma separated, or "none".
+    #[arg(long, default_value = wgtrain::bench::DEFAULT_MATMULS)]
+    matmul: String,
+    /// Directory with the MNIST training files [default: data/mnist, else a synthetic set].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Print one JSON object per measurement instead of the tables.
+    #[arg(long)]
+    json: bool,
+    /// Draw images/s against batch size per backend and model to this PNG file.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    use wgtrain::bench;
+    let cfg = bench::BenchConfig {
+        models: bench::parse_models(&a.models)?,
+        batches: bench::parse_batches(&a.batch)?,
+        steps: a.steps,
+        images: a.images,
+        warmup: a.warmup,
+        repeats: a.repeats,
+        matmuls: bench::parse_matmuls(&a.matmul)?,
+        backends: a
+            .backend
+            .as_deref()
+            .map(bench::parse_backends)
+            .transpose()?,
+        ..Default::default()
+    };
+    let (data, desc) = bench::load_data(a.data.as_deref())?;
+    cfg.validate(data.len())?;
+    notice(&format!("data: {desc}"));
+    let rows = bench::run(&cfg, &data, &mut |m: &str| notice(m))?;
+    if a.json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+    } else {
+        print!("{}", bench::format_tables(&rows));
+    }
+    if let Some(path) = &a.plot {
+        bench::plot(&rows, path)?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(())
 }

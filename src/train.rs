@@ -313,8 +313,9 @@ pub fn train_with<B: Backend + 'static>(
             );
             be.copy(&model.head.loss, 0, &mut step_losses, step % spe, 1);
             step += 1;
-            if step % log_every == 0 || step == epoch_end {
+            if step.is_multiple_of(log_every) || step == epoch_end {
                 let all = be.read(&step_losses);
+                be.health()?;
                 let fresh = &all[logged % spe..logged % spe + (step - logged)];
                 for (i, &l) in fresh.iter().enumerate() {
                     if let Some(f) = files.as_mut() {

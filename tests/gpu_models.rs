@@ -1,5 +1,7 @@
 //! Whole models on the GPU against the CPU reference, and training on the GPU.
 
+#![cfg(feature = "gpu")]
+
 mod common;
 
 use common::gpu;
@@ -12,12 +14,30 @@ use wgtrain::train::{train, Silent, TrainConfig};
 fn check_model(name: &str, batch: usize) {
     let Some(g) = gpu() else { return };
     let data = synthetic(batch, 5);
-    let r = gradcheck(&g, ModelSpec::parse(name).unwrap(), batch, 1, &data, Tolerance::default());
+    let r = gradcheck(
+        &g,
+        ModelSpec::parse(name).unwrap(),
+        batch,
+        1,
+        &data,
+        Tolerance::default(),
+    );
     let worst = r.worst().unwrap();
-    assert!(r.pass, "{name}: loss rel {:.2e}, worst {} {} {:.2e}", r.loss_rel_err, worst.what, worst.name, worst.rel_err);
+    assert!(
+        r.pass,
+        "{name}: loss rel {:.2e}, worst {} {} {:.2e}",
+        r.loss_rel_err, worst.what, worst.name, worst.rel_err
+    );
     // Every parameter is checked: gradient, and weights after each of the three optimizers.
     let grads = r.tensors.iter().filter(|t| t.what == "grad").count();
-    assert!(grads > 0 && r.tensors.iter().filter(|t| t.what.starts_with("step:")).count() == 3 * grads);
+    assert!(
+        grads > 0
+            && r.tensors
+                .iter()
+                .filter(|t| t.what.starts_with("step:"))
+                .count()
+                == 3 * grads
+    );
 }
 
 #[test]
@@ -40,8 +60,21 @@ fn gradcheck_rejects_what_it_cannot_vouch_for() {
     // The same comparison with a bound below f32 rounding must fail: the check is live.
     let Some(g) = gpu() else { return };
     let data = synthetic(8, 5);
-    let r = gradcheck(&g, ModelSpec::parse("fc8-bn").unwrap(), 8, 1, &data, Tolerance { tensor: 1e-12, loss: 1e-12 });
-    assert!(!r.pass, "a bound of 1e-12 cannot hold between two f32 implementations");
+    let r = gradcheck(
+        &g,
+        ModelSpec::parse("fc8-bn").unwrap(),
+        8,
+        1,
+        &data,
+        Tolerance {
+            tensor: 1e-12,
+            loss: 1e-12,
+        },
+    );
+    assert!(
+        !r.pass,
+        "a bound of 1e-12 cannot hold between two f32 implementations"
+    );
 }
 
 #[test]
@@ -62,12 +95,24 @@ fn fifty_gpu_steps_lower_the_loss_and_track_the_cpu() {
         out: None,
     };
     let gr = train(&g, &data, &cfg, &mut Silent).unwrap();
-    let cr = train(&wgtrain::backend::cpu::CpuBackend::new(), &data, &cfg, &mut Silent).unwrap();
+    let cr = train(
+        &wgtrain::backend::cpu::CpuBackend::new(),
+        &data,
+        &cfg,
+        &mut Silent,
+    )
+    .unwrap();
     assert_eq!(gr.losses.len(), 50);
     let first: f32 = gr.losses[..10].iter().sum::<f32>() / 10.0;
     let last: f32 = gr.losses[40..].iter().sum::<f32>() / 10.0;
-    assert!(last < 0.7 * first, "GPU loss did not fall: first 10 steps {first:.4}, last 10 {last:.4}");
+    assert!(
+        last < 0.7 * first,
+        "GPU loss did not fall: first 10 steps {first:.4}, last 10 {last:.4}"
+    );
     for (s, (gl, cl)) in gr.losses.iter().zip(&cr.losses).take(5).enumerate() {
-        assert!((gl - cl).abs() <= 1e-3 * cl.abs(), "step {s}: gpu loss {gl} vs cpu {cl}");
+        assert!(
+            (gl - cl).abs() <= 1e-3 * cl.abs(),
+            "step {s}: gpu loss {gl} vs cpu {cl}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Every GPU kernel against its CPU twin on random shapes, including shapes that fit no tile.
 //! Runs on lavapipe in CI (WGTRAIN_REQUIRE_GPU=1); skipped with a notice where no adapter exists.
 
+#![cfg(feature = "gpu")]
+
 mod common;
 
 use common::{gpu, rand_vec};

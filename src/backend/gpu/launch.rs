@@ -96,6 +96,9 @@ pub struct Launcher {
     pipelines: RefCell<HashMap<Kernel, wgpu::ComputePipeline>>,
     binds: RefCell<HashMap<BindKey, BindEntry>>,
     encoder: RefCell<Option<wgpu::CommandEncoder>>,
+    /// The open compute pass on `encoder`: consecutive dispatches share one pass (wgpu still orders
+    /// them), and it is closed before any copy or clear and before submitting.
+    pass: RefCell<Option<wgpu::ComputePass<'static>>>,
     /// Incremented at each submit; identifies the pending encoder.
     serial: Cell<u64>,
     /// Dispatches recorded into the pending encoder.
@@ -111,6 +114,7 @@ impl Launcher {
             pipelines: RefCell::new(HashMap::new()),
             binds: RefCell::new(HashMap::new()),
             encoder: RefCell::new(None),
+            pass: RefCell::new(None),
             serial: Cell::new(1),
             pending: Cell::new(0),
         }
@@ -151,8 +155,9 @@ impl Launcher {
         pipeline
     }
 
-    /// Runs `f` with the pending encoder, creating it if needed.
+    /// Runs `f` with the pending encoder (its compute pass closed), creating it if needed.
     pub fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        self.pass.borrow_mut().take();
         let mut slot = self.encoder.borrow_mut();
         let enc = slot.get_or_insert_with(|| {
             self.device
@@ -170,6 +175,7 @@ impl Launcher {
 
     /// Submits the pending encoder (without waiting for it).
     pub fn flush(&self) -> Option<wgpu::SubmissionIndex> {
+        self.pass.borrow_mut().take();
         let enc = self.encoder.borrow_mut().take()?;
         self.serial.set(self.serial.get() + 1);
         self.pending.set(0);

@@ -492,16 +492,16 @@ impl Backend for GpuBackend {
             b_k: u(b_k),
             b_col: u(b_col),
         };
-        let (entry, tile) = match self.matmul_kernel {
-            MatmulKernel::Tiled => ("matmul_tiled", 64),
-            MatmulKernel::Direct => ("matmul_direct", 32),
+        let (entry, groups) = match self.matmul_kernel {
+            MatmulKernel::Tiled => ("matmul_tiled", (n.div_ceil(64), m.div_ceil(64))),
+            MatmulKernel::Direct => ("matmul_direct", (n.div_ceil(32), m.div_ceil(32))),
         };
         self.l.launch(
             Kernel(Family::Matmul, entry),
             &[(1, &a.buf), (2, &b.buf), (3, &c.buf)],
             &params,
             ParamsKind::Static,
-            (u(n.div_ceil(tile)), u(m.div_ceil(tile)), 1),
+            (u(groups.0), u(groups.1), 1),
         );
     }
 
