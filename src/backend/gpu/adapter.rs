@@ -101,6 +101,6 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
             }
         })
         .collect();
-    out.sort_by(|a, b| b.auto_choice.cmp(&a.auto_choice));
+    out.sort_by_key(|a| !a.auto_choice);
     out
 }
