@@ -31,12 +31,16 @@ pub const DEFAULT_MATMULS: &str = "110x784x256,512x512x512,1024x1024x1024";
 pub const DEFAULT_IMAGES: usize = 512;
 /// A repeat runs at least this long (estimated from the last warm-up step) unless `--steps` is given,
 /// so that fast CPU configurations are not timed over a millisecond.
-pub const MIN_REPEAT: Duration = Duration::from_millis(200);
+pub const MIN_REPEAT: Duration = Duration::from_millis(500);
 /// Upper bound on the scaled step count.
 const MAX_STEPS: usize = 2000;
 /// Matmul calls per repeat are chosen to take about this long (at least one call).
 const MATMUL_REPEAT: Duration = Duration::from_millis(300);
 const MAX_MATMUL_CALLS: usize = 5000;
+/// Batch of the probe step that starts every warm-up of a larger batch.
+const PROBE_BATCH: usize = 32;
+/// A full step estimated (from the probe) to take longer than this gets no full-batch warm-up.
+const SLOW_STEP: Duration = Duration::from_secs(5);
 /// Synthetic images used when no MNIST copy is found.
 const SYNTHETIC_IMAGES: usize = 16_384;
 
@@ -204,7 +208,7 @@ pub fn load_data(dir: Option<&Path>) -> Result<(ImageSet, String), InputError> {
     let dir = dir.map_or_else(data::default_data_dir, Path::to_path_buf);
     let images = data::find_file(&dir, "train-images-idx3-ubyte");
     let labels = data::find_file(&dir, "train-labels-idx1-ubyte");
-    if !named && !(images.exists() && labels.exists()) {
+    if !(named || images.exists() && labels.exists()) {
         let set = data::synthetic(SYNTHETIC_IMAGES, 1);
         let desc = format!("synthetic ({} images)", set.len());
         return Ok((set, desc));
@@ -273,6 +277,10 @@ pub struct Measurement {
     pub n: Option<usize>,
     /// Timed steps (or matmul calls) per repeat.
     pub steps: usize,
+    /// Untimed steps (or calls) before the first repeat, and their batch size.
+    pub warmup_steps: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_batch: Option<usize>,
     pub repeats: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub images_per_s: Option<Stat>,
@@ -370,11 +378,29 @@ pub fn bench_train<B: BenchBackend>(
         train_step(be, model, opt, ds, (pos % batches) * batch, bufs);
         pos += 1;
     };
+    // Warm-up. A probe step at a small batch first compiles every pipeline and allocates the optimizer
+    // state; when it shows that one full step would be slow (cnn7-bn at batch 2048 on a software
+    // adapter), the full-batch warm-up is skipped: what it would add (bind groups for the new shapes,
+    // first touch of the larger buffers) is negligible beside such a step.
     let mut warm_s = 0.0;
-    for _ in 0..cfg.warmup.max(1) {
-        warm_s = timed(be, || step(&mut model, &mut opt, &mut bufs));
+    let (mut warmup_steps, mut warmup_batch) = (cfg.warmup.max(1), batch);
+    if batch > PROBE_BATCH {
+        let probe_s = timed(be, || {
+            be.gather_batch(ds, 0, PROBE_BATCH, &mut bufs.x, &mut bufs.y);
+            model.forward(be, &bufs.x, PROBE_BATCH, true);
+            model.backward(be, &bufs.x, &bufs.y, PROBE_BATCH);
+            opt.step(be, &mut model);
+        });
+        warm_s = probe_s * batch as f64 / PROBE_BATCH as f64;
+        if warm_s > SLOW_STEP.as_secs_f64() {
+            (warmup_steps, warmup_batch) = (1, PROBE_BATCH);
+        }
     }
-    be.health()?;
+    if warmup_batch == batch {
+        for _ in 0..warmup_steps {
+            warm_s = timed(be, || step(&mut model, &mut opt, &mut bufs));
+        }
+    }
     let steps = steps_for(cfg, batch, warm_s);
     let mut secs = Vec::with_capacity(cfg.repeats);
     for _ in 0..cfg.repeats {
@@ -406,6 +432,8 @@ pub fn bench_train<B: BenchBackend>(
         k: None,
         n: None,
         steps,
+        warmup_steps,
+        warmup_batch: Some(warmup_batch),
         repeats: cfg.repeats,
         images_per_s: Some(ms.map(|ms| batch as f64 * 1e3 / ms)),
         ms_per_step: Some(ms),
@@ -464,6 +492,8 @@ pub fn bench_matmul<B: BenchBackend>(
         k: Some(k),
         n: Some(n),
         steps: calls,
+        warmup_steps: cfg.warmup.max(1) + 1,
+        warmup_batch: None,
         repeats: cfg.repeats,
         images_per_s: None,
         ms_per_step: None,
@@ -684,9 +714,20 @@ pub fn format_tables(rows: &[Measurement]) -> String {
     for (b, d) in &devices {
         out += &format!("{b}: {d}\n");
     }
-    let train: Vec<Vec<String>> = rows
-        .iter()
-        .filter(|r| r.kind == "train")
+    // Training rows grouped by model and batch, so each GPU row sits under its CPU twin.
+    let first = |f: &dyn Fn(&Measurement) -> String, r: &Measurement| {
+        rows.iter().position(|x| f(x) == f(r)).unwrap_or(0)
+    };
+    let mut sorted: Vec<&Measurement> = rows.iter().filter(|r| r.kind == "train").collect();
+    sorted.sort_by_key(|r| {
+        (
+            first(&|x| x.model.clone().unwrap_or_default(), r),
+            r.batch,
+            first(&|x| format!("{}/{}", x.backend, x.device), r),
+        )
+    });
+    let train: Vec<Vec<String>> = sorted
+        .into_iter()
         .map(|r| {
             vec![
                 r.model.clone().unwrap_or_default(),

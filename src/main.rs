@@ -706,7 +706,7 @@ struct BenchArgs {
     #[arg(long, default_value = wgtrain::bench::DEFAULT_BATCHES)]
     batch: String,
     /// Timed training steps (and matmul calls) per repeat [default: enough for --images images and
-    /// 0.2 s per repeat; matmul: about 0.3 s per repeat].
+    /// 0.5 s per repeat; matmul: about 0.3 s per repeat].
     #[arg(long)]
     steps: Option<usize>,
     /// Timed images per repeat when --steps is not given (steps = images / batch, at least 1).

@@ -41,8 +41,9 @@ fn reversed(data: &ImageSet) -> ImageSet {
 }
 
 #[test]
-fn summation_order_alone_moves_adaptive_steps_beyond_1e4() {
+fn summation_order_alone_moves_an_adaptive_step_beyond_1e4() {
     let data = synthetic(32, 9);
+    let mut worst_step = 0.0f32;
     for kind in [OptimKind::RmsProp, OptimKind::Adam] {
         let (g1, w1) = grads_and_step(&data, kind);
         let (g2, w2) = grads_and_step(&reversed(&data), kind);
@@ -57,13 +58,19 @@ fn summation_order_alone_moves_adaptive_steps_beyond_1e4() {
             .map(|(a, b)| max_rel_diff(a, b))
             .fold(0.0f32, f32::max);
         assert!(
-            grad_err < 1e-4,
+            grad_err < 1e-5,
             "{kind:?}: gradients should agree to rounding, got {grad_err:.2e}"
         );
+        // The step amplifies the gradients' difference by orders of magnitude.
         assert!(
-            step_err > 1e-4,
-            "{kind:?}: expected the adaptive step to amplify rounding, got {step_err:.2e}"
+            step_err > 50.0 * grad_err,
+            "{kind:?}: step {step_err:.2e} vs gradients {grad_err:.2e}"
         );
         eprintln!("{kind:?}: gradients differ by {grad_err:.2e}, weights after one step by {step_err:.2e}");
+        worst_step = worst_step.max(step_err);
     }
+    assert!(
+        worst_step > 1e-4,
+        "expected an adaptive step beyond 1e-4, got {worst_step:.2e}"
+    );
 }

@@ -182,10 +182,11 @@ impl Backend for CpuBackend {
     }
 
     fn bias_grad(&self, dy: &Vec<f32>, db: &mut Vec<f32>, rows: usize, cols: usize) {
-        db[..cols].fill(0.0);
+        let mut acc = vec![0.0f64; cols];
         for row in dy[..rows * cols].chunks(cols) {
-            db.iter_mut().zip(row).for_each(|(d, v)| *d += v);
+            acc.iter_mut().zip(row).for_each(|(d, &v)| *d += v as f64);
         }
+        db.iter_mut().zip(&acc).for_each(|(d, &a)| *d = a as f32);
     }
 
     fn im2col(&self, x: &Vec<f32>, col: &mut Vec<f32>, g: &ConvGeom) {
@@ -310,14 +311,17 @@ impl Backend for CpuBackend {
         rows: usize,
         cols: usize,
     ) {
-        dgamma[..cols].fill(0.0);
-        dbeta[..cols].fill(0.0);
+        let (mut sum_dy, mut sum_dy_xhat) = (vec![0.0f64; cols], vec![0.0f64; cols]);
         for (xr, dyr) in x[..rows * cols].chunks(cols).zip(dy.chunks(cols)) {
             for c in 0..cols {
                 let xhat = (xr[c] - mean[c]) * invstd[c];
-                dbeta[c] += dyr[c];
-                dgamma[c] += dyr[c] * xhat;
+                sum_dy[c] += dyr[c] as f64;
+                sum_dy_xhat[c] += (dyr[c] * xhat) as f64;
             }
+        }
+        for c in 0..cols {
+            dbeta[c] = sum_dy[c] as f32;
+            dgamma[c] = sum_dy_xhat[c] as f32;
         }
         let r = rows as f32;
         dx[..rows * cols]
@@ -441,21 +445,22 @@ fn log_sum_exp(z: &[f32]) -> (f32, usize) {
     (max + sum.ln(), argmax)
 }
 
-/// Per-column mean and biased variance of `x[rows x cols]`, two-pass for accuracy.
+/// Per-column mean and biased variance of `x[rows x cols]`: two passes, f64 sums, so the reference's
+/// own rounding stays far below the 1e-4 the GPU is held to (a plain f32 sum over 10^5 rows does not).
 fn column_mean_var(x: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut mean = vec![0.0f32; cols];
+    let mut sum = vec![0.0f64; cols];
     for row in x.chunks(cols) {
-        mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+        sum.iter_mut().zip(row).for_each(|(m, &v)| *m += v as f64);
     }
-    mean.iter_mut().for_each(|m| *m /= rows as f32);
-    let mut var = vec![0.0f32; cols];
+    let mean: Vec<f32> = sum.iter().map(|s| (s / rows as f64) as f32).collect();
+    let mut sq = vec![0.0f64; cols];
     for row in x.chunks(cols) {
         for c in 0..cols {
-            let d = row[c] - mean[c];
-            var[c] += d * d;
+            let d = (row[c] - mean[c]) as f64;
+            sq[c] += d * d;
         }
     }
-    var.iter_mut().for_each(|v| *v /= rows as f32);
+    let var = sq.iter().map(|v| (v / rows as f64) as f32).collect();
     (mean, var)
 }
 
