@@ -288,3 +288,57 @@ fn bad_values_exit_2() {
     ]);
     assert_user_error(&out, &[dir, "validation"]);
 }
+
+#[test]
+fn a_diverging_run_stops_with_exit_1_and_keeps_its_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let out_dir = tmp.path().join("out");
+    synthetic_data(&data_dir);
+    let out = wgtrain(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--model",
+        "fc8",
+        "--optim",
+        "sgd",
+        "--lr",
+        "1e30",
+        "--data",
+        data_dir.to_str().unwrap(),
+        "--val-size",
+        "100",
+        "--steps",
+        "20",
+        "--batch",
+        "10",
+        "--log-every",
+        "2",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: training diverged"),
+        "last stderr line: {last}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Every loss up to the bad one was written and flushed; the bad one is the last line.
+    let losses = std::fs::read_to_string(out_dir.join("losses.csv")).unwrap();
+    let rows: Vec<&str> = losses.lines().skip(1).collect();
+    assert!(!rows.is_empty(), "losses.csv lost its lines");
+    let bad = rows
+        .last()
+        .unwrap()
+        .rsplit(',')
+        .next()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        bad.contains("nan") || bad.contains("inf"),
+        "last loss {bad}"
+    );
+}
