@@ -1,1 +1,295 @@
-fn main() {}
+//! Criterion benches of the main kernels and of whole training steps, on the CPU backend and on the GPU
+//! backend (the best adapter, software ones such as lavapipe included; skipped with a note when wgpu
+//! finds none).
+//!
+//! Every timed routine ends with `Backend::sync`, so queued GPU work is counted only once it is done.
+//! Samples are few and short (10 samples, 3 s) so that `cargo bench` finishes in minutes even on
+//! lavapipe; `cargo bench -- matmul` runs one group.
+
+use criterion::{Criterion, SamplingMode};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use wgtrain::backend::cpu::CpuBackend;
+use wgtrain::backend::{Backend, ConvGeom, OptimStep, Trans};
+use wgtrain::data;
+use wgtrain::model::{Model, ModelSpec, IMAGE_SIDE};
+use wgtrain::optim::{OptimKind, Optimizer};
+use wgtrain::train::{train_step, BatchBuffers};
+
+#[cfg(feature = "gpu")]
+type Gpu = wgtrain::backend::gpu::GpuBackend;
+#[cfg(not(feature = "gpu"))]
+type Gpu = CpuBackend;
+
+/// `iters` calls of `f`, timed from an idle device to an idle device.
+fn timed<B: Backend>(be: &B, iters: u64, f: &mut dyn FnMut()) -> Duration {
+    be.sync();
+    let t = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    be.sync();
+    t.elapsed()
+}
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Benches `$make` (a block that builds its tensors on `$be` and returns the routine) on the CPU, then
+/// on the GPU if there is one, in one criterion group.
+macro_rules! on_both {
+    ($c:expr, $gpu:expr, $name:expr, |$be:ident| $make:block) => {{
+        let mut group = $c.benchmark_group($name);
+        group.sampling_mode(SamplingMode::Flat);
+        {
+            let $be = &CpuBackend::new();
+            let mut routine = $make;
+            group.bench_function("cpu", |b| {
+                b.iter_custom(|iters| timed($be, iters, &mut routine))
+            });
+        }
+        if let Some($be) = $gpu {
+            {
+                let mut routine = $make;
+                group.bench_function("gpu", |b| {
+                    b.iter_custom(|iters| timed($be, iters, &mut routine))
+                });
+            }
+            release($be);
+        }
+        group.finish();
+    }};
+}
+
+#[cfg(feature = "gpu")]
+fn release(g: &Gpu) {
+    g.release_cached();
+}
+#[cfg(not(feature = "gpu"))]
+fn release(_: &Gpu) {}
+
+#[cfg(feature = "gpu")]
+fn gpu() -> Option<Gpu> {
+    // Mesa's device-select layer probes for a display otherwise (noise on headless machines).
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+    match Gpu::new(None, true) {
+        Ok(g) => {
+            let i = g.adapter_info();
+            println!(
+                "GPU benches on {} ({:?}, {:?}, matmul kernel {:?})",
+                i.name, i.backend, i.device_type, g.matmul_kernel
+            );
+            Some(g)
+        }
+        Err(e) => {
+            println!("note: skipping the GPU benches: no usable GPU adapter ({e:#})");
+            None
+        }
+    }
+}
+#[cfg(not(feature = "gpu"))]
+fn gpu() -> Option<Gpu> {
+    println!("note: skipping the GPU benches: built without feature `gpu`");
+    None
+}
+
+/// The third convolution of cnn7 (14x14x16 -> 14x14x32, 3x3, stride 1) at batch 32.
+const CONV: ConvGeom = ConvGeom {
+    n: 32,
+    c: 16,
+    h: 14,
+    w: 14,
+    k: 3,
+    stride: 1,
+    pad: 1,
+};
+const CONV_OUT: usize = 32;
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    println!("CPU benches on {}", wgtrain::backend::cpu::cpu_model_name());
+    let gpu = gpu();
+    let gpu = gpu.as_ref();
+
+    let (m, k, n) = (110, 784, 256);
+    on_both!(c, gpu, "matmul_110x784x256", |be| {
+        let a = be.upload(&values(m * k, 1));
+        let b = be.upload(&values(k * n, 2));
+        let mut out = be.zeros(m * n);
+        move || be.matmul(&a, Trans::N, &b, Trans::N, &mut out, m, k, n, false)
+    });
+
+    let g = CONV;
+    let (rows, taps) = (g.col_rows(), g.col_cols());
+    on_both!(
+        c,
+        gpu,
+        "conv_forward_im2col_matmul_b32_14x14x16_to_32",
+        |be| {
+            let x = be.upload(&values(g.n * g.h * g.w * g.c, 3));
+            let w = be.upload(&values(CONV_OUT * taps, 4));
+            let mut col = be.zeros(rows * taps);
+            let mut y = be.zeros(rows * CONV_OUT);
+            move || {
+                be.im2col(&x, &mut col, &g);
+                be.matmul(
+                    &col,
+                    Trans::N,
+                    &w,
+                    Trans::T,
+                    &mut y,
+                    rows,
+                    taps,
+                    CONV_OUT,
+                    false,
+                );
+            }
+        }
+    );
+    on_both!(c, gpu, "conv_backward_b32_14x14x16_to_32", |be| {
+        let col = be.upload(&values(rows * taps, 5));
+        let w = be.upload(&values(CONV_OUT * taps, 6));
+        let dy = be.upload(&values(rows * CONV_OUT, 7));
+        let mut dw = be.zeros(CONV_OUT * taps);
+        let mut dcol = be.zeros(rows * taps);
+        let mut dx = be.zeros(g.n * g.h * g.w * g.c);
+        move || {
+            // dW = dy^T col, dcol = dy W, dx = col2im(dcol): the conv layer's backward.
+            be.matmul(
+                &dy,
+                Trans::T,
+                &col,
+                Trans::N,
+                &mut dw,
+                CONV_OUT,
+                rows,
+                taps,
+                false,
+            );
+            be.matmul(
+                &dy,
+                Trans::N,
+                &w,
+                Trans::N,
+                &mut dcol,
+                rows,
+                CONV_OUT,
+                taps,
+                false,
+            );
+            be.col2im(&dcol, &mut dx, &g);
+        }
+    });
+
+    // Batch norm 2d over the conv's output: rows = 32*14*14, 32 channels.
+    let (br, bc) = (rows, CONV_OUT);
+    on_both!(c, gpu, "batchnorm_forward_train_6272x32", |be| {
+        let x = be.upload(&values(br * bc, 8));
+        let gamma = be.upload(&vec![1.0; bc]);
+        let beta = be.zeros(bc);
+        let (mut y, mut mean, mut invstd) = (be.zeros(br * bc), be.zeros(bc), be.zeros(bc));
+        let (mut rm, mut rv) = (be.zeros(bc), be.upload(&vec![1.0; bc]));
+        move || {
+            be.bn_forward_train(
+                &x,
+                &mut y,
+                &gamma,
+                &beta,
+                &mut mean,
+                &mut invstd,
+                &mut rm,
+                &mut rv,
+                br,
+                bc,
+                0.1,
+                1e-5,
+            )
+        }
+    });
+    on_both!(c, gpu, "batchnorm_backward_6272x32", |be| {
+        let x = be.upload(&values(br * bc, 9));
+        let dy = be.upload(&values(br * bc, 10));
+        let gamma = be.upload(&vec![1.0; bc]);
+        let mean = be.upload(&vec![0.0; bc]);
+        let invstd = be.upload(&vec![1.7; bc]);
+        let (mut dx, mut dg, mut db) = (be.zeros(br * bc), be.zeros(bc), be.zeros(bc));
+        move || {
+            be.bn_backward(
+                &x, &dy, &gamma, &mean, &invstd, &mut dx, &mut dg, &mut db, br, bc,
+            )
+        }
+    });
+
+    let (sr, sc) = (110, 10);
+    on_both!(c, gpu, "softmax_cross_entropy_110x10", |be| {
+        let logits = be.upload(&values(sr * sc, 11));
+        let labels = be.upload(&(0..sr).map(|i| (i % sc) as f32).collect::<Vec<_>>());
+        let (mut dl, mut loss) = (be.zeros(sr * sc), be.zeros(1));
+        move || be.softmax_ce(&logits, &labels, &mut dl, &mut loss, sr, sc, false)
+    });
+
+    let adam_len = 200_000;
+    on_both!(c, gpu, "adam_update_200k", |be| {
+        let mut w = be.upload(&values(adam_len, 12));
+        let grad = be.upload(&values(adam_len, 13));
+        let mut state = vec![be.zeros(adam_len), be.zeros(adam_len)];
+        let mut t = 0;
+        move || {
+            t += 1;
+            let step = OptimStep::Adam {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                t,
+            };
+            be.optim_step(&step, &mut w, &grad, &mut state);
+        }
+    });
+
+    // Whole training steps (gather + forward + backward + Adam) on a resident synthetic set.
+    let set = data::synthetic(2048, 1);
+    for (model, batch) in [("fc8-bn", 110), ("cnn7-bn", 16)] {
+        let spec = ModelSpec::parse(model).expect("known model");
+        let name = format!("train_step_{model}_b{batch}");
+        on_both!(c, gpu, name.as_str(), |be| {
+            let mut ds = be.upload_dataset(&set.images, &set.labels, set.pixels());
+            be.set_order(&mut ds, &data::epoch_order(set.len(), 1, 0));
+            let mut m = Model::new(be, spec, batch, 1);
+            let mut opt = Optimizer::new(OptimKind::Adam, 1e-3);
+            let mut bufs = BatchBuffers::new(be, batch, IMAGE_SIDE * IMAGE_SIDE);
+            let mut pos = 0usize;
+            let batches = set.len() / batch;
+            move || {
+                train_step(
+                    be,
+                    &mut m,
+                    &mut opt,
+                    &ds,
+                    (pos % batches) * batch,
+                    &mut bufs,
+                );
+                pos += 1;
+                black_box(&m.head.loss);
+            }
+        });
+    }
+
+    c.final_summary();
+}

@@ -13,7 +13,7 @@ use crate::error::InputError;
 use crate::model::{Model, ModelSpec, CLASSES, IMAGE_SIDE};
 use crate::optim::{OptimKind, Optimizer};
 use crate::train::{train_step, BatchBuffers};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -27,6 +27,9 @@ pub const DEFAULT_BATCHES: &str = "32,110,512,2048";
 /// Matmul shapes (m x k x n) benchmarked when none are named: fc8's first layer at batch 110, then two
 /// squares.
 pub const DEFAULT_MATMULS: &str = "110x784x256,512x512x512,1024x1024x1024";
+/// Default repeats of each measurement (the machine may be shared: the median of five resists one
+/// disturbed repeat).
+pub const DEFAULT_REPEATS: usize = 5;
 /// Default timed images per repeat: the step count is scaled to the batch size from this.
 pub const DEFAULT_IMAGES: usize = 512;
 /// A repeat runs at least this long (estimated from the last warm-up step) unless `--steps` is given,
@@ -89,7 +92,7 @@ impl Default for BenchConfig {
             steps: None,
             images: DEFAULT_IMAGES,
             warmup: 1,
-            repeats: 3,
+            repeats: DEFAULT_REPEATS,
             matmuls: parse_matmuls(DEFAULT_MATMULS).expect("valid default"),
             backends: None,
             optim: OptimKind::Adam,
@@ -294,6 +297,9 @@ pub struct Measurement {
     /// GPU rows: median throughput over the CPU's median on the same configuration.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speedup_vs_cpu: Option<f64>,
+    /// Why the measurement could not be made (then there are no figures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Measurement {
@@ -440,6 +446,7 @@ pub fn bench_train<B: BenchBackend>(
         ms_per_call: None,
         gflops: None,
         speedup_vs_cpu: None,
+        error: None,
     })
 }
 
@@ -500,43 +507,93 @@ pub fn bench_matmul<B: BenchBackend>(
         ms_per_call: Some(ms),
         gflops: Some(ms.map(|ms| flop / (ms * 1e-3) / 1e9)),
         speedup_vs_cpu: None,
+        error: None,
     })
 }
 
-/// Every matmul shape, then every model at every batch size, on one backend; `on_row` sees each
-/// measurement as it is made.
+/// One measurement to make.
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    Matmul((usize, usize, usize)),
+    Train(ModelSpec, usize),
+}
+
+/// A row for a measurement that could not be made (e.g. a tensor larger than the adapter allows).
+fn failed_row<B: Backend>(be: &B, cfg: &BenchConfig, job: Job, err: &anyhow::Error) -> Measurement {
+    let (model, batch, optim, mkn) = match job {
+        Job::Matmul((m, k, n)) => (None, None, None, [Some(m), Some(k), Some(n)]),
+        Job::Train(spec, b) => (
+            Some(spec.name()),
+            Some(b),
+            Some(cfg.optim.name()),
+            [None; 3],
+        ),
+    };
+    Measurement {
+        kind: if model.is_some() { "train" } else { "matmul" },
+        backend: be.kind(),
+        device: be.device_name(),
+        model,
+        batch,
+        optim,
+        m: mkn[0],
+        k: mkn[1],
+        n: mkn[2],
+        steps: 0,
+        warmup_steps: 0,
+        warmup_batch: None,
+        repeats: 0,
+        images_per_s: None,
+        ms_per_step: None,
+        ms_per_call: None,
+        gflops: None,
+        speedup_vs_cpu: None,
+        error: Some(format!("{err:#}").replace('\n', " ")),
+    }
+}
+
+/// Every matmul shape, then every model at every batch size, on the backend `open` makes; `on_row`
+/// sees each measurement as it is made. A measurement that fails becomes a row with its error, and a
+/// device left unsound by it (a GPU validation error, out of memory, a lost device) is replaced by a
+/// fresh one from `open` for the rest.
 pub fn bench_backend<B: BenchBackend>(
-    be: &B,
+    open: &mut dyn FnMut() -> Result<B>,
     cfg: &BenchConfig,
     data: &ImageSet,
     on_row: &mut dyn FnMut(&Measurement),
 ) -> Result<Vec<Measurement>> {
-    let mut rows = Vec::new();
-    for &shape in &cfg.matmuls {
-        let r = bench_matmul(be, cfg, shape).with_context(|| {
-            format!(
-                "matmul {}x{}x{} on {}",
-                shape.0,
-                shape.1,
-                shape.2,
-                be.kind()
-            )
-        })?;
-        on_row(&r);
-        rows.push(r);
-    }
-    if cfg.models.is_empty() || cfg.batches.is_empty() {
-        return Ok(rows);
-    }
-    let mut ds = be.upload_dataset(&data.images, &data.labels, data.pixels());
-    be.set_order(&mut ds, &data::epoch_order(data.len(), cfg.seed, 0));
+    let mut jobs: Vec<Job> = cfg.matmuls.iter().map(|&s| Job::Matmul(s)).collect();
     for &spec in &cfg.models {
-        for &batch in &cfg.batches {
-            let r = bench_train(be, cfg, spec, batch, &ds, data.len())
-                .with_context(|| format!("{} batch {batch} on {}", spec.name(), be.kind()))?;
-            on_row(&r);
-            rows.push(r);
-        }
+        jobs.extend(cfg.batches.iter().map(|&b| Job::Train(spec, b)));
+    }
+    let mut be = open()?;
+    let mut ds: Option<B::Dataset> = None;
+    let mut rows = Vec::new();
+    for job in jobs {
+        let r = match job {
+            Job::Matmul(shape) => bench_matmul(&be, cfg, shape),
+            Job::Train(spec, batch) => {
+                let ds = ds.get_or_insert_with(|| {
+                    let mut ds = be.upload_dataset(&data.images, &data.labels, data.pixels());
+                    be.set_order(&mut ds, &data::epoch_order(data.len(), cfg.seed, 0));
+                    ds
+                });
+                bench_train(&be, cfg, spec, batch, ds, data.len())
+            }
+        };
+        let row = match r {
+            Ok(row) => row,
+            Err(e) => {
+                let row = failed_row(&be, cfg, job, &e);
+                if be.health().is_err() {
+                    ds = None;
+                    be = open()?;
+                }
+                row
+            }
+        };
+        on_row(&row);
+        rows.push(row);
     }
     drop(ds);
     be.release();
@@ -549,6 +606,7 @@ pub fn resolve_backends(cfg: &BenchConfig, notice: &mut dyn FnMut(&str)) -> Vec<
     if let Some(b) = &cfg.backends {
         return b.clone();
     }
+    #[cfg_attr(not(feature = "gpu"), allow(unused_mut))]
     let mut out = vec![BackendSel::Cpu];
     #[cfg(feature = "gpu")]
     {
@@ -582,20 +640,26 @@ pub fn run(
         match &sel {
             BackendSel::Cpu => {
                 let mut on_row = |r: &Measurement| notice(&progress_line(r));
-                rows.extend(bench_backend(&CpuBackend::new(), cfg, data, &mut on_row)?);
+                let mut open = || Ok(CpuBackend::new());
+                rows.extend(bench_backend(&mut open, cfg, data, &mut on_row)?);
             }
             #[cfg(feature = "gpu")]
             BackendSel::Gpu(filter) => {
-                match crate::backend::gpu::GpuBackend::new(filter.as_deref(), true) {
+                use crate::backend::gpu::GpuBackend;
+                match GpuBackend::new(filter.as_deref(), true) {
                     Ok(gpu) => {
+                        let info = gpu.adapter_info();
                         notice(&format!(
-                            "gpu: {} ({:?}, {:?})",
-                            gpu.adapter_info().name,
-                            gpu.adapter_info().device_type,
-                            gpu.matmul_kernel
+                            "gpu: {} ({:?} {:?}, matmul kernel {:?})",
+                            info.name, info.backend, info.device_type, gpu.matmul_kernel
                         ));
+                        let mut first = Some(gpu);
+                        let mut open = || match first.take() {
+                            Some(g) => Ok(g),
+                            None => GpuBackend::new(filter.as_deref(), true),
+                        };
                         let mut on_row = |r: &Measurement| notice(&progress_line(r));
-                        rows.extend(bench_backend(&gpu, cfg, data, &mut on_row)?);
+                        rows.extend(bench_backend(&mut open, cfg, data, &mut on_row)?);
                     }
                     Err(e) if !explicit => notice(&format!("{e:#}; skipping {}", sel.label())),
                     Err(e) => return Err(e),
@@ -619,10 +683,13 @@ pub fn run(
 pub fn fill_speedups(rows: &mut [Measurement]) {
     let cpu: Vec<(_, f64)> = rows
         .iter()
-        .filter(|r| r.backend == "cpu")
+        .filter(|r| r.backend == "cpu" && r.error.is_none())
         .map(|r| (r.key(), r.throughput()))
         .collect();
-    for r in rows.iter_mut().filter(|r| r.backend != "cpu") {
+    for r in rows
+        .iter_mut()
+        .filter(|r| r.backend != "cpu" && r.error.is_none())
+    {
         if let Some((_, c)) = cpu.iter().find(|(k, _)| *k == r.key()) {
             r.speedup_vs_cpu = Some(r.throughput() / c);
         }
@@ -645,11 +712,41 @@ fn num(v: f64) -> String {
     }
 }
 
+/// The "steps x repeats" cell.
+fn counts(r: &Measurement) -> String {
+    if r.error.is_some() {
+        "—".to_string()
+    } else {
+        format!("{}x{}", r.steps, r.repeats)
+    }
+}
+
+/// A statistic's cell: "median (min–max)", or "failed" for a row with an error.
+fn cell(s: Option<Stat>) -> String {
+    s.map_or_else(|| "failed (see below)".to_string(), |s| stat(&s))
+}
+
 fn stat(s: &Stat) -> String {
     format!("{} ({}–{})", num(s.median), num(s.min), num(s.max))
 }
 
+fn what(r: &Measurement) -> String {
+    match (&r.model, r.batch) {
+        (Some(m), Some(b)) => format!("{} {m} batch {b}", r.backend),
+        _ => format!(
+            "{} matmul {}x{}x{}",
+            r.backend,
+            r.m.unwrap_or(0),
+            r.k.unwrap_or(0),
+            r.n.unwrap_or(0)
+        ),
+    }
+}
+
 fn progress_line(r: &Measurement) -> String {
+    if let Some(e) = &r.error {
+        return format!("{}: FAILED: {e}", what(r));
+    }
     match (r.kind, &r.model) {
         ("train", Some(m)) => format!(
             "{} {m} batch {}: {} images/s, {} ms/step ({} steps x {})",
@@ -698,7 +795,7 @@ fn markdown(header: &[&str], body: &[Vec<String>]) -> String {
 
 fn speedup(r: &Measurement) -> String {
     r.speedup_vs_cpu
-        .map_or_else(|| "".to_string(), |s| format!("{s:.2}x"))
+        .map_or_else(String::new, |s| format!("{}x", num(s)))
 }
 
 /// The measurements as two markdown tables (training steps, then matmul), medians with (min–max), and
@@ -733,9 +830,9 @@ pub fn format_tables(rows: &[Measurement]) -> String {
                 r.model.clone().unwrap_or_default(),
                 r.batch.map_or(String::new(), |b| b.to_string()),
                 r.backend.to_string(),
-                r.images_per_s.map_or(String::new(), |s| stat(&s)),
-                r.ms_per_step.map_or(String::new(), |s| stat(&s)),
-                format!("{}x{}", r.steps, r.repeats),
+                cell(r.images_per_s),
+                cell(r.ms_per_step),
+                counts(r),
                 speedup(r),
             ]
         })
@@ -767,9 +864,9 @@ pub fn format_tables(rows: &[Measurement]) -> String {
                     r.n.unwrap_or(0)
                 ),
                 r.backend.to_string(),
-                r.gflops.map_or(String::new(), |s| stat(&s)),
-                r.ms_per_call.map_or(String::new(), |s| stat(&s)),
-                format!("{}x{}", r.steps, r.repeats),
+                cell(r.gflops),
+                cell(r.ms_per_call),
+                counts(r),
                 speedup(r),
             ]
         })
@@ -788,14 +885,38 @@ pub fn format_tables(rows: &[Measurement]) -> String {
             &mm,
         );
     }
+    let failed: Vec<&Measurement> = rows.iter().filter(|r| r.error.is_some()).collect();
+    if !failed.is_empty() {
+        out += "\n";
+        for r in failed {
+            out += &format!(
+                "failed: {}: {}\n",
+                what(r),
+                r.error.as_deref().unwrap_or("")
+            );
+        }
+    }
     out
 }
+
+/// Line colours of the figure (distinct on white).
+const COLORS: [plotters::style::RGBColor; 6] = [
+    plotters::style::RGBColor(31, 119, 180),
+    plotters::style::RGBColor(214, 39, 40),
+    plotters::style::RGBColor(44, 160, 44),
+    plotters::style::RGBColor(255, 127, 14),
+    plotters::style::RGBColor(148, 103, 189),
+    plotters::style::RGBColor(140, 86, 75),
+];
 
 /// Draws images/s against batch size (both axes logarithmic), one line per backend and model, as PNG.
 pub fn plot(rows: &[Measurement], path: &Path) -> Result<()> {
     use plotters::prelude::*;
     let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: cannot draw: {e}", path.display());
-    let train: Vec<&Measurement> = rows.iter().filter(|r| r.kind == "train").collect();
+    let train: Vec<&Measurement> = rows
+        .iter()
+        .filter(|r| r.kind == "train" && r.error.is_none())
+        .collect();
     if train.is_empty() {
         return Err(InputError::value("--plot: no training measurements to draw").into());
     }
@@ -832,7 +953,8 @@ pub fn plot(rows: &[Measurement], path: &Path) -> Result<()> {
         .y_label_area_size(72)
         .build_cartesian_2d(
             (xmin / 1.3..xmax * 1.3).log_scale(),
-            (ymin / 2.0..ymax * 2.0).log_scale(),
+            // Room below the lowest line for the legend.
+            (ymin / 12.0..ymax * 2.0).log_scale(),
         )
         .map_err(|e| err(&e))?;
     chart
@@ -840,14 +962,20 @@ pub fn plot(rows: &[Measurement], path: &Path) -> Result<()> {
         .x_desc("batch size (images per step)")
         .y_desc("images/s (median)")
         .x_label_formatter(&|x| format!("{}", x.round() as i64))
-        .y_label_formatter(&|y| num(*y))
+        .y_label_formatter(&|y| {
+            if *y >= 1.0 {
+                format!("{}", y.round() as i64)
+            } else {
+                num(*y)
+            }
+        })
         .axis_desc_style(("sans-serif", 17))
         .label_style(("sans-serif", 14))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(|e| err(&e))?;
     for (i, (label, p)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = COLORS[i % COLORS.len()];
         chart
             .draw_series(LineSeries::new(p.iter().copied(), color.stroke_width(3)))
             .map_err(|e| err(&e))?

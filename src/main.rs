@@ -713,7 +713,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = wgtrain::bench::DEFAULT_IMAGES)]
     images: usize,
     /// Repeats of each measurement; the figures are their median, min and max.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = wgtrain::bench::DEFAULT_REPEATS)]
     repeats: usize,
     /// Untimed warm-up steps before each measurement (pipelines, caches, optimizer state).
     #[arg(long, default_value_t = 1)]

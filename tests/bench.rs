@@ -115,6 +115,27 @@ fn speedups_pair_each_gpu_row_with_its_cpu_twin() {
     assert!(rows[..rows.len() - 1]
         .iter()
         .all(|r| r.speedup_vs_cpu.is_none()));
+
+    // A measurement that failed (e.g. a tensor over the adapter's binding limit) has no figures and no
+    // speed-up; the tables say so and give the reason.
+    let mut failed = rows[2].clone();
+    failed.backend = "gpu";
+    failed.images_per_s = None;
+    failed.ms_per_step = None;
+    failed.error = Some("buffer binding exceeds the limit".into());
+    rows.push(failed);
+    bench::fill_speedups(&mut rows);
+    assert!(rows.last().unwrap().speedup_vs_cpu.is_none());
+    let v = serde_json::to_value(rows.last().unwrap()).unwrap();
+    assert!(
+        v.get("images_per_s").is_none() && v["error"].is_string(),
+        "{v}"
+    );
+    let tables = bench::format_tables(&rows);
+    assert!(
+        tables.contains("failed: gpu fc8-bn batch 8: buffer binding exceeds the limit"),
+        "{tables}"
+    );
 }
 
 #[test]
@@ -225,4 +246,40 @@ fn cli_json_on_the_cpu() {
     }
     let bytes = std::fs::read(&png).unwrap();
     assert!(bytes.starts_with(b"\x89PNG"), "--plot writes a PNG");
+}
+
+/// The same on the GPU (lavapipe in CI): rows name the adapter, every figure is finite and ordered, and
+/// each GPU row carries its speed-up over the CPU row of the same configuration.
+#[cfg(feature = "gpu")]
+#[test]
+fn gpu_bench_rows_and_speedups() {
+    #[path = "common/mod.rs"]
+    mod common;
+    let Some(gpu) = common::gpu() else { return };
+    let adapter = gpu.adapter_info().name.clone();
+    drop(gpu);
+    let mut cfg = tiny();
+    cfg.models = bench::parse_models("fc8-bn").unwrap();
+    cfg.batches = vec![4];
+    cfg.steps = Some(1);
+    // Adapter names may hold commas ("llvmpipe (LLVM 15.0.6, 256 bits)"): name it directly.
+    cfg.backends = Some(vec![
+        BackendSel::Cpu,
+        BackendSel::Gpu(Some(adapter.clone())),
+    ]);
+    let rows = bench::run(&cfg, &data::synthetic(64, 3), &mut |_: &str| {}).unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for r in &rows[2..] {
+        let v = serde_json::to_value(r).unwrap();
+        assert_eq!(v["backend"], "gpu");
+        assert!(v["device"].as_str().unwrap().contains(&adapter), "{v}");
+        assert!(v.get("error").is_none(), "{v}");
+        let f = if r.kind == "train" {
+            "images_per_s"
+        } else {
+            "gflops"
+        };
+        assert_stat(&v, f);
+        assert!(r.speedup_vs_cpu.is_some_and(|s| s > 0.0), "{v}");
+    }
 }
