@@ -313,6 +313,14 @@ impl Backend for GpuBackend {
         format!("{} ({:?})", self.info.name, self.info.backend)
     }
     fn zeros(&self, len: usize) -> GpuTensor {
+        let limit = self.l.device.limits().max_storage_buffer_binding_size;
+        if (len * 4) as u64 > limit {
+            self.record_error(format!(
+                "a tensor of {:.0} MB exceeds this adapter's storage-binding limit of {:.0} MiB (use a smaller --batch)",
+                (len * 4) as f64 / 1e6,
+                limit as f64 / (1u64 << 20) as f64
+            ));
+        }
         // New buffers are zero-initialised by wgpu.
         GpuTensor {
             buf: self.storage(len * 4),
