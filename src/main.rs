@@ -94,6 +94,13 @@ struct DeviceArgs {
     adapter: Option<String>,
 }
 
+impl DeviceArgs {
+    /// Runs `job` on the backend these options choose, printing notices (e.g. a CPU fallback).
+    fn run<J: OnBackend>(&self, job: J) -> Result<J::Output> {
+        run_on(self.backend, self.adapter.as_deref(), &mut notice, job)
+    }
+}
+
 #[derive(Args)]
 struct TrainArgs {
     /// Model: fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn [default: fc8-bn; with
@@ -270,12 +277,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         resume,
         save: a.save.clone(),
     };
-    let r = run_on(
-        a.device.backend,
-        a.device.adapter.as_deref(),
-        &mut notice,
-        job,
-    )?;
+    let r = a.device.run(job)?;
     println!(
         "{} {} lr {} on {} ({}): {} steps in {:.1}s, {:.0} images/s",
         r.model, r.optim, r.lr, r.backend, r.device, r.steps, r.seconds, r.images_per_s
@@ -382,12 +384,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         test,
         batch,
     };
-    let r = run_on(
-        a.device.backend,
-        a.device.adapter.as_deref(),
-        &mut notice,
-        job,
-    )?;
+    let r = a.device.run(job)?;
     if let Some(path) = &a.plot {
         plot_confusion(&r, path)?;
     }
@@ -448,12 +445,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
         images,
         top,
     };
-    let preds = run_on(
-        a.device.backend,
-        a.device.adapter.as_deref(),
-        &mut notice,
-        job,
-    )?;
+    let preds = a.device.run(job)?;
     if a.json {
         println!("{}", serde_json::to_string(&preds)?);
         return Ok(());
@@ -555,12 +547,7 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
         cfg,
         observer: &mut progress,
     };
-    let s = run_on(
-        a.device.backend,
-        a.device.adapter.as_deref(),
-        &mut notice,
-        job,
-    )?;
+    let s = a.device.run(job)?;
     println!(
         "{} runs trained, {} already done{}; results in {}",
         s.executed.len(),
