@@ -38,6 +38,8 @@ pub fn run_on<J: OnBackend>(
         #[cfg(feature = "gpu")]
         BackendChoice::Auto => match crate::backend::gpu::GpuBackend::new(adapter, false) {
             Ok(gpu) => job.run(&gpu),
+            // An adapter the user named and that cannot be had is an error, not a reason to fall back.
+            Err(e) if adapter.is_some() => Err(e),
             Err(e) => {
                 notice(&format!("{e:#}; using the CPU backend"));
                 job.run(&CpuBackend::new())

@@ -342,3 +342,27 @@ fn a_diverging_run_stops_with_exit_1_and_keeps_its_losses() {
         "last loss {bad}"
     );
 }
+
+#[test]
+fn a_named_adapter_that_is_not_there_is_an_error_not_a_fallback() {
+    // With adapters present it matches none; with none at all there is no GPU: exit 2 either way.
+    let out = wgtrain(&[
+        "train",
+        "--adapter",
+        "no-such-adapter-xyz",
+        "--steps",
+        "1",
+        "-q",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line expected:\n{stderr}");
+    assert!(
+        lines[0].starts_with("error:") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
