@@ -54,9 +54,15 @@ pub fn run_on<J: OnBackend>(
             .into())
         }
         #[cfg(not(feature = "gpu"))]
-        BackendChoice::Auto => {
-            notice("this build has no GPU backend; using the CPU backend");
-            job.run(&CpuBackend::new())
-        }
+        BackendChoice::Auto => match adapter {
+            Some(name) => Err(InputError::value(format!(
+                "--adapter {name}: this build of wgtrain has no GPU backend (feature `gpu` is off)"
+            ))
+            .into()),
+            None => {
+                notice("this build has no GPU backend; using the CPU backend");
+                job.run(&CpuBackend::new())
+            }
+        },
     }
 }
