@@ -101,8 +101,6 @@ pub struct Launcher {
     pass: RefCell<Option<wgpu::ComputePass<'static>>>,
     /// Incremented at each submit; identifies the pending encoder.
     serial: Cell<u64>,
-    /// Dispatches recorded into the pending encoder.
-    pending: Cell<usize>,
 }
 
 impl Launcher {
@@ -116,7 +114,6 @@ impl Launcher {
             encoder: RefCell::new(None),
             pass: RefCell::new(None),
             serial: Cell::new(1),
-            pending: Cell::new(0),
         }
     }
 
@@ -178,7 +175,6 @@ impl Launcher {
         self.pass.borrow_mut().take();
         let enc = self.encoder.borrow_mut().take()?;
         self.serial.set(self.serial.get() + 1);
-        self.pending.set(0);
         Some(self.queue.submit([enc.finish()]))
     }
 
@@ -265,7 +261,6 @@ impl Launcher {
             pass.set_bind_group(0, &entry.group, &[]);
             pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         });
-        self.pending.set(self.pending.get() + 1);
     }
 
     /// Workgroups for a 1-d launch of `total` invocations, spilling into y past 65535 (see `flat_index`).
