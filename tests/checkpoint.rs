@@ -13,6 +13,9 @@ use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;
 use wgtrain::train::{train_with, Persist, Silent, TrainConfig};
 
+mod support;
+use support::assert_input_error;
+
 const BATCH: usize = 10;
 const VAL: usize = 30;
 
@@ -429,13 +432,6 @@ fn ok(out: Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn assert_input_error(out: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.contains(needle), "'{needle}' not in: {err}");
 }
 
 #[test]

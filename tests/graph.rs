@@ -7,6 +7,9 @@ use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::graph::{batchnorm_dot, model_dot, render, GraphFormat};
 use wgtrain::model::{Model, ModelSpec, MODEL_NAMES};
 
+mod support;
+use support::assert_input_error;
+
 fn wgtrain(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wgtrain"))
         .args(args)
@@ -273,18 +276,6 @@ fn cli_graph_without_graphviz_writes_dot_and_says_how_to_get_it() {
         .unwrap()
         .starts_with("digraph"));
     assert!(!png.exists());
-}
-
-fn assert_input_error(out: &Output, needle: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.contains(needle), "'{needle}' not in: {err}");
 }
 
 #[test]

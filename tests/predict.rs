@@ -13,6 +13,9 @@ use wgtrain::optim::OptimKind;
 use wgtrain::predict::{load_image, predict_pixels};
 use wgtrain::train::{train_with, Persist, Silent, TrainConfig};
 
+mod support;
+use support::assert_input_error;
+
 fn test_set() -> ImageSet {
     data::synthetic(40, 8)
 }
@@ -189,13 +192,6 @@ fn wgtrain(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("the binary runs")
-}
-
-fn assert_input_error(out: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.contains(needle), "'{needle}' not in: {err}");
 }
 
 #[test]
