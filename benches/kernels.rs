@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::{Backend, ConvGeom, OptimStep, Trans};
-use wgtrain::data;
+use wgtrain::io::data;
 use wgtrain::model::{Model, ModelSpec, IMAGE_SIDE};
 use wgtrain::optim::{OptimKind, Optimizer};
 use wgtrain::train::{train_step, BatchBuffers};

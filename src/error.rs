@@ -29,3 +29,11 @@ pub fn is_input_error(err: &anyhow::Error) -> bool {
     err.chain()
         .any(|e| e.downcast_ref::<InputError>().is_some())
 }
+
+/// `v` if it is at least 1, else the error "`flag` must be at least 1".
+pub fn at_least_one(flag: &str, v: usize) -> Result<usize, InputError> {
+    if v == 0 {
+        return Err(InputError::value(format!("{flag} must be at least 1")));
+    }
+    Ok(v)
+}

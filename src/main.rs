@@ -4,15 +4,12 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use wgtrain::backend::Backend;
-use wgtrain::checkpoint::Checkpoint;
-use wgtrain::data;
-use wgtrain::device::{run_on, BackendChoice, OnBackend};
-use wgtrain::error::{is_input_error, InputError};
+use wgtrain::backend::select::{run_on, BackendChoice, OnBackend};
+use wgtrain::error::{at_least_one, is_input_error, InputError};
+use wgtrain::io::checkpoint::Checkpoint;
+use wgtrain::io::data;
 use wgtrain::model::ModelSpec;
-use wgtrain::optim::OptimKind;
-use wgtrain::progress::TrainProgress;
-use wgtrain::train::{train_with, Persist, TrainConfig, TrainResult};
+use wgtrain::train::request::TrainRequest;
 
 #[derive(Parser)]
 #[command(
@@ -101,6 +98,24 @@ impl DeviceArgs {
     }
 }
 
+/// The data set of a training run or a sweep.
+#[derive(Args)]
+struct DataArgs {
+    /// Directory with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
+    /// t10k-labels-idx1-ubyte (each raw or .gz). Default: the MNIST copy in data/mnist.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Training images held out (from the end of the training file) for validation.
+    #[arg(long, default_value_t = data::DEFAULT_VALIDATION)]
+    val_size: usize,
+}
+
+impl DataArgs {
+    fn dir(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(data::default_data_dir)
+    }
+}
+
 #[derive(Args)]
 struct TrainArgs {
     /// Model: fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn [default: fc8-bn; with
@@ -134,13 +149,8 @@ struct TrainArgs {
     resume: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
-    /// Directory with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
-    /// t10k-labels-idx1-ubyte (each raw or .gz). Default: the MNIST copy in data/mnist.
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
-    /// Training images held out (from the end of the training file) for validation.
-    #[arg(long, default_value_t = data::DEFAULT_VALIDATION)]
-    val_size: usize,
+    #[command(flatten)]
+    data: DataArgs,
     /// Write losses.csv (per step), epochs.csv (per epoch) and metrics.json here.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -191,93 +201,24 @@ fn notice(msg: &str) {
     eprintln!("note: {msg}");
 }
 
-fn positive(name: &str, v: usize) -> Result<usize> {
-    if v == 0 {
-        return Err(InputError::value(format!("{name} must be at least 1")).into());
-    }
-    Ok(v)
-}
-
-struct TrainJob {
-    data: data::Splits,
-    cfg: TrainConfig,
-    quiet: bool,
-    resume: Option<Checkpoint>,
-    save: Option<PathBuf>,
-}
-
-impl OnBackend for TrainJob {
-    type Output = TrainResult;
-    fn run<B: Backend + 'static>(self, be: &B) -> Result<TrainResult> {
-        let label = format!(
-            "{} {} {}",
-            self.cfg.model.name(),
-            self.cfg.optim.name(),
-            be.kind()
-        );
-        let mut progress = TrainProgress::new(label, self.quiet);
-        let persist = Persist {
-            resume: self.resume.as_ref(),
-            save: self.save.as_deref(),
-        };
-        train_with(be, &self.data, &self.cfg, &mut progress, persist).map(|t| t.result)
-    }
-}
-
 fn cmd_train(a: TrainArgs) -> Result<()> {
-    let resume = a.resume.as_deref().map(Checkpoint::load).transpose()?;
-    let model = match &a.model {
-        Some(m) => ModelSpec::parse(m).map_err(|e| InputError::value(e.to_string()))?,
-        None => match &resume {
-            Some(ck) => ck.spec()?,
-            None => ModelSpec::parse("fc8-bn")?,
-        },
-    };
-    let optim = match &a.optim {
-        Some(o) => OptimKind::parse(o).map_err(|e| InputError::value(e.to_string()))?,
-        None => resume.as_ref().map_or(OptimKind::Adam, |ck| ck.meta.optim),
-    };
-    let lr = a.lr.unwrap_or(match &resume {
-        Some(ck) => ck.meta.lr,
-        None => optim.default_lr(),
-    });
-    if !(lr.is_finite() && lr > 0.0) {
-        return Err(InputError::value(format!("--lr {lr}: must be a positive number")).into());
-    }
-    let batch = positive(
-        "--batch",
-        a.batch
-            .unwrap_or(resume.as_ref().map_or(110, |ck| ck.meta.batch)),
-    )?;
-    let seed = a
-        .seed
-        .unwrap_or(resume.as_ref().map_or(1, |ck| ck.meta.seed));
-    let data_dir = a.data.clone().unwrap_or_else(data::default_data_dir);
-    let data = data::load_dir(&data_dir, a.val_size)?;
-    let spe = TrainConfig::steps_per_epoch(data.train.len(), batch);
-    let steps = match (a.steps, a.epochs) {
-        (Some(s), _) => positive("--steps", s)?,
-        (None, e) => positive("--epochs", e.unwrap_or(1))? * spe,
-    };
-    let cfg = TrainConfig {
-        model,
-        optim,
-        lr,
-        batch,
-        steps,
-        seed,
-        log_every: positive("--log-every", a.log_every)?,
-        eval_each_epoch: true,
+    let request = TrainRequest {
+        model: a.model,
+        optim: a.optim,
+        lr: a.lr,
+        epochs: a.epochs,
+        steps: a.steps,
+        batch: a.batch,
+        seed: a.seed,
+        data: a.data.data,
+        val_size: a.data.val_size,
         out: a.out.clone(),
-    };
-    let job = TrainJob {
-        data,
-        cfg,
-        quiet: a.quiet,
-        resume,
+        log_every: a.log_every,
         save: a.save.clone(),
+        resume: a.resume,
+        quiet: a.quiet,
     };
-    let r = a.device.run(job)?;
+    let r = a.device.run(request.resolve()?)?;
     println!(
         "{} {} lr {} on {} ({}): {} steps in {:.1}s, {:.0} images/s",
         r.model, r.optim, r.lr, r.backend, r.device, r.steps, r.seconds, r.images_per_s
@@ -312,18 +253,18 @@ struct GraphArgs {
     backward: bool,
     /// Draw one layer's own graph instead of the model's (the model's first layer of that kind).
     #[arg(long, value_enum)]
-    layer: Option<wgtrain::graph::LayerGraph>,
+    layer: Option<wgtrain::tools::graph::LayerGraph>,
     /// Output format [default: from the -o extension (.svg, .png), else dot]; svg and png need
     /// Graphviz's `dot` program.
     #[arg(long, value_enum)]
-    format: Option<wgtrain::graph::GraphFormat>,
+    format: Option<wgtrain::tools::graph::GraphFormat>,
     /// Write here instead of stdout (required for svg and png).
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
 }
 
 fn cmd_graph(a: GraphArgs) -> Result<()> {
-    use wgtrain::graph::{self, GraphFormat, LayerGraph};
+    use wgtrain::tools::graph::{self, GraphFormat, LayerGraph};
     let spec = ModelSpec::parse(&a.model).map_err(|e| InputError::value(e.to_string()))?;
     let dot = match a.layer {
         None => graph::model_dot(spec, a.backward),
@@ -374,11 +315,11 @@ struct EvalArgs {
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
-    use wgtrain::predict::{load_test_set, plot_confusion, EvalJob};
+    use wgtrain::tools::predict::{plot_confusion, EvalJob};
     let checkpoint = Checkpoint::load(&a.checkpoint)?;
-    let batch = positive("--batch", a.batch)?;
+    let batch = at_least_one("--batch", a.batch)?;
     let dir = a.data.clone().unwrap_or_else(data::default_data_dir);
-    let test = load_test_set(&dir)?;
+    let test = data::load_set(&dir, data::TEST_FILES)?;
     let job = EvalJob {
         checkpoint,
         test,
@@ -432,9 +373,9 @@ struct PredictArgs {
 }
 
 fn cmd_predict(a: PredictArgs) -> Result<()> {
-    use wgtrain::predict::{load_image, PredictJob};
+    use wgtrain::tools::predict::{load_image, PredictJob};
     let checkpoint = Checkpoint::load(&a.checkpoint)?;
-    let top = positive("--top", a.top)?.min(wgtrain::model::CLASSES);
+    let top = at_least_one("--top", a.top)?.min(wgtrain::model::CLASSES);
     let images = a
         .images
         .iter()
@@ -478,12 +419,8 @@ struct SweepArgs {
     quick: bool,
     #[command(flatten)]
     device: DeviceArgs,
-    /// IDX data directory (see `wgtrain train --help`). Default: the MNIST copy in data/mnist.
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
-    /// Training images held out (from the end of the training file) for validation.
-    #[arg(long, default_value_t = data::DEFAULT_VALIDATION)]
-    val_size: usize,
+    #[command(flatten)]
+    data: DataArgs,
     /// Sweep directory: results.jsonl, runs/<key>/losses.csv, report.md, figures/.
     #[arg(long, value_name = "DIR", default_value = "runs/sweep")]
     out: PathBuf,
@@ -517,8 +454,10 @@ struct ReportArgs {
 }
 
 fn cmd_sweep(a: SweepArgs) -> Result<()> {
-    use wgtrain::sweep::{self, Budget, Shard, SweepConfig, SweepJob, SweepProgress};
-    let tables = sweep::parse_tables(&a.tables)?;
+    use wgtrain::study::grid::{parse_tables, Shard};
+    use wgtrain::study::store::RESULTS_FILE;
+    use wgtrain::study::sweep::{Budget, SweepConfig, SweepJob, SweepProgress};
+    let tables = parse_tables(&a.tables)?;
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     let mut cfg = SweepConfig::new(&a.out);
     if a.quick {
@@ -531,12 +470,12 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
     cfg.tables = tables;
     cfg.seed = a.seed;
     cfg.shard = shard.unwrap_or_default();
-    cfg.log_every = positive("--log-every", a.log_every)?;
+    cfg.log_every = at_least_one("--log-every", a.log_every)?;
     cfg.report = cfg.shard.count == 1;
     cfg.validate()?;
-    let data_dir = a.data.clone().unwrap_or_else(data::default_data_dir);
+    let data_dir = a.data.dir();
     cfg.data_label = data_dir.display().to_string();
-    let data = data::load_dir(&data_dir, a.val_size)?;
+    let data = data::load_dir(&data_dir, a.data.val_size)?;
     let label = match shard {
         Some(s) => format!("sweep shard {s}"),
         None => "sweep".to_string(),
@@ -557,7 +496,7 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
         } else {
             format!(", {} diverged", s.diverged.len())
         },
-        a.out.join(sweep::RESULTS_FILE).display()
+        a.out.join(RESULTS_FILE).display()
     );
     match s.report {
         Some(p) => println!("wrote {}", p.display()),
@@ -570,9 +509,10 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
 }
 
 fn cmd_report(a: ReportArgs) -> Result<()> {
-    let path = wgtrain::report::build_report(&a.out, &a.merge, a.sweep.as_deref(), &mut |m| {
-        eprintln!("warning: {m}")
-    })?;
+    let path =
+        wgtrain::study::report::build_report(&a.out, &a.merge, a.sweep.as_deref(), &mut |m| {
+            eprintln!("warning: {m}")
+        })?;
     println!("wrote {}", path.display());
     Ok(())
 }
@@ -615,16 +555,11 @@ fn cmd_devices(_: DevicesArgs) -> Result<()> {
 
 #[cfg(feature = "gpu")]
 fn cmd_gradcheck(a: GradcheckArgs) -> Result<()> {
-    use wgtrain::gradcheck::{gradcheck, Tolerance};
+    use wgtrain::tools::gradcheck::{gradcheck, Tolerance};
     let spec = ModelSpec::parse(&a.model).map_err(|e| InputError::value(e.to_string()))?;
-    let batch = positive("--batch", a.batch)?;
+    let batch = at_least_one("--batch", a.batch)?;
     let dir = a.data.clone().unwrap_or_else(data::default_data_dir);
-    let train = data::load_pair(
-        &data::find_file(&dir, "train-images-idx3-ubyte"),
-        &data::find_file(&dir, "train-labels-idx1-ubyte"),
-        wgtrain::model::IMAGE_SIDE,
-        wgtrain::model::CLASSES,
-    )?;
+    let train = data::load_set(&dir, data::TRAIN_FILES)?;
     if batch > train.len() {
         return Err(InputError::value(format!(
             "--batch {batch}: the data set has only {} images",
@@ -687,20 +622,20 @@ fn cmd_gradcheck(_: GradcheckArgs) -> Result<()> {
 #[derive(Args)]
 struct BenchArgs {
     /// Models, comma separated (fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn).
-    #[arg(long, default_value = wgtrain::bench::DEFAULT_MODELS)]
+    #[arg(long, default_value = wgtrain::tools::bench::DEFAULT_MODELS)]
     models: String,
     /// Batch sizes, comma separated.
-    #[arg(long, default_value = wgtrain::bench::DEFAULT_BATCHES)]
+    #[arg(long, default_value = wgtrain::tools::bench::DEFAULT_BATCHES)]
     batch: String,
     /// Timed training steps (and matmul calls) per repeat [default: enough for --images images and
     /// 0.5 s per repeat; matmul: about 0.3 s per repeat].
     #[arg(long)]
     steps: Option<usize>,
     /// Timed images per repeat when --steps is not given (steps = images / batch, at least 1).
-    #[arg(long, default_value_t = wgtrain::bench::DEFAULT_IMAGES)]
+    #[arg(long, default_value_t = wgtrain::tools::bench::DEFAULT_IMAGES)]
     images: usize,
     /// Repeats of each measurement; the figures are their median, min and max.
-    #[arg(long, default_value_t = wgtrain::bench::DEFAULT_REPEATS)]
+    #[arg(long, default_value_t = wgtrain::tools::bench::DEFAULT_REPEATS)]
     repeats: usize,
     /// Untimed warm-up steps before each measurement (pipelines, caches, optimizer state).
     #[arg(long, default_value_t = 1)]
@@ -710,7 +645,7 @@ struct BenchArgs {
     #[arg(long)]
     backend: Option<String>,
     /// Matmul shapes MxKxN, comma separated, or "none".
-    #[arg(long, default_value = wgtrain::bench::DEFAULT_MATMULS)]
+    #[arg(long, default_value = wgtrain::tools::bench::DEFAULT_MATMULS)]
     matmul: String,
     /// Directory with the MNIST training files [default: data/mnist, else a synthetic set].
     #[arg(long, value_name = "DIR")]
@@ -724,7 +659,7 @@ struct BenchArgs {
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
-    use wgtrain::bench;
+    use wgtrain::tools::bench;
     let cfg = bench::BenchConfig {
         models: bench::parse_models(&a.models)?,
         batches: bench::parse_batches(&a.batch)?,

@@ -2,9 +2,9 @@
 //! inside their min–max, speed-ups, tables), and bad input through the binary (one line, exit code 2).
 
 use std::process::{Command, Output};
-use wgtrain::bench::{self, BackendSel, BenchConfig, Measurement, Stat};
-use wgtrain::data;
+use wgtrain::io::data;
 use wgtrain::optim::OptimKind;
+use wgtrain::tools::bench::{self, BackendSel, BenchConfig, Measurement, Stat};
 
 fn tiny() -> BenchConfig {
     BenchConfig {

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::Backend;
-use wgtrain::checkpoint::{Checkpoint, META_KEY};
-use wgtrain::data::{self, Splits};
 use wgtrain::error::is_input_error;
+use wgtrain::io::checkpoint::{Checkpoint, META_KEY};
+use wgtrain::io::data::{self, Splits};
 use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;
 use wgtrain::train::{train_with, Persist, Silent, TrainConfig};
@@ -187,7 +187,8 @@ fn a_loaded_model_evaluates_like_the_trained_one() {
     let path = dir.path().join("ck.safetensors");
     let t = run(&data, &cfg("cnn3-bn", OptimKind::Adam, 30), None, &path);
     let ck = Checkpoint::load(&path).unwrap();
-    let r = wgtrain::predict::evaluate_checkpoint(&CpuBackend::new(), &ck, &data.test, 16).unwrap();
+    let r = wgtrain::tools::predict::evaluate_checkpoint(&CpuBackend::new(), &ck, &data.test, 16)
+        .unwrap();
     assert_eq!(r.images, 50);
     assert!((r.test_acc - t.result.test_acc).abs() < 1e-9);
     assert!((r.test_loss - t.result.test_loss).abs() < 1e-4);
@@ -687,8 +688,8 @@ fn cross_backend<A: Backend + 'static, B: Backend + 'static>(a: &A, b: &B) {
         a.kind(),
         b.kind()
     );
-    let ra = wgtrain::predict::evaluate_checkpoint(a, &ck, &data.test, 16).unwrap();
-    let rb = wgtrain::predict::evaluate_checkpoint(b, &ck, &data.test, 16).unwrap();
+    let ra = wgtrain::tools::predict::evaluate_checkpoint(a, &ck, &data.test, 16).unwrap();
+    let rb = wgtrain::tools::predict::evaluate_checkpoint(b, &ck, &data.test, 16).unwrap();
     assert!((ra.test_loss - rb.test_loss).abs() <= 1e-4 * ra.test_loss.max(1.0));
     let c = cfg("cnn3-bn", OptimKind::Adam, 12);
     train_with(b, &data, &c, &mut Silent, persist(Some(&ck), Some(&second))).unwrap();
@@ -696,7 +697,7 @@ fn cross_backend<A: Backend + 'static, B: Backend + 'static>(a: &A, b: &B) {
     assert_eq!(back.meta.step, 12);
     assert_eq!(back.meta.backend, b.kind());
     back.restore(a, 4).unwrap();
-    wgtrain::predict::evaluate_checkpoint(a, &back, &data.test, 16).unwrap();
+    wgtrain::tools::predict::evaluate_checkpoint(a, &back, &data.test, 16).unwrap();
 }
 
 #[test]

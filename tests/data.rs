@@ -5,8 +5,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use wgtrain::data::{self, ImageSet};
 use wgtrain::error::InputError;
+use wgtrain::io::data::{self, ImageSet};
 
 const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
 const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";

@@ -23,11 +23,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::{Backend, ConvGeom};
-use wgtrain::check::max_rel_diff;
 use wgtrain::model::layers::{
     BatchNorm, Conv2d, Flatten, Layer, Linear, Relu, SoftmaxCrossEntropy,
 };
 use wgtrain::model::{Model, ModelSpec};
+use wgtrain::tools::gradcheck::max_rel_diff;
 
 /// Largest accepted `max |analytic - numeric| / max |numeric|` per tensor.
 const TOL: f32 = 1e-2;

@@ -5,10 +5,10 @@
 mod common;
 
 use common::gpu;
-use wgtrain::data::{split, synthetic};
-use wgtrain::gradcheck::{gradcheck, Tolerance};
+use wgtrain::io::data::{split, synthetic};
 use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;
+use wgtrain::tools::gradcheck::{gradcheck, Tolerance};
 use wgtrain::train::{train, Silent, TrainConfig};
 
 fn check_model(name: &str, batch: usize) {

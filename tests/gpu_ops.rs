@@ -9,7 +9,7 @@ use common::{gpu, rand_vec};
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::gpu::{GpuBackend, MatmulKernel};
 use wgtrain::backend::{Backend, ConvGeom, OptimStep, Trans};
-use wgtrain::check::max_rel_diff;
+use wgtrain::tools::gradcheck::max_rel_diff;
 
 const TOL: f32 = 1e-5;
 

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 use wgtrain::backend::cpu::CpuBackend;
-use wgtrain::graph::{batchnorm_dot, model_dot, render, GraphFormat};
 use wgtrain::model::{Model, ModelSpec, MODEL_NAMES};
+use wgtrain::tools::graph::{batchnorm_dot, model_dot, render, GraphFormat};
 
 mod support;
 use support::assert_input_error;

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use wgtrain::backend::cpu::CpuBackend;
-use wgtrain::checkpoint::Checkpoint;
-use wgtrain::data::{self, ImageSet};
+use wgtrain::io::checkpoint::Checkpoint;
+use wgtrain::io::data::{self, ImageSet};
 use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;
-use wgtrain::predict::{load_image, predict_pixels};
+use wgtrain::tools::predict::{load_image, predict_pixels};
 use wgtrain::train::{train_with, Persist, Silent, TrainConfig};
 
 mod support;
@@ -169,7 +169,7 @@ fn predictions_match_the_model_and_are_probabilities() {
         .map(|i| sample(&set, i).0.into_raw())
         .collect();
     let preds = predict_pixels(&be, &mut model, &images, 3);
-    let report = wgtrain::predict::evaluate_checkpoint(&be, &ck, &set, 16).unwrap();
+    let report = wgtrain::tools::predict::evaluate_checkpoint(&be, &ck, &set, 16).unwrap();
     let mut correct = 0;
     for ((top, probs), &label) in preds.iter().zip(&set.labels) {
         assert_eq!(top.len(), 3);

@@ -6,10 +6,10 @@
 
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::Backend;
-use wgtrain::check::max_rel_diff;
-use wgtrain::data::{synthetic, ImageSet};
+use wgtrain::io::data::{synthetic, ImageSet};
 use wgtrain::model::{Model, ModelSpec};
 use wgtrain::optim::{OptimKind, Optimizer};
+use wgtrain::tools::gradcheck::max_rel_diff;
 use wgtrain::train::BatchBuffers;
 
 /// Gradients and post-step weights of fc8-bn on `data` (all of it as one batch), for `kind`.

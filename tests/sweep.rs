@@ -4,12 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use wgtrain::backend::cpu::CpuBackend;
-use wgtrain::data::{self, Splits};
-use wgtrain::report::{build_report, REPORT_FILE};
-use wgtrain::sweep::{
-    grid, read_records, run_sweep, Budget, GridRun, RunStatus, Shard, SweepConfig, SweepObserver,
-    SweepSummary, RESULTS_FILE,
-};
+use wgtrain::io::data::{self, Splits};
+use wgtrain::study::grid::{grid, GridRun, Shard};
+use wgtrain::study::report::{build_report, REPORT_FILE};
+use wgtrain::study::store::{read_records, RunRecord, RunStatus, RESULTS_FILE};
+use wgtrain::study::sweep::{run_sweep, Budget, SweepConfig, SweepObserver, SweepSummary};
 use wgtrain::train::{Observer, Silent};
 
 const VAL: usize = 40;
@@ -110,7 +109,7 @@ fn tiny_sweep_writes_results_csvs_report_and_figures() {
         .lines()
         .find(|l| l.starts_with("| no batchnorm |") && l.contains("(9.58%)"))
         .unwrap();
-    let pct = |r: &wgtrain::sweep::RunRecord| format!("{:.2}%", r.test_acc.unwrap() * 100.0);
+    let pct = |r: &RunRecord| format!("{:.2}%", r.test_acc.unwrap() * 100.0);
     assert!(
         sgd_row.contains(&format!("{} (9.58%)", pct(&records[0]))),
         "{sgd_row}"

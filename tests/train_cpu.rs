@@ -2,7 +2,7 @@
 //! pure function of its seed (bit-identical per-step losses).
 
 use wgtrain::backend::cpu::CpuBackend;
-use wgtrain::data::{self, Splits};
+use wgtrain::io::data::{self, Splits};
 use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;
 use wgtrain::train::{train, Silent, TrainConfig, TrainResult};

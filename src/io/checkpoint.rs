@@ -199,7 +199,7 @@ impl Checkpoint {
     /// Writes the checkpoint to `path` atomically (a temporary file, then a rename).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let bytes = self.to_bytes()?;
-        crate::train::write_atomic(path, &bytes)
+        crate::io::atomic::write_atomic(path, &bytes)
             .map_err(|e| InputError::file(path, format!("cannot write checkpoint: {e:#}")).into())
     }
 

@@ -3,14 +3,13 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
-use crate::check::max_rel_diff;
-use crate::data::ImageSet;
+use crate::io::data::ImageSet;
 use crate::model::{Model, ModelSpec};
 use crate::optim::{OptimKind, Optimizer};
 use crate::train::BatchBuffers;
 use serde::Serialize;
 
-/// Bounds a check must meet (DESIGN.md: 1e-4 for tensors, 1e-5 for the loss).
+/// Bounds a check must meet (docs/DESIGN.md: 1e-4 for tensors, 1e-5 for the loss).
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Tolerance {
     pub tensor: f32,
@@ -195,5 +194,27 @@ pub fn gradcheck<G: Backend + 'static>(
         tolerance: tol,
         tensors,
         pass,
+    }
+}
+
+/// `max |a - b| / max |b|`: the error of `a` relative to the reference `b` (0 when both are all zero).
+/// Used by gradcheck (GPU against CPU) and by the finite-difference tests (analytic against numeric).
+pub fn max_rel_diff(a: &[f32], reference: &[f32]) -> f32 {
+    assert_eq!(
+        a.len(),
+        reference.len(),
+        "compared tensors differ in length"
+    );
+    let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let diff = a
+        .iter()
+        .zip(reference)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    if diff == 0.0 {
+        0.0
+    } else if scale == 0.0 || !diff.is_finite() {
+        f32::INFINITY
+    } else {
+        diff / scale
     }
 }

@@ -190,6 +190,24 @@ pub fn find_file(dir: &Path, stem: &str) -> PathBuf {
     }
 }
 
+/// The standard names of the training pair of an IDX directory (each raw or with `.gz`).
+pub const TRAIN_FILES: (&str, &str) = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte");
+/// The standard names of the test pair.
+pub const TEST_FILES: (&str, &str) = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
+
+/// Loads one standard pair ([`TRAIN_FILES`] or [`TEST_FILES`]) of the IDX directory `dir`.
+pub fn load_set(dir: &Path, files: (&str, &str)) -> Result<ImageSet, InputError> {
+    if !dir.is_dir() {
+        return Err(InputError::file(dir, "data directory not found"));
+    }
+    load_pair(
+        &find_file(dir, files.0),
+        &find_file(dir, files.1),
+        crate::model::IMAGE_SIDE,
+        crate::model::CLASSES,
+    )
+}
+
 /// Loads one image file and its label file, checking they agree and the images are `side x side`.
 pub fn load_pair(
     images: &Path,
@@ -229,23 +247,8 @@ pub fn load_pair(
 /// Loads the four standard IDX files from `dir` (gz or raw) and splits off the last `validation` training
 /// images as the validation set.
 pub fn load_dir(dir: &Path, validation: usize) -> Result<Splits, InputError> {
-    if !dir.is_dir() {
-        return Err(InputError::file(dir, "data directory not found"));
-    }
-    let side = crate::model::IMAGE_SIDE;
-    let classes = crate::model::CLASSES;
-    let train = load_pair(
-        &find_file(dir, "train-images-idx3-ubyte"),
-        &find_file(dir, "train-labels-idx1-ubyte"),
-        side,
-        classes,
-    )?;
-    let test = load_pair(
-        &find_file(dir, "t10k-images-idx3-ubyte"),
-        &find_file(dir, "t10k-labels-idx1-ubyte"),
-        side,
-        classes,
-    )?;
+    let train = load_set(dir, TRAIN_FILES)?;
+    let test = load_set(dir, TEST_FILES)?;
     split(train, test, validation).map_err(|msg| InputError::file(dir, msg))
 }
 

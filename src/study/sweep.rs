@@ -1,4 +1,4 @@
-//! The study's experiment grid (Tables I-IV of DESIGN.md), run headless, sharded and resumable.
+//! The study's experiment grid (Tables I-IV, docs/MODELS.md), run headless, sharded and resumable.
 //!
 //! Every finished run appends one JSON line to `DIR/results.jsonl` (written whole with one `write_all`,
 //! under an exclusive `flock`, then fsynced), and its per-step losses go to `DIR/runs/<key>/losses.csv`.
@@ -13,284 +13,26 @@
 //! `--shard I/N` runs the grid entries `I, I+N, I+2N, ...` (in grid order), so N processes, machines or
 //! Slurm array tasks given the same options split one sweep between them.
 
+use super::grid::{grid, GridRun, RunSpec, Shard, STUDY_BATCH, TABLES};
+use super::report::write_report;
+use super::store::{append_record, read_records, unix_now, RunRecord, RunStatus, RESULTS_FILE};
+use crate::backend::select::OnBackend;
 use crate::backend::Backend;
-use crate::data::Splits;
-use crate::device::OnBackend;
 use crate::error::InputError;
-use crate::model::{Arch, ModelSpec};
-use crate::optim::OptimKind;
-use crate::progress::{bar_style, TrainProgress};
-use crate::train::{train, Diverged, EpochMetrics, Observer, TrainConfig, TrainResult};
+use crate::io::data::Splits;
+use crate::train::progress::{bar_style, TrainProgress};
+use crate::train::{train, Diverged, Observer, TrainConfig, TrainResult};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// The results file in a sweep directory.
-pub const RESULTS_FILE: &str = "results.jsonl";
-/// The study's batch size (500 steps per epoch on 55,000 images).
-pub const STUDY_BATCH: usize = 110;
 /// `--quick`: optimizer steps per run.
 pub const QUICK_STEPS: usize = 20;
 /// `--quick`: images of the validation and of the test set evaluated (the first ones of each).
 pub const QUICK_EVAL: usize = 500;
-/// The study's tables, by number.
-pub const TABLES: [u8; 4] = [1, 2, 3, 4];
-
-/// One training run of the grid: which model, which optimizer, which learning rate.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RunSpec {
-    pub model: ModelSpec,
-    pub optim: OptimKind,
-    pub lr: f32,
-}
-
-impl RunSpec {
-    /// `optim` at its default learning rate (MODELS.md).
-    pub fn new(model: ModelSpec, optim: OptimKind) -> Self {
-        RunSpec {
-            model,
-            optim,
-            lr: optim.default_lr(),
-        }
-    }
-    pub fn with_lr(model: ModelSpec, optim: OptimKind, lr: f32) -> Self {
-        RunSpec { model, optim, lr }
-    }
-    /// `fc8-bn_adam_lr0.001`: the part of a run key that says what is trained.
-    pub fn id(&self) -> String {
-        format!("{}_{}_lr{}", self.model.name(), self.optim.name(), self.lr)
-    }
-}
-
-/// A column of one of the study's tables: its header, the run without and with batch norm, and the
-/// test accuracies (percent) the study reported for them.
-#[derive(Clone, Debug)]
-pub struct StudyColumn {
-    pub header: String,
-    pub runs: [RunSpec; 2],
-    pub study: [Option<f64>; 2],
-}
-
-/// One of the study's Tables I-IV: rows "no batchnorm" and "batchnorm", one column per variant.
-#[derive(Clone, Debug)]
-pub struct StudyTable {
-    pub number: u8,
-    pub title: &'static str,
-    /// What the columns vary ("optimizer", "convolution layers", "learning rate").
-    pub varies: &'static str,
-    pub columns: Vec<StudyColumn>,
-}
-
-impl StudyTable {
-    /// The roman numeral the study used.
-    pub fn roman(&self) -> &'static str {
-        ["I", "II", "III", "IV"][(self.number - 1) as usize]
-    }
-}
-
-fn spec(arch: Arch, batchnorm: bool) -> ModelSpec {
-    ModelSpec { arch, batchnorm }
-}
-
-/// Tables I-IV as DESIGN.md states them (the study's test accuracies in percent).
-pub fn study_tables() -> Vec<StudyTable> {
-    let optims = [
-        ("SGD", OptimKind::Sgd),
-        ("RMSProp", OptimKind::RmsProp),
-        ("Adam", OptimKind::Adam),
-    ];
-    let by_optim = |arch: Arch, study: [[f64; 2]; 3]| -> Vec<StudyColumn> {
-        optims
-            .iter()
-            .zip(study)
-            .map(|(&(header, o), s)| StudyColumn {
-                header: header.to_string(),
-                runs: [
-                    RunSpec::new(spec(arch, false), o),
-                    RunSpec::new(spec(arch, true), o),
-                ],
-                study: [Some(s[0]), Some(s[1])],
-            })
-            .collect()
-    };
-    let depth = [
-        (3, [63.18, 83.57]),
-        (5, [78.09, 86.28]),
-        (7, [60.65, 80.69]),
-    ]
-    .into_iter()
-    .map(|(l, s)| StudyColumn {
-        header: l.to_string(),
-        runs: [
-            RunSpec::new(spec(Arch::Cnn(l), false), OptimKind::Sgd),
-            RunSpec::new(spec(Arch::Cnn(l), true), OptimKind::Sgd),
-        ],
-        study: [Some(s[0]), Some(s[1])],
-    })
-    .collect();
-    let lrs: [(f32, [Option<f64>; 2]); 6] = [
-        (0.001, [Some(66.94), Some(81.25)]),
-        (0.002, [Some(79.41), Some(88.98)]),
-        (0.005, [Some(93.04), Some(94.79)]),
-        (0.01, [Some(94.54), None]),
-        (0.02, [Some(96.73), None]),
-        (0.1, [Some(98.52), None]),
-    ];
-    let by_lr = lrs
-        .into_iter()
-        .map(|(lr, study)| StudyColumn {
-            header: lr.to_string(),
-            runs: [
-                RunSpec::with_lr(spec(Arch::Cnn(7), false), OptimKind::Sgd, lr),
-                RunSpec::with_lr(spec(Arch::Cnn(7), true), OptimKind::Sgd, lr),
-            ],
-            study,
-        })
-        .collect();
-    vec![
-        StudyTable {
-            number: 1,
-            title: "Fully connected network, 8 layers (FC-8), by optimizer",
-            varies: "optimizer",
-            columns: by_optim(Arch::Fc8, [[9.58, 17.60], [86.23, 97.31], [95.17, 97.21]]),
-        },
-        StudyTable {
-            number: 2,
-            title: "CNN with 7 convolution layers (CNN-7), by optimizer",
-            varies: "optimizer",
-            columns: by_optim(
-                Arch::Cnn(7),
-                [[60.65, 80.69], [98.85, 99.02], [98.98, 98.82]],
-            ),
-        },
-        StudyTable {
-            number: 3,
-            title: "CNN with 3, 5 or 7 convolution layers, SGD (lr 0.01)",
-            varies: "convolution layers",
-            columns: depth,
-        },
-        StudyTable {
-            number: 4,
-            title: "CNN-7 with SGD, by learning rate",
-            varies: "learning rate",
-            columns: by_lr,
-        },
-    ]
-}
-
-/// A run of the grid and the study tables it appears in.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GridRun {
-    pub spec: RunSpec,
-    /// Every study table this run is a cell of (whether or not that table was selected).
-    pub tables: Vec<u8>,
-}
-
-/// The distinct runs of the selected tables, in table order (Table I first; within a table, column by
-/// column, without batch norm before with). A run two tables share appears once, where it first occurs.
-pub fn grid(tables: &[u8]) -> Vec<GridRun> {
-    let all = study_tables();
-    let mut runs: Vec<GridRun> = Vec::new();
-    for t in all.iter().filter(|t| tables.contains(&t.number)) {
-        for c in &t.columns {
-            for r in c.runs {
-                if !runs.iter().any(|g| g.spec.id() == r.id()) {
-                    runs.push(GridRun {
-                        spec: r,
-                        tables: tables_of(&all, &r),
-                    });
-                }
-            }
-        }
-    }
-    runs
-}
-
-fn tables_of(all: &[StudyTable], r: &RunSpec) -> Vec<u8> {
-    all.iter()
-        .filter(|t| {
-            t.columns
-                .iter()
-                .any(|c| c.runs.iter().any(|x| x.id() == r.id()))
-        })
-        .map(|t| t.number)
-        .collect()
-}
-
-/// Parses `--tables 1,2,3,4` (numbers 1-4, or roman I-IV; duplicates ignored).
-pub fn parse_tables(s: &str) -> Result<Vec<u8>, InputError> {
-    let mut out = BTreeSet::new();
-    for part in s.split(',').map(str::trim) {
-        let n = match part.to_ascii_uppercase().as_str() {
-            "1" | "I" => 1,
-            "2" | "II" => 2,
-            "3" | "III" => 3,
-            "4" | "IV" => 4,
-            _ => {
-                return Err(InputError::value(format!(
-                    "--tables {s}: unknown table '{part}' (the study has tables 1, 2, 3 and 4)"
-                )))
-            }
-        };
-        out.insert(n);
-    }
-    Ok(out.into_iter().collect())
-}
-
-/// `--shard I/N`: this process runs grid entries `I, I+N, I+2N, ...`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shard {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Default for Shard {
-    fn default() -> Self {
-        Shard { index: 0, count: 1 }
-    }
-}
-
-impl Shard {
-    pub fn parse(s: &str) -> Result<Self, InputError> {
-        let bad = |why: &str| InputError::value(format!("--shard {s}: {why}"));
-        let (i, n) = s
-            .split_once('/')
-            .ok_or_else(|| bad("expected I/N, e.g. 0/4 (shard I of N, counting from 0)"))?;
-        let index: usize = i
-            .trim()
-            .parse()
-            .map_err(|_| bad("I must be a whole number"))?;
-        let count: usize = n
-            .trim()
-            .parse()
-            .map_err(|_| bad("N must be a whole number"))?;
-        if count == 0 {
-            return Err(bad("N must be at least 1"));
-        }
-        if index >= count {
-            return Err(bad(&format!(
-                "I must be below N (shards are numbered 0 to {})",
-                count - 1
-            )));
-        }
-        Ok(Shard { index, count })
-    }
-    /// Whether the grid entry at `position` is this shard's.
-    pub fn owns(&self, position: usize) -> bool {
-        position % self.count == self.index
-    }
-}
-
-impl std::fmt::Display for Shard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
-}
 
 /// How long each run trains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,7 +113,7 @@ impl SweepConfig {
 
     /// The key of `run` in this sweep, e.g. `cnn7-bn_sgd_lr0.01_b110_e1_seed1`; also its directory name.
     pub fn key(&self, run: &RunSpec) -> String {
-        format!("{}_{}", run.id(), self.signature())
+        run.key(&self.signature())
     }
 
     /// The runs this sweep covers (all shards).
@@ -399,207 +141,6 @@ impl SweepConfig {
         }
         Ok(())
     }
-}
-
-/// How a run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Trained to the end and evaluated.
-    Ok,
-    /// The loss stopped being a number; the run stopped there (a result of the study too).
-    Diverged,
-}
-
-/// One line of results.jsonl: a finished run's configuration and everything it measured (all of
-/// [`TrainResult`] except the per-step losses, which are in `runs/<key>/losses.csv`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub key: String,
-    /// The settings shared by the whole sweep ([`SweepConfig::signature`]).
-    pub sweep: String,
-    /// The study tables this run is a cell of.
-    pub tables: Vec<u8>,
-    pub status: RunStatus,
-    pub model: String,
-    pub optim: String,
-    pub lr: f32,
-    pub batch: usize,
-    pub epochs: f64,
-    pub steps: usize,
-    pub seed: u64,
-    pub quick: bool,
-    pub backend: String,
-    pub device: String,
-    pub train_loss: Option<f64>,
-    pub val_loss: Option<f64>,
-    pub val_acc: Option<f64>,
-    pub test_loss: Option<f64>,
-    pub test_acc: Option<f64>,
-    /// Wall time of the whole run, evaluation included.
-    pub seconds: f64,
-    /// Training images per second (evaluation excluded).
-    pub images_per_s: Option<f64>,
-    /// For a diverged run: the step whose loss was not finite, and that loss (as text: NaN is no JSON).
-    #[serde(default)]
-    pub diverged_at: Option<usize>,
-    #[serde(default)]
-    pub diverged_loss: Option<String>,
-    #[serde(default)]
-    pub epoch_metrics: Vec<EpochMetrics>,
-    pub train_images: usize,
-    pub val_images: usize,
-    pub test_images: usize,
-    /// Where the data came from.
-    #[serde(default)]
-    pub data: String,
-    /// The shard that ran it, e.g. "0/4".
-    pub shard: String,
-    /// When it finished, seconds since the Unix epoch.
-    pub finished_unix: u64,
-    /// The wgtrain version that ran it.
-    pub version: String,
-}
-
-impl RunRecord {
-    /// The run this record is of, parsed back (None if a field is not one this version knows).
-    pub fn spec(&self) -> Option<RunSpec> {
-        Some(RunSpec {
-            model: ModelSpec::parse(&self.model).ok()?,
-            optim: OptimKind::parse(&self.optim).ok()?,
-            lr: self.lr,
-        })
-    }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Holds an exclusive or shared `flock` on a file until dropped (a no-op off Unix).
-struct FileLock<'a>(#[allow(dead_code)] &'a File);
-
-impl<'a> FileLock<'a> {
-    fn new(file: &'a File, exclusive: bool) -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use std::os::fd::AsRawFd;
-            let op = if exclusive {
-                libc::LOCK_EX
-            } else {
-                libc::LOCK_SH
-            };
-            loop {
-                // SAFETY: flock on a file descriptor this `File` owns for the lock's whole lifetime.
-                let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-                if rc == 0 {
-                    break;
-                }
-                let err = std::io::Error::last_os_error();
-                if err.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = exclusive;
-        Ok(FileLock(file))
-    }
-}
-
-impl Drop for FileLock<'_> {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: as in `new`; unlocking a lock this process holds.
-            unsafe {
-                libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
-            }
-        }
-    }
-}
-
-/// Appends `record` to `path` as one JSON line: one `write_all` under an exclusive `flock`, then
-/// flush and fsync. If the file ends in a half-written line (a crash mid-append), the new line starts
-/// on a fresh one so it is never glued to the remains.
-pub fn append_record(path: &Path, record: &RunRecord) -> Result<()> {
-    let mut line = serde_json::to_string(record)?;
-    line.push('\n');
-    let file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)
-        .with_context(|| format!("{}: cannot open for appending", path.display()))?;
-    let _lock =
-        FileLock::new(&file, true).with_context(|| format!("{}: cannot lock", path.display()))?;
-    let len = file.metadata()?.len();
-    if len > 0 && last_byte(&file, len)? != b'\n' {
-        line.insert(0, '\n');
-    }
-    (&file)
-        .write_all(line.as_bytes())
-        .with_context(|| format!("{}: cannot append", path.display()))?;
-    (&file).flush()?;
-    file.sync_all()
-        .with_context(|| format!("{}: cannot sync", path.display()))?;
-    Ok(())
-}
-
-fn last_byte(file: &File, len: u64) -> std::io::Result<u8> {
-    let mut b = [0u8; 1];
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt;
-        file.read_exact_at(&mut b, len - 1)?;
-    }
-    #[cfg(not(unix))]
-    {
-        use std::io::{Seek, SeekFrom};
-        let mut f = file;
-        f.seek(SeekFrom::Start(len - 1))?;
-        f.read_exact(&mut b)?;
-    }
-    Ok(b[0])
-}
-
-/// Reads every well-formed record of a results file (none if the file does not exist). A line that is
-/// not a complete record (a crash mid-write, a hand edit) is skipped and reported through `warn`.
-pub fn read_records(path: &Path, warn: &mut dyn FnMut(&str)) -> Result<Vec<RunRecord>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(InputError::file(path, format!("cannot read: {e}")).into()),
-    };
-    let mut bytes = Vec::new();
-    {
-        let _lock = FileLock::new(&file, false)
-            .with_context(|| format!("{}: cannot lock", path.display()))?;
-        (&file)
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    let mut out = Vec::new();
-    for (i, line) in text.split('\n').enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<RunRecord>(line) {
-            Ok(r) => out.push(r),
-            Err(e) => warn(&format!(
-                "{} line {}: not a complete run record ({e}); skipped (that run counts as not done)",
-                path.display(),
-                i + 1
-            )),
-        }
-    }
-    Ok(out)
 }
 
 /// Hooks for showing a sweep's progress; all optional.
@@ -759,10 +300,9 @@ pub fn run_sweep<B: Backend + 'static>(
 
     if cfg.report {
         let records = read_records(&results, &mut |m| obs.note(m))?;
-        let path =
-            crate::report::write_report(&cfg.out, &records, Some(&cfg.signature()), &mut |m| {
-                obs.note(m)
-            })?;
+        let path = write_report(&cfg.out, &records, Some(&cfg.signature()), &mut |m| {
+            obs.note(m)
+        })?;
         summary.report = Some(path);
     }
     Ok(summary)
@@ -787,7 +327,7 @@ fn from_result(base: RunRecord, r: TrainResult) -> RunRecord {
 
 /// The splits with validation and test cut to their first `limit` images.
 fn limit_eval(data: &Splits, limit: Option<usize>) -> Splits {
-    let cut = |s: &crate::data::ImageSet| match limit {
+    let cut = |s: &crate::io::data::ImageSet| match limit {
         Some(n) if n < s.len() => s.slice(0, n),
         _ => s.clone(),
     };
@@ -798,7 +338,7 @@ fn limit_eval(data: &Splits, limit: Option<usize>) -> Splits {
     }
 }
 
-/// A sweep on whichever backend [`crate::device::run_on`] picks.
+/// A sweep on whichever backend [`crate::backend::select::run_on`] picks.
 pub struct SweepJob<'a> {
     pub data: Splits,
     pub cfg: SweepConfig,

@@ -8,8 +8,8 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, Trans};
-use crate::data::{self, ImageSet};
 use crate::error::InputError;
+use crate::io::data::{self, ImageSet};
 use crate::model::{Model, ModelSpec, CLASSES, IMAGE_SIDE};
 use crate::optim::{OptimKind, Optimizer};
 use crate::train::{train_step, BatchBuffers};
@@ -209,8 +209,8 @@ pub fn parse_backends(s: &str) -> Result<Vec<BackendSel>, InputError> {
 pub fn load_data(dir: Option<&Path>) -> Result<(ImageSet, String), InputError> {
     let named = dir.is_some();
     let dir = dir.map_or_else(data::default_data_dir, Path::to_path_buf);
-    let images = data::find_file(&dir, "train-images-idx3-ubyte");
-    let labels = data::find_file(&dir, "train-labels-idx1-ubyte");
+    let images = data::find_file(&dir, data::TRAIN_FILES.0);
+    let labels = data::find_file(&dir, data::TRAIN_FILES.1);
     if !(named || images.exists() && labels.exists()) {
         let set = data::synthetic(SYNTHETIC_IMAGES, 1);
         let desc = format!("synthetic ({} images)", set.len());
@@ -770,29 +770,6 @@ fn progress_line(r: &Measurement) -> String {
     }
 }
 
-fn markdown(header: &[&str], body: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in body {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| -> String {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, &w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
-            .collect();
-        format!("| {} |\n", padded.join(" | "))
-    };
-    let mut out = line(header.iter().map(|s| s.to_string()).collect());
-    out += &line(widths.iter().map(|&w| "-".repeat(w)).collect());
-    for row in body {
-        out += &line(row.clone());
-    }
-    out
-}
-
 fn speedup(r: &Measurement) -> String {
     r.speedup_vs_cpu
         .map_or_else(String::new, |s| format!("{}x", num(s)))
@@ -839,7 +816,7 @@ pub fn format_tables(rows: &[Measurement]) -> String {
         .collect();
     if !train.is_empty() {
         out += "\n";
-        out += &markdown(
+        out += &crate::io::markdown::table(
             &[
                 "model",
                 "batch",
@@ -873,7 +850,7 @@ pub fn format_tables(rows: &[Measurement]) -> String {
         .collect();
     if !mm.is_empty() {
         out += "\n";
-        out += &markdown(
+        out += &crate::io::markdown::table(
             &[
                 "matmul m x k x n",
                 "backend",
@@ -920,7 +897,7 @@ pub fn plot(rows: &[Measurement], path: &Path) -> Result<()> {
     if train.is_empty() {
         return Err(InputError::value("--plot: no training measurements to draw").into());
     }
-    crate::report::register_font();
+    crate::io::font::register_font();
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for r in &train {
         let label = format!(

@@ -1,40 +1,17 @@
 //! Using a checkpoint: test accuracy, loss and confusion matrix (`wgtrain eval`), and the classes of
 //! image files (`wgtrain predict`).
 
+use crate::backend::select::OnBackend;
 use crate::backend::Backend;
-use crate::checkpoint::Checkpoint;
-use crate::data::{self, ImageSet};
-use crate::device::OnBackend;
 use crate::error::InputError;
+use crate::io::checkpoint::Checkpoint;
+use crate::io::data::ImageSet;
 use crate::model::{Model, CLASSES, IMAGE_SIDE};
 use crate::train::BatchBuffers;
 use anyhow::Result;
 use image::imageops::FilterType;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-
-/// The file `stem` in `dir`, as `stem.gz` or raw `stem`.
-fn find_file(dir: &Path, stem: &str) -> PathBuf {
-    let gz = dir.join(format!("{stem}.gz"));
-    if gz.exists() {
-        gz
-    } else {
-        dir.join(stem)
-    }
-}
-
-/// The test split (`t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, raw or .gz) of an IDX directory.
-pub fn load_test_set(dir: &Path) -> Result<ImageSet, InputError> {
-    if !dir.is_dir() {
-        return Err(InputError::file(dir, "data directory not found"));
-    }
-    data::load_pair(
-        &find_file(dir, "t10k-images-idx3-ubyte"),
-        &find_file(dir, "t10k-labels-idx1-ubyte"),
-        IMAGE_SIDE,
-        CLASSES,
-    )
-}
 
 /// What `wgtrain eval` reports; also its `--json`.
 #[derive(Clone, Debug, Serialize)]
@@ -184,7 +161,7 @@ impl OnBackend for EvalJob {
 /// Draws the confusion matrix as a PNG heat map with the counts written in the cells.
 pub fn plot_confusion(report: &EvalReport, path: &Path) -> Result<()> {
     use plotters::prelude::*;
-    crate::report::register_font();
+    crate::io::font::register_font();
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
             return Err(InputError::file(path, "cannot write: directory not found").into());

@@ -4,16 +4,19 @@
 //! whole log interval without waiting for the host. Everything written to `--out` is flushed as it goes:
 //! a crash or Ctrl-C keeps every line already logged.
 
+pub mod files;
+pub mod progress;
+pub mod request;
+
 use crate::backend::Backend;
-use crate::checkpoint::Checkpoint;
-use crate::data::{epoch_order, ImageSet, Splits};
 use crate::error::InputError;
+use crate::io::checkpoint::Checkpoint;
+use crate::io::data::{epoch_order, ImageSet, Splits};
 use crate::model::{Model, ModelSpec, CLASSES};
 use crate::optim::{OptimKind, Optimizer};
-use anyhow::{Context, Result};
+use anyhow::Result;
+use files::RunFiles;
 use serde::{Deserialize, Serialize};
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -187,47 +190,6 @@ pub fn train_step<B: Backend>(
     opt.step(be, model);
 }
 
-/// Files a run writes as it goes: per-step losses and per-epoch metrics as CSV.
-struct RunFiles {
-    dir: PathBuf,
-    losses: BufWriter<File>,
-    epochs: BufWriter<File>,
-}
-
-impl RunFiles {
-    fn create(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create output directory", dir.display()))?;
-        let open = |name: &str, header: &str| -> Result<BufWriter<File>> {
-            let path = dir.join(name);
-            let mut f = BufWriter::new(
-                File::create(&path)
-                    .with_context(|| format!("{}: cannot create", path.display()))?,
-            );
-            writeln!(f, "{header}")?;
-            Ok(f)
-        };
-        Ok(RunFiles {
-            dir: dir.to_path_buf(),
-            losses: open("losses.csv", "step,epoch,loss")?,
-            epochs: open("epochs.csv", "epoch,step,train_loss,val_loss,val_acc")?,
-        })
-    }
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f =
-            File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok(())
-}
-
 /// Trains `cfg.model` on `data` and evaluates it on the validation and test sets.
 pub fn train<B: Backend + 'static>(
     be: &B,
@@ -319,11 +281,11 @@ pub fn train_with<B: Backend + 'static>(
                 let fresh = &all[logged % spe..logged % spe + (step - logged)];
                 for (i, &l) in fresh.iter().enumerate() {
                     if let Some(f) = files.as_mut() {
-                        writeln!(f.losses, "{},{},{}", logged + i + 1, epoch + 1, l)?;
+                        f.loss(logged + i + 1, epoch + 1, l)?;
                     }
                     if !l.is_finite() {
                         if let Some(f) = files.as_mut() {
-                            f.losses.flush()?;
+                            f.flush_losses()?;
                         }
                         obs.finish();
                         return Err(Diverged {
@@ -335,7 +297,7 @@ pub fn train_with<B: Backend + 'static>(
                 }
                 losses.extend_from_slice(fresh);
                 if let Some(f) = files.as_mut() {
-                    f.losses.flush()?;
+                    f.flush_losses()?;
                 }
                 logged = step;
                 obs.log(step, *losses.last().expect("at least one loss"));
@@ -355,12 +317,7 @@ pub fn train_with<B: Backend + 'static>(
                 val_acc: v.acc,
             };
             if let Some(f) = files.as_mut() {
-                writeln!(
-                    f.epochs,
-                    "{},{},{},{},{}",
-                    m.epoch, m.step, m.train_loss, m.val_loss, m.val_acc
-                )?;
-                f.epochs.flush()?;
+                f.epoch(&m)?;
             }
             obs.epoch(&m);
             epoch_metrics.push(m);
@@ -398,8 +355,7 @@ pub fn train_with<B: Backend + 'static>(
         epoch_metrics,
     };
     if let Some(f) = files {
-        let json = serde_json::to_vec_pretty(&result)?;
-        write_atomic(&f.dir.join("metrics.json"), &json)?;
+        f.metrics(&result)?;
     }
     Ok(Trained {
         result,

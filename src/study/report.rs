@@ -1,0 +1,355 @@
+//! The sweep's report: `report.md` with the study's four tables (ours beside the study's), per-run
+//! details, and loss-over-iterations figures (PNG and SVG, drawn with plotters) like the study's
+//! Figures 3-9.
+//!
+//! plotters draws text through its `ab_glyph` feature, which knows no system fonts: the bundled DejaVu
+//! Sans (assets/, freely licensed) is registered once as "sans-serif" before anything is drawn.
+
+use super::figures::{figure_of, render_figure};
+use super::grid::{grid, study_tables, StudyTable, TABLES};
+use super::store::{append_record, read_records, RunRecord, RunStatus, RESULTS_FILE};
+use crate::error::InputError;
+use crate::io::atomic::write_atomic;
+use crate::io::markdown;
+use anyhow::{Context, Result};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The report file in a sweep directory.
+pub const REPORT_FILE: &str = "report.md";
+
+/// Formats a fraction as a percentage with two decimals, e.g. "97.50%".
+pub fn percent(v: f64) -> String {
+    format!("{:.2}%", v * 100.0)
+}
+
+/// One table cell: "ours (study)", e.g. "97.50% (97.21%)"; a missing run is "–", a diverged one
+/// "diverged".
+pub fn cell(ours: Option<&RunRecord>, study: Option<f64>) -> String {
+    let ours = match ours {
+        None => "–".to_string(),
+        Some(r) => match (r.status, r.test_acc) {
+            (RunStatus::Ok, Some(a)) => percent(a),
+            _ => "diverged".to_string(),
+        },
+    };
+    let study = study.map_or("–".to_string(), |s| format!("{s:.2}%"));
+    format!("{ours} ({study})")
+}
+
+/// Picks which sweep (settings signature) to report: `wanted` if given, else the one with the most
+/// runs (ties: the most recently finished). Others present are mentioned through `warn`.
+pub fn choose_sweep(
+    records: &[RunRecord],
+    wanted: Option<&str>,
+    warn: &mut dyn FnMut(&str),
+) -> Option<String> {
+    let mut counts: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    for r in records {
+        let e = counts.entry(&r.sweep).or_insert((0, 0));
+        e.0 += 1;
+        e.1 = e.1.max(r.finished_unix);
+    }
+    let chosen = match wanted {
+        Some(w) => w.to_string(),
+        None => counts
+            .iter()
+            .max_by_key(|(_, &(n, t))| (n, t))
+            .map(|(s, _)| s.to_string())?,
+    };
+    for (s, (n, _)) in &counts {
+        if *s != chosen {
+            warn(&format!(
+                "the results also hold {n} run(s) of sweep {s}, not in this report (report them with --sweep {s})"
+            ));
+        }
+    }
+    Some(chosen)
+}
+
+/// The records of sweep `sig`, one per key (the first one written wins).
+fn by_key<'a>(records: &'a [RunRecord], sig: &str) -> HashMap<&'a str, &'a RunRecord> {
+    let mut map = HashMap::new();
+    for r in records.iter().filter(|r| r.sweep == sig) {
+        map.entry(r.key.as_str()).or_insert(r);
+    }
+    map
+}
+
+/// The markdown of one study table, "ours (study)" per cell.
+pub fn table_markdown(t: &StudyTable, records: &HashMap<&str, &RunRecord>, sig: &str) -> String {
+    let header = |h: &str| match t.number {
+        3 => format!("CNN-{h}"),
+        4 => format!("lr {h}"),
+        _ => h.to_string(),
+    };
+    let headers: Vec<String> = t.columns.iter().map(|c| header(&c.header)).collect();
+    let mut head = vec![""];
+    head.extend(headers.iter().map(String::as_str));
+    let body: Vec<Vec<String>> = ["no batchnorm", "batchnorm"]
+        .iter()
+        .enumerate()
+        .map(|(row, name)| {
+            std::iter::once(name.to_string())
+                .chain(t.columns.iter().map(|c| {
+                    let rec = records.get(c.runs[row].key(sig).as_str()).copied();
+                    cell(rec, c.study[row])
+                }))
+                .collect()
+        })
+        .collect();
+    markdown::table(&head, &body)
+}
+
+fn describe_sweep(recs: &[&RunRecord]) -> String {
+    let distinct = |f: &dyn Fn(&RunRecord) -> String| -> String {
+        let mut seen: Vec<String> = Vec::new();
+        for r in recs {
+            let v = f(r);
+            if !seen.contains(&v) {
+                seen.push(v);
+            }
+        }
+        seen.join(", ")
+    };
+    let Some(first) = recs.first() else {
+        return "no runs finished yet.".to_string();
+    };
+    let budget = if first.sweep.contains("_st") {
+        format!("{} steps", first.steps)
+    } else {
+        format!(
+            "{} epoch(s) ({} steps)",
+            first.epochs.round() as u64,
+            first.steps
+        )
+    };
+    format!(
+        "{budget} per run, batch {}, seed {}; {} training images, validation accuracy on {} images, \
+         test accuracy on {} images. Backend: {}. Device: {}. Data: {}.",
+        first.batch,
+        first.seed,
+        distinct(&|r| r.train_images.to_string()),
+        distinct(&|r| r.val_images.to_string()),
+        distinct(&|r| r.test_images.to_string()),
+        distinct(&|r| r.backend.clone()),
+        distinct(&|r| r.device.clone()),
+        distinct(&|r| if r.data.is_empty() {
+            "?".into()
+        } else {
+            r.data.clone()
+        }),
+    )
+}
+
+fn opt_percent(v: Option<f64>) -> String {
+    v.map_or("–".into(), percent)
+}
+
+fn opt_num(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".into(), |x| format!("{x:.digits$}"))
+}
+
+/// Builds report.md (and the figures) for sweep `sig` of `records`, or for the sweep with the most
+/// runs when `sig` is None. Returns the report's path.
+pub fn write_report(
+    dir: &Path,
+    records: &[RunRecord],
+    sig: Option<&str>,
+    warn: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
+    let sig = choose_sweep(records, sig, warn).unwrap_or_default();
+    let map = by_key(records, &sig);
+    let all_grid = grid(&TABLES);
+    // This sweep's records in grid order, then any outside the study's grid in file order.
+    let mut ordered: Vec<&RunRecord> = all_grid
+        .iter()
+        .filter_map(|g| map.get(g.spec.key(&sig).as_str()).copied())
+        .collect();
+    let in_grid: HashSet<&str> = ordered.iter().map(|r| r.key.as_str()).collect();
+    let mut seen = HashSet::new();
+    for r in records.iter().filter(|r| r.sweep == sig) {
+        if !in_grid.contains(r.key.as_str()) && seen.insert(r.key.as_str()) {
+            ordered.push(r);
+        }
+    }
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# The study, reproduced by `wgtrain sweep`\n");
+    let _ = writeln!(
+        md,
+        "Sweep `{sig}`: {} runs of the study's {} finished. {}\n",
+        ordered
+            .iter()
+            .filter(|r| in_grid.contains(r.key.as_str()))
+            .count(),
+        all_grid.len(),
+        describe_sweep(&ordered)
+    );
+    if ordered.iter().any(|r| r.quick) {
+        let _ = writeln!(
+            md,
+            "**Quick smoke budget (`--quick`)**: a few steps per run on a subset of the validation and \
+             test sets; these numbers check the pipeline and are not comparable with the study's.\n"
+        );
+    }
+    let _ = writeln!(
+        md,
+        "Each cell: test accuracy of our run (the study's), both in percent; \"–\" marks a run not \
+         finished yet (or a figure the study did not report).\n"
+    );
+    for t in study_tables() {
+        let _ = writeln!(md, "## Table {}: {}\n", t.roman(), t.title);
+        md.push_str(&table_markdown(&t, &map, &sig));
+        md.push('\n');
+        let fig = figure_of(&t);
+        match render_figure(dir, &fig, &map, &sig, warn)? {
+            Some(png) => {
+                let _ = writeln!(
+                    md,
+                    "![{} (compare the study's {})]({png})\n\nAlso as [SVG]({}).\n",
+                    fig.title,
+                    fig.study_figures,
+                    png.replace(".png", ".svg")
+                );
+            }
+            None => {
+                let _ = writeln!(md, "_No loss curves yet for this table._\n");
+            }
+        }
+    }
+    let _ = writeln!(md, "## Runs\n");
+    let _ = writeln!(
+        md,
+        "Accuracy on the validation and test sets after the last step; train loss is the mean over the \
+         last epoch. Per-step losses: `runs/<key>/losses.csv`; all fields: `{RESULTS_FILE}`.\n"
+    );
+    let rows: Vec<Vec<String>> = ordered
+        .iter()
+        .map(|r| {
+            let tables: Vec<String> = r.tables.iter().map(u8::to_string).collect();
+            let status = match r.status {
+                RunStatus::Ok => "ok".to_string(),
+                RunStatus::Diverged => format!("diverged at step {}", r.diverged_at.unwrap_or(0)),
+            };
+            vec![
+                r.key.clone(),
+                tables.join(", "),
+                status,
+                r.steps.to_string(),
+                opt_num(r.train_loss, 4),
+                opt_percent(r.val_acc),
+                opt_percent(r.test_acc),
+                opt_num(r.test_loss, 4),
+                r.backend.clone(),
+                r.device.clone(),
+                opt_num(r.images_per_s, 0),
+                format!("{:.1}", r.seconds),
+            ]
+        })
+        .collect();
+    md.push_str(&markdown::table(
+        &[
+            "key",
+            "tables",
+            "status",
+            "steps",
+            "train loss",
+            "val acc",
+            "test acc",
+            "test loss",
+            "backend",
+            "device",
+            "images/s",
+            "seconds",
+        ],
+        &rows,
+    ));
+    let path = dir.join(REPORT_FILE);
+    write_atomic(&path, md.as_bytes())?;
+    Ok(path)
+}
+
+/// Copies into `dir` every run of the sweep directories `others` that `dir` lacks: its line of
+/// results.jsonl and its `runs/<key>/` files. Returns how many runs were imported.
+pub fn merge_into(dir: &Path, others: &[PathBuf], warn: &mut dyn FnMut(&str)) -> Result<usize> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let results = dir.join(RESULTS_FILE);
+    let mut have: HashSet<String> = read_records(&results, warn)?
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    let mut imported = 0;
+    for other in others {
+        let theirs = other.join(RESULTS_FILE);
+        if !theirs.is_file() {
+            return Err(InputError::file(&theirs, "no results file to merge").into());
+        }
+        for r in read_records(&theirs, warn)? {
+            if !have.insert(r.key.clone()) {
+                continue;
+            }
+            let src = other.join("runs").join(&r.key);
+            if src.is_dir() {
+                let dst = dir.join("runs").join(&r.key);
+                std::fs::create_dir_all(&dst)
+                    .with_context(|| format!("{}: cannot create", dst.display()))?;
+                for entry in std::fs::read_dir(&src)? {
+                    let entry = entry?;
+                    if entry.file_type()?.is_file() {
+                        std::fs::copy(entry.path(), dst.join(entry.file_name())).with_context(
+                            || format!("copying {} into {}", entry.path().display(), dst.display()),
+                        )?;
+                    }
+                }
+            } else {
+                warn(&format!(
+                    "{}: missing; run {} merged without its loss curve",
+                    src.display(),
+                    r.key
+                ));
+            }
+            append_record(&results, &r)?;
+            imported += 1;
+        }
+    }
+    Ok(imported)
+}
+
+/// `wgtrain report`: merges `others` into `dir` (if any), then rebuilds `dir/report.md` for sweep
+/// `sig` (default: the sweep with the most runs).
+pub fn build_report(
+    dir: &Path,
+    others: &[PathBuf],
+    sig: Option<&str>,
+    warn: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
+    if others.is_empty() && !dir.join(RESULTS_FILE).is_file() {
+        return Err(InputError::file(
+            &dir.join(RESULTS_FILE),
+            "no results here (run `wgtrain sweep --out DIR` first, or merge shards with --merge)",
+        )
+        .into());
+    }
+    merge_into(dir, others, warn)?;
+    let records = read_records(&dir.join(RESULTS_FILE), warn)?;
+    if let Some(s) = sig {
+        if !records.iter().any(|r| r.sweep == s) {
+            let mut known: Vec<&str> = records.iter().map(|r| r.sweep.as_str()).collect();
+            known.sort();
+            known.dedup();
+            return Err(InputError::value(format!(
+                "--sweep {s}: no such sweep in {} (it holds: {})",
+                dir.join(RESULTS_FILE).display(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+            .into());
+        }
+    }
+    write_report(dir, &records, sig, warn)
+}

@@ -1,0 +1,217 @@
+//! The sweep's results store: `results.jsonl`, one JSON line per finished run, appended whole under an
+//! exclusive `flock` and fsynced, read back tolerating a half-written last line (a crash mid-append).
+
+use super::grid::RunSpec;
+use crate::error::InputError;
+use crate::model::ModelSpec;
+use crate::optim::OptimKind;
+use crate::train::EpochMetrics;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// The results file in a sweep directory.
+pub const RESULTS_FILE: &str = "results.jsonl";
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Trained to the end and evaluated.
+    Ok,
+    /// The loss stopped being a number; the run stopped there (a result of the study too).
+    Diverged,
+}
+
+/// One line of results.jsonl: a finished run's configuration and everything it measured (all of
+/// [`TrainResult`] except the per-step losses, which are in `runs/<key>/losses.csv`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub key: String,
+    /// The settings shared by the whole sweep ([`SweepConfig::signature`]).
+    pub sweep: String,
+    /// The study tables this run is a cell of.
+    pub tables: Vec<u8>,
+    pub status: RunStatus,
+    pub model: String,
+    pub optim: String,
+    pub lr: f32,
+    pub batch: usize,
+    pub epochs: f64,
+    pub steps: usize,
+    pub seed: u64,
+    pub quick: bool,
+    pub backend: String,
+    pub device: String,
+    pub train_loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub val_acc: Option<f64>,
+    pub test_loss: Option<f64>,
+    pub test_acc: Option<f64>,
+    /// Wall time of the whole run, evaluation included.
+    pub seconds: f64,
+    /// Training images per second (evaluation excluded).
+    pub images_per_s: Option<f64>,
+    /// For a diverged run: the step whose loss was not finite, and that loss (as text: NaN is no JSON).
+    #[serde(default)]
+    pub diverged_at: Option<usize>,
+    #[serde(default)]
+    pub diverged_loss: Option<String>,
+    #[serde(default)]
+    pub epoch_metrics: Vec<EpochMetrics>,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub test_images: usize,
+    /// Where the data came from.
+    #[serde(default)]
+    pub data: String,
+    /// The shard that ran it, e.g. "0/4".
+    pub shard: String,
+    /// When it finished, seconds since the Unix epoch.
+    pub finished_unix: u64,
+    /// The wgtrain version that ran it.
+    pub version: String,
+}
+
+impl RunRecord {
+    /// The run this record is of, parsed back (None if a field is not one this version knows).
+    pub fn spec(&self) -> Option<RunSpec> {
+        Some(RunSpec {
+            model: ModelSpec::parse(&self.model).ok()?,
+            optim: OptimKind::parse(&self.optim).ok()?,
+            lr: self.lr,
+        })
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Holds an exclusive or shared `flock` on a file until dropped (a no-op off Unix).
+struct FileLock<'a>(#[allow(dead_code)] &'a File);
+
+impl<'a> FileLock<'a> {
+    fn new(file: &'a File, exclusive: bool) -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            let op = if exclusive {
+                libc::LOCK_EX
+            } else {
+                libc::LOCK_SH
+            };
+            loop {
+                // SAFETY: flock on a file descriptor this `File` owns for the lock's whole lifetime.
+                let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+                if rc == 0 {
+                    break;
+                }
+                let err = std::io::Error::last_os_error();
+                if err.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = exclusive;
+        Ok(FileLock(file))
+    }
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: as in `new`; unlocking a lock this process holds.
+            unsafe {
+                libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+            }
+        }
+    }
+}
+
+/// Appends `record` to `path` as one JSON line: one `write_all` under an exclusive `flock`, then
+/// flush and fsync. If the file ends in a half-written line (a crash mid-append), the new line starts
+/// on a fresh one so it is never glued to the remains.
+pub fn append_record(path: &Path, record: &RunRecord) -> Result<()> {
+    let mut line = serde_json::to_string(record)?;
+    line.push('\n');
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .with_context(|| format!("{}: cannot open for appending", path.display()))?;
+    let _lock =
+        FileLock::new(&file, true).with_context(|| format!("{}: cannot lock", path.display()))?;
+    let len = file.metadata()?.len();
+    if len > 0 && last_byte(&file, len)? != b'\n' {
+        line.insert(0, '\n');
+    }
+    (&file)
+        .write_all(line.as_bytes())
+        .with_context(|| format!("{}: cannot append", path.display()))?;
+    (&file).flush()?;
+    file.sync_all()
+        .with_context(|| format!("{}: cannot sync", path.display()))?;
+    Ok(())
+}
+
+fn last_byte(file: &File, len: u64) -> std::io::Result<u8> {
+    let mut b = [0u8; 1];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut b, len - 1)?;
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = file;
+        f.seek(SeekFrom::Start(len - 1))?;
+        f.read_exact(&mut b)?;
+    }
+    Ok(b[0])
+}
+
+/// Reads every well-formed record of a results file (none if the file does not exist). A line that is
+/// not a complete record (a crash mid-write, a hand edit) is skipped and reported through `warn`.
+pub fn read_records(path: &Path, warn: &mut dyn FnMut(&str)) -> Result<Vec<RunRecord>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(InputError::file(path, format!("cannot read: {e}")).into()),
+    };
+    let mut bytes = Vec::new();
+    {
+        let _lock = FileLock::new(&file, false)
+            .with_context(|| format!("{}: cannot lock", path.display()))?;
+        (&file)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut out = Vec::new();
+    for (i, line) in text.split('\n').enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<RunRecord>(line) {
+            Ok(r) => out.push(r),
+            Err(e) => warn(&format!(
+                "{} line {}: not a complete run record ({e}); skipped (that run counts as not done)",
+                path.display(),
+                i + 1
+            )),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,121 @@
+//! A training run as the user asked for it (`wgtrain train`): options left out take the checkpoint's
+//! values when resuming, else the defaults; the result is a checked [`TrainConfig`] and a job that runs
+//! it with progress on whichever backend was chosen.
+
+use super::progress::TrainProgress;
+use super::{train_with, Persist, TrainConfig, TrainResult};
+use crate::backend::select::OnBackend;
+use crate::backend::Backend;
+use crate::error::{at_least_one, InputError};
+use crate::io::checkpoint::Checkpoint;
+use crate::io::data::{self, Splits};
+use crate::model::ModelSpec;
+use crate::optim::OptimKind;
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// The default model of `wgtrain train`.
+pub const DEFAULT_MODEL: &str = "fc8-bn";
+/// The study's batch: 500 steps per epoch on 55,000 images.
+pub const DEFAULT_BATCH: usize = 110;
+
+/// Every `wgtrain train` option; `None` means "not given".
+#[derive(Clone, Debug, Default)]
+pub struct TrainRequest {
+    pub model: Option<String>,
+    pub optim: Option<String>,
+    pub lr: Option<f32>,
+    pub epochs: Option<usize>,
+    pub steps: Option<usize>,
+    pub batch: Option<usize>,
+    pub seed: Option<u64>,
+    pub data: Option<PathBuf>,
+    pub val_size: usize,
+    pub out: Option<PathBuf>,
+    pub log_every: usize,
+    pub save: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+impl TrainRequest {
+    /// Loads the checkpoint and the data, fills in what was not given, checks every value, and returns
+    /// the job to run.
+    pub fn resolve(self) -> Result<TrainJob> {
+        let resume = self.resume.as_deref().map(Checkpoint::load).transpose()?;
+        let meta = resume.as_ref().map(|ck| &ck.meta);
+        let model = match (&self.model, &resume) {
+            (Some(m), _) => ModelSpec::parse(m).map_err(|e| InputError::value(e.to_string()))?,
+            (None, Some(ck)) => ck.spec()?,
+            (None, None) => ModelSpec::parse(DEFAULT_MODEL)?,
+        };
+        let optim = match &self.optim {
+            Some(o) => OptimKind::parse(o).map_err(|e| InputError::value(e.to_string()))?,
+            None => meta.map_or(OptimKind::Adam, |m| m.optim),
+        };
+        let lr = self
+            .lr
+            .unwrap_or_else(|| meta.map_or(optim.default_lr(), |m| m.lr));
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(InputError::value(format!("--lr {lr}: must be a positive number")).into());
+        }
+        let batch = at_least_one(
+            "--batch",
+            self.batch
+                .unwrap_or_else(|| meta.map_or(DEFAULT_BATCH, |m| m.batch)),
+        )?;
+        let seed = self.seed.unwrap_or_else(|| meta.map_or(1, |m| m.seed));
+        let data_dir = self.data.clone().unwrap_or_else(data::default_data_dir);
+        let data = data::load_dir(&data_dir, self.val_size)?;
+        let spe = TrainConfig::steps_per_epoch(data.train.len(), batch);
+        let steps = match (self.steps, self.epochs) {
+            (Some(s), _) => at_least_one("--steps", s)?,
+            (None, e) => at_least_one("--epochs", e.unwrap_or(1))? * spe,
+        };
+        let cfg = TrainConfig {
+            model,
+            optim,
+            lr,
+            batch,
+            steps,
+            seed,
+            log_every: at_least_one("--log-every", self.log_every)?,
+            eval_each_epoch: true,
+            out: self.out,
+        };
+        Ok(TrainJob {
+            data,
+            cfg,
+            quiet: self.quiet,
+            resume,
+            save: self.save,
+        })
+    }
+}
+
+/// A resolved training run, ready for [`crate::backend::select::run_on`].
+pub struct TrainJob {
+    pub data: Splits,
+    pub cfg: TrainConfig,
+    pub quiet: bool,
+    pub resume: Option<Checkpoint>,
+    pub save: Option<PathBuf>,
+}
+
+impl OnBackend for TrainJob {
+    type Output = TrainResult;
+    fn run<B: Backend + 'static>(self, be: &B) -> Result<TrainResult> {
+        let label = format!(
+            "{} {} {}",
+            self.cfg.model.name(),
+            self.cfg.optim.name(),
+            be.kind()
+        );
+        let mut progress = TrainProgress::new(label, self.quiet);
+        let persist = Persist {
+            resume: self.resume.as_ref(),
+            save: self.save.as_deref(),
+        };
+        train_with(be, &self.data, &self.cfg, &mut progress, persist).map(|t| t.result)
+    }
+}
