@@ -10,7 +10,7 @@ use criterion::{Criterion, SamplingMode};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use wgtrain::backend::cpu::CpuBackend;
-use wgtrain::backend::{Backend, ConvGeom, OptimStep, Trans};
+use wgtrain::backend::{Backend, BnBackward, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep};
 use wgtrain::io::data;
 use wgtrain::model::{Model, ModelSpec, IMAGE_SIDE};
 use wgtrain::optim::{OptimKind, Optimizer};
@@ -132,7 +132,7 @@ fn main() {
         let a = be.upload(&values(m * k, 1));
         let b = be.upload(&values(k * n, 2));
         let mut out = be.zeros(m * n);
-        move || be.matmul(&a, Trans::N, &b, Trans::N, &mut out, m, k, n, false)
+        move || be.matmul(&Gemm::new(m, k, n), &a, &b, &mut out)
     });
 
     let g = CONV;
@@ -148,17 +148,7 @@ fn main() {
             let mut y = be.zeros(rows * CONV_OUT);
             move || {
                 be.im2col(&x, &mut col, &g);
-                be.matmul(
-                    &col,
-                    Trans::N,
-                    &w,
-                    Trans::T,
-                    &mut y,
-                    rows,
-                    taps,
-                    CONV_OUT,
-                    false,
-                );
+                be.matmul(&Gemm::new(rows, taps, CONV_OUT).b_t(), &col, &w, &mut y);
             }
         }
     );
@@ -171,34 +161,19 @@ fn main() {
         let mut dx = be.zeros(g.n * g.h * g.w * g.c);
         move || {
             // dW = dy^T col, dcol = dy W, dx = col2im(dcol): the conv layer's backward.
-            be.matmul(
-                &dy,
-                Trans::T,
-                &col,
-                Trans::N,
-                &mut dw,
-                CONV_OUT,
-                rows,
-                taps,
-                false,
-            );
-            be.matmul(
-                &dy,
-                Trans::N,
-                &w,
-                Trans::N,
-                &mut dcol,
-                rows,
-                CONV_OUT,
-                taps,
-                false,
-            );
+            be.matmul(&Gemm::new(CONV_OUT, rows, taps).a_t(), &dy, &col, &mut dw);
+            be.matmul(&Gemm::new(rows, CONV_OUT, taps), &dy, &w, &mut dcol);
             be.col2im(&dcol, &mut dx, &g);
         }
     });
 
     // Batch norm 2d over the conv's output: rows = 32*14*14, 32 channels.
     let (br, bc) = (rows, CONV_OUT);
+    let bn = BnSpec {
+        shape: Mat::new(br, bc),
+        momentum: 0.1,
+        eps: 1e-5,
+    };
     on_both!(c, gpu, "batchnorm_forward_train_6272x32", |be| {
         let x = be.upload(&values(br * bc, 8));
         let gamma = be.upload(&vec![1.0; bc]);
@@ -206,20 +181,15 @@ fn main() {
         let (mut y, mut mean, mut invstd) = (be.zeros(br * bc), be.zeros(bc), be.zeros(bc));
         let (mut rm, mut rv) = (be.zeros(bc), be.upload(&vec![1.0; bc]));
         move || {
-            be.bn_forward_train(
-                &x,
-                &mut y,
-                &gamma,
-                &beta,
-                &mut mean,
-                &mut invstd,
-                &mut rm,
-                &mut rv,
-                br,
-                bc,
-                0.1,
-                1e-5,
-            )
+            let t = BnTrain {
+                gamma: &gamma,
+                beta: &beta,
+                mean: &mut mean,
+                invstd: &mut invstd,
+                running_mean: &mut rm,
+                running_var: &mut rv,
+            };
+            be.bn_forward_train(&bn, &x, &mut y, t)
         }
     });
     on_both!(c, gpu, "batchnorm_backward_6272x32", |be| {
@@ -230,9 +200,14 @@ fn main() {
         let invstd = be.upload(&vec![1.7; bc]);
         let (mut dx, mut dg, mut db) = (be.zeros(br * bc), be.zeros(bc), be.zeros(bc));
         move || {
-            be.bn_backward(
-                &x, &dy, &gamma, &mean, &invstd, &mut dx, &mut dg, &mut db, br, bc,
-            )
+            let t = BnBackward {
+                gamma: &gamma,
+                mean: &mean,
+                invstd: &invstd,
+                dgamma: &mut dg,
+                dbeta: &mut db,
+            };
+            be.bn_backward(&bn, &x, &dy, &mut dx, t)
         }
     });
 
@@ -241,7 +216,16 @@ fn main() {
         let logits = be.upload(&values(sr * sc, 11));
         let labels = be.upload(&(0..sr).map(|i| (i % sc) as f32).collect::<Vec<_>>());
         let (mut dl, mut loss) = (be.zeros(sr * sc), be.zeros(1));
-        move || be.softmax_ce(&logits, &labels, &mut dl, &mut loss, sr, sc, false)
+        move || {
+            be.softmax_ce(
+                &logits,
+                &labels,
+                &mut dl,
+                &mut loss,
+                Mat::new(sr, sc),
+                false,
+            )
+        }
     });
 
     let adam_len = 200_000;

@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::{Backend, ConvGeom};
 use wgtrain::model::layers::{
-    BatchNorm, Conv2d, Flatten, Layer, Linear, Relu, SoftmaxCrossEntropy,
+    BatchNorm, Conv2d, Epilogue, Flatten, Layer, Linear, Relu, SoftmaxCrossEntropy,
 };
 use wgtrain::model::{Model, ModelSpec};
 use wgtrain::tools::gradcheck::max_rel_diff;
@@ -237,7 +237,14 @@ fn linear(
     move |seed| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let be = CpuBackend::new();
-        let mut l = Linear::new(&be, "fc", inputs, outputs, bias, relu, capacity, &mut rng);
+        let mut l = Linear::new(
+            &be,
+            "fc",
+            (inputs, outputs),
+            Epilogue { bias, relu },
+            capacity,
+            &mut rng,
+        );
         randomise_params(&mut l, &mut rng, -0.5, 0.5);
         assert_eq!(l.params().len(), if bias { 2 } else { 1 });
         let x = rand_vec(&mut rng, batch * inputs, -1.0, 1.0);
@@ -297,7 +304,14 @@ fn geom(n: usize, c: usize, side: usize, stride: usize, pad: usize) -> ConvGeom 
 fn conv(g: ConvGeom, out_c: usize, bias: bool, relu: bool, batch: usize) -> impl Fn(u64) -> Case {
     move |seed| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut c = Conv2d::new(&CpuBackend::new(), "conv", g, out_c, bias, relu, &mut rng);
+        let mut c = Conv2d::new(
+            &CpuBackend::new(),
+            "conv",
+            g,
+            out_c,
+            Epilogue { bias, relu },
+            &mut rng,
+        );
         randomise_params(&mut c, &mut rng, -0.5, 0.5);
         assert_eq!(c.params().len(), if bias { 2 } else { 1 });
         let x = rand_vec(&mut rng, batch * g.h * g.w * g.c, -1.0, 1.0);

@@ -8,7 +8,9 @@ mod common;
 use common::{gpu, rand_vec};
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::gpu::{GpuBackend, MatmulKernel};
-use wgtrain::backend::{Backend, ConvGeom, OptimStep, Trans};
+use wgtrain::backend::{
+    Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, Trans,
+};
 use wgtrain::tools::gradcheck::max_rel_diff;
 
 const TOL: f32 = 1e-5;
@@ -32,10 +34,18 @@ fn check_matmul(
     let b = rand_vec(k * n, 2);
     let c0 = rand_vec(m * n, 3);
     let mut cc = c0.clone();
-    cpu.matmul(&a, ta, &b, tb, &mut cc, m, k, n, accumulate);
+    let gemm = Gemm {
+        m,
+        k,
+        n,
+        ta,
+        tb,
+        accumulate,
+    };
+    cpu.matmul(&gemm, &a, &b, &mut cc);
     let (ga, gb) = (g.upload(&a), g.upload(&b));
     let mut gc = g.upload(&c0);
-    g.matmul(&ga, ta, &gb, tb, &mut gc, m, k, n, accumulate);
+    g.matmul(&gemm, &ga, &gb, &mut gc);
     assert_close(
         &format!(
             "matmul {m}x{k}x{n} {ta:?}{tb:?} acc={accumulate} {:?}",
@@ -77,14 +87,15 @@ fn bias_relu_and_backward() {
     let Some(g) = gpu() else { return };
     let cpu = CpuBackend::new();
     let (rows, cols) = (13, 37);
+    let shape = Mat::new(rows, cols);
     let x = rand_vec(rows * cols, 4);
     let bias = rand_vec(cols, 5);
     for (with_bias, relu) in [(true, true), (true, false), (false, true)] {
         let mut cx = x.clone();
-        cpu.bias_act(&mut cx, with_bias.then_some(&bias), rows, cols, relu);
+        cpu.bias_act(&mut cx, with_bias.then_some(&bias), shape, relu);
         let mut gx = g.upload(&x);
         let gb = g.upload(&bias);
-        g.bias_act(&mut gx, with_bias.then_some(&gb), rows, cols, relu);
+        g.bias_act(&mut gx, with_bias.then_some(&gb), shape, relu);
         assert_close("bias_act", &g.read(&gx), &cx, TOL);
     }
     let dy = rand_vec(rows * cols, 6);
@@ -103,9 +114,9 @@ fn bias_grad_many_rows() {
     for &(rows, cols) in &[(1, 1), (1000, 19)] {
         let dy = rand_vec(rows * cols, 7);
         let mut cdb = vec![0.0; cols];
-        cpu.bias_grad(&dy, &mut cdb, rows, cols);
+        cpu.bias_grad(&dy, &mut cdb, Mat::new(rows, cols));
         let mut gdb = g.zeros(cols);
-        g.bias_grad(&g.upload(&dy), &mut gdb, rows, cols);
+        g.bias_grad(&g.upload(&dy), &mut gdb, Mat::new(rows, cols));
         assert_close("bias_grad", &g.read(&gdb), &cdb, TOL);
     }
 }
@@ -165,9 +176,20 @@ fn batchnorm_forward_backward() {
             rm0.clone(),
             rv0.clone(),
         );
-        cpu.bn_forward_train(
-            &x, &mut cy, &gamma, &beta, &mut cm, &mut cs, &mut crm, &mut crv, rows, cols, 0.1, 1e-5,
-        );
+        let bn = BnSpec {
+            shape: Mat::new(rows, cols),
+            momentum: 0.1,
+            eps: 1e-5,
+        };
+        let t = BnTrain {
+            gamma: &gamma,
+            beta: &beta,
+            mean: &mut cm,
+            invstd: &mut cs,
+            running_mean: &mut crm,
+            running_var: &mut crv,
+        };
+        cpu.bn_forward_train(&bn, &x, &mut cy, t);
         let (gx, gg, gbeta) = (g.upload(&x), g.upload(&gamma), g.upload(&beta));
         let (mut gy, mut gm, mut gs, mut grm, mut grv) = (
             g.zeros(x.len()),
@@ -176,9 +198,15 @@ fn batchnorm_forward_backward() {
             g.upload(&rm0),
             g.upload(&rv0),
         );
-        g.bn_forward_train(
-            &gx, &mut gy, &gg, &gbeta, &mut gm, &mut gs, &mut grm, &mut grv, rows, cols, 0.1, 1e-5,
-        );
+        let t = BnTrain {
+            gamma: &gg,
+            beta: &gbeta,
+            mean: &mut gm,
+            invstd: &mut gs,
+            running_mean: &mut grm,
+            running_var: &mut grv,
+        };
+        g.bn_forward_train(&bn, &gx, &mut gy, t);
         assert_close("bn y", &g.read(&gy), &cy, 1e-5);
         assert_close("bn mean", &g.read(&gm), &cm, 1e-5);
         assert_close("bn invstd", &g.read(&gs), &cs, 1e-5);
@@ -186,29 +214,42 @@ fn batchnorm_forward_backward() {
         assert_close("bn running var", &g.read(&grv), &crv, 1e-5);
 
         let mut cey = vec![0.0; x.len()];
-        cpu.bn_forward_eval(&x, &mut cey, &gamma, &beta, &crm, &crv, rows, cols, 1e-5);
+        let t = BnEval {
+            gamma: &gamma,
+            beta: &beta,
+            running_mean: &crm,
+            running_var: &crv,
+        };
+        cpu.bn_forward_eval(&bn, &x, &mut cey, t);
         let mut gey = g.zeros(x.len());
-        g.bn_forward_eval(&gx, &mut gey, &gg, &gbeta, &grm, &grv, rows, cols, 1e-5);
+        let t = BnEval {
+            gamma: &gg,
+            beta: &gbeta,
+            running_mean: &grm,
+            running_var: &grv,
+        };
+        g.bn_forward_eval(&bn, &gx, &mut gey, t);
         assert_close("bn eval", &g.read(&gey), &cey, 1e-5);
 
         let dy = rand_vec(x.len(), 15);
         let (mut cdx, mut cdg, mut cdb) = (vec![0.0; x.len()], vec![0.0; cols], vec![0.0; cols]);
-        cpu.bn_backward(
-            &x, &dy, &gamma, &cm, &cs, &mut cdx, &mut cdg, &mut cdb, rows, cols,
-        );
+        let t = BnBackward {
+            gamma: &gamma,
+            mean: &cm,
+            invstd: &cs,
+            dgamma: &mut cdg,
+            dbeta: &mut cdb,
+        };
+        cpu.bn_backward(&bn, &x, &dy, &mut cdx, t);
         let (mut gdx, mut gdg, mut gdb) = (g.zeros(x.len()), g.zeros(cols), g.zeros(cols));
-        g.bn_backward(
-            &gx,
-            &g.upload(&dy),
-            &gg,
-            &gm,
-            &gs,
-            &mut gdx,
-            &mut gdg,
-            &mut gdb,
-            rows,
-            cols,
-        );
+        let t = BnBackward {
+            gamma: &gg,
+            mean: &gm,
+            invstd: &gs,
+            dgamma: &mut gdg,
+            dbeta: &mut gdb,
+        };
+        g.bn_backward(&bn, &gx, &g.upload(&dy), &mut gdx, t);
         assert_close("bn dbeta", &g.read(&gdb), &cdb, 1e-5);
         assert_close("bn dgamma", &g.read(&gdg), &cdg, 1e-5);
         assert_close("bn dx", &g.read(&gdx), &cdx, 1e-4);
@@ -220,20 +261,21 @@ fn softmax_ce_and_eval() {
     let Some(g) = gpu() else { return };
     let cpu = CpuBackend::new();
     let (rows, cols) = (37, 10);
+    let shape = Mat::new(rows, cols);
     let logits: Vec<f32> = rand_vec(rows * cols, 16).iter().map(|v| v * 5.0).collect();
     let labels: Vec<f32> = (0..rows).map(|r| (r * 7 % cols) as f32).collect();
     let (mut cd, mut cl) = (vec![0.0; rows * cols], vec![0.5]);
-    cpu.softmax_ce(&logits, &labels, &mut cd, &mut cl, rows, cols, true);
+    cpu.softmax_ce(&logits, &labels, &mut cd, &mut cl, shape, true);
     let (gz, gy) = (g.upload(&logits), g.upload(&labels));
     let (mut gd, mut gl) = (g.zeros(rows * cols), g.upload(&[0.5]));
-    g.softmax_ce(&gz, &gy, &mut gd, &mut gl, rows, cols, true);
+    g.softmax_ce(&gz, &gy, &mut gd, &mut gl, shape, true);
     assert_close("softmax_ce dlogits", &g.read(&gd), &cd, 1e-5);
     assert_close("softmax_ce loss", &g.read(&gl), &cl, 1e-6);
 
     let mut cacc = vec![1.0, 2.0];
-    cpu.eval_batch(&logits, &labels, &mut cacc, rows, cols);
+    cpu.eval_batch(&logits, &labels, &mut cacc, shape);
     let mut gacc = g.upload(&[1.0, 2.0]);
-    g.eval_batch(&gz, &gy, &mut gacc, rows, cols);
+    g.eval_batch(&gz, &gy, &mut gacc, shape);
     let ga = g.read(&gacc);
     assert_eq!(ga[0], cacc[0], "correct count");
     assert_close("eval loss sum", &ga[1..], &cacc[1..], 1e-5);
@@ -348,18 +390,13 @@ fn a_wrong_kernel_result_is_caught() {
     let (m, k, n) = (7, 13, 5);
     let (a, b) = (rand_vec(m * k, 23), rand_vec(n * k, 24));
     let mut cc = vec![0.0; m * n];
-    cpu.matmul(&a, Trans::N, &b, Trans::T, &mut cc, m, k, n, false);
+    cpu.matmul(&Gemm::new(m, k, n).b_t(), &a, &b, &mut cc);
     let mut gc = g.zeros(m * n);
     g.matmul(
+        &Gemm::new(m, k, n).b_t(),
         &g.upload(&a),
-        Trans::N,
         &g.upload(&b),
-        Trans::T,
         &mut gc,
-        m,
-        k,
-        n,
-        false,
     );
     let mut wrong = g.read(&gc);
     assert!(max_rel_diff(&wrong, &cc) <= TOL, "the right result passes");
@@ -370,17 +407,7 @@ fn a_wrong_kernel_result_is_caught() {
     );
     // And a kernel run with the wrong transpose flag is far off.
     let mut gt = g.zeros(m * n);
-    g.matmul(
-        &g.upload(&a),
-        Trans::N,
-        &g.upload(&b),
-        Trans::N,
-        &mut gt,
-        m,
-        k,
-        n,
-        false,
-    );
+    g.matmul(&Gemm::new(m, k, n), &g.upload(&a), &g.upload(&b), &mut gt);
     assert!(
         max_rel_diff(&g.read(&gt), &cc) > 1e-2,
         "a wrong-layout matmul must be rejected"

@@ -4,7 +4,10 @@
 //! is honest; the other ops are direct loops, parallel over independent rows or samples with rayon where
 //! it pays. Every output element is computed by one thread in a fixed order, so runs are bit-identical.
 
-use super::{normalise_pixel, Backend, ConvGeom, OptimStep, Trans};
+use super::{
+    normalise_pixel, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep,
+    Trans,
+};
 use rayon::prelude::*;
 
 /// Rows per rayon task: small ops stay on one thread.
@@ -105,31 +108,21 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn matmul(
-        &self,
-        a: &Vec<f32>,
-        ta: Trans,
-        b: &Vec<f32>,
-        tb: Trans,
-        c: &mut Vec<f32>,
-        m: usize,
-        k: usize,
-        n: usize,
-        accumulate: bool,
-    ) {
+    fn matmul(&self, g: &Gemm, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) {
+        let (m, k, n) = (g.m, g.k, g.n);
         assert!(
             a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
             "matmul shape"
         );
-        let (rsa, csa) = match ta {
+        let (rsa, csa) = match g.ta {
             Trans::N => (k as isize, 1),
             Trans::T => (1, m as isize),
         };
-        let (rsb, csb) = match tb {
+        let (rsb, csb) = match g.tb {
             Trans::N => (n as isize, 1),
             Trans::T => (1, k as isize),
         };
-        let beta = if accumulate { 1.0 } else { 0.0 };
+        let beta = if g.accumulate { 1.0 } else { 0.0 };
         // SAFETY: the assert above keeps every strided access of the three matrices in bounds.
         unsafe {
             matrixmultiply::sgemm(
@@ -151,14 +144,8 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn bias_act(
-        &self,
-        x: &mut Vec<f32>,
-        bias: Option<&Vec<f32>>,
-        rows: usize,
-        cols: usize,
-        relu: bool,
-    ) {
+    fn bias_act(&self, x: &mut Vec<f32>, bias: Option<&Vec<f32>>, shape: Mat, relu: bool) {
+        let (rows, cols) = (shape.rows, shape.cols);
         x[..rows * cols]
             .par_chunks_mut(cols * PAR_ROWS)
             .for_each(|chunk| {
@@ -181,7 +168,8 @@ impl Backend for CpuBackend {
         });
     }
 
-    fn bias_grad(&self, dy: &Vec<f32>, db: &mut Vec<f32>, rows: usize, cols: usize) {
+    fn bias_grad(&self, dy: &Vec<f32>, db: &mut Vec<f32>, shape: Mat) {
+        let (rows, cols) = (shape.rows, shape.cols);
         let mut acc = vec![0.0f64; cols];
         for row in dy[..rows * cols].chunks(cols) {
             acc.iter_mut().zip(row).for_each(|(d, &v)| *d += v as f64);
@@ -250,19 +238,20 @@ impl Backend for CpuBackend {
 
     fn bn_forward_train(
         &self,
+        bn: &BnSpec,
         x: &Vec<f32>,
         y: &mut Vec<f32>,
-        gamma: &Vec<f32>,
-        beta: &Vec<f32>,
-        mean: &mut Vec<f32>,
-        invstd: &mut Vec<f32>,
-        running_mean: &mut Vec<f32>,
-        running_var: &mut Vec<f32>,
-        rows: usize,
-        cols: usize,
-        momentum: f32,
-        eps: f32,
+        t: BnTrain<'_, Vec<f32>>,
     ) {
+        let (rows, cols, momentum, eps) = (bn.shape.rows, bn.shape.cols, bn.momentum, bn.eps);
+        let BnTrain {
+            gamma,
+            beta,
+            mean,
+            invstd,
+            running_mean,
+            running_var,
+        } = t;
         let (mu, var) = column_mean_var(&x[..rows * cols], rows, cols);
         for c in 0..cols {
             mean[c] = mu[c];
@@ -282,35 +271,37 @@ impl Backend for CpuBackend {
 
     fn bn_forward_eval(
         &self,
+        bn: &BnSpec,
         x: &Vec<f32>,
         y: &mut Vec<f32>,
-        gamma: &Vec<f32>,
-        beta: &Vec<f32>,
-        running_mean: &Vec<f32>,
-        running_var: &Vec<f32>,
-        rows: usize,
-        cols: usize,
-        eps: f32,
+        t: BnEval<'_, Vec<f32>>,
     ) {
-        let invstd: Vec<f32> = running_var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-        normalise_rows(x, y, rows, cols, |c| {
-            (running_mean[c], invstd[c], gamma[c], beta[c])
+        let invstd: Vec<f32> = t
+            .running_var
+            .iter()
+            .map(|v| 1.0 / (v + bn.eps).sqrt())
+            .collect();
+        normalise_rows(x, y, bn.shape.rows, bn.shape.cols, |c| {
+            (t.running_mean[c], invstd[c], t.gamma[c], t.beta[c])
         });
     }
 
     fn bn_backward(
         &self,
+        bn: &BnSpec,
         x: &Vec<f32>,
         dy: &Vec<f32>,
-        gamma: &Vec<f32>,
-        mean: &Vec<f32>,
-        invstd: &Vec<f32>,
         dx: &mut Vec<f32>,
-        dgamma: &mut Vec<f32>,
-        dbeta: &mut Vec<f32>,
-        rows: usize,
-        cols: usize,
+        t: BnBackward<'_, Vec<f32>>,
     ) {
+        let (rows, cols) = (bn.shape.rows, bn.shape.cols);
+        let BnBackward {
+            gamma,
+            mean,
+            invstd,
+            dgamma,
+            dbeta,
+        } = t;
         let (mut sum_dy, mut sum_dy_xhat) = (vec![0.0f64; cols], vec![0.0f64; cols]);
         for (xr, dyr) in x[..rows * cols].chunks(cols).zip(dy.chunks(cols)) {
             for c in 0..cols {
@@ -349,10 +340,10 @@ impl Backend for CpuBackend {
         labels: &Vec<f32>,
         dlogits: &mut Vec<f32>,
         loss: &mut Vec<f32>,
-        rows: usize,
-        cols: usize,
+        shape: Mat,
         accumulate: bool,
     ) {
+        let (rows, cols) = (shape.rows, shape.cols);
         let mut total = 0.0f32;
         for r in 0..rows {
             let z = &logits[r * cols..(r + 1) * cols];
@@ -368,14 +359,8 @@ impl Backend for CpuBackend {
         loss[0] = if accumulate { loss[0] + mean } else { mean };
     }
 
-    fn eval_batch(
-        &self,
-        logits: &Vec<f32>,
-        labels: &Vec<f32>,
-        out: &mut Vec<f32>,
-        rows: usize,
-        cols: usize,
-    ) {
+    fn eval_batch(&self, logits: &Vec<f32>, labels: &Vec<f32>, out: &mut Vec<f32>, shape: Mat) {
+        let (rows, cols) = (shape.rows, shape.cols);
         let (mut correct, mut loss_sum) = (0.0f32, 0.0f32);
         for r in 0..rows {
             let z = &logits[r * cols..(r + 1) * cols];

@@ -48,6 +48,118 @@ impl ConvGeom {
     }
 }
 
+/// One matrix product: `c[m x n] = op(a)[m x k] * op(b)[k x n]`, plus the old `c` if `accumulate`.
+/// Read as a sentence: `Gemm::new(m, k, n).b_t()` is "a times b transposed".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Gemm {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// How `a` is stored: `N` as `[m x k]`, `T` as `[k x m]`.
+    pub ta: Trans,
+    /// How `b` is stored: `N` as `[k x n]`, `T` as `[n x k]`.
+    pub tb: Trans,
+    pub accumulate: bool,
+}
+
+impl Gemm {
+    /// Both operands as stored, `c` overwritten.
+    pub fn new(m: usize, k: usize, n: usize) -> Self {
+        Gemm {
+            m,
+            k,
+            n,
+            ta: Trans::N,
+            tb: Trans::N,
+            accumulate: false,
+        }
+    }
+    /// `a` is stored `[k x m]` and read transposed.
+    pub fn a_t(self) -> Self {
+        Gemm {
+            ta: Trans::T,
+            ..self
+        }
+    }
+    /// `b` is stored `[n x k]` and read transposed.
+    pub fn b_t(self) -> Self {
+        Gemm {
+            tb: Trans::T,
+            ..self
+        }
+    }
+    /// Adds the product to `c` instead of overwriting it.
+    pub fn accumulate(self) -> Self {
+        Gemm {
+            accumulate: true,
+            ..self
+        }
+    }
+    /// Multiply-adds counted as two operations each.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.k as f64 * self.n as f64
+    }
+}
+
+/// A row-major `[rows x cols]` view of a tensor: a batch of rows (samples, or NHWC pixels), one column
+/// per feature or channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Mat {
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Mat {
+    pub fn new(rows: usize, cols: usize) -> Self {
+        Mat { rows, cols }
+    }
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Batch norm over the rows of a `[rows x cols]` tensor, one channel per column.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BnSpec {
+    pub shape: Mat,
+    /// Running statistics move by `r = (1 - momentum) * r + momentum * batch value`.
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+/// The tensors a training-mode batch-norm forward reads and writes.
+pub struct BnTrain<'a, T> {
+    pub gamma: &'a T,
+    pub beta: &'a T,
+    /// Written: the batch mean and `1/sqrt(var + eps)`, saved for backward.
+    pub mean: &'a mut T,
+    pub invstd: &'a mut T,
+    /// Updated: the running statistics (the running variance unbiased, as PyTorch's).
+    pub running_mean: &'a mut T,
+    pub running_var: &'a mut T,
+}
+
+/// The tensors an evaluation-mode batch-norm forward reads.
+pub struct BnEval<'a, T> {
+    pub gamma: &'a T,
+    pub beta: &'a T,
+    pub running_mean: &'a T,
+    pub running_var: &'a T,
+}
+
+/// The tensors batch-norm backward reads (what the training forward saved) and the parameter gradients
+/// it writes.
+pub struct BnBackward<'a, T> {
+    pub gamma: &'a T,
+    pub mean: &'a T,
+    pub invstd: &'a T,
+    pub dgamma: &'a mut T,
+    pub dbeta: &'a mut T,
+}
+
 /// Hyper-parameters of one optimizer update.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimStep {
@@ -72,7 +184,9 @@ pub enum OptimStep {
 
 /// Everything the layers, the optimizers and the training loop need from a device.
 ///
-/// Reads ([`Backend::read`]) are the only points where the host waits for the device.
+/// Reads ([`Backend::read`]) are the only points where the host waits for the device. Each op's doc
+/// names its WGSL kernels (`shaders/<family>.wgsl`, launched from `src/backend/gpu/<family>.rs`) and the
+/// test in `tests/gpu_ops.rs` that holds them to the CPU twin in `src/backend/cpu.rs`.
 pub trait Backend {
     type Tensor;
     /// A data set resident on the device (u8 pixels and labels) with its current sample order.
@@ -89,8 +203,10 @@ pub trait Backend {
     /// Copies a tensor back to the host, waiting for all queued work.
     fn read(&self, t: &Self::Tensor) -> Vec<f32>;
     fn len(&self, t: &Self::Tensor) -> usize;
+    /// GPU: a buffer clear or write (no kernel). Test: `copy_and_fill`.
     fn fill(&self, t: &mut Self::Tensor, value: f32);
-    /// `dst[dst_off..dst_off+len] = src[src_off..src_off+len]`.
+    /// `dst[dst_off..dst_off+len] = src[src_off..src_off+len]`. GPU: a buffer copy (no kernel).
+    /// Test: `copy_and_fill`.
     fn copy(
         &self,
         src: &Self::Tensor,
@@ -112,6 +228,7 @@ pub trait Backend {
     /// Sets the sample order that [`Backend::gather_batch`] walks (a shuffled epoch).
     fn set_order(&self, ds: &mut Self::Dataset, order: &[u32]);
     /// `x[b] = normalise(images[order[start+b]])`, `y[b] = labels[order[start+b]]` for `b < batch`.
+    /// GPU: `data.wgsl` `gather`. Test: `gather_batch_normalises_in_order`.
     fn gather_batch(
         &self,
         ds: &Self::Dataset,
@@ -121,111 +238,82 @@ pub trait Backend {
         y: &mut Self::Tensor,
     );
 
-    /// `c[m x n] = op(a)[m x k] * op(b)[k x n] (+ c if accumulate)`.
-    #[allow(clippy::too_many_arguments)]
-    fn matmul(
-        &self,
-        a: &Self::Tensor,
-        ta: Trans,
-        b: &Self::Tensor,
-        tb: Trans,
-        c: &mut Self::Tensor,
-        m: usize,
-        k: usize,
-        n: usize,
-        accumulate: bool,
-    );
-    /// In place on `x[rows x cols]`: add `bias[cols]` if given, then ReLU if asked (the fused epilogue).
-    fn bias_act(
-        &self,
-        x: &mut Self::Tensor,
-        bias: Option<&Self::Tensor>,
-        rows: usize,
-        cols: usize,
-        relu: bool,
-    );
-    /// `dy *= (y > 0)`, in place: ReLU backward from its output.
+    /// `c = op(a) * op(b) (+ c)` as `g` describes. GPU: `matmul.wgsl` `matmul_tiled` (real GPUs) or
+    /// `matmul_direct` (CPU-emulated adapters). Tests: `matmul_all_forms_and_odd_shapes`,
+    /// `matmul_layer_size`.
+    fn matmul(&self, g: &Gemm, a: &Self::Tensor, b: &Self::Tensor, c: &mut Self::Tensor);
+    /// In place on `x` (`shape`): add `bias[cols]` if given, then ReLU if asked (the fused epilogue).
+    /// GPU: `elementwise.wgsl` `bias_act`, or `relu` without a bias. Test: `bias_relu_and_backward`.
+    fn bias_act(&self, x: &mut Self::Tensor, bias: Option<&Self::Tensor>, shape: Mat, relu: bool);
+    /// `dy *= (y > 0)`, in place: ReLU backward from its output. GPU: `elementwise.wgsl`
+    /// `relu_backward`. Test: `bias_relu_and_backward`.
     fn relu_backward(&self, y: &Self::Tensor, dy: &mut Self::Tensor);
-    /// `db[c] = sum_r dy[r, c]`.
-    fn bias_grad(&self, dy: &Self::Tensor, db: &mut Self::Tensor, rows: usize, cols: usize);
-    /// Unfolds NHWC `x` into `col[col_rows x col_cols]` (zero padding).
+    /// `db[c] = sum_r dy[r, c]`. GPU: `reduce.wgsl` `sum_partials` then `column_sum`.
+    /// Test: `bias_grad_many_rows`.
+    fn bias_grad(&self, dy: &Self::Tensor, db: &mut Self::Tensor, shape: Mat);
+    /// Unfolds NHWC `x` into `col[col_rows x col_cols]` (zero padding). GPU: `im2col.wgsl` `im2col`.
+    /// Test: `im2col_col2im_stride_and_padding`.
     fn im2col(&self, x: &Self::Tensor, col: &mut Self::Tensor, g: &ConvGeom);
     /// Folds `col` back: `dx[n,h,w,c]` = sum of every col entry that `im2col` read from it.
+    /// GPU: `im2col.wgsl` `col2im`. Test: `im2col_col2im_stride_and_padding`.
     fn col2im(&self, col: &Self::Tensor, dx: &mut Self::Tensor, g: &ConvGeom);
 
-    /// Batch norm over the rows of `x[rows x cols]` with batch statistics; saves `mean` and `invstd` for
-    /// backward and moves the running statistics by `momentum` (running variance unbiased, as PyTorch).
-    #[allow(clippy::too_many_arguments)]
+    /// Batch norm of `x` with batch statistics into `y`; saves the mean and invstd for backward and
+    /// moves the running statistics. GPU: `reduce.wgsl` `sum_partials`, `sqdev_partials`, then
+    /// `batchnorm.wgsl` `bn_mean`, `bn_var`, `bn_normalise`. Test: `batchnorm_forward_backward`.
     fn bn_forward_train(
         &self,
+        bn: &BnSpec,
         x: &Self::Tensor,
         y: &mut Self::Tensor,
-        gamma: &Self::Tensor,
-        beta: &Self::Tensor,
-        mean: &mut Self::Tensor,
-        invstd: &mut Self::Tensor,
-        running_mean: &mut Self::Tensor,
-        running_var: &mut Self::Tensor,
-        rows: usize,
-        cols: usize,
-        momentum: f32,
-        eps: f32,
+        t: BnTrain<'_, Self::Tensor>,
     );
-    /// Batch norm with the running statistics (evaluation mode).
-    #[allow(clippy::too_many_arguments)]
+    /// Batch norm with the running statistics (evaluation mode). GPU: `batchnorm.wgsl` `bn_eval`.
+    /// Test: `batchnorm_forward_backward`.
     fn bn_forward_eval(
         &self,
+        bn: &BnSpec,
         x: &Self::Tensor,
         y: &mut Self::Tensor,
-        gamma: &Self::Tensor,
-        beta: &Self::Tensor,
-        running_mean: &Self::Tensor,
-        running_var: &Self::Tensor,
-        rows: usize,
-        cols: usize,
-        eps: f32,
+        t: BnEval<'_, Self::Tensor>,
     );
     /// Batch-norm backward (Ioffe & Szegedy 2015): dgamma, dbeta and dx through mean and variance.
-    #[allow(clippy::too_many_arguments)]
+    /// GPU: `reduce.wgsl` `sum_partials`, `xhat_dot_partials`, `column_sum`, then `batchnorm.wgsl`
+    /// `bn_backward_dx`. Test: `batchnorm_forward_backward`.
     fn bn_backward(
         &self,
+        bn: &BnSpec,
         x: &Self::Tensor,
         dy: &Self::Tensor,
-        gamma: &Self::Tensor,
-        mean: &Self::Tensor,
-        invstd: &Self::Tensor,
         dx: &mut Self::Tensor,
-        dgamma: &mut Self::Tensor,
-        dbeta: &mut Self::Tensor,
-        rows: usize,
-        cols: usize,
+        t: BnBackward<'_, Self::Tensor>,
     );
 
-    /// Fused softmax cross-entropy: `dlogits = (softmax - onehot(labels)) / rows` and
-    /// `loss[0] = mean loss` (`+=` if `accumulate`).
-    #[allow(clippy::too_many_arguments)]
+    /// Fused softmax cross-entropy over `logits` (`shape`: a row per sample, a column per class):
+    /// `dlogits = (softmax - onehot(labels)) / rows` and `loss[0] = mean loss` (`+=` if `accumulate`).
+    /// GPU: `softmax_ce.wgsl` `softmax_ce_rows` then `loss_finish`. Test: `softmax_ce_and_eval`.
     fn softmax_ce(
         &self,
         logits: &Self::Tensor,
         labels: &Self::Tensor,
         dlogits: &mut Self::Tensor,
         loss: &mut Self::Tensor,
-        rows: usize,
-        cols: usize,
+        shape: Mat,
         accumulate: bool,
     );
     /// `out[0] += number of rows whose argmax equals the label` (and `out[1] += sum of row losses`).
+    /// GPU: `softmax_ce.wgsl` `eval_rows` then `eval_finish`. Test: `softmax_ce_and_eval`.
     fn eval_batch(
         &self,
         logits: &Self::Tensor,
         labels: &Self::Tensor,
         out: &mut Self::Tensor,
-        rows: usize,
-        cols: usize,
+        shape: Mat,
     );
 
     /// One optimizer update of `w` from `g`; `state` holds the optimizer's moment tensors
-    /// (none for SGD, one for RMSProp, two for Adam), each as long as `w`.
+    /// (none for SGD, one for RMSProp, two for Adam), each as long as `w`. GPU: `optim.wgsl` `sgd`,
+    /// `rmsprop`, `adam`. Tests: `optimizer_updates`, `adam_step_count_changes_between_steps_on_one_tensor`.
     fn optim_step(
         &self,
         step: &OptimStep,

@@ -5,7 +5,7 @@
 //! ReLU can be fused into the layer before it (`relu: true`): the fused layer keeps its post-ReLU output
 //! and masks the incoming gradient with it, which is exactly ReLU's backward.
 
-use crate::backend::{Backend, ConvGeom, Trans};
+use crate::backend::{Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat};
 use rand::Rng;
 
 /// A trainable tensor with its gradient and its optimizer state (allocated by the optimizer).
@@ -73,6 +73,13 @@ fn param<B: Backend>(be: &B, name: String, shape: Vec<usize>, init: Vec<f32>) ->
     }
 }
 
+/// What a Linear or Conv2d adds after its product, fused into the same layer: a bias, a ReLU, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Epilogue {
+    pub bias: bool,
+    pub relu: bool,
+}
+
 /// `y = x W^T (+ b)`, W stored `[out, in]` as in PyTorch.
 pub struct Linear<B: Backend> {
     pub inputs: usize,
@@ -85,14 +92,11 @@ pub struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         be: &B,
         name: &str,
-        inputs: usize,
-        outputs: usize,
-        bias: bool,
-        relu: bool,
+        (inputs, outputs): (usize, usize),
+        Epilogue { bias, relu }: Epilogue,
         capacity: usize,
         rng: &mut impl Rng,
     ) -> Self {
@@ -132,25 +136,16 @@ impl<B: Backend> Layer<B> for Linear<B> {
         self.outputs
     }
     fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
+        let y = Mat::new(batch, self.outputs);
+        // y = x W^T: W is stored [out, in].
         be.matmul(
+            &Gemm::new(batch, self.inputs, self.outputs).b_t(),
             x,
-            Trans::N,
             &self.w.value,
-            Trans::T,
             &mut self.y,
-            batch,
-            self.inputs,
-            self.outputs,
-            false,
         );
         if self.b.is_some() || self.relu {
-            be.bias_act(
-                &mut self.y,
-                self.b.as_ref().map(|b| &b.value),
-                batch,
-                self.outputs,
-                self.relu,
-            );
+            be.bias_act(&mut self.y, self.b.as_ref().map(|b| &b.value), y, self.relu);
         }
     }
     fn output(&self) -> &B::Tensor {
@@ -160,31 +155,22 @@ impl<B: Backend> Layer<B> for Linear<B> {
         if self.relu {
             be.relu_backward(&self.y, dy);
         }
+        // dW = dy^T x; db = column sums of dy; dx = dy W.
         be.matmul(
+            &Gemm::new(self.outputs, batch, self.inputs).a_t(),
             dy,
-            Trans::T,
             x,
-            Trans::N,
             &mut self.w.grad,
-            self.outputs,
-            batch,
-            self.inputs,
-            false,
         );
         if let Some(b) = &mut self.b {
-            be.bias_grad(dy, &mut b.grad, batch, self.outputs);
+            be.bias_grad(dy, &mut b.grad, Mat::new(batch, self.outputs));
         }
         if need_dx {
             be.matmul(
+                &Gemm::new(batch, self.outputs, self.inputs),
                 dy,
-                Trans::N,
                 &self.w.value,
-                Trans::N,
                 &mut self.dx,
-                batch,
-                self.outputs,
-                self.inputs,
-                false,
             );
         }
     }
@@ -216,14 +202,12 @@ pub struct Conv2d<B: Backend> {
 }
 
 impl<B: Backend> Conv2d<B> {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         be: &B,
         name: &str,
         geom: ConvGeom,
         out_c: usize,
-        bias: bool,
-        relu: bool,
+        Epilogue { bias, relu }: Epilogue,
         rng: &mut impl Rng,
     ) -> Self {
         let fan_in = geom.col_cols();
@@ -280,25 +264,16 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
     fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
         let g = self.geom_for(batch);
         be.im2col(x, &mut self.col, &g);
+        // y = col W^T: one output row per pixel, W stored [out_c, taps].
         be.matmul(
+            &Gemm::new(g.col_rows(), g.col_cols(), self.out_c).b_t(),
             &self.col,
-            Trans::N,
             &self.w.value,
-            Trans::T,
             &mut self.y,
-            g.col_rows(),
-            g.col_cols(),
-            self.out_c,
-            false,
         );
         if self.b.is_some() || self.relu {
-            be.bias_act(
-                &mut self.y,
-                self.b.as_ref().map(|b| &b.value),
-                g.col_rows(),
-                self.out_c,
-                self.relu,
-            );
+            let y = Mat::new(g.col_rows(), self.out_c);
+            be.bias_act(&mut self.y, self.b.as_ref().map(|b| &b.value), y, self.relu);
         }
     }
     fn output(&self) -> &B::Tensor {
@@ -317,31 +292,22 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
         if self.relu {
             be.relu_backward(&self.y, dy);
         }
+        // dW = dy^T col (K = every output pixel of the batch); dcol = dy W, folded back by col2im.
         be.matmul(
+            &Gemm::new(self.out_c, rows, taps).a_t(),
             dy,
-            Trans::T,
             &self.col,
-            Trans::N,
             &mut self.w.grad,
-            self.out_c,
-            rows,
-            taps,
-            false,
         );
         if let Some(b) = &mut self.b {
-            be.bias_grad(dy, &mut b.grad, rows, self.out_c);
+            be.bias_grad(dy, &mut b.grad, Mat::new(rows, self.out_c));
         }
         if need_dx {
             be.matmul(
+                &Gemm::new(rows, self.out_c, taps),
                 dy,
-                Trans::N,
                 &self.w.value,
-                Trans::N,
                 &mut self.dcol,
-                rows,
-                self.out_c,
-                taps,
-                false,
             );
             be.col2im(&self.dcol, &mut self.dx, &g);
         }
@@ -421,6 +387,17 @@ impl<B: Backend> BatchNorm<B> {
     }
 }
 
+impl<B: Backend> BatchNorm<B> {
+    /// The op over `batch` samples: `batch * spatial` rows, one column per channel.
+    fn spec(&self, batch: usize) -> BnSpec {
+        BnSpec {
+            shape: Mat::new(batch * self.spatial, self.channels),
+            momentum: self.momentum,
+            eps: self.eps,
+        }
+    }
+}
+
 impl<B: Backend> Layer<B> for BatchNorm<B> {
     fn describe(&self) -> String {
         let kind = if self.spatial == 1 {
@@ -435,37 +412,28 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
         self.spatial * self.channels
     }
     fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, train: bool) {
-        let rows = batch * self.spatial;
+        let bn = self.spec(batch);
         if train {
-            be.bn_forward_train(
-                x,
-                &mut self.y,
-                &self.gamma.value,
-                &self.beta.value,
-                &mut self.mean,
-                &mut self.invstd,
-                &mut self.running_mean.value,
-                &mut self.running_var.value,
-                rows,
-                self.channels,
-                self.momentum,
-                self.eps,
-            );
+            let t = BnTrain {
+                gamma: &self.gamma.value,
+                beta: &self.beta.value,
+                mean: &mut self.mean,
+                invstd: &mut self.invstd,
+                running_mean: &mut self.running_mean.value,
+                running_var: &mut self.running_var.value,
+            };
+            be.bn_forward_train(&bn, x, &mut self.y, t);
         } else {
-            be.bn_forward_eval(
-                x,
-                &mut self.y,
-                &self.gamma.value,
-                &self.beta.value,
-                &self.running_mean.value,
-                &self.running_var.value,
-                rows,
-                self.channels,
-                self.eps,
-            );
+            let t = BnEval {
+                gamma: &self.gamma.value,
+                beta: &self.beta.value,
+                running_mean: &self.running_mean.value,
+                running_var: &self.running_var.value,
+            };
+            be.bn_forward_eval(&bn, x, &mut self.y, t);
         }
         if self.relu {
-            be.bias_act(&mut self.y, None, rows, self.channels, true);
+            be.bias_act(&mut self.y, None, bn.shape, true);
         }
     }
     fn output(&self) -> &B::Tensor {
@@ -482,18 +450,15 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
         if self.relu {
             be.relu_backward(&self.y, dy);
         }
-        be.bn_backward(
-            x,
-            dy,
-            &self.gamma.value,
-            &self.mean,
-            &self.invstd,
-            &mut self.dx,
-            &mut self.gamma.grad,
-            &mut self.beta.grad,
-            batch * self.spatial,
-            self.channels,
-        );
+        let bn = self.spec(batch);
+        let t = BnBackward {
+            gamma: &self.gamma.value,
+            mean: &self.mean,
+            invstd: &self.invstd,
+            dgamma: &mut self.gamma.grad,
+            dbeta: &mut self.beta.grad,
+        };
+        be.bn_backward(&bn, x, dy, &mut self.dx, t);
     }
     fn grad_input(&mut self) -> &mut B::Tensor {
         &mut self.dx
@@ -538,7 +503,7 @@ impl<B: Backend> Layer<B> for Relu<B> {
     }
     fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
         be.copy(x, 0, &mut self.y, 0, batch * self.features);
-        be.bias_act(&mut self.y, None, batch, self.features, true);
+        be.bias_act(&mut self.y, None, Mat::new(batch, self.features), true);
     }
     fn output(&self) -> &B::Tensor {
         &self.y
@@ -632,8 +597,7 @@ impl<B: Backend> SoftmaxCrossEntropy<B> {
             labels,
             &mut self.dlogits,
             &mut self.loss,
-            batch,
-            self.classes,
+            Mat::new(batch, self.classes),
             false,
         );
     }

@@ -4,7 +4,9 @@ pub mod layers;
 
 use crate::backend::{Backend, ConvGeom};
 use anyhow::{bail, Result};
-use layers::{BatchNorm, Buffer, Conv2d, Flatten, Layer, Linear, Param, SoftmaxCrossEntropy};
+use layers::{
+    BatchNorm, Buffer, Conv2d, Epilogue, Flatten, Layer, Linear, Param, SoftmaxCrossEntropy,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -106,13 +108,15 @@ impl<B: Backend + 'static> Model<B> {
                     let last = i == FC8.len() - 2;
                     let name = format!("fc{}", i + 1);
                     let hidden_bn = bn && !last;
+                    let epilogue = Epilogue {
+                        bias: !hidden_bn,
+                        relu: !last && !bn,
+                    };
                     let linear = Linear::new(
                         be,
                         &name,
-                        FC8[i],
-                        FC8[i + 1],
-                        !hidden_bn,
-                        !last && !bn,
+                        (FC8[i], FC8[i + 1]),
+                        epilogue,
                         capacity,
                         &mut rng,
                     );
@@ -142,8 +146,13 @@ impl<B: Backend + 'static> Model<B> {
                         pad: 1,
                     };
                     let name = format!("conv{}", i + 1);
+                    // Without batch norm the convolution has its bias and ReLU; with it, BN does both.
+                    let epilogue = Epilogue {
+                        bias: !bn,
+                        relu: !bn,
+                    };
                     layers.push(Box::new(Conv2d::new(
-                        be, &name, geom, out_c, !bn, !bn, &mut rng,
+                        be, &name, geom, out_c, epilogue, &mut rng,
                     )));
                     side = geom.out_h();
                     chans = out_c;
@@ -161,8 +170,17 @@ impl<B: Backend + 'static> Model<B> {
                 }
                 let features = side * side * chans;
                 layers.push(Box::new(Flatten::new(be, features, capacity)));
+                let logits = Epilogue {
+                    bias: true,
+                    relu: false,
+                };
                 layers.push(Box::new(Linear::new(
-                    be, "fc", features, CLASSES, true, false, capacity, &mut rng,
+                    be,
+                    "fc",
+                    (features, CLASSES),
+                    logits,
+                    capacity,
+                    &mut rng,
                 )));
             }
         }

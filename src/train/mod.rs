@@ -8,7 +8,7 @@ pub mod files;
 pub mod progress;
 pub mod request;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Mat};
 use crate::error::InputError;
 use crate::io::checkpoint::Checkpoint;
 use crate::io::data::{epoch_order, ImageSet, Splits};
@@ -164,7 +164,7 @@ pub fn evaluate<B: Backend>(
         let b = batch.min(n - start);
         be.gather_batch(ds, start, b, &mut bufs.x, &mut bufs.y);
         let logits = model.forward(be, &bufs.x, b, false);
-        be.eval_batch(logits, &bufs.y, &mut bufs.acc, b, CLASSES);
+        be.eval_batch(logits, &bufs.y, &mut bufs.acc, Mat::new(b, CLASSES));
         start += b;
     }
     let acc = be.read(&bufs.acc);

@@ -31,7 +31,7 @@ impl GpuBuf {
     }
 }
 
-/// A kernel family: one WGSL file.
+/// A kernel family: one WGSL file in shaders/, launched from the Rust file of the same name here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     Matmul,
@@ -45,6 +45,15 @@ pub enum Family {
 }
 
 impl Family {
+    /// The family's full WGSL: shaders/common.wgsl followed by its own file.
+    pub fn wgsl(self) -> String {
+        format!(
+            "{}\n{}",
+            include_str!("../../../shaders/common.wgsl"),
+            self.source()
+        )
+    }
+
     fn source(self) -> &'static str {
         match self {
             Family::Matmul => include_str!("../../../shaders/matmul.wgsl"),
@@ -126,11 +135,7 @@ impl Launcher {
             .borrow_mut()
             .entry(kernel.0)
             .or_insert_with(|| {
-                let source = format!(
-                    "{}\n{}",
-                    include_str!("../../../shaders/common.wgsl"),
-                    kernel.0.source()
-                );
+                let source = kernel.0.wgsl();
                 self.device
                     .create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(kernel.1),

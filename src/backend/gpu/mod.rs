@@ -2,21 +2,28 @@
 //! pending command encoder and submitted only when the host needs a number.
 
 mod adapter;
+mod batchnorm;
+mod data;
+mod elementwise;
+mod im2col;
 mod launch;
+#[cfg(test)]
+mod layout;
+mod matmul;
+mod optim;
+mod reduce;
+mod softmax_ce;
 
 pub use adapter::{choose_adapter, list_adapters, AdapterSummary};
-use launch::{Family, GpuBuf, Kernel, Launcher, ParamsKind};
+use launch::{GpuBuf, Launcher};
+pub use matmul::MatmulKernel;
 
-use super::{Backend, ConvGeom, OptimStep, Trans, PIXEL_MEAN, PIXEL_STD};
-use crate::backend::cpu::adam_corrections;
-use bytemuck::{Pod, Zeroable};
+use super::{Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep};
 use std::cell::RefCell;
 use std::time::Duration;
 
 /// How long a read waits for the GPU before calling it hung.
 const READ_TIMEOUT: Duration = Duration::from_secs(600);
-/// Rows per partial sum of the column reductions (reduce.wgsl).
-const CHUNK_ROWS: usize = 256;
 
 /// An f32 tensor in a storage buffer.
 #[derive(Clone, Debug)]
@@ -33,15 +40,6 @@ pub struct GpuDataset {
     pixels: usize,
 }
 
-/// Which matmul kernel an adapter runs (see shaders/matmul.wgsl).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatmulKernel {
-    /// Workgroup-memory tiles: for real GPUs.
-    Tiled,
-    /// No workgroup memory or barriers: for CPU-emulated adapters (lavapipe).
-    Direct,
-}
-
 /// The wgpu backend on one adapter.
 pub struct GpuBackend {
     l: Launcher,
@@ -54,108 +52,14 @@ pub struct GpuBackend {
     error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct MatmulParams {
-    m: u32,
-    k: u32,
-    n: u32,
-    accumulate: u32,
-    a_row: u32,
-    a_k: u32,
-    b_k: u32,
-    b_col: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct EwParams {
-    rows: u32,
-    cols: u32,
-    relu: u32,
-    len: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ReduceParams {
-    rows: u32,
-    cols: u32,
-    chunk_rows: u32,
-    chunks: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct BnParams {
-    rows: u32,
-    cols: u32,
-    chunks: u32,
-    pad: u32,
-    momentum: f32,
-    eps: f32,
-    unbias: f32,
-    pad1: f32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ConvParams {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-    oh: u32,
-    ow: u32,
-    total: u32,
-    pad1: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct CeParams {
-    rows: u32,
-    cols: u32,
-    accumulate: u32,
-    pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct OptimParams {
-    len: u32,
-    pad: [u32; 3],
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    c1: f32,
-    c2: f32,
-    pad1: [f32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct GatherParams {
-    start: u32,
-    batch: u32,
-    pixels: u32,
-    pad: u32,
-    mean: f32,
-    std: f32,
-    pad1: [f32; 2],
-}
-
-fn u(v: usize) -> u32 {
+/// A dimension as the kernels take it.
+pub(super) fn u(v: usize) -> u32 {
     u32::try_from(v).expect("tensor dimension exceeds u32")
 }
 
 /// Scratch slots: each op family uses its own so results that live across ops never alias.
 #[derive(Clone, Copy)]
-enum Scratch {
+pub(super) enum Scratch {
     Partial = 0,
     Rows = 1,
 }
@@ -231,7 +135,7 @@ impl GpuBackend {
         self.buffer(bytes, U::STORAGE | U::COPY_SRC | U::COPY_DST)
     }
 
-    fn scratch(&self, slot: Scratch, len: usize) -> GpuBuf {
+    pub(super) fn scratch(&self, slot: Scratch, len: usize) -> GpuBuf {
         let mut s = self.scratch.borrow_mut();
         let t = &mut s[slot as usize];
         if t.len < len {
@@ -241,57 +145,6 @@ impl GpuBackend {
             };
         }
         t.buf.clone()
-    }
-
-    /// `out[c] = sum_r term(r, c)` over `rows`: a partials kernel then the ordered column sum.
-    fn column_reduce(
-        &self,
-        entry: &'static str,
-        bindings: &[(u32, &GpuBuf)],
-        rows: usize,
-        cols: usize,
-    ) -> (GpuBuf, u32) {
-        let chunks = rows.div_ceil(CHUNK_ROWS).max(1);
-        let partial = self.scratch(Scratch::Partial, chunks * cols);
-        let params = ReduceParams {
-            rows: u(rows),
-            cols: u(cols),
-            chunk_rows: u(CHUNK_ROWS),
-            chunks: u(chunks),
-        };
-        let mut b: Vec<(u32, &GpuBuf)> = bindings.to_vec();
-        b.push((5, &partial));
-        self.l.launch(
-            Kernel(Family::Reduce, entry),
-            &b,
-            &params,
-            ParamsKind::Static,
-            (u(cols.div_ceil(16)), u(chunks), 1),
-        );
-        (partial, u(chunks))
-    }
-
-    fn column_sum_into(
-        &self,
-        partial: &GpuBuf,
-        chunks: u32,
-        out: &GpuBuf,
-        rows: usize,
-        cols: usize,
-    ) {
-        let params = ReduceParams {
-            rows: u(rows),
-            cols: u(cols),
-            chunk_rows: u(CHUNK_ROWS),
-            chunks,
-        };
-        self.l.launch(
-            Kernel(Family::Reduce, "column_sum"),
-            &[(5, partial), (6, out)],
-            &params,
-            ParamsKind::Static,
-            Launcher::groups_1d(cols),
-        );
     }
 
     fn record_error(&self, msg: String) {
@@ -439,302 +292,55 @@ impl Backend for GpuBackend {
         x: &mut GpuTensor,
         y: &mut GpuTensor,
     ) {
-        let params = GatherParams {
-            start: u(start),
-            batch: u(batch),
-            pixels: u(ds.pixels),
-            pad: 0,
-            mean: PIXEL_MEAN,
-            std: PIXEL_STD,
-            pad1: [0.0; 2],
-        };
-        self.l.launch(
-            Kernel(Family::Data, "gather"),
-            &[
-                (1, &ds.images),
-                (2, &ds.labels),
-                (3, &ds.order),
-                (4, &x.buf),
-                (5, &y.buf),
-            ],
-            &params,
-            ParamsKind::Dynamic,
-            Launcher::groups_1d(batch * ds.pixels),
-        );
+        data::gather(self, ds, start, batch, x, y);
     }
 
-    fn matmul(
-        &self,
-        a: &GpuTensor,
-        ta: Trans,
-        b: &GpuTensor,
-        tb: Trans,
-        c: &mut GpuTensor,
-        m: usize,
-        k: usize,
-        n: usize,
-        accumulate: bool,
-    ) {
-        assert!(
-            a.len >= m * k && b.len >= k * n && c.len >= m * n,
-            "matmul shape"
-        );
-        if m == 0 || n == 0 {
-            return;
-        }
-        let (a_row, a_k) = match ta {
-            Trans::N => (k, 1),
-            Trans::T => (1, m),
-        };
-        let (b_k, b_col) = match tb {
-            Trans::N => (n, 1),
-            Trans::T => (1, k),
-        };
-        let params = MatmulParams {
-            m: u(m),
-            k: u(k),
-            n: u(n),
-            accumulate: accumulate as u32,
-            a_row: u(a_row),
-            a_k: u(a_k),
-            b_k: u(b_k),
-            b_col: u(b_col),
-        };
-        let (entry, groups) = match self.matmul_kernel {
-            MatmulKernel::Tiled => ("matmul_tiled", (n.div_ceil(64), m.div_ceil(64))),
-            MatmulKernel::Direct => ("matmul_direct", (n.div_ceil(32), m.div_ceil(32))),
-        };
-        self.l.launch(
-            Kernel(Family::Matmul, entry),
-            &[(1, &a.buf), (2, &b.buf), (3, &c.buf)],
-            &params,
-            ParamsKind::Static,
-            (u(groups.0), u(groups.1), 1),
-        );
+    fn matmul(&self, g: &Gemm, a: &GpuTensor, b: &GpuTensor, c: &mut GpuTensor) {
+        matmul::matmul(self, g, a, b, c);
     }
-
-    fn bias_act(
-        &self,
-        x: &mut GpuTensor,
-        bias: Option<&GpuTensor>,
-        rows: usize,
-        cols: usize,
-        relu: bool,
-    ) {
-        let params = EwParams {
-            rows: u(rows),
-            cols: u(cols),
-            relu: relu as u32,
-            len: u(rows * cols),
-        };
-        let groups = Launcher::groups_1d(rows * cols);
-        match bias {
-            Some(b) => self.l.launch(
-                Kernel(Family::Elementwise, "bias_act"),
-                &[(1, &x.buf), (2, &b.buf)],
-                &params,
-                ParamsKind::Static,
-                groups,
-            ),
-            None if relu => self.l.launch(
-                Kernel(Family::Elementwise, "relu"),
-                &[(1, &x.buf)],
-                &params,
-                ParamsKind::Static,
-                groups,
-            ),
-            None => {}
-        }
+    fn bias_act(&self, x: &mut GpuTensor, bias: Option<&GpuTensor>, shape: Mat, relu: bool) {
+        elementwise::bias_act(self, x, bias, shape, relu);
     }
     fn relu_backward(&self, y: &GpuTensor, dy: &mut GpuTensor) {
-        let len = y.len.min(dy.len);
-        let params = EwParams {
-            rows: u(len),
-            cols: 1,
-            relu: 1,
-            len: u(len),
-        };
-        self.l.launch(
-            Kernel(Family::Elementwise, "relu_backward"),
-            &[(1, &dy.buf), (2, &y.buf)],
-            &params,
-            ParamsKind::Static,
-            Launcher::groups_1d(len),
-        );
+        elementwise::relu_backward(self, y, dy);
     }
-    fn bias_grad(&self, dy: &GpuTensor, db: &mut GpuTensor, rows: usize, cols: usize) {
-        let (partial, chunks) = self.column_reduce("sum_partials", &[(1, &dy.buf)], rows, cols);
-        self.column_sum_into(&partial, chunks, &db.buf, rows, cols);
+    fn bias_grad(&self, dy: &GpuTensor, db: &mut GpuTensor, shape: Mat) {
+        reduce::bias_grad(self, dy, db, shape);
     }
     fn im2col(&self, x: &GpuTensor, col: &mut GpuTensor, g: &ConvGeom) {
-        let total = g.col_rows() * g.col_cols();
-        self.l.launch(
-            Kernel(Family::Im2col, "im2col"),
-            &[(1, &x.buf), (2, &col.buf)],
-            &conv_params(g, total),
-            ParamsKind::Static,
-            Launcher::groups_1d(total),
-        );
+        im2col::im2col(self, x, col, g);
     }
     fn col2im(&self, col: &GpuTensor, dx: &mut GpuTensor, g: &ConvGeom) {
-        let total = g.n * g.h * g.w * g.c;
-        self.l.launch(
-            Kernel(Family::Im2col, "col2im"),
-            &[(1, &col.buf), (2, &dx.buf)],
-            &conv_params(g, total),
-            ParamsKind::Static,
-            Launcher::groups_1d(total),
-        );
+        im2col::col2im(self, col, dx, g);
     }
 
     fn bn_forward_train(
         &self,
+        bn: &BnSpec,
         x: &GpuTensor,
         y: &mut GpuTensor,
-        gamma: &GpuTensor,
-        beta: &GpuTensor,
-        mean: &mut GpuTensor,
-        invstd: &mut GpuTensor,
-        running_mean: &mut GpuTensor,
-        running_var: &mut GpuTensor,
-        rows: usize,
-        cols: usize,
-        momentum: f32,
-        eps: f32,
+        t: BnTrain<'_, GpuTensor>,
     ) {
-        let unbias = if rows > 1 {
-            rows as f32 / (rows - 1) as f32
-        } else {
-            1.0
-        };
-        let bn = |chunks: u32| BnParams {
-            rows: u(rows),
-            cols: u(cols),
-            chunks,
-            pad: 0,
-            momentum,
-            eps,
-            unbias,
-            pad1: 0.0,
-        };
-        let cols_groups = Launcher::groups_1d(cols);
-        let (partial, chunks) = self.column_reduce("sum_partials", &[(1, &x.buf)], rows, cols);
-        self.l.launch(
-            Kernel(Family::BatchNorm, "bn_mean"),
-            &[(2, &partial), (3, &mean.buf), (4, &running_mean.buf)],
-            &bn(chunks),
-            ParamsKind::Static,
-            cols_groups,
-        );
-        let (partial, chunks) =
-            self.column_reduce("sqdev_partials", &[(1, &x.buf), (3, &mean.buf)], rows, cols);
-        self.l.launch(
-            Kernel(Family::BatchNorm, "bn_var"),
-            &[(2, &partial), (3, &invstd.buf), (4, &running_var.buf)],
-            &bn(chunks),
-            ParamsKind::Static,
-            cols_groups,
-        );
-        self.l.launch(
-            Kernel(Family::BatchNorm, "bn_normalise"),
-            &[
-                (1, &x.buf),
-                (5, &y.buf),
-                (6, &gamma.buf),
-                (7, &beta.buf),
-                (8, &mean.buf),
-                (9, &invstd.buf),
-            ],
-            &bn(chunks),
-            ParamsKind::Static,
-            Launcher::groups_1d(rows * cols),
-        );
+        batchnorm::forward_train(self, bn, x, y, t);
     }
     fn bn_forward_eval(
         &self,
+        bn: &BnSpec,
         x: &GpuTensor,
         y: &mut GpuTensor,
-        gamma: &GpuTensor,
-        beta: &GpuTensor,
-        running_mean: &GpuTensor,
-        running_var: &GpuTensor,
-        rows: usize,
-        cols: usize,
-        eps: f32,
+        t: BnEval<'_, GpuTensor>,
     ) {
-        let params = BnParams {
-            rows: u(rows),
-            cols: u(cols),
-            chunks: 0,
-            pad: 0,
-            momentum: 0.0,
-            eps,
-            unbias: 1.0,
-            pad1: 0.0,
-        };
-        self.l.launch(
-            Kernel(Family::BatchNorm, "bn_eval"),
-            &[
-                (1, &x.buf),
-                (5, &y.buf),
-                (6, &gamma.buf),
-                (7, &beta.buf),
-                (8, &running_mean.buf),
-                (9, &running_var.buf),
-            ],
-            &params,
-            ParamsKind::Static,
-            Launcher::groups_1d(rows * cols),
-        );
+        batchnorm::forward_eval(self, bn, x, y, t);
     }
     fn bn_backward(
         &self,
+        bn: &BnSpec,
         x: &GpuTensor,
         dy: &GpuTensor,
-        gamma: &GpuTensor,
-        mean: &GpuTensor,
-        invstd: &GpuTensor,
         dx: &mut GpuTensor,
-        dgamma: &mut GpuTensor,
-        dbeta: &mut GpuTensor,
-        rows: usize,
-        cols: usize,
+        t: BnBackward<'_, GpuTensor>,
     ) {
-        let (partial, chunks) = self.column_reduce("sum_partials", &[(1, &dy.buf)], rows, cols);
-        self.column_sum_into(&partial, chunks, &dbeta.buf, rows, cols);
-        let (partial, chunks) = self.column_reduce(
-            "xhat_dot_partials",
-            &[(1, &x.buf), (2, &dy.buf), (3, &mean.buf), (4, &invstd.buf)],
-            rows,
-            cols,
-        );
-        self.column_sum_into(&partial, chunks, &dgamma.buf, rows, cols);
-        let params = BnParams {
-            rows: u(rows),
-            cols: u(cols),
-            chunks,
-            pad: 0,
-            momentum: 0.0,
-            eps: 0.0,
-            unbias: 1.0,
-            pad1: 0.0,
-        };
-        self.l.launch(
-            Kernel(Family::BatchNorm, "bn_backward_dx"),
-            &[
-                (1, &x.buf),
-                (5, &dx.buf),
-                (6, &gamma.buf),
-                (7, &dbeta.buf),
-                (8, &mean.buf),
-                (9, &invstd.buf),
-                (10, &dy.buf),
-                (11, &dgamma.buf),
-            ],
-            &params,
-            ParamsKind::Static,
-            Launcher::groups_1d(rows * cols),
-        );
+        batchnorm::backward(self, bn, x, dy, dx, t);
     }
 
     fn softmax_ce(
@@ -743,66 +349,13 @@ impl Backend for GpuBackend {
         labels: &GpuTensor,
         dlogits: &mut GpuTensor,
         loss: &mut GpuTensor,
-        rows: usize,
-        cols: usize,
+        shape: Mat,
         accumulate: bool,
     ) {
-        let per_row = self.scratch(Scratch::Rows, rows * 2);
-        let params = CeParams {
-            rows: u(rows),
-            cols: u(cols),
-            accumulate: accumulate as u32,
-            pad: 0,
-        };
-        self.l.launch(
-            Kernel(Family::SoftmaxCe, "softmax_ce_rows"),
-            &[
-                (1, &logits.buf),
-                (2, &labels.buf),
-                (3, &dlogits.buf),
-                (4, &per_row),
-            ],
-            &params,
-            ParamsKind::Static,
-            Launcher::groups_1d(rows),
-        );
-        self.l.launch(
-            Kernel(Family::SoftmaxCe, "loss_finish"),
-            &[(4, &per_row), (5, &loss.buf)],
-            &params,
-            ParamsKind::Static,
-            (1, 1, 1),
-        );
+        softmax_ce::softmax_ce(self, logits, labels, dlogits, loss, shape, accumulate);
     }
-    fn eval_batch(
-        &self,
-        logits: &GpuTensor,
-        labels: &GpuTensor,
-        out: &mut GpuTensor,
-        rows: usize,
-        cols: usize,
-    ) {
-        let per_row = self.scratch(Scratch::Rows, rows * 2);
-        let params = CeParams {
-            rows: u(rows),
-            cols: u(cols),
-            accumulate: 1,
-            pad: 0,
-        };
-        self.l.launch(
-            Kernel(Family::SoftmaxCe, "eval_rows"),
-            &[(1, &logits.buf), (2, &labels.buf), (4, &per_row)],
-            &params,
-            ParamsKind::Static,
-            Launcher::groups_1d(rows),
-        );
-        self.l.launch(
-            Kernel(Family::SoftmaxCe, "eval_finish"),
-            &[(4, &per_row), (5, &out.buf)],
-            &params,
-            ParamsKind::Static,
-            (1, 1, 1),
-        );
+    fn eval_batch(&self, logits: &GpuTensor, labels: &GpuTensor, out: &mut GpuTensor, shape: Mat) {
+        softmax_ce::eval_batch(self, logits, labels, out, shape);
     }
 
     fn optim_step(
@@ -812,78 +365,6 @@ impl Backend for GpuBackend {
         g: &GpuTensor,
         state: &mut [GpuTensor],
     ) {
-        let len = u(w.len);
-        let mut p = OptimParams {
-            len,
-            pad: [0; 3],
-            lr: 0.0,
-            beta1: 0.0,
-            beta2: 0.0,
-            eps: 0.0,
-            c1: 1.0,
-            c2: 1.0,
-            pad1: [0.0; 2],
-        };
-        let groups = Launcher::groups_1d(w.len);
-        match *step {
-            OptimStep::Sgd { lr } => {
-                p.lr = lr;
-                self.l.launch(
-                    Kernel(Family::Optim, "sgd"),
-                    &[(1, &w.buf), (2, &g.buf)],
-                    &p,
-                    ParamsKind::Static,
-                    groups,
-                );
-            }
-            OptimStep::RmsProp { lr, rho, eps } => {
-                (p.lr, p.beta1, p.eps) = (lr, rho, eps);
-                self.l.launch(
-                    Kernel(Family::Optim, "rmsprop"),
-                    &[(1, &w.buf), (2, &g.buf), (3, &state[0].buf)],
-                    &p,
-                    ParamsKind::Static,
-                    groups,
-                );
-            }
-            OptimStep::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                t,
-            } => {
-                let (c1, c2) = adam_corrections(beta1, beta2, t);
-                (p.lr, p.beta1, p.beta2, p.eps, p.c1, p.c2) = (lr, beta1, beta2, eps, c1, c2);
-                self.l.launch(
-                    Kernel(Family::Optim, "adam"),
-                    &[
-                        (1, &w.buf),
-                        (2, &g.buf),
-                        (3, &state[0].buf),
-                        (4, &state[1].buf),
-                    ],
-                    &p,
-                    ParamsKind::Dynamic,
-                    groups,
-                );
-            }
-        }
-    }
-}
-
-fn conv_params(g: &ConvGeom, total: usize) -> ConvParams {
-    ConvParams {
-        n: u(g.n),
-        c: u(g.c),
-        h: u(g.h),
-        w: u(g.w),
-        k: u(g.k),
-        stride: u(g.stride),
-        pad: u(g.pad),
-        oh: u(g.out_h()),
-        ow: u(g.out_w()),
-        total: u(total),
-        pad1: [0; 2],
+        optim::step(self, step, w, g, state);
     }
 }

@@ -7,7 +7,7 @@
 //! Each figure is the median of several repeats, reported with the fastest and slowest repeat.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{Backend, Trans};
+use crate::backend::{Backend, Gemm};
 use crate::error::InputError;
 use crate::io::data::{self, ImageSet};
 use crate::model::{Model, ModelSpec, CLASSES, IMAGE_SIDE};
@@ -462,7 +462,7 @@ pub fn bench_matmul<B: BenchBackend>(
     let a = be.upload(&rand(m * k));
     let b = be.upload(&rand(k * n));
     let mut c = be.zeros(m * n);
-    let call = |c: &mut B::Tensor| be.matmul(&a, Trans::N, &b, Trans::N, c, m, k, n, false);
+    let call = |c: &mut B::Tensor| be.matmul(&Gemm::new(m, k, n), &a, &b, c);
     let mut warm_s = 0.0;
     for _ in 0..cfg.warmup.max(1) + 1 {
         warm_s = timed(be, || call(&mut c));

@@ -1,0 +1,179 @@
+//! `shaders/batchnorm.wgsl`: batch norm over the rows of `[rows x cols]`, with its statistics summed by
+//! `reduce.wgsl`. CPU twins: `CpuBackend::bn_forward_train`, `bn_forward_eval`, `bn_backward`.
+//! Test: `tests/gpu_ops.rs` `batchnorm_forward_backward`.
+
+use super::launch::{Family, Kernel, Launcher, ParamsKind};
+use super::reduce::{column_sum_into, partials};
+use super::{u, GpuBackend, GpuTensor};
+use crate::backend::{BnBackward, BnEval, BnSpec, BnTrain};
+use bytemuck::{Pod, Zeroable};
+
+/// The uniform at binding 0 (WGSL `Params`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct Params {
+    rows: u32,
+    cols: u32,
+    chunks: u32,
+    _pad: u32,
+    momentum: f32,
+    eps: f32,
+    unbias: f32,
+    _pad1: f32,
+}
+const _: () = assert!(std::mem::size_of::<Params>() == 32);
+
+fn params(bn: &BnSpec, chunks: u32) -> Params {
+    let rows = bn.shape.rows;
+    Params {
+        rows: u(rows),
+        cols: u(bn.shape.cols),
+        chunks,
+        _pad: 0,
+        momentum: bn.momentum,
+        eps: bn.eps,
+        // The running variance is unbiased, as PyTorch's.
+        unbias: if rows > 1 {
+            rows as f32 / (rows - 1) as f32
+        } else {
+            1.0
+        },
+        _pad1: 0.0,
+    }
+}
+
+/// Mean (`sum_partials`, `bn_mean`), invstd (`sqdev_partials`, `bn_var`; both finishers also move the
+/// running statistics, one invocation per column), then `bn_normalise` (one invocation per element).
+pub(super) fn forward_train(
+    be: &GpuBackend,
+    bn: &BnSpec,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    t: BnTrain<'_, GpuTensor>,
+) {
+    let cols = Launcher::groups_1d(bn.shape.cols);
+    let sums = partials(be, "sum_partials", &[(1, &x.buf)], bn.shape);
+    be.l.launch(
+        Kernel(Family::BatchNorm, "bn_mean"),
+        &[(2, &sums.buf), (3, &t.mean.buf), (4, &t.running_mean.buf)],
+        &params(bn, sums.chunks),
+        ParamsKind::Static,
+        cols,
+    );
+    let sq = partials(
+        be,
+        "sqdev_partials",
+        &[(1, &x.buf), (3, &t.mean.buf)],
+        bn.shape,
+    );
+    be.l.launch(
+        Kernel(Family::BatchNorm, "bn_var"),
+        &[(2, &sq.buf), (3, &t.invstd.buf), (4, &t.running_var.buf)],
+        &params(bn, sq.chunks),
+        ParamsKind::Static,
+        cols,
+    );
+    be.l.launch(
+        Kernel(Family::BatchNorm, "bn_normalise"),
+        &[
+            (1, &x.buf),
+            (5, &y.buf),
+            (6, &t.gamma.buf),
+            (7, &t.beta.buf),
+            (8, &t.mean.buf),
+            (9, &t.invstd.buf),
+        ],
+        &params(bn, sq.chunks),
+        ParamsKind::Static,
+        Launcher::groups_1d(bn.shape.len()),
+    );
+}
+
+/// `bn_eval`: one invocation per element, with the running statistics.
+pub(super) fn forward_eval(
+    be: &GpuBackend,
+    bn: &BnSpec,
+    x: &GpuTensor,
+    y: &GpuTensor,
+    t: BnEval<'_, GpuTensor>,
+) {
+    be.l.launch(
+        Kernel(Family::BatchNorm, "bn_eval"),
+        &[
+            (1, &x.buf),
+            (5, &y.buf),
+            (6, &t.gamma.buf),
+            (7, &t.beta.buf),
+            (8, &t.running_mean.buf),
+            (9, &t.running_var.buf),
+        ],
+        &params(bn, 0),
+        ParamsKind::Static,
+        Launcher::groups_1d(bn.shape.len()),
+    );
+}
+
+/// dbeta (`sum_partials`, `column_sum`), dgamma (`xhat_dot_partials`, `column_sum`), then
+/// `bn_backward_dx` (one invocation per element).
+pub(super) fn backward(
+    be: &GpuBackend,
+    bn: &BnSpec,
+    x: &GpuTensor,
+    dy: &GpuTensor,
+    dx: &GpuTensor,
+    t: BnBackward<'_, GpuTensor>,
+) {
+    let sums = partials(be, "sum_partials", &[(1, &dy.buf)], bn.shape);
+    column_sum_into(be, &sums, &t.dbeta.buf, bn.shape);
+    let dots = partials(
+        be,
+        "xhat_dot_partials",
+        &[
+            (1, &x.buf),
+            (2, &dy.buf),
+            (3, &t.mean.buf),
+            (4, &t.invstd.buf),
+        ],
+        bn.shape,
+    );
+    column_sum_into(be, &dots, &t.dgamma.buf, bn.shape);
+    be.l.launch(
+        Kernel(Family::BatchNorm, "bn_backward_dx"),
+        &[
+            (1, &x.buf),
+            (5, &dx.buf),
+            (6, &t.gamma.buf),
+            (7, &t.dbeta.buf),
+            (8, &t.mean.buf),
+            (9, &t.invstd.buf),
+            (10, &dy.buf),
+            (11, &t.dgamma.buf),
+        ],
+        &params(bn, dots.chunks),
+        ParamsKind::Static,
+        Launcher::groups_1d(bn.shape.len()),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layout::{assert_matches_wgsl, field};
+    use super::*;
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl::<Params>(
+            Family::BatchNorm,
+            &[
+                field!(Params, rows),
+                field!(Params, cols),
+                field!(Params, chunks),
+                field!(Params, _pad),
+                field!(Params, momentum),
+                field!(Params, eps),
+                field!(Params, unbias),
+                field!(Params, _pad1),
+            ],
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! `shaders/data.wgsl`: a batch gathered on the GPU from the u8 data set kept there (packed four bytes
+//! to a u32) in the epoch's shuffled order, normalised on the way. CPU twin: `CpuBackend::gather_batch`.
+//! Test: `tests/gpu_ops.rs` `gather_batch_normalises_in_order`.
+
+use super::launch::{Family, Kernel, Launcher, ParamsKind};
+use super::{u, GpuBackend, GpuDataset, GpuTensor};
+use crate::backend::{PIXEL_MEAN, PIXEL_STD};
+use bytemuck::{Pod, Zeroable};
+
+/// The uniform at binding 0 (WGSL `Params`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct Params {
+    start: u32,
+    batch: u32,
+    pixels: u32,
+    _pad: u32,
+    mean: f32,
+    stdev: f32,
+    _pad1: f32,
+    _pad2: f32,
+}
+const _: () = assert!(std::mem::size_of::<Params>() == 32);
+
+/// `gather`: one invocation per pixel of the batch. The batch position changes every step, so the
+/// uniform is `Dynamic` (one bind group, rewritten).
+pub(super) fn gather(
+    be: &GpuBackend,
+    ds: &GpuDataset,
+    start: usize,
+    batch: usize,
+    x: &GpuTensor,
+    y: &GpuTensor,
+) {
+    let params = Params {
+        start: u(start),
+        batch: u(batch),
+        pixels: u(ds.pixels),
+        mean: PIXEL_MEAN,
+        stdev: PIXEL_STD,
+        ..Params::zeroed()
+    };
+    be.l.launch(
+        Kernel(Family::Data, "gather"),
+        &[
+            (1, &ds.images),
+            (2, &ds.labels),
+            (3, &ds.order),
+            (4, &x.buf),
+            (5, &y.buf),
+        ],
+        &params,
+        ParamsKind::Dynamic,
+        Launcher::groups_1d(batch * ds.pixels),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layout::{assert_matches_wgsl, field};
+    use super::*;
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl::<Params>(
+            Family::Data,
+            &[
+                field!(Params, start),
+                field!(Params, batch),
+                field!(Params, pixels),
+                field!(Params, _pad),
+                field!(Params, mean),
+                field!(Params, stdev),
+                field!(Params, _pad1),
+                field!(Params, _pad2),
+            ],
+        );
+    }
+}

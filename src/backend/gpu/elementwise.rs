@@ -1,0 +1,90 @@
+//! `shaders/elementwise.wgsl`: the epilogues over a `[rows x cols]` tensor, one invocation per element.
+//! CPU twins: `CpuBackend::bias_act`, `CpuBackend::relu_backward`. Test: `tests/gpu_ops.rs`
+//! `bias_relu_and_backward`.
+
+use super::launch::{Family, Kernel, Launcher, ParamsKind};
+use super::{u, GpuBackend, GpuTensor};
+use crate::backend::Mat;
+use bytemuck::{Pod, Zeroable};
+
+/// The uniform at binding 0 (WGSL `Params`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct Params {
+    rows: u32,
+    cols: u32,
+    relu: u32,
+    len: u32,
+}
+const _: () = assert!(std::mem::size_of::<Params>() == 16);
+
+/// `x += bias` per column then ReLU (`bias_act`), or ReLU alone (`relu`), in place.
+pub(super) fn bias_act(
+    be: &GpuBackend,
+    x: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    shape: Mat,
+    relu: bool,
+) {
+    let params = Params {
+        rows: u(shape.rows),
+        cols: u(shape.cols),
+        relu: relu as u32,
+        len: u(shape.len()),
+    };
+    let groups = Launcher::groups_1d(shape.len());
+    match bias {
+        Some(b) => be.l.launch(
+            Kernel(Family::Elementwise, "bias_act"),
+            &[(1, &x.buf), (2, &b.buf)],
+            &params,
+            ParamsKind::Static,
+            groups,
+        ),
+        None if relu => be.l.launch(
+            Kernel(Family::Elementwise, "relu"),
+            &[(1, &x.buf)],
+            &params,
+            ParamsKind::Static,
+            groups,
+        ),
+        None => {}
+    }
+}
+
+/// `dy *= (y > 0)` over the shorter of the two tensors.
+pub(super) fn relu_backward(be: &GpuBackend, y: &GpuTensor, dy: &GpuTensor) {
+    let len = y.len.min(dy.len);
+    let params = Params {
+        rows: u(len),
+        cols: 1,
+        relu: 1,
+        len: u(len),
+    };
+    be.l.launch(
+        Kernel(Family::Elementwise, "relu_backward"),
+        &[(1, &dy.buf), (2, &y.buf)],
+        &params,
+        ParamsKind::Static,
+        Launcher::groups_1d(len),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layout::{assert_matches_wgsl, field};
+    use super::*;
+
+    #[test]
+    fn params_match_the_wgsl_struct() {
+        assert_matches_wgsl::<Params>(
+            Family::Elementwise,
+            &[
+                field!(Params, rows),
+                field!(Params, cols),
+                field!(Params, relu),
+                field!(Params, len),
+            ],
+        );
+    }
+}
