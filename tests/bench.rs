@@ -1,8 +1,10 @@
 //! `wgtrain bench`: the library on the CPU backend with a tiny configuration (JSON fields, medians
 //! inside their min–max, speed-ups, tables), and bad input through the binary (one line, exit code 2).
 
-use std::process::{Command, Output};
+use std::process::Output;
 use wgtrain::io::data;
+
+mod support;
 use wgtrain::optim::OptimKind;
 use wgtrain::tools::bench::{self, BackendSel, BenchConfig, Measurement, Stat};
 
@@ -169,14 +171,11 @@ fn list_parsers_reject_bad_values() {
     );
 }
 
-fn wgtrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .arg("bench")
-        .args(args)
-        .env("NODEVICE_SELECT", "1")
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("run wgtrain")
+/// `wgtrain bench ARGS`.
+fn wgtrain_bench(args: &[&str]) -> Output {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    support::wgtrain(&all)
 }
 
 #[test]
@@ -190,7 +189,7 @@ fn bad_input_is_one_line_and_exit_code_2() {
         (&["--repeats", "0"][..], "--repeats"),
         (&["--steps", "0"][..], "--steps"),
     ] {
-        let out = wgtrain(args);
+        let out = wgtrain_bench(args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
@@ -207,7 +206,7 @@ fn cli_json_on_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
     data::write_idx_dir(dir.path(), &data::synthetic(64, 1), &data::synthetic(16, 2)).unwrap();
     let png = dir.path().join("bench.png");
-    let out = wgtrain(&[
+    let out = wgtrain_bench(&[
         "--backend",
         "cpu",
         "--models",
@@ -253,9 +252,7 @@ fn cli_json_on_the_cpu() {
 #[cfg(feature = "gpu")]
 #[test]
 fn gpu_bench_rows_and_speedups() {
-    #[path = "common/mod.rs"]
-    mod common;
-    let Some(gpu) = common::gpu() else { return };
+    let Some(gpu) = support::gpu() else { return };
     let adapter = gpu.adapter_info().name.clone();
     drop(gpu);
     let mut cfg = tiny();

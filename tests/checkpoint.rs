@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::Backend;
 use wgtrain::error::is_input_error;
@@ -14,7 +13,7 @@ use wgtrain::optim::OptimKind;
 use wgtrain::train::{train_with, Persist, Silent, TrainConfig};
 
 mod support;
-use support::assert_input_error;
+use support::{assert_input_error, ok, wgtrain};
 
 const BATCH: usize = 10;
 const VAL: usize = 30;
@@ -412,27 +411,10 @@ fn resume_checks_the_run_matches() {
 
 // ---- the CLI ----
 
-fn wgtrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
 fn data_dir(root: &Path) -> PathBuf {
     let dir = root.join("data");
-    data::write_idx_dir(&dir, &data::synthetic(330, 7), &data::synthetic(50, 8)).unwrap();
+    support::synthetic_dir(&dir, 330, 50, 7);
     dir
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -509,7 +491,7 @@ fn cli_save_resume_eval() {
             "cpu",
             "-q",
         ]),
-        "model fc8-bn, this run asks for cnn3",
+        &["model fc8-bn, this run asks for cnn3"],
     );
     assert_input_error(
         &wgtrain(&[
@@ -526,7 +508,7 @@ fn cli_save_resume_eval() {
             "cpu",
             "-q",
         ]),
-        "already at step 60",
+        &["already at step 60"],
     );
     assert_input_error(
         &wgtrain(&[
@@ -540,7 +522,7 @@ fn cli_save_resume_eval() {
             "--backend",
             "cpu",
         ]),
-        "nope.st: checkpoint not found",
+        &["nope.st: checkpoint not found"],
     );
 
     // eval: text, JSON and the plot.
@@ -633,7 +615,7 @@ fn cli_bad_checkpoints_exit_2_with_one_line() {
             ],
         ] {
             let out = wgtrain(&args);
-            assert_input_error(&out, needle);
+            assert_input_error(&out, &[needle]);
             assert!(String::from_utf8_lossy(&out.stderr).contains(name));
         }
     }
@@ -645,7 +627,7 @@ fn cli_bad_checkpoints_exit_2_with_one_line() {
             "--backend",
             "cpu",
         ]),
-        "ck.st: checkpoint not found",
+        &["ck.st: checkpoint not found"],
     );
     // A good checkpoint with a bad data directory is still a one-line input error.
     let good = root.path().join("good.st");
@@ -660,7 +642,7 @@ fn cli_bad_checkpoints_exit_2_with_one_line() {
             "--backend",
             "cpu",
         ]),
-        "data directory not found",
+        &["data directory not found"],
     );
 }
 
@@ -705,14 +687,11 @@ fn checkpoints_are_backend_neutral_cpu() {
     cross_backend(&CpuBackend::new(), &CpuBackend::new());
 }
 
-#[cfg(feature = "gpu")]
-mod common;
-
 /// A checkpoint written on either backend loads on the other (skipped without a GPU adapter).
 #[cfg(feature = "gpu")]
 #[test]
 fn checkpoints_move_between_cpu_and_gpu() {
-    let Some(gpu) = common::gpu() else { return };
+    let Some(gpu) = support::gpu() else { return };
     cross_backend(&CpuBackend::new(), &gpu);
     cross_backend(&gpu, &CpuBackend::new());
 }

@@ -2,26 +2,13 @@
 //! input reported as one `error:` line with exit code 2 (never a panic or a backtrace).
 
 use std::path::Path;
-use std::process::{Command, Output};
-use wgtrain::io::data;
 
-fn wgtrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .args(args)
-        // A backtrace would show if anything panicked or printed an error with `{:?}`.
-        .env("RUST_BACKTRACE", "1")
-        .env("RUST_LIB_BACKTRACE", "1")
-        .output()
-        .expect("run wgtrain")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod support;
+use support::{assert_input_error, synthetic_dir, text, wgtrain};
 
 /// A data directory of raw IDX files: 300 synthetic training images and 100 test images.
 fn synthetic_data(dir: &Path) {
-    data::write_idx_dir(dir, &data::synthetic(300, 1), &data::synthetic(100, 2)).unwrap();
+    synthetic_dir(dir, 300, 100, 1);
 }
 
 #[test]
@@ -158,31 +145,6 @@ fn tiny_training_run_prints_json_and_writes_files() {
     assert_eq!(metrics["model"], "fc8-bn");
 }
 
-/// Asserts `out` is a user error: exit code 2, stdout without results, and stderr exactly one line
-/// `error: ...` mentioning every one of `mentions`, without a panic or a backtrace.
-fn assert_user_error(out: &Output, mentions: &[&str]) {
-    let stderr = text(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "exit status {:?}, stderr:\n{stderr}",
-        out.status
-    );
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "stderr should be one line:\n{stderr}");
-    assert!(lines[0].starts_with("error:"), "{stderr}");
-    for m in mentions {
-        assert!(lines[0].contains(m), "stderr should mention {m}: {stderr}");
-    }
-    for bad in ["panicked", "backtrace", "RUST_BACKTRACE", "Stack"] {
-        assert!(!stderr.contains(bad), "{bad} in stderr: {stderr}");
-    }
-    assert!(
-        !text(&out.stdout).contains("test acc"),
-        "no results on failure"
-    );
-}
-
 #[test]
 fn missing_data_directory_is_a_one_line_error() {
     let tmp = tempfile::tempdir().unwrap();
@@ -196,7 +158,7 @@ fn missing_data_directory_is_a_one_line_error() {
         "--steps",
         "1",
     ]);
-    assert_user_error(&out, &[missing.to_str().unwrap(), "not found"]);
+    assert_input_error(&out, &[missing.to_str().unwrap(), "not found"]);
 }
 
 #[test]
@@ -216,7 +178,7 @@ fn corrupt_data_file_is_a_one_line_error() {
         "--steps",
         "1",
     ]);
-    assert_user_error(&out, &[bad.to_str().unwrap(), "truncated"]);
+    assert_input_error(&out, &[bad.to_str().unwrap(), "truncated"]);
 
     // A corrupt gzip file, too.
     let gz = tmp.path().join("t10k-images-idx3-ubyte.gz");
@@ -233,7 +195,7 @@ fn corrupt_data_file_is_a_one_line_error() {
         "--steps",
         "1",
     ]);
-    assert_user_error(&out, &[gz.to_str().unwrap(), "gzip"]);
+    assert_input_error(&out, &[gz.to_str().unwrap(), "gzip"]);
 }
 
 #[test]
@@ -247,7 +209,7 @@ fn unknown_model_exits_2() {
         "--steps",
         "1",
     ]);
-    assert_user_error(&out, &["resnet50"]);
+    assert_input_error(&out, &["resnet50"]);
 }
 
 #[test]
@@ -274,7 +236,7 @@ fn bad_values_exit_2() {
     ] {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
         let out = wgtrain(&args);
-        assert_user_error(&out, &[mention]);
+        assert_input_error(&out, &[mention]);
     }
     // Too many validation images for the training file names the directory.
     let out = wgtrain(&[
@@ -286,7 +248,7 @@ fn bad_values_exit_2() {
         "--val-size",
         "300",
     ]);
-    assert_user_error(&out, &[dir, "validation"]);
+    assert_input_error(&out, &[dir, "validation"]);
 }
 
 #[test]

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use wgtrain::error::InputError;
 use wgtrain::io::data::{self, ImageSet};
 
+mod support;
+
 const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
 const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
 const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
@@ -16,7 +18,7 @@ const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 /// A directory holding a small valid data set (60 training and 20 test images, raw IDX).
 fn valid_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    data::write_idx_dir(dir.path(), &data::synthetic(60, 1), &data::synthetic(20, 2)).unwrap();
+    support::synthetic_dir(dir.path(), 60, 20, 1);
     dir
 }
 

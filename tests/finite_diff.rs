@@ -29,16 +29,15 @@ use wgtrain::model::layers::{
 use wgtrain::model::{Model, ModelSpec};
 use wgtrain::tools::gradcheck::max_rel_diff;
 
+mod support;
+use support::rand_uniform;
+
 /// Largest accepted `max |analytic - numeric| / max |numeric|` per tensor.
 const TOL: f32 = 1e-2;
 /// The finite-difference step.
 const EPS: f32 = 5e-3;
 
 type Cpu = CpuBackend;
-
-fn rand_vec(rng: &mut impl Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(lo..hi)).collect()
-}
 
 /// Central differences of `objective` with respect to every element of `point`.
 /// `objective` returns the scalar and a "kink signature" (which outputs are exactly zero); elements whose
@@ -159,7 +158,7 @@ fn check_layer_with(
     let be = CpuBackend::new();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let out_len = layer.out_per_sample() * batch;
-    let r = rand_vec(&mut rng, out_len, -1.0, 1.0);
+    let r = rand_uniform(&mut rng, out_len, -1.0, 1.0);
     let (mut dx, dparams) = analytic(layer, x, batch, &r);
     let mut report = Vec::new();
 
@@ -223,7 +222,7 @@ fn check_layer(what: &str, batch: usize, make: impl Fn(u64) -> Case) {
 fn randomise_params(layer: &mut dyn Layer<Cpu>, rng: &mut impl Rng, lo: f32, hi: f32) {
     for p in layer.params_mut() {
         let n = p.value.len();
-        p.value = rand_vec(rng, n, lo, hi);
+        p.value = rand_uniform(rng, n, lo, hi);
     }
 }
 
@@ -247,7 +246,7 @@ fn linear(
         );
         randomise_params(&mut l, &mut rng, -0.5, 0.5);
         assert_eq!(l.params().len(), if bias { 2 } else { 1 });
-        let x = rand_vec(&mut rng, batch * inputs, -1.0, 1.0);
+        let x = rand_uniform(&mut rng, batch * inputs, -1.0, 1.0);
         (Box::new(l), x)
     }
 }
@@ -314,7 +313,7 @@ fn conv(g: ConvGeom, out_c: usize, bias: bool, relu: bool, batch: usize) -> impl
         );
         randomise_params(&mut c, &mut rng, -0.5, 0.5);
         assert_eq!(c.params().len(), if bias { 2 } else { 1 });
-        let x = rand_vec(&mut rng, batch * g.h * g.w * g.c, -1.0, 1.0);
+        let x = rand_uniform(&mut rng, batch * g.h * g.w * g.c, -1.0, 1.0);
         (Box::new(c), x)
     }
 }
@@ -388,9 +387,9 @@ fn batchnorm(
     move |seed| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut bn = BatchNorm::new(&CpuBackend::new(), "bn", channels, spatial, relu, capacity);
-        bn.params_mut()[0].value = rand_vec(&mut rng, channels, 0.5, 1.5);
-        bn.params_mut()[1].value = rand_vec(&mut rng, channels, -0.5, 0.5);
-        let x = rand_vec(&mut rng, batch * spatial * channels, -1.0, 2.0);
+        bn.params_mut()[0].value = rand_uniform(&mut rng, channels, 0.5, 1.5);
+        bn.params_mut()[1].value = rand_uniform(&mut rng, channels, -0.5, 0.5);
+        let x = rand_uniform(&mut rng, batch * spatial * channels, -1.0, 2.0);
         (Box::new(bn), x)
     }
 }
@@ -444,7 +443,7 @@ fn standalone_relu() {
 fn flatten() {
     check_layer("flatten", 2, |seed| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let x = rand_vec(&mut rng, 2 * 12, -1.0, 1.0);
+        let x = rand_uniform(&mut rng, 2 * 12, -1.0, 1.0);
         (Box::new(Flatten::new(&CpuBackend::new(), 2 * 2 * 3, 2)), x)
     });
 }
@@ -472,7 +471,7 @@ fn softmax_cross_entropy() {
     let mut rng = ChaCha8Rng::seed_from_u64(70);
     let (rows, classes) = (4, 10);
     let mut head = SoftmaxCrossEntropy::new(&be, classes, rows);
-    let logits = rand_vec(&mut rng, rows * classes, -3.0, 3.0);
+    let logits = rand_uniform(&mut rng, rows * classes, -3.0, 3.0);
     let labels: Vec<f32> = (0..rows)
         .map(|_| rng.random_range(0..classes) as f32)
         .collect();
@@ -535,7 +534,7 @@ fn check_model_with(
             }
         }
     }
-    let x = rand_vec(&mut rng, batch * 28 * 28, -0.5, 2.5);
+    let x = rand_uniform(&mut rng, batch * 28 * 28, -0.5, 2.5);
     let labels: Vec<f32> = (0..batch).map(|i| (i % 10) as f32).collect();
     model.forward(&be, &x, batch, true);
     model.backward(&be, &x, &labels, batch);
@@ -566,7 +565,7 @@ fn check_model_with(
                 "{name} d{pname}: zero gradient; the test data exercise nothing"
             ));
         }
-        let random = rand_vec(&mut rng, g.len(), -1.0, 1.0);
+        let random = rand_uniform(&mut rng, g.len(), -1.0, 1.0);
         let rnorm = random
             .iter()
             .map(|&v| (v as f64).powi(2))
@@ -748,7 +747,7 @@ fn check_rejects_batchnorm_dx_without_mean_and_variance_terms() {
         }
         let rows = x.len() / channels;
         // dy is R, drawn first from the check's seed.
-        let dy = rand_vec(&mut ChaCha8Rng::seed_from_u64(r_seed), x.len(), -1.0, 1.0);
+        let dy = rand_uniform(&mut ChaCha8Rng::seed_from_u64(r_seed), x.len(), -1.0, 1.0);
         for c in 0..channels {
             let col: Vec<f64> = (0..rows).map(|i| x[i * channels + c] as f64).collect();
             let mean = col.iter().sum::<f64>() / rows as f64;
@@ -774,7 +773,7 @@ fn check_rejects_softmax_gradient_without_the_mean() {
     let mut rng = ChaCha8Rng::seed_from_u64(98);
     let (rows, classes) = (3, 10);
     let mut head = SoftmaxCrossEntropy::new(&be, classes, rows);
-    let logits = rand_vec(&mut rng, rows * classes, -2.0, 2.0);
+    let logits = rand_uniform(&mut rng, rows * classes, -2.0, 2.0);
     let labels = vec![1.0, 4.0, 9.0];
     head.forward_backward(&be, &logits, &labels, rows);
     let right = head.dlogits.clone();

@@ -2,9 +2,9 @@
 
 #![cfg(feature = "gpu")]
 
-mod common;
+mod support;
 
-use common::gpu;
+use support::gpu;
 use wgtrain::io::data::{split, synthetic};
 use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;

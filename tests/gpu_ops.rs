@@ -3,9 +3,9 @@
 
 #![cfg(feature = "gpu")]
 
-mod common;
+mod support;
 
-use common::{gpu, rand_vec};
+use support::{gpu, rand_vec};
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::gpu::{GpuBackend, MatmulKernel};
 use wgtrain::backend::{

@@ -2,20 +2,13 @@
 //! graph, rendering through Graphviz, and the CLI's handling of bad input.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::model::{Model, ModelSpec, MODEL_NAMES};
 use wgtrain::tools::graph::{batchnorm_dot, model_dot, render, GraphFormat};
 
 mod support;
-use support::assert_input_error;
-
-fn wgtrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
+use support::{assert_input_error, wgtrain};
 
 /// Graphviz's `dot`, if installed (CI installs it).
 fn have_dot() -> bool {
@@ -282,16 +275,16 @@ fn cli_graph_without_graphviz_writes_dot_and_says_how_to_get_it() {
 fn cli_graph_bad_input_is_one_line_exit_2() {
     assert_input_error(
         &wgtrain(&["graph", "--model", "resnet"]),
-        "unknown model 'resnet'",
+        &["unknown model 'resnet'"],
     );
     assert_input_error(
         &wgtrain(&["graph", "--model", "fc8", "--layer", "batchnorm"]),
-        "no batch-norm layer",
+        &["no batch-norm layer"],
     );
-    assert_input_error(&wgtrain(&["graph", "--format", "png"]), "-o FILE");
+    assert_input_error(&wgtrain(&["graph", "--format", "png"]), &["-o FILE"]);
     let missing = Path::new("/nonexistent-dir-wgtrain/g.dot");
     assert_input_error(
         &wgtrain(&["graph", "-o", missing.to_str().unwrap()]),
-        "directory not found",
+        &["directory not found"],
     );
 }

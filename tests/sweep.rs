@@ -2,7 +2,6 @@
 //! the same report; bad options. All on a tiny synthetic data set, a few steps per run, CPU backend.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::io::data::{self, Splits};
 use wgtrain::study::grid::{grid, GridRun, Shard};
@@ -10,6 +9,9 @@ use wgtrain::study::report::{build_report, REPORT_FILE};
 use wgtrain::study::store::{read_records, RunRecord, RunStatus, RESULTS_FILE};
 use wgtrain::study::sweep::{run_sweep, Budget, SweepConfig, SweepObserver, SweepSummary};
 use wgtrain::train::{Observer, Silent};
+
+mod support;
+use support::{assert_input_error, wgtrain};
 
 const VAL: usize = 40;
 
@@ -263,18 +265,6 @@ fn grid_runs_shared_cells_once_with_the_study_defaults() {
     );
 }
 
-/// Runs the binary; returns (exit code, stderr).
-fn wgtrain(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn bad_sweep_options_are_one_line_errors_with_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
@@ -292,13 +282,7 @@ fn bad_sweep_options_are_one_line_errors_with_exit_2() {
         if args[0] == "sweep" {
             full.extend(["--out", out, "--backend", "cpu"]);
         }
-        let (code, stderr) = wgtrain(&full);
-        assert_eq!(code, 2, "{args:?}: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-        assert!(
-            stderr.starts_with("error: ") && stderr.contains(says),
-            "{args:?}: {stderr}"
-        );
+        assert_input_error(&wgtrain(&full), &[says]);
     }
     assert!(!Path::new(out).join(RESULTS_FILE).exists());
 }

@@ -3,6 +3,7 @@
 //! Test: `tests/gpu_ops.rs` `batchnorm_forward_backward`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
+use super::layout::params_layout_test;
 use super::reduce::{column_sum_into, partials};
 use super::{u, GpuBackend, GpuTensor};
 use crate::backend::{BnBackward, BnEval, BnSpec, BnTrain};
@@ -155,25 +156,8 @@ pub(super) fn backward(
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::layout::{assert_matches_wgsl, field};
-    use super::*;
-
-    #[test]
-    fn params_match_the_wgsl_struct() {
-        assert_matches_wgsl::<Params>(
-            Family::BatchNorm,
-            &[
-                field!(Params, rows),
-                field!(Params, cols),
-                field!(Params, chunks),
-                field!(Params, _pad),
-                field!(Params, momentum),
-                field!(Params, eps),
-                field!(Params, unbias),
-                field!(Params, _pad1),
-            ],
-        );
-    }
-}
+params_layout_test!(
+    Family::BatchNorm,
+    Params,
+    [rows, cols, chunks, _pad, momentum, eps, unbias, _pad1]
+);

@@ -3,6 +3,7 @@
 //! Test: `tests/gpu_ops.rs` `gather_batch_normalises_in_order`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
+use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuDataset, GpuTensor};
 use crate::backend::{PIXEL_MEAN, PIXEL_STD};
 use bytemuck::{Pod, Zeroable};
@@ -55,25 +56,8 @@ pub(super) fn gather(
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::layout::{assert_matches_wgsl, field};
-    use super::*;
-
-    #[test]
-    fn params_match_the_wgsl_struct() {
-        assert_matches_wgsl::<Params>(
-            Family::Data,
-            &[
-                field!(Params, start),
-                field!(Params, batch),
-                field!(Params, pixels),
-                field!(Params, _pad),
-                field!(Params, mean),
-                field!(Params, stdev),
-                field!(Params, _pad1),
-                field!(Params, _pad2),
-            ],
-        );
-    }
-}
+params_layout_test!(
+    Family::Data,
+    Params,
+    [start, batch, pixels, _pad, mean, stdev, _pad1, _pad2]
+);

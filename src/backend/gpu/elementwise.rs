@@ -3,6 +3,7 @@
 //! `bias_relu_and_backward`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
+use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuTensor};
 use crate::backend::Mat;
 use bytemuck::{Pod, Zeroable};
@@ -70,21 +71,4 @@ pub(super) fn relu_backward(be: &GpuBackend, y: &GpuTensor, dy: &GpuTensor) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::layout::{assert_matches_wgsl, field};
-    use super::*;
-
-    #[test]
-    fn params_match_the_wgsl_struct() {
-        assert_matches_wgsl::<Params>(
-            Family::Elementwise,
-            &[
-                field!(Params, rows),
-                field!(Params, cols),
-                field!(Params, relu),
-                field!(Params, len),
-            ],
-        );
-    }
-}
+params_layout_test!(Family::Elementwise, Params, [rows, cols, relu, len]);

@@ -4,6 +4,7 @@
 //! `im2col_col2im_stride_and_padding`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
+use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuTensor};
 use crate::backend::ConvGeom;
 use bytemuck::{Pod, Zeroable};
@@ -66,29 +67,8 @@ pub(super) fn col2im(be: &GpuBackend, col: &GpuTensor, dx: &GpuTensor, g: &ConvG
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::layout::{assert_matches_wgsl, field};
-    use super::*;
-
-    #[test]
-    fn params_match_the_wgsl_struct() {
-        assert_matches_wgsl::<Params>(
-            Family::Im2col,
-            &[
-                field!(Params, n),
-                field!(Params, c),
-                field!(Params, h),
-                field!(Params, w),
-                field!(Params, k),
-                field!(Params, stride),
-                field!(Params, pad),
-                field!(Params, oh),
-                field!(Params, ow),
-                field!(Params, total),
-                field!(Params, _pad0),
-                field!(Params, _pad1),
-            ],
-        );
-    }
-}
+params_layout_test!(
+    Family::Im2col,
+    Params,
+    [n, c, h, w, k, stride, pad, oh, ow, total, _pad0, _pad1]
+);

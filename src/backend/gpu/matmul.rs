@@ -2,6 +2,7 @@
 //! CPU twin: `CpuBackend::matmul` (matrixmultiply's sgemm). Tests: `tests/gpu_ops.rs` `matmul_*`.
 
 use super::launch::{Family, Kernel, ParamsKind};
+use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuTensor};
 use crate::backend::{Gemm, Trans};
 use bytemuck::{Pod, Zeroable};
@@ -72,25 +73,8 @@ pub(super) fn matmul(be: &GpuBackend, g: &Gemm, a: &GpuTensor, b: &GpuTensor, c:
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::layout::{assert_matches_wgsl, field};
-    use super::*;
-
-    #[test]
-    fn params_match_the_wgsl_struct() {
-        assert_matches_wgsl::<Params>(
-            Family::Matmul,
-            &[
-                field!(Params, m),
-                field!(Params, k),
-                field!(Params, n),
-                field!(Params, accumulate),
-                field!(Params, a_row),
-                field!(Params, a_k),
-                field!(Params, b_k),
-                field!(Params, b_col),
-            ],
-        );
-    }
-}
+params_layout_test!(
+    Family::Matmul,
+    Params,
+    [m, k, n, accumulate, a_row, a_k, b_k, b_col]
+);

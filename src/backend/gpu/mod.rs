@@ -7,7 +7,6 @@ mod data;
 mod elementwise;
 mod im2col;
 mod launch;
-#[cfg(test)]
 mod layout;
 mod matmul;
 mod optim;

@@ -3,6 +3,7 @@
 //! `adam_step_count_changes_between_steps_on_one_tensor`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
+use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuTensor};
 use crate::backend::cpu::adam_corrections;
 use crate::backend::OptimStep;
@@ -89,29 +90,8 @@ pub(super) fn step(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::layout::{assert_matches_wgsl, field};
-    use super::*;
-
-    #[test]
-    fn params_match_the_wgsl_struct() {
-        assert_matches_wgsl::<Params>(
-            Family::Optim,
-            &[
-                field!(Params, len),
-                field!(Params, _pad0),
-                field!(Params, _pad1),
-                field!(Params, _pad2),
-                field!(Params, lr),
-                field!(Params, beta1),
-                field!(Params, beta2),
-                field!(Params, eps),
-                field!(Params, c1),
-                field!(Params, c2),
-                field!(Params, _pad3),
-                field!(Params, _pad4),
-            ],
-        );
-    }
-}
+params_layout_test!(
+    Family::Optim,
+    Params,
+    [len, _pad0, _pad1, _pad2, lr, beta1, beta2, eps, c1, c2, _pad3, _pad4]
+);

@@ -5,6 +5,7 @@
 //! `tests/gpu_ops.rs` `bias_grad_many_rows`.
 
 use super::launch::{Family, GpuBuf, Kernel, Launcher, ParamsKind};
+use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuTensor, Scratch};
 use crate::backend::Mat;
 use bytemuck::{Pod, Zeroable};
@@ -81,21 +82,4 @@ fn params(shape: Mat, chunks: u32) -> Params {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::layout::{assert_matches_wgsl, field};
-    use super::*;
-
-    #[test]
-    fn params_match_the_wgsl_struct() {
-        assert_matches_wgsl::<Params>(
-            Family::Reduce,
-            &[
-                field!(Params, rows),
-                field!(Params, cols),
-                field!(Params, chunk_rows),
-                field!(Params, chunks),
-            ],
-        );
-    }
-}
+params_layout_test!(Family::Reduce, Params, [rows, cols, chunk_rows, chunks]);

@@ -4,6 +4,7 @@
 //! `softmax_ce_and_eval`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
+use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuTensor, Scratch};
 use crate::backend::Mat;
 use bytemuck::{Pod, Zeroable};
@@ -87,21 +88,4 @@ pub(super) fn eval_batch(
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::layout::{assert_matches_wgsl, field};
-    use super::*;
-
-    #[test]
-    fn params_match_the_wgsl_struct() {
-        assert_matches_wgsl::<Params>(
-            Family::SoftmaxCe,
-            &[
-                field!(Params, rows),
-                field!(Params, cols),
-                field!(Params, accumulate),
-                field!(Params, _pad),
-            ],
-        );
-    }
-}
+params_layout_test!(Family::SoftmaxCe, Params, [rows, cols, accumulate, _pad]);
