@@ -28,7 +28,7 @@ impl OptimKind {
             OptimKind::Adam => "adam",
         }
     }
-    /// MODELS.md defaults: SGD 0.01, RMSProp 0.001, Adam 0.001.
+    /// docs/MODELS.md defaults: SGD 0.01, RMSProp 0.001, Adam 0.001.
     pub fn default_lr(&self) -> f32 {
         match self {
             OptimKind::Sgd => 0.01,

@@ -1,5 +1,5 @@
 //! The module tree has no import cycles: at every level, the sibling modules under one parent depend on
-//! each other without a cycle (docs/DESIGN.md, "Layers"). A module may use its ancestors' items and its
+//! each other without a cycle (docs/DESIGN.md, "The layers of the code"). A module may use its ancestors' items and its
 //! own descendants freely; a reference between two modules in different subtrees counts as an edge
 //! between the two siblings under their lowest common ancestor. References are read from the source
 //! text of the library (src/, without main.rs): every `crate::...` and `super::...` path, braces

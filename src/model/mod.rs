@@ -1,4 +1,4 @@
-//! The reference models of MODELS.md, built from [`layers`] on any backend.
+//! The reference models of docs/MODELS.md, built from [`layers`] on any backend.
 
 pub mod layers;
 

@@ -21,7 +21,7 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// `optim` at its default learning rate (MODELS.md).
+    /// `optim` at its default learning rate (docs/MODELS.md).
     pub fn new(model: ModelSpec, optim: OptimKind) -> Self {
         RunSpec {
             model,
@@ -73,7 +73,7 @@ fn spec(arch: Arch, batchnorm: bool) -> ModelSpec {
     ModelSpec { arch, batchnorm }
 }
 
-/// Tables I-IV as DESIGN.md states them (the study's test accuracies in percent).
+/// Tables I-IV as docs/MODELS.md states them (the study's test accuracies in percent).
 pub fn study_tables() -> Vec<StudyTable> {
     let optims = [
         ("SGD", OptimKind::Sgd),
