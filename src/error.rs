@@ -22,6 +22,15 @@ impl InputError {
     pub fn value(msg: impl Into<String>) -> Self {
         InputError::Value(msg.into())
     }
+    /// A file the user named that could not be opened or read: "`what` not found", or
+    /// "cannot read `what`: the OS's reason".
+    pub fn unreadable(path: &Path, what: &str, e: &std::io::Error) -> Self {
+        let problem = match e.kind() {
+            std::io::ErrorKind::NotFound => format!("{what} not found"),
+            _ => format!("cannot read {what}: {e}"),
+        };
+        InputError::file(path, problem)
+    }
 }
 
 /// Whether an error (anywhere in its chain) is the user's input rather than a fault of the program.

@@ -217,6 +217,9 @@ pub trait Backend {
     );
     /// Waits until every queued op has finished (for honest timing).
     fn sync(&self);
+    /// Frees what the backend caches for tensors the caller has dropped (a GPU's bind groups keep
+    /// their buffers alive): call it between models, e.g. between the runs of a sweep.
+    fn release_cached(&self) {}
     /// Whether the device is still sound: a GPU reports a lost device, an out-of-memory or a hang here
     /// (the ops themselves cannot fail mid-step without a sync).
     fn health(&self) -> anyhow::Result<()> {

@@ -205,13 +205,8 @@ impl Checkpoint {
 
     /// Reads a checkpoint; any problem with the file is an [`InputError`] naming it.
     pub fn load(path: &Path) -> Result<Checkpoint, InputError> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            let problem = match e.kind() {
-                std::io::ErrorKind::NotFound => "checkpoint not found".to_string(),
-                _ => format!("cannot read checkpoint: {e}"),
-            };
-            InputError::file(path, problem)
-        })?;
+        let bytes =
+            std::fs::read(path).map_err(|e| InputError::unreadable(path, "checkpoint", &e))?;
         Self::from_bytes(&bytes, Some(path))
     }
 

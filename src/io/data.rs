@@ -59,13 +59,7 @@ pub struct Splits {
 
 /// Reads a whole file, inflating it if it is gzip (by its magic bytes, not its name).
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, InputError> {
-    let raw = std::fs::read(path).map_err(|e| {
-        let problem = match e.kind() {
-            std::io::ErrorKind::NotFound => "file not found".to_string(),
-            _ => format!("cannot read: {e}"),
-        };
-        InputError::file(path, problem)
-    })?;
+    let raw = std::fs::read(path).map_err(|e| InputError::unreadable(path, "file", &e))?;
     if raw.is_empty() {
         return Err(InputError::file(path, "empty file"));
     }

@@ -244,6 +244,8 @@ pub fn run_sweep<B: Backend + 'static>(
         let t0 = Instant::now();
         let outcome = train(be, &data, &tcfg, run_obs.as_mut());
         drop(run_obs);
+        // The run's model and data are dropped; free the GPU bind groups that still hold them.
+        be.release_cached();
         let base = |status| RunRecord {
             key: key.clone(),
             sweep: cfg.signature(),

@@ -262,13 +262,8 @@ pub struct Prediction {
 /// black-on-white image into white-on-black. MNIST also centres each digit by its mass: that is not
 /// done here, so a digit should roughly fill and centre its image.
 pub fn load_image(path: &Path, invert: bool) -> Result<Vec<u8>, InputError> {
-    let reader = image::ImageReader::open(path).map_err(|e| {
-        let problem = match e.kind() {
-            std::io::ErrorKind::NotFound => "image not found".to_string(),
-            _ => format!("cannot read image: {e}"),
-        };
-        InputError::file(path, problem)
-    })?;
+    let reader =
+        image::ImageReader::open(path).map_err(|e| InputError::unreadable(path, "image", &e))?;
     let img = reader
         .with_guessed_format()
         .map_err(|e| InputError::file(path, format!("cannot read image: {e}")))?

@@ -175,6 +175,11 @@ impl Launcher {
         self.binds.borrow_mut().clear();
     }
 
+    /// How many bind groups are cached (each keeps its buffers alive).
+    pub fn cached_binds(&self) -> usize {
+        self.binds.borrow().len()
+    }
+
     /// Submits the pending encoder (without waiting for it).
     pub fn flush(&self) -> Option<wgpu::SubmissionIndex> {
         self.pass.borrow_mut().take();

@@ -114,10 +114,10 @@ impl GpuBackend {
         &self.info
     }
 
-    /// Drops the cached bind groups (they keep their buffers alive): call between models.
-    pub fn release_cached(&self) {
-        self.l.flush();
-        self.l.clear_binds();
+    /// How many bind groups are cached: each keeps its buffers (a model's tensors, a data set) alive
+    /// until [`Backend::release_cached`].
+    pub fn cached_bind_groups(&self) -> usize {
+        self.l.cached_binds()
     }
 
     fn buffer(&self, bytes: usize, usage: wgpu::BufferUsages) -> GpuBuf {
@@ -246,6 +246,11 @@ impl Backend for GpuBackend {
         if let Err(e) = self.l.wait_idle(READ_TIMEOUT) {
             self.record_error(e);
         }
+    }
+    /// Drops the cached bind groups (they keep their buffers alive).
+    fn release_cached(&self) {
+        self.l.flush();
+        self.l.clear_binds();
     }
     fn health(&self) -> anyhow::Result<()> {
         match self

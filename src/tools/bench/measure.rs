@@ -2,7 +2,6 @@
 //! [`Backend::sync`]; the figures are the median, fastest and slowest repeat.
 
 use super::BenchConfig;
-use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, Gemm};
 use crate::io::data::{self, ImageSet};
 use crate::model::{Model, ModelSpec, IMAGE_SIDE};
@@ -132,22 +131,6 @@ impl Measurement {
     }
 }
 
-/// What a backend must offer the bench beyond [`Backend`]: a way to free its caches between
-/// configurations.
-pub trait BenchBackend: Backend + 'static {
-    /// Frees whatever the backend caches for tensors that were dropped (GPU bind groups).
-    fn release(&self) {}
-}
-
-impl BenchBackend for CpuBackend {}
-
-#[cfg(feature = "gpu")]
-impl BenchBackend for crate::backend::gpu::GpuBackend {
-    fn release(&self) {
-        self.release_cached();
-    }
-}
-
 /// Seconds of `f`, including finishing the device work it queued.
 fn timed<B: Backend>(be: &B, f: impl FnOnce()) -> f64 {
     be.sync();
@@ -173,7 +156,7 @@ fn steps_for(cfg: &BenchConfig, batch: usize, warm_step_s: f64) -> usize {
 }
 
 /// Training throughput of `spec` at `batch` on `be`, on the resident data set `ds` of `n` images.
-pub fn bench_train<B: BenchBackend>(
+pub fn bench_train<B: Backend + 'static>(
     be: &B,
     cfg: &BenchConfig,
     spec: ModelSpec,
@@ -231,7 +214,7 @@ pub fn bench_train<B: BenchBackend>(
         spec.name()
     );
     drop((model, bufs));
-    be.release();
+    be.release_cached();
     let ms = Stat::of(&secs).map(|s| s * 1e3 / steps as f64);
     Ok(Measurement {
         kind: "train",
@@ -257,7 +240,7 @@ pub fn bench_train<B: BenchBackend>(
 }
 
 /// Matmul throughput `c[m x n] = a[m x k] * b[k x n]` on `be`.
-pub fn bench_matmul<B: BenchBackend>(
+pub fn bench_matmul<B: Backend + 'static>(
     be: &B,
     cfg: &BenchConfig,
     (m, k, n): (usize, usize, usize),
@@ -291,7 +274,7 @@ pub fn bench_matmul<B: BenchBackend>(
         be.health()?;
     }
     drop((a, b, c));
-    be.release();
+    be.release_cached();
     let ms = Stat::of(&secs).map(|s| s * 1e3 / calls as f64);
     let flop = 2.0 * m as f64 * k as f64 * n as f64;
     Ok(Measurement {
@@ -362,7 +345,7 @@ fn failed_row<B: Backend>(be: &B, cfg: &BenchConfig, job: Job, err: &anyhow::Err
 /// sees each measurement as it is made. A measurement that fails becomes a row with its error, and a
 /// device left unsound by it (a GPU validation error, out of memory, a lost device) is replaced by a
 /// fresh one from `open` for the rest.
-pub fn bench_backend<B: BenchBackend>(
+pub fn bench_backend<B: Backend + 'static>(
     open: &mut dyn FnMut() -> Result<B>,
     cfg: &BenchConfig,
     data: &ImageSet,
@@ -402,6 +385,6 @@ pub fn bench_backend<B: BenchBackend>(
         rows.push(row);
     }
     drop(ds);
-    be.release();
+    be.release_cached();
     Ok(rows)
 }

@@ -10,9 +10,7 @@ mod measure;
 mod plot;
 mod tables;
 
-pub use measure::{
-    bench_backend, bench_matmul, bench_train, BenchBackend, Measurement, Stat, MIN_REPEAT,
-};
+pub use measure::{bench_backend, bench_matmul, bench_train, Measurement, Stat, MIN_REPEAT};
 pub use plot::plot;
 pub use tables::format_tables;
 
