@@ -126,7 +126,8 @@ struct TrainArgs {
     #[arg(long)]
     optim: Option<String>,
     /// Learning rate (default: sgd 0.01, rmsprop 0.001, adam 0.001; with --resume, the checkpoint's).
-    #[arg(long)]
+    /// A negative value is taken as a value (and refused as one), not as an unknown option.
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
     /// Passes over the training set (default 1); with --resume, counting those already done.
     #[arg(long, conflicts_with = "steps")]

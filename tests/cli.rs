@@ -231,6 +231,7 @@ fn bad_values_exit_2() {
         (&["--batch", "0"][..], "--batch"),
         (&["--steps", "0"][..], "--steps"),
         (&["--lr=-1"][..], "--lr"),
+        (&["--lr", "-1"][..], "--lr -1: must be a positive number"),
         (&["--lr", "nan"][..], "--lr"),
         (&["--batch", "500"][..], "--batch"),
     ] {
