@@ -3,7 +3,6 @@
 //! Test: `tests/gpu_ops.rs` `batchnorm_forward_backward`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
-use super::layout::params_layout_test;
 use super::reduce::{column_sum_into, partials};
 use super::{u, GpuBackend, GpuTensor};
 use crate::backend::{BnBackward, BnEval, BnSpec, BnTrain};

@@ -3,7 +3,6 @@
 //! Test: `tests/gpu_ops.rs` `gather_batch_normalises_in_order`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
-use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuDataset, GpuTensor};
 use crate::backend::{PIXEL_MEAN, PIXEL_STD};
 use bytemuck::{Pod, Zeroable};

@@ -3,7 +3,6 @@
 //! `bias_relu_and_backward`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
-use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuTensor};
 use crate::backend::Mat;
 use bytemuck::{Pod, Zeroable};

@@ -4,7 +4,6 @@
 //! `im2col_col2im_stride_and_padding`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
-use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuTensor};
 use crate::backend::ConvGeom;
 use bytemuck::{Pod, Zeroable};

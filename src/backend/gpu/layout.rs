@@ -1,28 +1,22 @@
 //! Test support: checks a family's Rust params struct against the WGSL `struct Params` it is uploaded
 //! into (same field names, offsets and scalar types, same size), parsing the WGSL with naga, the
 //! shader compiler wgpu itself uses. A field added, reordered or retyped on one side only fails here.
-//! Everything but the macro that writes each family's test is compiled for tests only.
+//! Each family file calls `params_layout_test!` (defined in gpu/mod.rs) to get its test.
 
-#[cfg(test)]
 use super::launch::Family;
-#[cfg(test)]
 use wgpu::naga;
 
-#[cfg(test)]
 /// A Rust scalar type and its WGSL name.
 pub trait WgslScalar {
     const WGSL: &'static str;
 }
-#[cfg(test)]
 impl WgslScalar for u32 {
     const WGSL: &'static str = "u32";
 }
-#[cfg(test)]
 impl WgslScalar for f32 {
     const WGSL: &'static str = "f32";
 }
 
-#[cfg(test)]
 /// One field of a Rust params struct: name, byte offset, WGSL type name.
 #[derive(Debug, PartialEq)]
 pub struct Field {
@@ -31,13 +25,11 @@ pub struct Field {
     pub ty: &'static str,
 }
 
-#[cfg(test)]
 /// The WGSL name of the type a field accessor returns.
 pub fn scalar_of<P, T: WgslScalar>(_: fn(&P) -> &T) -> &'static str {
     T::WGSL
 }
 
-#[cfg(test)]
 /// `field!(Params, m)`: the [`Field`] of `Params::m`.
 macro_rules! field {
     ($ty:ty, $f:ident) => {
@@ -48,28 +40,8 @@ macro_rules! field {
         }
     };
 }
-#[cfg(test)]
 pub(crate) use field;
 
-/// `params_layout_test!(Family::Matmul, Params, [m, k, n, ...])`: the unit test that holds a family's
-/// Rust params struct (every field, in order) to its WGSL `struct Params`.
-macro_rules! params_layout_test {
-    ($family:expr, $ty:ident, [$($f:ident),* $(,)?]) => {
-        #[cfg(test)]
-        mod params_layout {
-            use super::*;
-
-            #[test]
-            fn params_match_the_wgsl_struct() {
-                use $crate::backend::gpu::layout::{assert_matches_wgsl, field};
-                assert_matches_wgsl::<$ty>($family, &[$(field!($ty, $f)),*]);
-            }
-        }
-    };
-}
-pub(crate) use params_layout_test;
-
-#[cfg(test)]
 /// The fields (name, offset, type) and size of `struct Params` in `family`'s WGSL.
 pub fn wgsl_params(family: Family) -> (Vec<(String, usize, &'static str)>, usize) {
     let src = family.wgsl();
@@ -105,7 +77,6 @@ pub fn wgsl_params(family: Family) -> (Vec<(String, usize, &'static str)>, usize
     (fields, span as usize)
 }
 
-#[cfg(test)]
 /// Panics, naming both layouts, unless `P` (whose fields are `rust`) matches `family`'s WGSL Params.
 pub fn assert_matches_wgsl<P>(family: Family, rust: &[Field]) {
     let (wgsl, span) = wgsl_params(family);
@@ -124,7 +95,6 @@ pub fn assert_matches_wgsl<P>(family: Family, rust: &[Field]) {
     );
 }
 
-#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -2,7 +2,6 @@
 //! CPU twin: `CpuBackend::matmul` (matrixmultiply's sgemm). Tests: `tests/gpu_ops.rs` `matmul_*`.
 
 use super::launch::{Family, Kernel, ParamsKind};
-use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuTensor};
 use crate::backend::{Gemm, Trans};
 use bytemuck::{Pod, Zeroable};

@@ -1,12 +1,31 @@
 //! The wgpu backend: every [`Backend`] op as a WGSL compute kernel (shaders/), recorded into one
 //! pending command encoder and submitted only when the host needs a number.
 
+/// `params_layout_test!(Family::Matmul, Params, [m, k, n, ...])`: the unit test that holds a family's
+/// Rust params struct (every field, in order) to its WGSL `struct Params` (see layout.rs). Defined
+/// before the family modules so that each of them can call it.
+macro_rules! params_layout_test {
+    ($family:expr, $ty:ident, [$($f:ident),* $(,)?]) => {
+        #[cfg(test)]
+        mod params_layout {
+            use super::*;
+
+            #[test]
+            fn params_match_the_wgsl_struct() {
+                use $crate::backend::gpu::layout::{assert_matches_wgsl, field};
+                assert_matches_wgsl::<$ty>($family, &[$(field!($ty, $f)),*]);
+            }
+        }
+    };
+}
+
 mod adapter;
 mod batchnorm;
 mod data;
 mod elementwise;
 mod im2col;
 mod launch;
+#[cfg(test)]
 mod layout;
 mod matmul;
 mod optim;

@@ -3,7 +3,6 @@
 //! `adam_step_count_changes_between_steps_on_one_tensor`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
-use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuTensor};
 use crate::backend::cpu::adam_corrections;
 use crate::backend::OptimStep;

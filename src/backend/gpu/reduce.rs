@@ -5,7 +5,6 @@
 //! `tests/gpu_ops.rs` `bias_grad_many_rows`.
 
 use super::launch::{Family, GpuBuf, Kernel, Launcher, ParamsKind};
-use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuTensor, Scratch};
 use crate::backend::Mat;
 use bytemuck::{Pod, Zeroable};

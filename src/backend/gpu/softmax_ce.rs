@@ -4,7 +4,6 @@
 //! `softmax_ce_and_eval`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
-use super::layout::params_layout_test;
 use super::{u, GpuBackend, GpuTensor, Scratch};
 use crate::backend::Mat;
 use bytemuck::{Pod, Zeroable};
