@@ -33,6 +33,9 @@ enum Command {
     /// Training-step and matmul throughput of each backend (CPU and every GPU adapter), median of
     /// several repeats with min and max, and the GPU/CPU speed-up.
     Bench(BenchArgs),
+    /// Where a training step's time goes: each op timed alone (synced before and after), per backend,
+    /// with calls, GPU dispatches, ms per step, share and GFLOP/s or GB/s.
+    Profile(ProfileArgs),
     /// Draw a model's computational graph (or batch norm's own) as Graphviz DOT, SVG or PNG.
     Graph(GraphArgs),
     /// Test accuracy, loss and confusion matrix of a checkpoint.
@@ -178,6 +181,7 @@ fn main() -> ExitCode {
         Command::Sweep(a) => cmd_sweep(a),
         Command::Report(a) => cmd_report(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Profile(a) => cmd_profile(a),
         Command::Graph(a) => cmd_graph(a),
         Command::Eval(a) => cmd_eval(a),
         Command::Predict(a) => cmd_predict(a),
@@ -690,6 +694,57 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     if let Some(path) = &a.plot {
         bench::plot(&rows, path)?;
         eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+struct ProfileArgs {
+    /// Model: fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn.
+    #[arg(long, default_value = "cnn7-bn")]
+    model: String,
+    /// Optimizer: sgd, rmsprop or adam.
+    #[arg(long, default_value = "adam")]
+    optim: String,
+    /// Images per step.
+    #[arg(long, default_value_t = 110)]
+    batch: usize,
+    /// Profiled training steps (after unprofiled warm-up steps); the figures are per step.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Backends, comma separated: cpu, gpu (the best adapter), gpu:NAME [default: cpu, and gpu when
+    /// wgpu finds an adapter, software ones included].
+    #[arg(long)]
+    backend: Option<String>,
+    /// Directory with the MNIST training files [default: data/mnist, else a synthetic set].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Print one JSON object per backend instead of the tables.
+    #[arg(long)]
+    json: bool,
+}
+
+fn cmd_profile(a: ProfileArgs) -> Result<()> {
+    use wgtrain::optim::OptimKind;
+    use wgtrain::tools::{bench, profile};
+    let spec = ModelSpec::parse(&a.model).map_err(|e| InputError::value(e.to_string()))?;
+    let optim = OptimKind::parse(&a.optim).map_err(|e| InputError::value(e.to_string()))?;
+    let batch = at_least_one("--batch", a.batch)?;
+    let steps = at_least_one("--steps", a.steps)?;
+    let backends = match &a.backend {
+        Some(b) => bench::parse_backends(b)?,
+        None => profile::default_backends(&mut notice),
+    };
+    let (data, desc) = bench::load_data(a.data.as_deref())?;
+    notice(&format!("data: {desc}"));
+    let profiles =
+        profile::profile_backends(&backends, spec, optim, batch, steps, &data, &mut notice)?;
+    for p in &profiles {
+        if a.json {
+            println!("{}", serde_json::to_string(p)?);
+        } else {
+            println!("{}", profile::format_profile(p));
+        }
     }
     Ok(())
 }

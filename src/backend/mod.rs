@@ -217,6 +217,10 @@ pub trait Backend {
     );
     /// Waits until every queued op has finished (for honest timing).
     fn sync(&self);
+    /// Compute dispatches recorded so far, on a backend that has them (a GPU); the profiler reads it.
+    fn dispatch_count(&self) -> Option<u64> {
+        None
+    }
     /// Frees what the backend caches for tensors the caller has dropped (a GPU's bind groups keep
     /// their buffers alive): call it between models, e.g. between the runs of a sweep.
     fn release_cached(&self) {}

@@ -110,6 +110,8 @@ pub struct Launcher {
     pass: RefCell<Option<wgpu::ComputePass<'static>>>,
     /// Incremented at each submit; identifies the pending encoder.
     serial: Cell<u64>,
+    /// Dispatches recorded so far (read by the profiler: dispatches per op and per step).
+    dispatches: Cell<u64>,
 }
 
 impl Launcher {
@@ -123,6 +125,7 @@ impl Launcher {
             encoder: RefCell::new(None),
             pass: RefCell::new(None),
             serial: Cell::new(1),
+            dispatches: Cell::new(0),
         }
     }
 
@@ -173,6 +176,11 @@ impl Launcher {
     /// Forgets every cached bind group (and so releases the buffers they hold).
     pub fn clear_binds(&self) {
         self.binds.borrow_mut().clear();
+    }
+
+    /// Dispatches recorded since the launcher was made.
+    pub fn dispatches(&self) -> u64 {
+        self.dispatches.get()
     }
 
     /// How many bind groups are cached (each keeps its buffers alive).
@@ -262,6 +270,7 @@ impl Launcher {
             }
         };
         entry.used_in = self.serial.get();
+        self.dispatches.set(self.dispatches.get() + 1);
         self.with_encoder(|enc| {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,

@@ -266,6 +266,9 @@ impl Backend for GpuBackend {
             self.record_error(e);
         }
     }
+    fn dispatch_count(&self) -> Option<u64> {
+        Some(self.l.dispatches())
+    }
     /// Drops the cached bind groups (they keep their buffers alive).
     fn release_cached(&self) {
         self.l.flush();

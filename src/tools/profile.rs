@@ -1,0 +1,560 @@
+//! `wgtrain profile`: where a training step's time goes, op by op, on any backend.
+//!
+//! [`Profiled`] wraps a backend and implements [`Backend`] itself, so the unchanged model, optimizer and
+//! training step run on it. With profiling on, every op is timed alone: the device is synced before and
+//! after it, so queued GPU work is charged to the op that queued it (on a GPU this serialises the step
+//! and adds a wait per op; the report gives the unsynced step time beside the sum for that reason). On a
+//! GPU the dispatches each op records are counted too. Each op's work (multiply-adds, or the least
+//! memory traffic it needs) turns its time into GFLOP/s or GB/s.
+
+use super::bench::BackendSel;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{
+    Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, Trans,
+};
+use crate::error::InputError;
+use crate::io::data::ImageSet;
+use crate::io::markdown;
+use crate::model::{Model, ModelSpec, IMAGE_SIDE};
+use crate::optim::{OptimKind, Optimizer};
+use crate::train::{train_step, BatchBuffers};
+use anyhow::Result;
+use serde::Serialize;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// What an op does, for its rate: floating-point operations or bytes moved (at least).
+#[derive(Clone, Copy, Debug)]
+enum Work {
+    Flops(f64),
+    Bytes(f64),
+}
+
+const F32: f64 = 4.0;
+
+/// Accumulated figures of one op label.
+#[derive(Clone, Debug, Default)]
+struct Acc {
+    calls: u64,
+    seconds: f64,
+    dispatches: u64,
+    flops: f64,
+    bytes: f64,
+}
+
+/// A backend whose ops are timed one by one while `on` is set.
+pub struct Profiled<B: Backend> {
+    pub inner: B,
+    on: Cell<bool>,
+    acc: RefCell<BTreeMap<String, Acc>>,
+}
+
+impl<B: Backend> Profiled<B> {
+    pub fn new(inner: B) -> Self {
+        Profiled {
+            inner,
+            on: Cell::new(false),
+            acc: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    /// Starts (or stops) timing ops; what was recorded stays.
+    pub fn set_profiling(&self, on: bool) {
+        self.on.set(on);
+    }
+
+    /// Runs `f` (one op); with profiling on, alone between two syncs, charged to `label`.
+    fn op<R>(&self, label: impl FnOnce() -> String, work: Work, f: impl FnOnce() -> R) -> R {
+        if !self.on.get() {
+            return f();
+        }
+        self.inner.sync();
+        let d0 = self.inner.dispatch_count().unwrap_or(0);
+        let t0 = Instant::now();
+        let r = f();
+        self.inner.sync();
+        let seconds = t0.elapsed().as_secs_f64();
+        let d = self.inner.dispatch_count().unwrap_or(0) - d0;
+        let mut acc = self.acc.borrow_mut();
+        let a = acc.entry(label()).or_default();
+        a.calls += 1;
+        a.seconds += seconds;
+        a.dispatches += d;
+        match work {
+            Work::Flops(v) => a.flops += v,
+            Work::Bytes(v) => a.bytes += v,
+        }
+        r
+    }
+
+    /// The rows recorded so far, per step of `steps`, slowest first.
+    fn rows(&self, steps: usize) -> Vec<OpRow> {
+        let acc = self.acc.borrow();
+        let total: f64 = acc.values().map(|a| a.seconds).sum();
+        let n = steps.max(1) as f64;
+        let mut rows: Vec<OpRow> = acc
+            .iter()
+            .map(|(op, a)| OpRow {
+                op: op.clone(),
+                calls_per_step: a.calls as f64 / n,
+                dispatches_per_step: self.inner.dispatch_count().map(|_| a.dispatches as f64 / n),
+                ms_per_step: a.seconds * 1e3 / n,
+                share: if total > 0.0 { a.seconds / total } else { 0.0 },
+                gflops: (a.flops > 0.0).then(|| a.flops / a.seconds.max(1e-12) / 1e9),
+                gbytes_per_s: (a.bytes > 0.0).then(|| a.bytes / a.seconds.max(1e-12) / 1e9),
+            })
+            .collect();
+        rows.sort_by(|a, b| b.ms_per_step.total_cmp(&a.ms_per_step));
+        rows
+    }
+}
+
+fn matmul_label(g: &Gemm) -> String {
+    let form = match (g.ta, g.tb) {
+        (Trans::N, Trans::T) => "NT: x W^T (forward)",
+        (Trans::T, Trans::N) => "TN: dy^T x (weight grad)",
+        (Trans::N, Trans::N) => "NN: dy W (input grad)",
+        (Trans::T, Trans::T) => "TT",
+    };
+    format!("matmul {form}")
+}
+
+impl<B: Backend> Backend for Profiled<B> {
+    type Tensor = B::Tensor;
+    type Dataset = B::Dataset;
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn device_name(&self) -> String {
+        self.inner.device_name()
+    }
+    fn zeros(&self, len: usize) -> B::Tensor {
+        self.inner.zeros(len)
+    }
+    fn upload(&self, data: &[f32]) -> B::Tensor {
+        self.inner.upload(data)
+    }
+    fn write(&self, t: &mut B::Tensor, data: &[f32]) {
+        self.inner.write(t, data)
+    }
+    fn read(&self, t: &B::Tensor) -> Vec<f32> {
+        self.inner.read(t)
+    }
+    fn len(&self, t: &B::Tensor) -> usize {
+        self.inner.len(t)
+    }
+    fn fill(&self, t: &mut B::Tensor, value: f32) {
+        let bytes = self.inner.len(t) as f64 * F32;
+        self.op(
+            || "fill".into(),
+            Work::Bytes(bytes),
+            || self.inner.fill(t, value),
+        )
+    }
+    fn copy(&self, src: &B::Tensor, so: usize, dst: &mut B::Tensor, d: usize, len: usize) {
+        self.op(
+            || "copy".into(),
+            Work::Bytes(2.0 * len as f64 * F32),
+            || self.inner.copy(src, so, dst, d, len),
+        )
+    }
+    fn sync(&self) {
+        self.inner.sync()
+    }
+    fn health(&self) -> Result<()> {
+        self.inner.health()
+    }
+    fn dispatch_count(&self) -> Option<u64> {
+        self.inner.dispatch_count()
+    }
+    fn release_cached(&self) {
+        self.inner.release_cached()
+    }
+
+    fn upload_dataset(&self, images: &[u8], labels: &[u8], pixels: usize) -> B::Dataset {
+        self.inner.upload_dataset(images, labels, pixels)
+    }
+    fn set_order(&self, ds: &mut B::Dataset, order: &[u32]) {
+        self.inner.set_order(ds, order)
+    }
+    fn gather_batch(
+        &self,
+        ds: &B::Dataset,
+        start: usize,
+        batch: usize,
+        x: &mut B::Tensor,
+        y: &mut B::Tensor,
+    ) {
+        // Bytes of the images and labels read, f32 batch and labels written; the pixel count per image
+        // is the tensor's length over the batch.
+        let pixels = self.inner.len(x) / batch.max(1);
+        let bytes = (batch * pixels) as f64 * (1.0 + F32) + batch as f64 * (1.0 + F32);
+        self.op(
+            || "gather_batch".into(),
+            Work::Bytes(bytes),
+            || self.inner.gather_batch(ds, start, batch, x, y),
+        )
+    }
+
+    fn matmul(&self, g: &Gemm, a: &B::Tensor, b: &B::Tensor, c: &mut B::Tensor) {
+        self.op(
+            || matmul_label(g),
+            Work::Flops(g.flops()),
+            || self.inner.matmul(g, a, b, c),
+        )
+    }
+    fn bias_act(&self, x: &mut B::Tensor, bias: Option<&B::Tensor>, shape: Mat, relu: bool) {
+        let label = if bias.is_some() { "bias_act" } else { "relu" };
+        let bytes = (2 * shape.len() + bias.map_or(0, |_| shape.cols)) as f64 * F32;
+        self.op(
+            || label.into(),
+            Work::Bytes(bytes),
+            || self.inner.bias_act(x, bias, shape, relu),
+        )
+    }
+    fn relu_backward(&self, y: &B::Tensor, dy: &mut B::Tensor) {
+        let bytes = 3.0 * self.inner.len(dy) as f64 * F32;
+        self.op(
+            || "relu_backward".into(),
+            Work::Bytes(bytes),
+            || self.inner.relu_backward(y, dy),
+        )
+    }
+    fn bias_grad(&self, dy: &B::Tensor, db: &mut B::Tensor, shape: Mat) {
+        let bytes = (shape.len() + shape.cols) as f64 * F32;
+        self.op(
+            || "bias_grad".into(),
+            Work::Bytes(bytes),
+            || self.inner.bias_grad(dy, db, shape),
+        )
+    }
+    fn im2col(&self, x: &B::Tensor, col: &mut B::Tensor, g: &ConvGeom) {
+        let bytes = (g.col_rows() * g.col_cols() + g.n * g.h * g.w * g.c) as f64 * F32;
+        self.op(
+            || "im2col".into(),
+            Work::Bytes(bytes),
+            || self.inner.im2col(x, col, g),
+        )
+    }
+    fn col2im(&self, col: &B::Tensor, dx: &mut B::Tensor, g: &ConvGeom) {
+        let bytes = (g.col_rows() * g.col_cols() + g.n * g.h * g.w * g.c) as f64 * F32;
+        self.op(
+            || "col2im".into(),
+            Work::Bytes(bytes),
+            || self.inner.col2im(col, dx, g),
+        )
+    }
+
+    fn bn_forward_train(
+        &self,
+        bn: &BnSpec,
+        x: &B::Tensor,
+        y: &mut B::Tensor,
+        t: BnTrain<'_, B::Tensor>,
+    ) {
+        let bytes = 2.0 * bn.shape.len() as f64 * F32;
+        self.op(
+            || "bn_forward_train".into(),
+            Work::Bytes(bytes),
+            || self.inner.bn_forward_train(bn, x, y, t),
+        )
+    }
+    fn bn_forward_eval(
+        &self,
+        bn: &BnSpec,
+        x: &B::Tensor,
+        y: &mut B::Tensor,
+        t: BnEval<'_, B::Tensor>,
+    ) {
+        let bytes = 2.0 * bn.shape.len() as f64 * F32;
+        self.op(
+            || "bn_forward_eval".into(),
+            Work::Bytes(bytes),
+            || self.inner.bn_forward_eval(bn, x, y, t),
+        )
+    }
+    fn bn_backward(
+        &self,
+        bn: &BnSpec,
+        x: &B::Tensor,
+        dy: &B::Tensor,
+        dx: &mut B::Tensor,
+        t: BnBackward<'_, B::Tensor>,
+    ) {
+        let bytes = 3.0 * bn.shape.len() as f64 * F32;
+        self.op(
+            || "bn_backward".into(),
+            Work::Bytes(bytes),
+            || self.inner.bn_backward(bn, x, dy, dx, t),
+        )
+    }
+
+    fn softmax_ce(
+        &self,
+        logits: &B::Tensor,
+        labels: &B::Tensor,
+        dlogits: &mut B::Tensor,
+        loss: &mut B::Tensor,
+        shape: Mat,
+        accumulate: bool,
+    ) {
+        let bytes = (2 * shape.len() + shape.rows) as f64 * F32;
+        self.op(
+            || "softmax_ce".into(),
+            Work::Bytes(bytes),
+            || {
+                self.inner
+                    .softmax_ce(logits, labels, dlogits, loss, shape, accumulate)
+            },
+        )
+    }
+    fn eval_batch(&self, logits: &B::Tensor, labels: &B::Tensor, out: &mut B::Tensor, shape: Mat) {
+        let bytes = (shape.len() + shape.rows) as f64 * F32;
+        self.op(
+            || "eval_batch".into(),
+            Work::Bytes(bytes),
+            || self.inner.eval_batch(logits, labels, out, shape),
+        )
+    }
+
+    fn optim_step(
+        &self,
+        step: &OptimStep,
+        w: &mut B::Tensor,
+        g: &B::Tensor,
+        state: &mut [B::Tensor],
+    ) {
+        // Read w, g and each moment; write w and each moment.
+        let (name, tensors) = match step {
+            OptimStep::Sgd { .. } => ("sgd", 3.0),
+            OptimStep::RmsProp { .. } => ("rmsprop", 5.0),
+            OptimStep::Adam { .. } => ("adam", 7.0),
+        };
+        let bytes = tensors * self.inner.len(w) as f64 * F32;
+        self.op(
+            || format!("optim {name}"),
+            Work::Bytes(bytes),
+            || self.inner.optim_step(step, w, g, state),
+        )
+    }
+}
+
+/// One op's share of a training step.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpRow {
+    pub op: String,
+    pub calls_per_step: f64,
+    /// GPU only: compute dispatches per step.
+    pub dispatches_per_step: Option<f64>,
+    pub ms_per_step: f64,
+    /// Of the sum of all ops' times.
+    pub share: f64,
+    /// Matmuls: achieved GFLOP/s.
+    pub gflops: Option<f64>,
+    /// Other ops: GB/s of the least memory traffic the op needs (each tensor read or written once).
+    pub gbytes_per_s: Option<f64>,
+}
+
+/// A whole profile: one model, batch and backend.
+#[derive(Clone, Debug, Serialize)]
+pub struct Profile {
+    pub model: String,
+    pub optim: String,
+    pub batch: usize,
+    pub backend: String,
+    pub device: String,
+    /// How each op was timed.
+    pub timing: String,
+    pub steps: usize,
+    /// The sum of the ops' times per step (synced after each op).
+    pub ops_ms_per_step: f64,
+    /// A training step without per-op syncs, timed over the same number of steps.
+    pub step_ms: f64,
+    pub dispatches_per_step: Option<f64>,
+    pub ops: Vec<OpRow>,
+}
+
+/// Profiles `steps` training steps of `spec` at `batch` on `be`, after `warmup` unprofiled steps.
+pub fn profile<B: Backend + 'static>(
+    be: B,
+    spec: ModelSpec,
+    optim: OptimKind,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    data: &ImageSet,
+) -> Result<Profile> {
+    if batch > data.len() {
+        return Err(InputError::value(format!(
+            "--batch {batch}: the data set has only {} images",
+            data.len()
+        ))
+        .into());
+    }
+    let be = Profiled::new(be);
+    let ds = be.upload_dataset(&data.images, &data.labels, data.pixels());
+    let mut model = Model::new(&be, spec, batch, 1);
+    let mut opt = Optimizer::new(optim, optim.default_lr());
+    let mut bufs = BatchBuffers::new(&be, batch, IMAGE_SIDE * IMAGE_SIDE);
+    let batches = data.len() / batch;
+    let mut pos = 0usize;
+    let mut step =
+        |model: &mut Model<Profiled<B>>, opt: &mut Optimizer, bufs: &mut BatchBuffers<_>| {
+            train_step(&be, model, opt, &ds, (pos % batches) * batch, bufs);
+            pos += 1;
+        };
+    for _ in 0..warmup.max(1) {
+        step(&mut model, &mut opt, &mut bufs);
+    }
+    be.sync();
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        step(&mut model, &mut opt, &mut bufs);
+    }
+    be.sync();
+    let step_ms = t0.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    let d0 = be.dispatch_count();
+    be.set_profiling(true);
+    for _ in 0..steps {
+        step(&mut model, &mut opt, &mut bufs);
+    }
+    be.set_profiling(false);
+    let dispatches = be
+        .dispatch_count()
+        .zip(d0)
+        .map(|(d1, d0)| (d1 - d0) as f64 / steps as f64);
+    be.health()?;
+    let loss = be.read(&model.head.loss)[0];
+    anyhow::ensure!(loss.is_finite(), "the loss became {loss}");
+    let ops = be.rows(steps);
+    Ok(Profile {
+        model: spec.name(),
+        optim: optim.name().to_string(),
+        batch,
+        backend: be.kind().to_string(),
+        device: be.device_name(),
+        timing: "each op alone: the device synced before and after it".into(),
+        steps,
+        ops_ms_per_step: ops.iter().map(|r| r.ms_per_step).sum(),
+        step_ms,
+        dispatches_per_step: dispatches,
+        ops,
+    })
+}
+
+/// The backends profiled when none are named: the CPU, and the best GPU adapter if there is one.
+pub fn default_backends(notice: &mut dyn FnMut(&str)) -> Vec<BackendSel> {
+    #[cfg_attr(not(feature = "gpu"), allow(unused_mut))]
+    let mut out = vec![BackendSel::Cpu];
+    #[cfg(feature = "gpu")]
+    if crate::backend::gpu::list_adapters().is_empty() {
+        notice("no GPU adapter found; profiling the CPU backend only");
+    } else {
+        out.push(BackendSel::Gpu(None));
+    }
+    #[cfg(not(feature = "gpu"))]
+    notice("this build has no GPU backend (feature `gpu` is off); profiling the CPU backend only");
+    out
+}
+
+/// Profiles on each backend selected (`cpu`, `gpu`, `gpu:NAME`), in turn.
+pub fn profile_backends(
+    backends: &[BackendSel],
+    spec: ModelSpec,
+    optim: OptimKind,
+    batch: usize,
+    steps: usize,
+    data: &ImageSet,
+    notice: &mut dyn FnMut(&str),
+) -> Result<Vec<Profile>> {
+    let mut out = Vec::new();
+    for sel in backends {
+        notice(&format!("profiling {} on {}", spec.name(), sel.label()));
+        match sel {
+            BackendSel::Cpu => out.push(profile(
+                CpuBackend::new(),
+                spec,
+                optim,
+                batch,
+                steps,
+                1,
+                data,
+            )?),
+            #[cfg(feature = "gpu")]
+            BackendSel::Gpu(filter) => {
+                let gpu = crate::backend::gpu::GpuBackend::new(filter.as_deref(), true)?;
+                out.push(profile(gpu, spec, optim, batch, steps, 2, data)?);
+            }
+            #[cfg(not(feature = "gpu"))]
+            BackendSel::Gpu(_) => return Err(InputError::value(
+                "--backend gpu: this build of wgtrain has no GPU backend (feature `gpu` is off)",
+            )
+            .into()),
+        }
+    }
+    Ok(out)
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or(String::new(), |x| format!("{x:.digits$}"))
+}
+
+/// A profile as a heading line and a markdown table, slowest op first, with a total row.
+pub fn format_profile(p: &Profile) -> String {
+    let mut out = format!(
+        "{} {} batch {} on {} ({}), {} steps; {}.\n\
+         Step without per-op syncs: {:.2} ms; sum of the ops: {:.2} ms{}.\n\n",
+        p.model,
+        p.optim,
+        p.batch,
+        p.backend,
+        p.device,
+        p.steps,
+        p.timing,
+        p.step_ms,
+        p.ops_ms_per_step,
+        p.dispatches_per_step
+            .map_or(String::new(), |d| format!("; {d:.0} dispatches per step")),
+    );
+    let gpu = p.dispatches_per_step.is_some();
+    let mut header = vec!["op", "calls/step"];
+    if gpu {
+        header.push("dispatches/step");
+    }
+    header.extend(["ms/step", "share", "GFLOP/s", "GB/s"]);
+    let mut body: Vec<Vec<String>> = p
+        .ops
+        .iter()
+        .map(|r| {
+            let mut row = vec![r.op.clone(), format!("{:.0}", r.calls_per_step)];
+            if gpu {
+                row.push(opt(r.dispatches_per_step, 0));
+            }
+            row.extend([
+                format!("{:.3}", r.ms_per_step),
+                format!("{:.1}%", r.share * 100.0),
+                opt(r.gflops, 2),
+                opt(r.gbytes_per_s, 2),
+            ]);
+            row
+        })
+        .collect();
+    let mut total = vec![
+        "total".to_string(),
+        format!("{:.0}", p.ops.iter().map(|r| r.calls_per_step).sum::<f64>()),
+    ];
+    if gpu {
+        total.push(opt(p.dispatches_per_step, 0));
+    }
+    total.extend([
+        format!("{:.3}", p.ops_ms_per_step),
+        "100%".into(),
+        String::new(),
+        String::new(),
+    ]);
+    body.push(total);
+    out += &markdown::table(&header, &body);
+    out
+}
