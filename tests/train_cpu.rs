@@ -114,3 +114,24 @@ fn rmsprop_cnn_is_deterministic_too() {
         b.losses.iter().map(|l| l.to_bits()).collect::<Vec<_>>()
     );
 }
+
+/// The CPU backend splits its column sums (batch norm, bias gradients) into fixed chunks of rows summed
+/// on rayon's threads: the losses must not depend on how many threads there are.
+#[test]
+fn losses_do_not_depend_on_the_thread_count() {
+    let data = synthetic_splits();
+    // cnn3-bn at batch 32: batch norm sums 32 x 14 x 14 = 6272 rows, several chunks.
+    let mut cfg = config("cnn3-bn", OptimKind::Adam, 8, 4);
+    cfg.batch = 32;
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| run(&data, &cfg))
+    };
+    let bits = |r: &TrainResult| r.losses.iter().map(|l| l.to_bits()).collect::<Vec<_>>();
+    let one = on(1);
+    assert_eq!(bits(&one), bits(&on(2)), "1 and 2 threads");
+    assert_eq!(bits(&one), bits(&on(3)), "1 and 3 threads");
+}

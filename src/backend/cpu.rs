@@ -12,6 +12,11 @@ use rayon::prelude::*;
 
 /// Rows per rayon task: small ops stay on one thread.
 const PAR_ROWS: usize = 64;
+/// Rows per partial sum of the column reductions. Fixed, so that the partials and the order they are
+/// added in do not depend on the thread count: the same bits on any number of threads.
+const SUM_ROWS: usize = 1024;
+/// Elements per rayon task of the element-wise ops.
+const PAR_ELEMS: usize = 1 << 14;
 
 #[derive(Default, Clone, Debug)]
 pub struct CpuBackend;
@@ -161,19 +166,23 @@ impl Backend for CpuBackend {
     }
 
     fn relu_backward(&self, y: &Vec<f32>, dy: &mut Vec<f32>) {
-        dy.iter_mut().zip(y.iter()).for_each(|(d, &y)| {
-            if y <= 0.0 {
-                *d = 0.0;
-            }
-        });
+        dy.par_chunks_mut(PAR_ELEMS)
+            .zip(y.par_chunks(PAR_ELEMS))
+            .for_each(|(dc, yc)| {
+                dc.iter_mut().zip(yc).for_each(|(d, &y)| {
+                    if y <= 0.0 {
+                        *d = 0.0;
+                    }
+                })
+            });
     }
 
     fn bias_grad(&self, dy: &Vec<f32>, db: &mut Vec<f32>, shape: Mat) {
         let (rows, cols) = (shape.rows, shape.cols);
-        let mut acc = vec![0.0f64; cols];
-        for row in dy[..rows * cols].chunks(cols) {
+        let acc = column_sums(rows, cols, |r, acc| {
+            let row = &dy[r * cols..(r + 1) * cols];
             acc.iter_mut().zip(row).for_each(|(d, &v)| *d += v as f64);
-        }
+        });
         db.iter_mut().zip(&acc).for_each(|(d, &a)| *d = a as f32);
     }
 
@@ -302,19 +311,30 @@ impl Backend for CpuBackend {
             dgamma,
             dbeta,
         } = t;
-        let (mut sum_dy, mut sum_dy_xhat) = (vec![0.0f64; cols], vec![0.0f64; cols]);
-        for (xr, dyr) in x[..rows * cols].chunks(cols).zip(dy.chunks(cols)) {
-            for c in 0..cols {
-                let xhat = (xr[c] - mean[c]) * invstd[c];
-                sum_dy[c] += dyr[c] as f64;
-                sum_dy_xhat[c] += (dyr[c] * xhat) as f64;
+        // [sum dy | sum dy * xhat] per column.
+        let sums = column_sums(rows, 2 * cols, |r, acc| {
+            let (xr, dyr) = (&x[r * cols..(r + 1) * cols], &dy[r * cols..(r + 1) * cols]);
+            let (sum_dy, sum_dy_xhat) = acc.split_at_mut(cols);
+            let per_col = mean.iter().zip(invstd.iter()).zip(sum_dy).zip(sum_dy_xhat);
+            for ((&x, &dy), (((&m, &is), s), sx)) in xr.iter().zip(dyr).zip(per_col) {
+                let xhat = (x - m) * is;
+                *s += dy as f64;
+                *sx += (dy * xhat) as f64;
             }
-        }
+        });
         for c in 0..cols {
-            dbeta[c] = sum_dy[c] as f32;
-            dgamma[c] = sum_dy_xhat[c] as f32;
+            dbeta[c] = sums[c] as f32;
+            dgamma[c] = sums[cols + c] as f32;
         }
         let r = rows as f32;
+        // Per column: gamma * invstd / r (the same f32 operations, hoisted out of the rows).
+        let k: Vec<f32> = gamma
+            .iter()
+            .zip(invstd.iter())
+            .map(|(g, is)| g * is / r)
+            .collect();
+        let cols_of = |c: usize| (k[c], mean[c], invstd[c], dbeta[c], dgamma[c]);
+        let per_col: Vec<_> = (0..cols).map(cols_of).collect();
         dx[..rows * cols]
             .par_chunks_mut(cols * PAR_ROWS)
             .zip(x[..rows * cols].par_chunks(cols * PAR_ROWS))
@@ -325,10 +345,11 @@ impl Backend for CpuBackend {
                     .zip(xc.chunks(cols))
                     .zip(dyc.chunks(cols))
                 {
-                    for c in 0..cols {
-                        let xhat = (xr[c] - mean[c]) * invstd[c];
-                        dxr[c] =
-                            gamma[c] * invstd[c] / r * (r * dyr[c] - dbeta[c] - xhat * dgamma[c]);
+                    for (((d, &x), &dy), &(k, m, is, db, dg)) in
+                        dxr.iter_mut().zip(xr).zip(dyr).zip(&per_col)
+                    {
+                        let xhat = (x - m) * is;
+                        *d = k * (r * dy - db - xhat * dg);
                     }
                 }
             });
@@ -433,20 +454,41 @@ fn log_sum_exp(z: &[f32]) -> (f32, usize) {
 /// Per-column mean and biased variance of `x[rows x cols]`: two passes, f64 sums, so the reference's
 /// own rounding stays far below the 1e-4 the GPU is held to (a plain f32 sum over 10^5 rows does not).
 fn column_mean_var(x: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut sum = vec![0.0f64; cols];
-    for row in x.chunks(cols) {
-        sum.iter_mut().zip(row).for_each(|(m, &v)| *m += v as f64);
-    }
+    let row = |r: usize| &x[r * cols..(r + 1) * cols];
+    let sum = column_sums(rows, cols, |r, acc| {
+        acc.iter_mut()
+            .zip(row(r))
+            .for_each(|(m, &v)| *m += v as f64);
+    });
     let mean: Vec<f32> = sum.iter().map(|s| (s / rows as f64) as f32).collect();
-    let mut sq = vec![0.0f64; cols];
-    for row in x.chunks(cols) {
-        for c in 0..cols {
-            let d = (row[c] - mean[c]) as f64;
-            sq[c] += d * d;
+    let sq = column_sums(rows, cols, |r, acc| {
+        for ((a, &v), &m) in acc.iter_mut().zip(row(r)).zip(&mean) {
+            let d = (v - m) as f64;
+            *a += d * d;
         }
-    }
+    });
     let var = sq.iter().map(|v| (v / rows as f64) as f32).collect();
     (mean, var)
+}
+
+/// Column sums in f64: `add(r, acc)` adds row `r`'s terms into `acc` (`width` long). Chunks of
+/// [`SUM_ROWS`] rows are summed in parallel, then the chunks are added in order.
+fn column_sums(rows: usize, width: usize, add: impl Fn(usize, &mut [f64]) + Sync) -> Vec<f64> {
+    let partials: Vec<Vec<f64>> = (0..rows.div_ceil(SUM_ROWS))
+        .into_par_iter()
+        .map(|chunk| {
+            let mut acc = vec![0.0f64; width];
+            for r in chunk * SUM_ROWS..((chunk + 1) * SUM_ROWS).min(rows) {
+                add(r, &mut acc);
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![0.0f64; width];
+    for p in partials {
+        total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
+    }
+    total
 }
 
 /// `y = gamma * (x - mean) * invstd + beta` per column; `stats(c)` gives (mean, invstd, gamma, beta).
@@ -463,9 +505,8 @@ fn normalise_rows(
         .zip(x[..rows * cols].par_chunks(cols * PAR_ROWS))
         .for_each(|(yc, xc)| {
             for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
-                for c in 0..cols {
-                    let (m, is, g, b) = s[c];
-                    yr[c] = g * (xr[c] - m) * is + b;
+                for ((y, &x), &(m, is, g, b)) in yr.iter_mut().zip(xr).zip(&s) {
+                    *y = g * (x - m) * is + b;
                 }
             }
         });
