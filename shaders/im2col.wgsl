@@ -1,16 +1,19 @@
 // im2col / col2im for a square-kernel convolution over NHWC images (1-d launches).
 // The col matrix has one row per output pixel (n, oy, ox) and one column per tap (ky, kx, c).
 
+// The layer's geometry is fixed per pipeline (override constants, set per convolution layer), so every
+// division and remainder below is by a constant; only the batch size varies at run time.
+override C: u32 = 1u;      // input channels
+override H: u32 = 1u;      // input height
+override W: u32 = 1u;      // input width
+override K: u32 = 1u;      // kernel side
+override STRIDE: u32 = 1u;
+override PAD: u32 = 0u;
+override OH: u32 = 1u;     // output height
+override OW: u32 = 1u;     // output width
+
 struct Params {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-    oh: u32,
-    ow: u32,
+    n: u32,     // images in the batch
     total: u32, // invocations: col elements (im2col) or image elements (col2im)
     _pad0: u32,
     _pad1: u32,
@@ -27,20 +30,20 @@ fn im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (i >= p.total) {
         return;
     }
-    let taps = p.k * p.k * p.c;
+    let taps = K * K * C;
     let row = i / taps;
     let t = i % taps;
-    let ci = t % p.c;
-    let kx = (t / p.c) % p.k;
-    let ky = t / (p.c * p.k);
-    let ox = row % p.ow;
-    let oy = (row / p.ow) % p.oh;
-    let n = row / (p.ow * p.oh);
-    let iy = i32(oy * p.stride + ky) - i32(p.pad);
-    let ix = i32(ox * p.stride + kx) - i32(p.pad);
+    let ci = t % C;
+    let kx = (t / C) % K;
+    let ky = t / (C * K);
+    let ox = row % OW;
+    let oy = (row / OW) % OH;
+    let n = row / (OW * OH);
+    let iy = i32(oy * STRIDE + ky) - i32(PAD);
+    let ix = i32(ox * STRIDE + kx) - i32(PAD);
     var v = 0.0;
-    if (iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w)) {
-        v = src[((n * p.h + u32(iy)) * p.w + u32(ix)) * p.c + ci];
+    if (iy >= 0 && ix >= 0 && iy < i32(H) && ix < i32(W)) {
+        v = src[((n * H + u32(iy)) * W + u32(ix)) * C + ci];
     }
     dst[i] = v;
 }
@@ -52,31 +55,31 @@ fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (i >= p.total) {
         return;
     }
-    let ci = i % p.c;
-    let ix = (i / p.c) % p.w;
-    let iy = (i / (p.c * p.w)) % p.h;
-    let n = i / (p.c * p.w * p.h);
-    let taps = p.k * p.k * p.c;
+    let ci = i % C;
+    let ix = (i / C) % W;
+    let iy = (i / (C * W)) % H;
+    let n = i / (C * W * H);
+    let taps = K * K * C;
     var s = 0.0;
-    for (var ky = 0u; ky < p.k; ky++) {
-        let ty = i32(iy + p.pad) - i32(ky);
-        if (ty < 0 || ty % i32(p.stride) != 0) {
+    for (var ky = 0u; ky < K; ky++) {
+        let ty = i32(iy + PAD) - i32(ky);
+        if (ty < 0 || ty % i32(STRIDE) != 0) {
             continue;
         }
-        let oy = u32(ty) / p.stride;
-        if (oy >= p.oh) {
+        let oy = u32(ty) / STRIDE;
+        if (oy >= OH) {
             continue;
         }
-        for (var kx = 0u; kx < p.k; kx++) {
-            let tx = i32(ix + p.pad) - i32(kx);
-            if (tx < 0 || tx % i32(p.stride) != 0) {
+        for (var kx = 0u; kx < K; kx++) {
+            let tx = i32(ix + PAD) - i32(kx);
+            if (tx < 0 || tx % i32(STRIDE) != 0) {
                 continue;
             }
-            let ox = u32(tx) / p.stride;
-            if (ox >= p.ow) {
+            let ox = u32(tx) / STRIDE;
+            if (ox >= OW) {
                 continue;
             }
-            s += src[((n * p.oh + oy) * p.ow + ox) * taps + (ky * p.k + kx) * p.c + ci];
+            s += src[((n * OH + oy) * OW + ox) * taps + (ky * K + kx) * C + ci];
         }
     }
     dst[i] = s;

@@ -1,87 +1,122 @@
-// C[m x n] = op(A)[m x k] * op(B)[k x n] (+ C if accumulate), row-major; op(A)[r, kk] is read at
-// a[r * a_row + kk * a_k], so a transposed operand is only a change of strides (set by the host).
-// Two kernels, both register-blocked (each invocation owns a 4x4 block of C in four vec4 accumulators)
-// and bounds-safe for any shape (loads clamp their index, stores outside C are skipped):
-//   matmul_tiled:  16x16 workgroup, 64x64 tile of C; K walked in slices of 16 staged in workgroup
-//                  memory (for real GPUs). Dispatch (ceil(n / 64), ceil(m / 64), 1).
-// Both sum K in blocks of 256 and add the block sums to a running total: a K of 10^4-10^5 (the weight
-// gradient of a first convolution, summed over every pixel of the batch) would otherwise lose ~1e-4 of
-// relative accuracy to one long f32 accumulation.
-//   matmul_direct: 8x8 workgroup, 32x32 tile of C, operands read straight from memory with no
-//                  barriers (for CPU-emulated adapters such as lavapipe, where a barrier is costly and
-//                  memory is the CPU's cache anyway). Dispatch (ceil(n / 32), ceil(m / 32), 1).
+// C[m x n] = op(A)[m x k] * op(B)[k x n] (+ C if accumulate), row-major.
+//
+// Each transposed form is its own pipeline: the override constants A_T and B_T fix how the operands
+// are stored, so the inner loops index with constant strides.
+//
+// Split-K: a dispatch of (.., .., splits) workgroups gives slice z = gid.z the K range
+// [z * k_split, min((z + 1) * k_split, k)); with splits > 1 each slice writes its partial product to
+// c[z * m * n + ..] (c is then a scratch buffer) and `splitk_sum` adds the slices in order into C, so a
+// long-K product with a small C fills the adapter and still sums in a fixed order.
+//
+// Every kernel sums K in blocks of 256 and adds the block sums to a running total: a K of 10^4-10^5 (the
+// weight gradient of a first convolution, summed over every pixel of the batch) would otherwise lose
+// ~1e-4 of relative accuracy to one long f32 accumulation.
+//
+//   matmul_tiled:  16x16 workgroup, 64x64 tile of C (4x4 per invocation, vec4 accumulators); K walked
+//                  in slices of 16 staged in workgroup memory (for real GPUs).
+//                  Dispatch (ceil(n / 64), ceil(m / 64), splits).
+//   matmul_direct: 8x8 workgroup, 64x64 tile of C (8x8 per invocation), operands read straight from
+//                  memory with no barriers (for CPU-emulated adapters such as lavapipe, where a barrier
+//                  is costly and memory is the CPU's cache anyway). Dispatch (ceil(n / 64), ceil(m / 64), splits).
+//   splitk_sum:    one invocation per element of C; 1-d launch over m * n.
+// All are bounds-safe for any shape: loads clamp their index, stores outside C are skipped.
+
+override A_T: bool = false; // true: A is stored [k x m] and read transposed; false: [m x k]
+override B_T: bool = false; // true: B is stored [n x k] and read transposed; false: [k x n]
 
 struct Params {
     m: u32,
     k: u32,
     n: u32,
-    accumulate: u32, // 1: add to C instead of overwriting it
-    a_row: u32,      // stride of op(A) between rows (k if stored [m x k], 1 if stored [k x m])
-    a_k: u32,        // stride of op(A) along k        (1 if stored [m x k], m if stored [k x m])
-    b_k: u32,        // stride of op(B) along k        (n if stored [k x n], 1 if stored [n x k])
-    b_col: u32,      // stride of op(B) between columns (1 if stored [k x n], k if stored [n x k])
+    accumulate: u32, // 1: add to C instead of overwriting it (the matmul kernels get 0 when split)
+    k_split: u32,    // K per slice (a multiple of 256); k when not split
+    splits: u32,     // slices; 1: write C directly
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;    // C, or the slices' partials when split
+@group(0) @binding(4) var<storage, read> partial: array<f32>;    // splitk_sum: [splits x m x n]
 
-fn store_row(row: u32, col0: u32, col_step: u32, v: vec4<f32>) {
+// op(A)[r, kk] and op(B)[kk, col].
+fn a_at(r: u32, kk: u32) -> f32 {
+    if (A_T) {
+        return a[kk * p.m + r];
+    }
+    return a[r * p.k + kk];
+}
+fn b_at(kk: u32, col: u32) -> f32 {
+    if (B_T) {
+        return b[col * p.k + kk];
+    }
+    return b[kk * p.n + col];
+}
+
+fn k_range(z: u32) -> vec2<u32> {
+    let k0 = z * p.k_split;
+    return vec2<u32>(k0, min(k0 + p.k_split, p.k));
+}
+
+// Stores four values of one row of the output, at columns col0 + j * col_step.
+fn store_row(z: u32, row: u32, col0: u32, col_step: u32, v: vec4<f32>) {
     if (row >= p.m) {
         return;
     }
+    let base = z * p.m * p.n + row * p.n;
     for (var j = 0u; j < 4u; j++) {
         let col = col0 + j * col_step;
         if (col < p.n) {
-            let at = row * p.n + col;
             var r = v[j];
             if (p.accumulate != 0u) {
-                r += c[at];
+                r += c[base + col];
             }
-            c[at] = r;
+            c[base + col] = r;
         }
     }
 }
 
 @compute @workgroup_size(8, 8)
 fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row0 = gid.y * 4u;
-    let col0 = gid.x * 4u;
-    // Clamped bases: rows/columns past the edge re-read the last one; their results are not stored.
-    var ra: vec4<u32>;
-    var cb: vec4<u32>;
-    for (var i = 0u; i < 4u; i++) {
-        ra[i] = min(row0 + i, p.m - 1u) * p.a_row;
-        cb[i] = min(col0 + i, p.n - 1u) * p.b_col;
+    let row0 = gid.y * 8u;
+    let col0 = gid.x * 8u;
+    if (row0 >= p.m || col0 >= p.n) {
+        return;
     }
-    var sum0 = vec4<f32>(0.0);
-    var sum1 = vec4<f32>(0.0);
-    var sum2 = vec4<f32>(0.0);
-    var sum3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < p.k; k0 += 256u) {
-        var acc0 = vec4<f32>(0.0);
-        var acc1 = vec4<f32>(0.0);
-        var acc2 = vec4<f32>(0.0);
-        var acc3 = vec4<f32>(0.0);
-        for (var kk = k0; kk < min(k0 + 256u, p.k); kk++) {
-            let ka = kk * p.a_k;
-            let kb = kk * p.b_k;
-            let bv = vec4<f32>(b[cb.x + kb], b[cb.y + kb], b[cb.z + kb], b[cb.w + kb]);
-            acc0 = fma(vec4<f32>(a[ra.x + ka]), bv, acc0);
-            acc1 = fma(vec4<f32>(a[ra.y + ka]), bv, acc1);
-            acc2 = fma(vec4<f32>(a[ra.z + ka]), bv, acc2);
-            acc3 = fma(vec4<f32>(a[ra.w + ka]), bv, acc3);
+    let kr = k_range(gid.z);
+    // Clamped rows and columns: those past the edge re-read the last one; their results are not stored.
+    var r: array<u32, 8>;
+    var cl: array<u32, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        r[i] = min(row0 + i, p.m - 1u);
+        cl[i] = min(col0 + i, p.n - 1u);
+    }
+    // acc[2i] and acc[2i + 1]: row i, columns 0-3 and 4-7 of the block; sum: the finished K blocks.
+    var acc: array<vec4<f32>, 16>;
+    var sum: array<vec4<f32>, 16>;
+    for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
+        for (var i = 0u; i < 16u; i++) {
+            acc[i] = vec4<f32>(0.0);
         }
-        sum0 += acc0;
-        sum1 += acc1;
-        sum2 += acc2;
-        sum3 += acc3;
+        for (var kk = k0; kk < min(k0 + 256u, kr.y); kk++) {
+            let b0 = vec4<f32>(b_at(kk, cl[0]), b_at(kk, cl[1]), b_at(kk, cl[2]), b_at(kk, cl[3]));
+            let b1 = vec4<f32>(b_at(kk, cl[4]), b_at(kk, cl[5]), b_at(kk, cl[6]), b_at(kk, cl[7]));
+            for (var i = 0u; i < 8u; i++) {
+                let av = vec4<f32>(a_at(r[i], kk));
+                acc[2u * i] = fma(av, b0, acc[2u * i]);
+                acc[2u * i + 1u] = fma(av, b1, acc[2u * i + 1u]);
+            }
+        }
+        for (var i = 0u; i < 16u; i++) {
+            sum[i] += acc[i];
+        }
     }
-    store_row(row0, col0, 1u, sum0);
-    store_row(row0 + 1u, col0, 1u, sum1);
-    store_row(row0 + 2u, col0, 1u, sum2);
-    store_row(row0 + 3u, col0, 1u, sum3);
+    for (var i = 0u; i < 8u; i++) {
+        store_row(gid.z, row0 + i, col0, 1u, sum[2u * i]);
+        store_row(gid.z, row0 + i, col0 + 4u, 1u, sum[2u * i + 1u]);
+    }
 }
 
 const TILE: u32 = 64u;
@@ -94,9 +129,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let row0 = wid.y * TILE;
     let col0 = wid.x * TILE;
     let tid = lid.y * 16u + lid.x;
-    // Staging walks memory contiguously: along k when that is the operand's unit stride, else across.
-    let a_k_major = p.a_k == 1u;
-    let b_k_major = p.b_k == 1u;
+    let kr = k_range(wid.z);
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -105,8 +138,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     var sum1 = vec4<f32>(0.0);
     var sum2 = vec4<f32>(0.0);
     var sum3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < p.k; k0 += KT) {
-        if (k0 % 256u == 0u) {
+    for (var k0 = kr.x; k0 < kr.y; k0 += KT) {
+        if ((k0 - kr.x) % 256u == 0u) {
             sum0 += acc0;
             sum1 += acc1;
             sum2 += acc2;
@@ -116,28 +149,29 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             acc2 = vec4<f32>(0.0);
             acc3 = vec4<f32>(0.0);
         }
+        // Staging walks memory contiguously: along k when that is the operand's unit stride, else across.
         for (var i = 0u; i < 4u; i++) {
             let e = tid + i * 256u;
-            var r = e % TILE;
+            var rr = e % TILE;
             var ka = e / TILE;
-            if (a_k_major) {
-                r = e / KT;
+            if (!A_T) {
+                rr = e / KT;
                 ka = e % KT;
             }
             var va = 0.0;
-            if (row0 + r < p.m && k0 + ka < p.k) {
-                va = a[(row0 + r) * p.a_row + (k0 + ka) * p.a_k];
+            if (row0 + rr < p.m && k0 + ka < kr.y) {
+                va = a_at(row0 + rr, k0 + ka);
             }
-            a_tile[ka * TILE + r] = va;
+            a_tile[ka * TILE + rr] = va;
             var col = e % TILE;
             var kb = e / TILE;
-            if (b_k_major) {
+            if (B_T) {
                 col = e / KT;
                 kb = e % KT;
             }
             var vb = 0.0;
-            if (col0 + col < p.n && k0 + kb < p.k) {
-                vb = b[(k0 + kb) * p.b_k + (col0 + col) * p.b_col];
+            if (col0 + col < p.n && k0 + kb < kr.y) {
+                vb = b_at(k0 + kb, col0 + col);
             }
             b_tile[kb * TILE + col] = vb;
         }
@@ -153,8 +187,25 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         workgroupBarrier();
     }
     // Rows lid.y + 16i, columns lid.x + 16j: neighbouring invocations store neighbouring columns.
-    store_row(row0 + lid.y, col0 + lid.x, 16u, sum0 + acc0);
-    store_row(row0 + lid.y + 16u, col0 + lid.x, 16u, sum1 + acc1);
-    store_row(row0 + lid.y + 32u, col0 + lid.x, 16u, sum2 + acc2);
-    store_row(row0 + lid.y + 48u, col0 + lid.x, 16u, sum3 + acc3);
+    store_row(wid.z, row0 + lid.y, col0 + lid.x, 16u, sum0 + acc0);
+    store_row(wid.z, row0 + lid.y + 16u, col0 + lid.x, 16u, sum1 + acc1);
+    store_row(wid.z, row0 + lid.y + 32u, col0 + lid.x, 16u, sum2 + acc2);
+    store_row(wid.z, row0 + lid.y + 48u, col0 + lid.x, 16u, sum3 + acc3);
+}
+
+@compute @workgroup_size(256)
+fn splitk_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_index(wid, nwg, lid);
+    let len = p.m * p.n;
+    if (i >= len) {
+        return;
+    }
+    var s = 0.0;
+    for (var z = 0u; z < p.splits; z++) {
+        s += partial[z * len + i];
+    }
+    if (p.accumulate != 0u) {
+        s += c[i];
+    }
+    c[i] = s;
 }

@@ -73,6 +73,29 @@ fn matmul_all_forms_and_odd_shapes() {
     }
 }
 
+/// A long K over a small C is split into slices whose partials `splitk_sum` adds in order (two
+/// dispatches instead of one), in every transposed form, overwriting or accumulating into C.
+#[test]
+fn matmul_split_k_long_k() {
+    let Some(mut g) = gpu() else { return };
+    for kernel in [MatmulKernel::Direct, MatmulKernel::Tiled] {
+        g.matmul_kernel = kernel;
+        for ta in [Trans::N, Trans::T] {
+            for tb in [Trans::N, Trans::T] {
+                for accumulate in [false, true] {
+                    let before = g.dispatch_count().unwrap();
+                    check_matmul(&g, 16, 5000, 40, ta, tb, accumulate);
+                    assert_eq!(g.dispatch_count().unwrap() - before, 2, "split into slices");
+                }
+            }
+        }
+        // A short K is not split.
+        let before = g.dispatch_count().unwrap();
+        check_matmul(&g, 16, 200, 40, Trans::N, Trans::N, true);
+        assert_eq!(g.dispatch_count().unwrap() - before, 1);
+    }
+}
+
 #[test]
 fn matmul_layer_size() {
     let Some(mut g) = gpu() else { return };

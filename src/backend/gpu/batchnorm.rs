@@ -54,7 +54,7 @@ pub(super) fn forward_train(
     let cols = Launcher::groups_1d(bn.shape.cols);
     let sums = partials(be, "sum_partials", &[(1, &x.buf)], bn.shape);
     be.l.launch(
-        Kernel(Family::BatchNorm, "bn_mean"),
+        Kernel::new(Family::BatchNorm, "bn_mean"),
         &[(2, &sums.buf), (3, &t.mean.buf), (4, &t.running_mean.buf)],
         &params(bn, sums.chunks),
         ParamsKind::Static,
@@ -67,14 +67,14 @@ pub(super) fn forward_train(
         bn.shape,
     );
     be.l.launch(
-        Kernel(Family::BatchNorm, "bn_var"),
+        Kernel::new(Family::BatchNorm, "bn_var"),
         &[(2, &sq.buf), (3, &t.invstd.buf), (4, &t.running_var.buf)],
         &params(bn, sq.chunks),
         ParamsKind::Static,
         cols,
     );
     be.l.launch(
-        Kernel(Family::BatchNorm, "bn_normalise"),
+        Kernel::new(Family::BatchNorm, "bn_normalise"),
         &[
             (1, &x.buf),
             (5, &y.buf),
@@ -98,7 +98,7 @@ pub(super) fn forward_eval(
     t: BnEval<'_, GpuTensor>,
 ) {
     be.l.launch(
-        Kernel(Family::BatchNorm, "bn_eval"),
+        Kernel::new(Family::BatchNorm, "bn_eval"),
         &[
             (1, &x.buf),
             (5, &y.buf),
@@ -138,7 +138,7 @@ pub(super) fn backward(
     );
     column_sum_into(be, &dots, &t.dgamma.buf, bn.shape);
     be.l.launch(
-        Kernel(Family::BatchNorm, "bn_backward_dx"),
+        Kernel::new(Family::BatchNorm, "bn_backward_dx"),
         &[
             (1, &x.buf),
             (5, &dx.buf),

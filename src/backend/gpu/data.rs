@@ -41,7 +41,7 @@ pub(super) fn gather(
         ..Params::zeroed()
     };
     be.l.launch(
-        Kernel(Family::Data, "gather"),
+        Kernel::new(Family::Data, "gather"),
         &[
             (1, &ds.images),
             (2, &ds.labels),

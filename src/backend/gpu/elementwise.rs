@@ -35,14 +35,14 @@ pub(super) fn bias_act(
     let groups = Launcher::groups_1d(shape.len());
     match bias {
         Some(b) => be.l.launch(
-            Kernel(Family::Elementwise, "bias_act"),
+            Kernel::new(Family::Elementwise, "bias_act"),
             &[(1, &x.buf), (2, &b.buf)],
             &params,
             ParamsKind::Static,
             groups,
         ),
         None if relu => be.l.launch(
-            Kernel(Family::Elementwise, "relu"),
+            Kernel::new(Family::Elementwise, "relu"),
             &[(1, &x.buf)],
             &params,
             ParamsKind::Static,
@@ -62,7 +62,7 @@ pub(super) fn relu_backward(be: &GpuBackend, y: &GpuTensor, dy: &GpuTensor) {
         len: u(len),
     };
     be.l.launch(
-        Kernel(Family::Elementwise, "relu_backward"),
+        Kernel::new(Family::Elementwise, "relu_backward"),
         &[(1, &dy.buf), (2, &y.buf)],
         &params,
         ParamsKind::Static,

@@ -8,36 +8,30 @@ use super::{u, GpuBackend, GpuTensor};
 use crate::backend::ConvGeom;
 use bytemuck::{Pod, Zeroable};
 
-/// The uniform at binding 0 (WGSL `Params`).
+/// The uniform at binding 0 (WGSL `Params`); the layer's geometry is in the pipeline constants.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub(super) struct Params {
     n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-    oh: u32,
-    ow: u32,
     total: u32,
     _pad0: u32,
     _pad1: u32,
 }
-const _: () = assert!(std::mem::size_of::<Params>() == 48);
+const _: () = assert!(std::mem::size_of::<Params>() == 16);
+
+/// The names of the pipeline constants that fix a layer's geometry (see [`kernel`]).
+const GEOMETRY: &[&str] = &["C", "H", "W", "K", "STRIDE", "PAD", "OH", "OW"];
+
+/// `entry` specialised to the geometry of `g` (all but the batch size): one pipeline per layer, so
+/// the kernels divide by constants.
+fn kernel(entry: &'static str, g: &ConvGeom) -> Kernel {
+    let values = [g.c, g.h, g.w, g.k, g.stride, g.pad, g.out_h(), g.out_w()].map(u);
+    Kernel::new(Family::Im2col, entry).with_consts(GEOMETRY, &values)
+}
 
 fn params(g: &ConvGeom, total: usize) -> Params {
     Params {
         n: u(g.n),
-        c: u(g.c),
-        h: u(g.h),
-        w: u(g.w),
-        k: u(g.k),
-        stride: u(g.stride),
-        pad: u(g.pad),
-        oh: u(g.out_h()),
-        ow: u(g.out_w()),
         total: u(total),
         _pad0: 0,
         _pad1: 0,
@@ -47,7 +41,7 @@ fn params(g: &ConvGeom, total: usize) -> Params {
 pub(super) fn im2col(be: &GpuBackend, x: &GpuTensor, col: &GpuTensor, g: &ConvGeom) {
     let total = g.col_rows() * g.col_cols();
     be.l.launch(
-        Kernel(Family::Im2col, "im2col"),
+        kernel("im2col", g),
         &[(1, &x.buf), (2, &col.buf)],
         &params(g, total),
         ParamsKind::Static,
@@ -58,7 +52,7 @@ pub(super) fn im2col(be: &GpuBackend, x: &GpuTensor, col: &GpuTensor, g: &ConvGe
 pub(super) fn col2im(be: &GpuBackend, col: &GpuTensor, dx: &GpuTensor, g: &ConvGeom) {
     let total = g.n * g.h * g.w * g.c;
     be.l.launch(
-        Kernel(Family::Im2col, "col2im"),
+        kernel("col2im", g),
         &[(1, &col.buf), (2, &dx.buf)],
         &params(g, total),
         ParamsKind::Static,
@@ -66,8 +60,4 @@ pub(super) fn col2im(be: &GpuBackend, col: &GpuTensor, dx: &GpuTensor, g: &ConvG
     );
 }
 
-params_layout_test!(
-    Family::Im2col,
-    Params,
-    [n, c, h, w, k, stride, pad, oh, ow, total, _pad0, _pad1]
-);
+params_layout_test!(Family::Im2col, Params, [n, total, _pad0, _pad1]);

@@ -68,9 +68,48 @@ impl Family {
     }
 }
 
-/// One kernel: its family and entry point.
+/// Most pipeline-overridable constants a kernel sets.
+pub const MAX_CONSTS: usize = 8;
+
+/// One kernel: its family, its entry point, and the values of its pipeline-overridable constants
+/// (each distinct set is its own pipeline: one per transposed form of the matmul, one per convolution
+/// geometry of im2col).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Kernel(pub Family, pub &'static str);
+pub struct Kernel {
+    pub family: Family,
+    pub entry: &'static str,
+    const_names: &'static [&'static str],
+    const_values: [u32; MAX_CONSTS],
+}
+
+impl Kernel {
+    pub const fn new(family: Family, entry: &'static str) -> Self {
+        Kernel {
+            family,
+            entry,
+            const_names: &[],
+            const_values: [0; MAX_CONSTS],
+        }
+    }
+    /// Sets the override constants `names` (at most [`MAX_CONSTS`]) to `values`.
+    pub fn with_consts(self, names: &'static [&'static str], values: &[u32]) -> Self {
+        assert!(names.len() == values.len() && names.len() <= MAX_CONSTS);
+        let mut const_values = [0; MAX_CONSTS];
+        const_values[..values.len()].copy_from_slice(values);
+        Kernel {
+            const_names: names,
+            const_values,
+            ..self
+        }
+    }
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        self.const_names
+            .iter()
+            .zip(self.const_values)
+            .map(|(&name, v)| (name, v as f64))
+            .collect()
+    }
+}
 
 /// How the uniform parameters of a launch are treated by the bind-group cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,24 +175,28 @@ impl Launcher {
         let module = self
             .modules
             .borrow_mut()
-            .entry(kernel.0)
+            .entry(kernel.family)
             .or_insert_with(|| {
-                let source = kernel.0.wgsl();
+                let source = kernel.family.wgsl();
                 self.device
                     .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(kernel.1),
+                        label: Some(kernel.entry),
                         source: wgpu::ShaderSource::Wgsl(source.into()),
                     })
             })
             .clone();
+        let constants = kernel.constants();
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(kernel.1),
+                label: Some(kernel.entry),
                 layout: None,
                 module: &module,
-                entry_point: Some(kernel.1),
-                compilation_options: Default::default(),
+                entry_point: Some(kernel.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    ..Default::default()
+                },
                 cache: None,
             });
         self.pipelines.borrow_mut().insert(kernel, pipeline.clone());
@@ -244,7 +287,7 @@ impl Launcher {
                 let uniform = self
                     .device
                     .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some(kernel.1),
+                        label: Some(kernel.entry),
                         contents: &bytes,
                         usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                     });
@@ -257,7 +300,7 @@ impl Launcher {
                     resource: buf.buf.as_entire_binding(),
                 }));
                 let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(kernel.1),
+                    label: Some(kernel.entry),
                     layout: &pipeline.get_bind_group_layout(0),
                     entries: &entries,
                 });

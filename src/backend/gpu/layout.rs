@@ -104,10 +104,10 @@ mod tests {
         m: u32,
         n: u32,
         accumulate: u32,
-        a_row: u32,
-        a_k: u32,
-        b_k: u32,
-        b_col: f32,
+        k_split: u32,
+        splits: u32,
+        _pad0: u32,
+        _pad1: f32,
     }
 
     /// The check can fail: two fields swapped and one retyped are caught.
@@ -121,10 +121,10 @@ mod tests {
                 field!(Swapped, m),
                 field!(Swapped, n),
                 field!(Swapped, accumulate),
-                field!(Swapped, a_row),
-                field!(Swapped, a_k),
-                field!(Swapped, b_k),
-                field!(Swapped, b_col),
+                field!(Swapped, k_split),
+                field!(Swapped, splits),
+                field!(Swapped, _pad0),
+                field!(Swapped, _pad1),
             ],
         );
     }

@@ -1,13 +1,12 @@
 //! `shaders/matmul.wgsl`: the matrix products of every Linear and Conv2d, forward and backward.
 //! CPU twin: `CpuBackend::matmul` (matrixmultiply's sgemm). Tests: `tests/gpu_ops.rs` `matmul_*`.
 
-use super::launch::{Family, Kernel, ParamsKind};
-use super::{u, GpuBackend, GpuTensor};
+use super::launch::{Family, Kernel, Launcher, ParamsKind};
+use super::{u, GpuBackend, GpuTensor, Scratch};
 use crate::backend::{Gemm, Trans};
 use bytemuck::{Pod, Zeroable};
 
-/// The uniform at binding 0 (WGSL `Params`): the shape and the strides that read each operand as
-/// stored or transposed.
+/// The uniform at binding 0 (WGSL `Params`): the shape and the split-K slicing.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub(super) struct Params {
@@ -15,10 +14,10 @@ pub(super) struct Params {
     k: u32,
     n: u32,
     accumulate: u32,
-    a_row: u32,
-    a_k: u32,
-    b_k: u32,
-    b_col: u32,
+    k_split: u32,
+    splits: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 const _: () = assert!(std::mem::size_of::<Params>() == 32);
 
@@ -31,7 +30,42 @@ pub enum MatmulKernel {
     Direct,
 }
 
-/// Records `c = op(a) * op(b) (+ c)`: one dispatch covering C in 64x64 (tiled) or 32x32 (direct) tiles.
+impl MatmulKernel {
+    /// Workgroups a dispatch should reach before its K is split: enough to occupy every compute unit
+    /// of a real GPU several times over, or every thread of a CPU-emulated adapter. A constant, so a
+    /// given shape is always split the same way (and sums in the same order) on a given adapter.
+    fn target_workgroups(self) -> usize {
+        match self {
+            MatmulKernel::Tiled => 256,
+            MatmulKernel::Direct => 16,
+        }
+    }
+}
+
+/// Rows and columns of C per workgroup (both kernels).
+const TILE: usize = 64;
+/// K per slice is a multiple of this (the kernels' accumulation blocks).
+const K_BLOCK: usize = 256;
+
+/// `entry` specialised to the transposed form of `g`: a pipeline per form, fixed strides inside.
+fn kernel(entry: &'static str, g: &Gemm) -> Kernel {
+    let t = |x: Trans| (x == Trans::T) as u32;
+    Kernel::new(Family::Matmul, entry).with_consts(&["A_T", "B_T"], &[t(g.ta), t(g.tb)])
+}
+
+/// `(splits, k_split)`: how many K slices a product of `tiles` workgroups gets so that the dispatch
+/// reaches `target` workgroups, each slice at least [`K_BLOCK`] long and a multiple of it.
+pub(super) fn split_k(k: usize, tiles: usize, target: usize) -> (usize, usize) {
+    let want = target.div_ceil(tiles.max(1)).min(k.div_ceil(K_BLOCK));
+    if want <= 1 {
+        return (1, k);
+    }
+    let k_split = k.div_ceil(want).next_multiple_of(K_BLOCK);
+    (k.div_ceil(k_split), k_split)
+}
+
+/// Records `c = op(a) * op(b) (+ c)`: one dispatch of 64x64 tiles of C times the split-K slices, and,
+/// when K is split, `splitk_sum` adding the slices' partials (in a scratch buffer) in order into C.
 pub(super) fn matmul(be: &GpuBackend, g: &Gemm, a: &GpuTensor, b: &GpuTensor, c: &GpuTensor) {
     let (m, k, n) = (g.m, g.k, g.n);
     assert!(
@@ -41,39 +75,69 @@ pub(super) fn matmul(be: &GpuBackend, g: &Gemm, a: &GpuTensor, b: &GpuTensor, c:
     if m == 0 || n == 0 {
         return;
     }
-    let (a_row, a_k) = match g.ta {
-        Trans::N => (k, 1),
-        Trans::T => (1, m),
-    };
-    let (b_k, b_col) = match g.tb {
-        Trans::N => (n, 1),
-        Trans::T => (1, k),
-    };
+    let tiles = (n.div_ceil(TILE), m.div_ceil(TILE));
+    let (splits, k_split) = split_k(k, tiles.0 * tiles.1, be.matmul_kernel.target_workgroups());
     let params = Params {
         m: u(m),
         k: u(k),
         n: u(n),
-        accumulate: g.accumulate as u32,
-        a_row: u(a_row),
-        a_k: u(a_k),
-        b_k: u(b_k),
-        b_col: u(b_col),
+        accumulate: (g.accumulate && splits == 1) as u32,
+        k_split: u(k_split),
+        splits: u(splits),
+        _pad0: 0,
+        _pad1: 0,
     };
-    let (entry, tile) = match be.matmul_kernel {
-        MatmulKernel::Tiled => ("matmul_tiled", 64),
-        MatmulKernel::Direct => ("matmul_direct", 32),
+    let entry = match be.matmul_kernel {
+        MatmulKernel::Tiled => "matmul_tiled",
+        MatmulKernel::Direct => "matmul_direct",
+    };
+    let kernel = kernel(entry, g);
+    let groups = (u(tiles.0), u(tiles.1), u(splits));
+    if splits == 1 {
+        let bufs = [(1, &a.buf), (2, &b.buf), (3, &c.buf)];
+        be.l.launch(kernel, &bufs, &params, ParamsKind::Static, groups);
+        return;
+    }
+    let partial = be.scratch(Scratch::SplitK, splits * m * n);
+    let bufs = [(1, &a.buf), (2, &b.buf), (3, &partial)];
+    be.l.launch(kernel, &bufs, &params, ParamsKind::Static, groups);
+    let sum = Params {
+        accumulate: g.accumulate as u32,
+        ..params
     };
     be.l.launch(
-        Kernel(Family::Matmul, entry),
-        &[(1, &a.buf), (2, &b.buf), (3, &c.buf)],
-        &params,
+        Kernel::new(Family::Matmul, "splitk_sum"),
+        &[(3, &c.buf), (4, &partial)],
+        &sum,
         ParamsKind::Static,
-        (u(n.div_ceil(tile)), u(m.div_ceil(tile)), 1),
+        Launcher::groups_1d(m * n),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_k;
+
+    #[test]
+    fn split_k_fills_the_target_in_whole_blocks() {
+        // A conv's weight gradient: 16 x 144 output (3 tiles), K = 86,240.
+        let (s, ks) = split_k(86_240, 3, 256);
+        assert_eq!(ks % 256, 0);
+        assert_eq!(s, 86_240usize.div_ceil(ks));
+        // Slices cover K exactly once; their count is the target's (86) but for rounding to blocks.
+        assert!(s * ks >= 86_240 && (s - 1) * ks < 86_240, "{s} x {ks}");
+        assert!((80..=86).contains(&s), "{s} x {ks}");
+        // Enough tiles already, or too short a K: no split.
+        assert_eq!(split_k(512, 64, 16), (1, 512));
+        assert_eq!(split_k(200, 1, 256), (1, 200));
+        assert_eq!(split_k(0, 1, 256), (1, 0));
+        // 784 over 2 slices of 512 (the last one short).
+        assert_eq!(split_k(784, 8, 16), (2, 512));
+    }
 }
 
 params_layout_test!(
     Family::Matmul,
     Params,
-    [m, k, n, accumulate, a_row, a_k, b_k, b_col]
+    [m, k, n, accumulate, k_split, splits, _pad0, _pad1]
 );

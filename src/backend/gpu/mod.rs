@@ -80,6 +80,7 @@ pub(super) fn u(v: usize) -> u32 {
 pub(super) enum Scratch {
     Partial = 0,
     Rows = 1,
+    SplitK = 2,
 }
 
 impl GpuBackend {
@@ -124,7 +125,7 @@ impl GpuBackend {
             l: Launcher::new(device, queue),
             matmul_kernel,
             info,
-            scratch: RefCell::new(vec![GpuTensor { buf: empty, len: 0 }; 2]),
+            scratch: RefCell::new(vec![GpuTensor { buf: empty, len: 0 }; 3]),
             error,
         })
     }

@@ -47,7 +47,7 @@ pub(super) fn step(
         OptimStep::Sgd { lr } => {
             p.lr = lr;
             be.l.launch(
-                Kernel(Family::Optim, "sgd"),
+                Kernel::new(Family::Optim, "sgd"),
                 &[(1, &w.buf), (2, &g.buf)],
                 &p,
                 ParamsKind::Static,
@@ -57,7 +57,7 @@ pub(super) fn step(
         OptimStep::RmsProp { lr, rho, eps } => {
             (p.lr, p.beta1, p.eps) = (lr, rho, eps);
             be.l.launch(
-                Kernel(Family::Optim, "rmsprop"),
+                Kernel::new(Family::Optim, "rmsprop"),
                 &[(1, &w.buf), (2, &g.buf), (3, &state[0].buf)],
                 &p,
                 ParamsKind::Static,
@@ -74,7 +74,7 @@ pub(super) fn step(
             let (c1, c2) = adam_corrections(beta1, beta2, t);
             (p.lr, p.beta1, p.beta2, p.eps, p.c1, p.c2) = (lr, beta1, beta2, eps, c1, c2);
             be.l.launch(
-                Kernel(Family::Optim, "adam"),
+                Kernel::new(Family::Optim, "adam"),
                 &[
                     (1, &w.buf),
                     (2, &g.buf),

@@ -43,7 +43,7 @@ pub(super) fn partials(
     let mut b: Vec<(u32, &GpuBuf)> = bindings.to_vec();
     b.push((5, &buf));
     be.l.launch(
-        Kernel(Family::Reduce, entry),
+        Kernel::new(Family::Reduce, entry),
         &b,
         &params(shape, u(chunks)),
         ParamsKind::Static,
@@ -58,7 +58,7 @@ pub(super) fn partials(
 /// `out[c] = sum of the chunks of column c`, in chunk order: one invocation per column.
 pub(super) fn column_sum_into(be: &GpuBackend, p: &Partials, out: &GpuBuf, shape: Mat) {
     be.l.launch(
-        Kernel(Family::Reduce, "column_sum"),
+        Kernel::new(Family::Reduce, "column_sum"),
         &[(5, &p.buf), (6, out)],
         &params(shape, p.chunks),
         ParamsKind::Static,

@@ -41,7 +41,7 @@ pub(super) fn softmax_ce(
     let per_row = be.scratch(Scratch::Rows, shape.rows * 2);
     let p = params(shape, accumulate);
     be.l.launch(
-        Kernel(Family::SoftmaxCe, "softmax_ce_rows"),
+        Kernel::new(Family::SoftmaxCe, "softmax_ce_rows"),
         &[
             (1, &logits.buf),
             (2, &labels.buf),
@@ -53,7 +53,7 @@ pub(super) fn softmax_ce(
         Launcher::groups_1d(shape.rows),
     );
     be.l.launch(
-        Kernel(Family::SoftmaxCe, "loss_finish"),
+        Kernel::new(Family::SoftmaxCe, "loss_finish"),
         &[(4, &per_row), (5, &loss.buf)],
         &p,
         ParamsKind::Static,
@@ -72,14 +72,14 @@ pub(super) fn eval_batch(
     let per_row = be.scratch(Scratch::Rows, shape.rows * 2);
     let p = params(shape, true);
     be.l.launch(
-        Kernel(Family::SoftmaxCe, "eval_rows"),
+        Kernel::new(Family::SoftmaxCe, "eval_rows"),
         &[(1, &logits.buf), (2, &labels.buf), (4, &per_row)],
         &p,
         ParamsKind::Static,
         Launcher::groups_1d(shape.rows),
     );
     be.l.launch(
-        Kernel(Family::SoftmaxCe, "eval_finish"),
+        Kernel::new(Family::SoftmaxCe, "eval_finish"),
         &[(4, &per_row), (5, &out.buf)],
         &p,
         ParamsKind::Static,
