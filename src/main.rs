@@ -626,7 +626,7 @@ fn cmd_gradcheck(_: GradcheckArgs) -> Result<()> {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Models, comma separated (fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn).
+    /// Models, comma separated (fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn), or "none".
     #[arg(long, default_value = wgtrain::tools::bench::DEFAULT_MODELS)]
     models: String,
     /// Batch sizes, comma separated.

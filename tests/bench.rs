@@ -161,6 +161,7 @@ fn list_parsers_reject_bad_values() {
         vec![BackendSel::Cpu, BackendSel::Gpu(Some("llvm".into()))]
     );
     assert!(bench::parse_matmuls("none").unwrap().is_empty());
+    assert!(bench::parse_models("none").unwrap().is_empty());
     assert!(bench::parse_matmuls("2x3").is_err());
     assert!(bench::parse_matmuls("2x0x3").is_err());
     let mut cfg = tiny();
@@ -188,15 +189,13 @@ fn bad_input_is_one_line_and_exit_code_2() {
         (&["--matmul", "3x3"][..], "--matmul"),
         (&["--repeats", "0"][..], "--repeats"),
         (&["--steps", "0"][..], "--steps"),
+        (
+            &["--models", "none", "--matmul", "none"][..],
+            "nothing to measure",
+        ),
     ] {
         let out = wgtrain_bench(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-        assert!(
-            err.starts_with("error: ") && err.contains(needle),
-            "{args:?}: {err}"
-        );
+        support::assert_input_error(&out, &[needle]);
         assert!(out.stdout.is_empty(), "{args:?}");
     }
 }

@@ -104,6 +104,11 @@ impl BenchConfig {
         if self.images == 0 {
             return Err(InputError::value("--images must be at least 1"));
         }
+        if self.models.is_empty() && self.matmuls.is_empty() {
+            return Err(InputError::value(
+                "--models none and --matmul none: nothing to measure",
+            ));
+        }
         if let Some(&b) = self.batches.iter().find(|&&b| b > data_len) {
             return Err(InputError::value(format!(
                 "--batch {b}: the data set has only {data_len} images"
@@ -127,6 +132,9 @@ fn split_list(flag: &str, s: &str) -> Result<Vec<String>, InputError> {
 
 /// `fc8-bn,cnn7-bn` -> specs.
 pub fn parse_models(s: &str) -> Result<Vec<ModelSpec>, InputError> {
+    if s.trim() == "none" {
+        return Ok(Vec::new());
+    }
     split_list("--models", s)?
         .iter()
         .map(|m| ModelSpec::parse(m).map_err(|e| InputError::value(format!("--models: {e}"))))
