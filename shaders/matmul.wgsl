@@ -18,6 +18,10 @@
 //   matmul_direct: 8x8 workgroup, 64x64 tile of C (8x8 per invocation), operands read straight from
 //                  memory with no barriers (for CPU-emulated adapters such as lavapipe, where a barrier
 //                  is costly and memory is the CPU's cache anyway). Dispatch (ceil(n / 64), ceil(m / 64), splits).
+//   matmul_nn_v4, matmul_nt_v4, matmul_tn_v4: matmul_direct's blocking (8 rows x 8 consecutive
+//                  columns per invocation) for one transposed form each, reading the operands as vec4
+//                  along their unit-stride dimension (a CPU-emulated adapter then issues one load per 4
+//                  floats). They need that dimension to be a multiple of 4: NN k and n, NT k, TN m and n.
 //   splitk_sum:    one invocation per element of C; 1-d launch over m * n.
 // All are bounds-safe for any shape: loads clamp their index, stores outside C are skipped.
 
@@ -40,6 +44,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;    // C, or the slices' partials when split
 @group(0) @binding(4) var<storage, read> partial: array<f32>;    // splitk_sum: [splits x m x n]
+@group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;    // the *_v4 kernels: A as vec4
+@group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;    // the *_v4 kernels: B as vec4
 
 // op(A)[r, kk] and op(B)[kk, col].
 fn a_at(r: u32, kk: u32) -> f32 {
@@ -117,6 +123,145 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
         store_row(gid.z, row0 + i, col0, 1u, sum[2u * i]);
         store_row(gid.z, row0 + i, col0 + 4u, 1u, sum[2u * i + 1u]);
     }
+}
+
+// ---- vec4 kernels for CPU-emulated adapters (see the header for when each applies) ----
+
+// The 8x8 block of an invocation of the *_v4 kernels: rows row0.., columns col0.. (consecutive).
+fn block_origin(wid: vec3<u32>, lid: vec3<u32>) -> vec2<u32> {
+    return vec2<u32>(wid.y * 64u + lid.y * 8u, wid.x * 64u + lid.x * 8u);
+}
+
+// Stores an 8x8 block held as acc[2i] (row i, columns 0-3) and acc[2i + 1] (columns 4-7).
+fn store_block(z: u32, row0: u32, col0: u32, acc: ptr<function, array<vec4<f32>, 16>>) {
+    for (var i = 0u; i < 8u; i++) {
+        store_row(z, row0 + i, col0, 1u, (*acc)[2u * i]);
+        store_row(z, row0 + i, col0 + 4u, 1u, (*acc)[2u * i + 1u]);
+    }
+}
+
+// NN: A [m x k], B [k x n]; k and n multiples of 4. Per 4 k: 8 row vectors of A, 8 vectors of B.
+@compute @workgroup_size(8, 8)
+fn matmul_nn_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = block_origin(wid, lid);
+    if (o.x >= p.m || o.y >= p.n) {
+        return;
+    }
+    let kr = k_range(wid.z);
+    let k4 = p.k / 4u;
+    let n4 = p.n / 4u;
+    var ra: array<u32, 8>; // row i of A as a vec4 index (plus k / 4)
+    for (var i = 0u; i < 8u; i++) {
+        ra[i] = min(o.x + i, p.m - 1u) * k4;
+    }
+    let cv0 = min(o.y / 4u, n4 - 1u);
+    let cv1 = min(o.y / 4u + 1u, n4 - 1u);
+    var acc: array<vec4<f32>, 16>;
+    var sum: array<vec4<f32>, 16>;
+    for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
+        for (var i = 0u; i < 16u; i++) {
+            acc[i] = vec4<f32>(0.0);
+        }
+        for (var kk = k0; kk < min(k0 + 256u, kr.y); kk += 4u) {
+            let bo = kk * n4;
+            let b00 = b4[bo + cv0];
+            let b01 = b4[bo + cv1];
+            let b10 = b4[bo + n4 + cv0];
+            let b11 = b4[bo + n4 + cv1];
+            let b20 = b4[bo + 2u * n4 + cv0];
+            let b21 = b4[bo + 2u * n4 + cv1];
+            let b30 = b4[bo + 3u * n4 + cv0];
+            let b31 = b4[bo + 3u * n4 + cv1];
+            for (var i = 0u; i < 8u; i++) {
+                let av = a4[ra[i] + kk / 4u];
+                acc[2u * i] = fma(vec4<f32>(av.w), b30, fma(vec4<f32>(av.z), b20, fma(vec4<f32>(av.y), b10, fma(vec4<f32>(av.x), b00, acc[2u * i]))));
+                acc[2u * i + 1u] = fma(vec4<f32>(av.w), b31, fma(vec4<f32>(av.z), b21, fma(vec4<f32>(av.y), b11, fma(vec4<f32>(av.x), b01, acc[2u * i + 1u]))));
+            }
+        }
+        for (var i = 0u; i < 16u; i++) {
+            sum[i] += acc[i];
+        }
+    }
+    store_block(wid.z, o.x, o.y, &sum);
+}
+
+// NT: A [m x k], B [n x k]; k a multiple of 4. Per 4 k: 8 row vectors of A, 8 of B, 64 dot products.
+@compute @workgroup_size(8, 8)
+fn matmul_nt_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = block_origin(wid, lid);
+    if (o.x >= p.m || o.y >= p.n) {
+        return;
+    }
+    let kr = k_range(wid.z);
+    let k4 = p.k / 4u;
+    var ra: array<u32, 8>;
+    var rb: array<u32, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        ra[i] = min(o.x + i, p.m - 1u) * k4;
+        rb[i] = min(o.y + i, p.n - 1u) * k4;
+    }
+    var acc: array<vec4<f32>, 16>;
+    var sum: array<vec4<f32>, 16>;
+    for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
+        for (var i = 0u; i < 16u; i++) {
+            acc[i] = vec4<f32>(0.0);
+        }
+        for (var kk = k0; kk < min(k0 + 256u, kr.y); kk += 4u) {
+            let q = kk / 4u;
+            var bv: array<vec4<f32>, 8>;
+            for (var j = 0u; j < 8u; j++) {
+                bv[j] = b4[rb[j] + q];
+            }
+            for (var i = 0u; i < 8u; i++) {
+                let av = a4[ra[i] + q];
+                acc[2u * i] += vec4<f32>(dot(av, bv[0]), dot(av, bv[1]), dot(av, bv[2]), dot(av, bv[3]));
+                acc[2u * i + 1u] += vec4<f32>(dot(av, bv[4]), dot(av, bv[5]), dot(av, bv[6]), dot(av, bv[7]));
+            }
+        }
+        for (var i = 0u; i < 16u; i++) {
+            sum[i] += acc[i];
+        }
+    }
+    store_block(wid.z, o.x, o.y, &sum);
+}
+
+// TN: A [k x m], B [k x n]; m and n multiples of 4. Per k: 2 vectors of A (8 rows), 2 of B (8 columns).
+@compute @workgroup_size(8, 8)
+fn matmul_tn_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = block_origin(wid, lid);
+    if (o.x >= p.m || o.y >= p.n) {
+        return;
+    }
+    let kr = k_range(wid.z);
+    let m4 = p.m / 4u;
+    let n4 = p.n / 4u;
+    let rv0 = min(o.x / 4u, m4 - 1u);
+    let rv1 = min(o.x / 4u + 1u, m4 - 1u);
+    let cv0 = min(o.y / 4u, n4 - 1u);
+    let cv1 = min(o.y / 4u + 1u, n4 - 1u);
+    var acc: array<vec4<f32>, 16>;
+    var sum: array<vec4<f32>, 16>;
+    for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
+        for (var i = 0u; i < 16u; i++) {
+            acc[i] = vec4<f32>(0.0);
+        }
+        for (var kk = k0; kk < min(k0 + 256u, kr.y); kk++) {
+            let a0 = a4[kk * m4 + rv0];
+            let a1 = a4[kk * m4 + rv1];
+            let b0 = b4[kk * n4 + cv0];
+            let b1 = b4[kk * n4 + cv1];
+            for (var i = 0u; i < 4u; i++) {
+                acc[2u * i] = fma(vec4<f32>(a0[i]), b0, acc[2u * i]);
+                acc[2u * i + 1u] = fma(vec4<f32>(a0[i]), b1, acc[2u * i + 1u]);
+                acc[2u * i + 8u] = fma(vec4<f32>(a1[i]), b0, acc[2u * i + 8u]);
+                acc[2u * i + 9u] = fma(vec4<f32>(a1[i]), b1, acc[2u * i + 9u]);
+            }
+        }
+        for (var i = 0u; i < 16u; i++) {
+            sum[i] += acc[i];
+        }
+    }
+    store_block(wid.z, o.x, o.y, &sum);
 }
 
 const TILE: u32 = 64u;

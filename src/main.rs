@@ -589,6 +589,12 @@ fn cmd_gradcheck(a: GradcheckArgs) -> Result<()> {
             "loss cpu {:.7} gpu {:.7} rel {:.2e} (bound {:.0e})",
             r.loss_cpu, r.loss_gpu, r.loss_rel_err, tol.loss
         );
+        if r.relu_kinks > 0 {
+            println!(
+                "{} ReLU output(s) within rounding of the kink on one backend only: set to 0 on both",
+                r.relu_kinks
+            );
+        }
         println!("{:<14} {:<22} {:>10}  ok", "check", "tensor", "rel err");
         for t in &r.tensors {
             println!(

@@ -62,7 +62,17 @@ fn matmul_all_forms_and_odd_shapes() {
     let Some(mut g) = gpu() else { return };
     for kernel in [MatmulKernel::Direct, MatmulKernel::Tiled] {
         g.matmul_kernel = kernel;
-        for &(m, k, n) in &[(1, 1, 1), (7, 13, 5), (65, 17, 66), (110, 784, 33)] {
+        // Odd shapes (the f32 kernels), and shapes whose dimensions are multiples of 4 but not of the
+        // 8x8 blocks (the vec4 kernels of CPU-emulated adapters, in every form they serve).
+        let shapes = [
+            (1, 1, 1),
+            (7, 13, 5),
+            (65, 17, 66),
+            (110, 784, 33),
+            (36, 20, 44),
+            (4, 8, 12),
+        ];
+        for &(m, k, n) in &shapes {
             for ta in [Trans::N, Trans::T] {
                 for tb in [Trans::N, Trans::T] {
                     check_matmul(&g, m, k, n, ta, tb, false);

@@ -37,6 +37,8 @@ pub trait Layer<B: Backend> {
     fn out_per_sample(&self) -> usize;
     fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, train: bool);
     fn output(&self) -> &B::Tensor;
+    /// The output, writable (gradcheck aligns the two backends' ReLU kinks through it).
+    fn output_mut(&mut self) -> &mut B::Tensor;
     /// Consumes `dy` (it may be overwritten, e.g. masked by a fused ReLU), fills the parameter gradients and,
     /// if `need_dx`, the input gradient.
     fn backward(&mut self, be: &B, x: &B::Tensor, dy: &mut B::Tensor, batch: usize, need_dx: bool);
@@ -150,6 +152,9 @@ impl<B: Backend> Layer<B> for Linear<B> {
     }
     fn output(&self) -> &B::Tensor {
         &self.y
+    }
+    fn output_mut(&mut self) -> &mut B::Tensor {
+        &mut self.y
     }
     fn backward(&mut self, be: &B, x: &B::Tensor, dy: &mut B::Tensor, batch: usize, need_dx: bool) {
         if self.relu {
@@ -278,6 +283,9 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
     }
     fn output(&self) -> &B::Tensor {
         &self.y
+    }
+    fn output_mut(&mut self) -> &mut B::Tensor {
+        &mut self.y
     }
     fn backward(
         &mut self,
@@ -439,6 +447,9 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
     fn output(&self) -> &B::Tensor {
         &self.y
     }
+    fn output_mut(&mut self) -> &mut B::Tensor {
+        &mut self.y
+    }
     fn backward(
         &mut self,
         be: &B,
@@ -508,6 +519,9 @@ impl<B: Backend> Layer<B> for Relu<B> {
     fn output(&self) -> &B::Tensor {
         &self.y
     }
+    fn output_mut(&mut self) -> &mut B::Tensor {
+        &mut self.y
+    }
     fn backward(
         &mut self,
         be: &B,
@@ -553,6 +567,9 @@ impl<B: Backend> Layer<B> for Flatten<B> {
     }
     fn output(&self) -> &B::Tensor {
         &self.y
+    }
+    fn output_mut(&mut self) -> &mut B::Tensor {
+        &mut self.y
     }
     fn backward(
         &mut self,

@@ -45,6 +45,9 @@ pub struct GradcheckReport {
     pub loss_gpu: f32,
     pub loss_rel_err: f32,
     pub tolerance: Tolerance,
+    /// Layer outputs on a ReLU's kink on one backend only, set to 0 on both before the backward pass
+    /// (see `align_relu_kinks`).
+    pub relu_kinks: usize,
     pub tensors: Vec<TensorCheck>,
     pub pass: bool,
 }
@@ -71,9 +74,13 @@ impl<B: Backend + 'static> Side<B> {
         be.gather_batch(&ds, 0, batch, &mut bufs.x, &mut bufs.y);
         Side { model, bufs }
     }
-    fn forward_backward(&mut self, be: &B) -> f32 {
+    fn forward(&mut self, be: &B) {
         let batch = self.model.capacity;
         self.model.forward(be, &self.bufs.x, batch, true);
+    }
+    /// The backward pass; returns the loss.
+    fn backward(&mut self, be: &B) -> f32 {
+        let batch = self.model.capacity;
         self.model.backward(be, &self.bufs.x, &self.bufs.y, batch);
         be.read(&self.model.head.loss)[0]
     }
@@ -137,8 +144,11 @@ pub fn gradcheck<G: Backend + 'static>(
     let cpu = CpuBackend::new();
     let mut c = Side::new(&cpu, spec, batch, seed, data);
     let mut g = Side::new(gpu, spec, batch, seed, data);
-    let loss_cpu = c.forward_backward(&cpu);
-    let loss_gpu = g.forward_backward(gpu);
+    c.forward(&cpu);
+    g.forward(gpu);
+    let relu_kinks = align_relu_kinks(&cpu, &mut c, gpu, &mut g);
+    let loss_cpu = c.backward(&cpu);
+    let loss_gpu = g.backward(gpu);
     let mut tensors = Vec::new();
     compare(
         "grad",
@@ -192,9 +202,46 @@ pub fn gradcheck<G: Backend + 'static>(
         loss_gpu,
         loss_rel_err,
         tolerance: tol,
+        relu_kinks,
         tensors,
         pass,
     }
+}
+
+/// Largest output, relative to its layer's largest, that counts as sitting on a ReLU's kink.
+const KINK: f32 = 1e-5;
+
+/// Layer outputs that rounding put on opposite sides of a ReLU's kink: exactly 0 (clipped) on one
+/// backend and a tiny positive value (at most [`KINK`] of the layer's largest output) on the other.
+/// The gradient jumps there, so the two backward passes would differ by a whole term (in cnn7 at seed
+/// 1 one such output of 1.5e-6 moved conv7's weight gradient by 9e-2); both are set to 0, which moves
+/// every other figure by less than the bounds. Returns how many were aligned.
+fn align_relu_kinks<C: Backend + 'static, G: Backend + 'static>(
+    cpu: &C,
+    c: &mut Side<C>,
+    gpu: &G,
+    g: &mut Side<G>,
+) -> usize {
+    let mut aligned = 0;
+    for (lc, lg) in c.model.layers.iter_mut().zip(g.model.layers.iter_mut()) {
+        let (mut yc, mut yg) = (cpu.read(lc.output()), gpu.read(lg.output()));
+        let scale = yc.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let mut changed = false;
+        for (a, b) in yc.iter_mut().zip(yg.iter_mut()) {
+            let kink = (*a == 0.0 && *b > 0.0 && *b <= KINK * scale)
+                || (*b == 0.0 && *a > 0.0 && *a <= KINK * scale);
+            if kink {
+                (*a, *b) = (0.0, 0.0);
+                aligned += 1;
+                changed = true;
+            }
+        }
+        if changed {
+            cpu.write(lc.output_mut(), &yc);
+            gpu.write(lg.output_mut(), &yg);
+        }
+    }
+    aligned
 }
 
 /// `max |a - b| / max |b|`: the error of `a` relative to the reference `b` (0 when both are all zero).

@@ -53,6 +53,18 @@ fn kernel(entry: &'static str, g: &Gemm) -> Kernel {
     Kernel::new(Family::Matmul, entry).with_consts(&["A_T", "B_T"], &[t(g.ta), t(g.tb)])
 }
 
+/// The vec4 kernel of a CPU-emulated adapter for `g`'s form, if the dimension it reads as vec4 is a
+/// multiple of 4 (the rest run `matmul_direct`).
+fn vec4_entry(g: &Gemm) -> Option<&'static str> {
+    let four = |x: usize| x.is_multiple_of(4);
+    match (g.ta, g.tb) {
+        (Trans::N, Trans::N) if four(g.k) && four(g.n) => Some("matmul_nn_v4"),
+        (Trans::N, Trans::T) if four(g.k) => Some("matmul_nt_v4"),
+        (Trans::T, Trans::N) if four(g.m) && four(g.n) => Some("matmul_tn_v4"),
+        _ => None,
+    }
+}
+
 /// `(splits, k_split)`: how many K slices a product of `tiles` workgroups gets so that the dispatch
 /// reaches `target` workgroups, each slice at least [`K_BLOCK`] long and a multiple of it.
 pub(super) fn split_k(k: usize, tiles: usize, target: usize) -> (usize, usize) {
@@ -87,19 +99,21 @@ pub(super) fn matmul(be: &GpuBackend, g: &Gemm, a: &GpuTensor, b: &GpuTensor, c:
         _pad0: 0,
         _pad1: 0,
     };
-    let entry = match be.matmul_kernel {
-        MatmulKernel::Tiled => "matmul_tiled",
-        MatmulKernel::Direct => "matmul_direct",
+    // The vec4 kernels bind A and B as arrays of vec4 (bindings 5 and 6), the others as f32 (1 and 2).
+    let (entry, ab) = match (be.matmul_kernel, vec4_entry(g)) {
+        (MatmulKernel::Tiled, _) => ("matmul_tiled", (1, 2)),
+        (MatmulKernel::Direct, Some(e)) => (e, (5, 6)),
+        (MatmulKernel::Direct, None) => ("matmul_direct", (1, 2)),
     };
     let kernel = kernel(entry, g);
     let groups = (u(tiles.0), u(tiles.1), u(splits));
     if splits == 1 {
-        let bufs = [(1, &a.buf), (2, &b.buf), (3, &c.buf)];
+        let bufs = [(ab.0, &a.buf), (ab.1, &b.buf), (3, &c.buf)];
         be.l.launch(kernel, &bufs, &params, ParamsKind::Static, groups);
         return;
     }
     let partial = be.scratch(Scratch::SplitK, splits * m * n);
-    let bufs = [(1, &a.buf), (2, &b.buf), (3, &partial)];
+    let bufs = [(ab.0, &a.buf), (ab.1, &b.buf), (3, &partial)];
     be.l.launch(kernel, &bufs, &params, ParamsKind::Static, groups);
     let sum = Params {
         accumulate: g.accumulate as u32,

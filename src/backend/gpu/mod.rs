@@ -143,7 +143,8 @@ impl GpuBackend {
     fn buffer(&self, bytes: usize, usage: wgpu::BufferUsages) -> GpuBuf {
         GpuBuf::new(self.l.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
-            size: (bytes.max(4).next_multiple_of(4)) as u64,
+            // A multiple of 16 bytes, so any buffer can also be bound as an array of vec4.
+            size: (bytes.max(16).next_multiple_of(16)) as u64,
             usage,
             mapped_at_creation: false,
         }))
