@@ -173,6 +173,7 @@ fn main() {
         shape: Mat::new(br, bc),
         momentum: 0.1,
         eps: 1e-5,
+        relu: false,
     };
     on_both!(c, gpu, "batchnorm_forward_train_6272x32", |be| {
         let x = be.upload(&values(br * bc, 8));
@@ -201,6 +202,7 @@ fn main() {
         let (mut dx, mut dg, mut db) = (be.zeros(br * bc), be.zeros(bc), be.zeros(bc));
         move || {
             let t = BnBackward {
+                out: &x,
                 gamma: &gamma,
                 mean: &mean,
                 invstd: &invstd,

@@ -3,6 +3,11 @@
 //               writes partial[chunk, col]; dispatch (ceil(cols / 16), chunks, 1).
 //   column_sum: one invocation per column adds its chunks in order; 1-d launch over cols.
 
+// MASK (a pipeline constant): the reduced dy is that of a fused ReLU, counted as 0 where the forward
+// output (binding 7) was not positive. Every partials kernel reads its term through `masked`, so all of
+// them declare binding 7 (the host binds the reduced tensor there when there is no mask).
+override MASK: bool = false;
+
 struct Params {
     rows: u32,
     cols: u32,
@@ -16,6 +21,14 @@ struct Params {
 @group(0) @binding(3) var<storage, read> mean: array<f32>;          // per-column mean
 @group(0) @binding(4) var<storage, read> invstd: array<f32>;        // per-column 1/sqrt(var + eps)
 @group(0) @binding(5) var<storage, read_write> partial: array<f32>; // [chunks x cols]
+@group(0) @binding(7) var<storage, read> relu_out: array<f32>;      // with MASK: the forward output
+
+fn masked(v: f32, at: u32) -> f32 {
+    if (MASK && relu_out[at] <= 0.0) {
+        return 0.0;
+    }
+    return v;
+}
 
 var<workgroup> lanes: array<f32, 256>;
 
@@ -42,7 +55,8 @@ fn sum_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     var acc = 0.0;
     if (col < p.cols) {
         for (var r = wid.y * p.chunk_rows + lid.y; r < r1; r += 16u) {
-            acc += a[r * p.cols + col];
+            let at = r * p.cols + col;
+            acc += masked(a[at], at);
         }
     }
     finish_partial(lid, col, wid.y, acc);
@@ -57,8 +71,9 @@ fn sqdev_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     if (col < p.cols) {
         let m = mean[col];
         for (var r = wid.y * p.chunk_rows + lid.y; r < r1; r += 16u) {
-            let d = a[r * p.cols + col] - m;
-            acc += d * d;
+            let at = r * p.cols + col;
+            let d = a[at] - m;
+            acc += masked(d * d, at);
         }
     }
     finish_partial(lid, col, wid.y, acc);
@@ -75,7 +90,7 @@ fn xhat_dot_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         let s = invstd[col];
         for (var r = wid.y * p.chunk_rows + lid.y; r < r1; r += 16u) {
             let at = r * p.cols + col;
-            acc += dy[at] * ((a[at] - m) * s);
+            acc += masked(dy[at], at) * ((a[at] - m) * s);
         }
     }
     finish_partial(lid, col, wid.y, acc);

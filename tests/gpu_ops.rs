@@ -193,7 +193,14 @@ fn im2col_col2im_stride_and_padding() {
 fn batchnorm_forward_backward() {
     let Some(g) = gpu() else { return };
     let cpu = CpuBackend::new();
-    for &(rows, cols) in &[(2, 3), (300, 17)] {
+    // Without and with the fused ReLU (clamped forward, dy masked by the output in backward).
+    let cases = [
+        (2, 3, false),
+        (300, 17, false),
+        (2, 3, true),
+        (300, 17, true),
+    ];
+    for &(rows, cols, relu) in &cases {
         let x: Vec<f32> = rand_vec(rows * cols, 10)
             .iter()
             .map(|v| 3.0 * v + 0.5)
@@ -213,6 +220,7 @@ fn batchnorm_forward_backward() {
             shape: Mat::new(rows, cols),
             momentum: 0.1,
             eps: 1e-5,
+            relu,
         };
         let t = BnTrain {
             gamma: &gamma,
@@ -241,6 +249,8 @@ fn batchnorm_forward_backward() {
         };
         g.bn_forward_train(&bn, &gx, &mut gy, t);
         assert_close("bn y", &g.read(&gy), &cy, 1e-5);
+        let clipped = cy.iter().filter(|&&v| v == 0.0).count();
+        assert_eq!(clipped > 0, relu, "the ReLU clips some outputs");
         assert_close("bn mean", &g.read(&gm), &cm, 1e-5);
         assert_close("bn invstd", &g.read(&gs), &cs, 1e-5);
         assert_close("bn running mean", &g.read(&grm), &crm, 1e-5);
@@ -267,6 +277,7 @@ fn batchnorm_forward_backward() {
         let dy = rand_vec(x.len(), 15);
         let (mut cdx, mut cdg, mut cdb) = (vec![0.0; x.len()], vec![0.0; cols], vec![0.0; cols]);
         let t = BnBackward {
+            out: &cy,
             gamma: &gamma,
             mean: &cm,
             invstd: &cs,
@@ -275,7 +286,10 @@ fn batchnorm_forward_backward() {
         };
         cpu.bn_backward(&bn, &x, &dy, &mut cdx, t);
         let (mut gdx, mut gdg, mut gdb) = (g.zeros(x.len()), g.zeros(cols), g.zeros(cols));
+        // The CPU's output as the mask on both sides: the masks are the same by construction.
+        let gout = g.upload(&cy);
         let t = BnBackward {
+            out: &gout,
             gamma: &gg,
             mean: &gm,
             invstd: &gs,

@@ -273,9 +273,7 @@ impl Backend for CpuBackend {
             running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mu[c];
             running_var[c] = (1.0 - momentum) * running_var[c] + momentum * unbiased;
         }
-        normalise_rows(x, y, rows, cols, |c| {
-            (mean[c], invstd[c], gamma[c], beta[c])
-        });
+        normalise_rows(x, y, bn, |c| (mean[c], invstd[c], gamma[c], beta[c]));
     }
 
     fn bn_forward_eval(
@@ -290,7 +288,7 @@ impl Backend for CpuBackend {
             .iter()
             .map(|v| 1.0 / (v + bn.eps).sqrt())
             .collect();
-        normalise_rows(x, y, bn.shape.rows, bn.shape.cols, |c| {
+        normalise_rows(x, y, bn, |c| {
             (t.running_mean[c], invstd[c], t.gamma[c], t.beta[c])
         });
     }
@@ -305,18 +303,23 @@ impl Backend for CpuBackend {
     ) {
         let (rows, cols) = (bn.shape.rows, bn.shape.cols);
         let BnBackward {
+            out,
             gamma,
             mean,
             invstd,
             dgamma,
             dbeta,
         } = t;
+        // dy through the fused ReLU: 0 where the output was clipped.
+        let dy_at = |dy: f32, y: f32| if bn.relu && y <= 0.0 { 0.0 } else { dy };
         // [sum dy | sum dy * xhat] per column.
         let sums = column_sums(rows, 2 * cols, |r, acc| {
             let (xr, dyr) = (&x[r * cols..(r + 1) * cols], &dy[r * cols..(r + 1) * cols]);
+            let yr = &out[r * cols..(r + 1) * cols];
             let (sum_dy, sum_dy_xhat) = acc.split_at_mut(cols);
             let per_col = mean.iter().zip(invstd.iter()).zip(sum_dy).zip(sum_dy_xhat);
-            for ((&x, &dy), (((&m, &is), s), sx)) in xr.iter().zip(dyr).zip(per_col) {
+            for (((&x, &dy), &y), (((&m, &is), s), sx)) in xr.iter().zip(dyr).zip(yr).zip(per_col) {
+                let dy = dy_at(dy, y);
                 let xhat = (x - m) * is;
                 *s += dy as f64;
                 *sx += (dy * xhat) as f64;
@@ -339,15 +342,18 @@ impl Backend for CpuBackend {
             .par_chunks_mut(cols * PAR_ROWS)
             .zip(x[..rows * cols].par_chunks(cols * PAR_ROWS))
             .zip(dy[..rows * cols].par_chunks(cols * PAR_ROWS))
-            .for_each(|((dxc, xc), dyc)| {
-                for ((dxr, xr), dyr) in dxc
+            .zip(out[..rows * cols].par_chunks(cols * PAR_ROWS))
+            .for_each(|(((dxc, xc), dyc), yc)| {
+                for (((dxr, xr), dyr), yr) in dxc
                     .chunks_mut(cols)
                     .zip(xc.chunks(cols))
                     .zip(dyc.chunks(cols))
+                    .zip(yc.chunks(cols))
                 {
-                    for (((d, &x), &dy), &(k, m, is, db, dg)) in
-                        dxr.iter_mut().zip(xr).zip(dyr).zip(&per_col)
+                    for ((((d, &x), &dy), &y), &(k, m, is, db, dg)) in
+                        dxr.iter_mut().zip(xr).zip(dyr).zip(yr).zip(&per_col)
                     {
+                        let dy = dy_at(dy, y);
                         let xhat = (x - m) * is;
                         *d = k * (r * dy - db - xhat * dg);
                     }
@@ -491,14 +497,15 @@ fn column_sums(rows: usize, width: usize, add: impl Fn(usize, &mut [f64]) + Sync
     total
 }
 
-/// `y = gamma * (x - mean) * invstd + beta` per column; `stats(c)` gives (mean, invstd, gamma, beta).
+/// `y = gamma * (x - mean) * invstd + beta` per column, clamped at 0 if `bn.relu`; `stats(c)` gives
+/// (mean, invstd, gamma, beta).
 fn normalise_rows(
     x: &[f32],
     y: &mut [f32],
-    rows: usize,
-    cols: usize,
+    bn: &BnSpec,
     stats: impl Fn(usize) -> (f32, f32, f32, f32) + Sync,
 ) {
+    let (rows, cols) = (bn.shape.rows, bn.shape.cols);
     let s: Vec<_> = (0..cols).map(stats).collect();
     y[..rows * cols]
         .par_chunks_mut(cols * PAR_ROWS)
@@ -506,7 +513,8 @@ fn normalise_rows(
         .for_each(|(yc, xc)| {
             for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
                 for ((y, &x), &(m, is, g, b)) in yr.iter_mut().zip(xr).zip(&s) {
-                    *y = g * (x - m) * is + b;
+                    let v = g * (x - m) * is + b;
+                    *y = if bn.relu { v.max(0.0) } else { v };
                 }
             }
         });

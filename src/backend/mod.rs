@@ -128,6 +128,9 @@ pub struct BnSpec {
     /// Running statistics move by `r = (1 - momentum) * r + momentum * batch value`.
     pub momentum: f32,
     pub eps: f32,
+    /// A ReLU fused after the normalisation: the forward clamps at 0, and the backward masks `dy` by
+    /// the forward output (`BnBackward::out`), in the same passes over memory.
+    pub relu: bool,
 }
 
 /// The tensors a training-mode batch-norm forward reads and writes.
@@ -153,6 +156,8 @@ pub struct BnEval<'a, T> {
 /// The tensors batch-norm backward reads (what the training forward saved) and the parameter gradients
 /// it writes.
 pub struct BnBackward<'a, T> {
+    /// The forward output (after the fused ReLU): where it is not positive, `dy` counts as 0.
+    pub out: &'a T,
     pub gamma: &'a T,
     pub mean: &'a T,
     pub invstd: &'a T,

@@ -402,6 +402,7 @@ impl<B: Backend> BatchNorm<B> {
             shape: Mat::new(batch * self.spatial, self.channels),
             momentum: self.momentum,
             eps: self.eps,
+            relu: self.relu,
         }
     }
 }
@@ -440,9 +441,6 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
             };
             be.bn_forward_eval(&bn, x, &mut self.y, t);
         }
-        if self.relu {
-            be.bias_act(&mut self.y, None, bn.shape, true);
-        }
     }
     fn output(&self) -> &B::Tensor {
         &self.y
@@ -458,11 +456,10 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
         batch: usize,
         _need_dx: bool,
     ) {
-        if self.relu {
-            be.relu_backward(&self.y, dy);
-        }
+        // The fused ReLU's backward is part of bn_backward (dy masked by the output).
         let bn = self.spec(batch);
         let t = BnBackward {
+            out: &self.y,
             gamma: &self.gamma.value,
             mean: &self.mean,
             invstd: &self.invstd,

@@ -23,6 +23,11 @@ pub(super) struct Params {
 }
 const _: () = assert!(std::mem::size_of::<Params>() == 32);
 
+/// `entry` with the fused ReLU on or off (the RELU pipeline constant).
+fn kernel(entry: &'static str, bn: &BnSpec) -> Kernel {
+    Kernel::new(Family::BatchNorm, entry).with_consts(&["RELU"], &[bn.relu as u32])
+}
+
 fn params(bn: &BnSpec, chunks: u32) -> Params {
     let rows = bn.shape.rows;
     Params {
@@ -43,7 +48,8 @@ fn params(bn: &BnSpec, chunks: u32) -> Params {
 }
 
 /// Mean (`sum_partials`, `bn_mean`), invstd (`sqdev_partials`, `bn_var`; both finishers also move the
-/// running statistics, one invocation per column), then `bn_normalise` (one invocation per element).
+/// running statistics, one invocation per column), then `bn_normalise` (one invocation per element,
+/// the fused ReLU included).
 pub(super) fn forward_train(
     be: &GpuBackend,
     bn: &BnSpec,
@@ -52,7 +58,7 @@ pub(super) fn forward_train(
     t: BnTrain<'_, GpuTensor>,
 ) {
     let cols = Launcher::groups_1d(bn.shape.cols);
-    let sums = partials(be, "sum_partials", &[(1, &x.buf)], bn.shape);
+    let sums = partials(be, "sum_partials", &[(1, &x.buf)], None, bn.shape);
     be.l.launch(
         Kernel::new(Family::BatchNorm, "bn_mean"),
         &[(2, &sums.buf), (3, &t.mean.buf), (4, &t.running_mean.buf)],
@@ -64,6 +70,7 @@ pub(super) fn forward_train(
         be,
         "sqdev_partials",
         &[(1, &x.buf), (3, &t.mean.buf)],
+        None,
         bn.shape,
     );
     be.l.launch(
@@ -74,7 +81,7 @@ pub(super) fn forward_train(
         cols,
     );
     be.l.launch(
-        Kernel::new(Family::BatchNorm, "bn_normalise"),
+        kernel("bn_normalise", bn),
         &[
             (1, &x.buf),
             (5, &y.buf),
@@ -89,7 +96,7 @@ pub(super) fn forward_train(
     );
 }
 
-/// `bn_eval`: one invocation per element, with the running statistics.
+/// `bn_eval`: one invocation per element, with the running statistics (and the fused ReLU).
 pub(super) fn forward_eval(
     be: &GpuBackend,
     bn: &BnSpec,
@@ -98,7 +105,7 @@ pub(super) fn forward_eval(
     t: BnEval<'_, GpuTensor>,
 ) {
     be.l.launch(
-        Kernel::new(Family::BatchNorm, "bn_eval"),
+        kernel("bn_eval", bn),
         &[
             (1, &x.buf),
             (5, &y.buf),
@@ -114,7 +121,8 @@ pub(super) fn forward_eval(
 }
 
 /// dbeta (`sum_partials`, `column_sum`), dgamma (`xhat_dot_partials`, `column_sum`), then
-/// `bn_backward_dx` (one invocation per element).
+/// `bn_backward_dx` (one invocation per element); with a fused ReLU, dy is masked by the forward output
+/// in all three.
 pub(super) fn backward(
     be: &GpuBackend,
     bn: &BnSpec,
@@ -123,7 +131,9 @@ pub(super) fn backward(
     dx: &GpuTensor,
     t: BnBackward<'_, GpuTensor>,
 ) {
-    let sums = partials(be, "sum_partials", &[(1, &dy.buf)], bn.shape);
+    // dbeta and dgamma through the fused ReLU: dy masked by the forward output.
+    let relu_out = bn.relu.then_some(&t.out.buf);
+    let sums = partials(be, "sum_partials", &[(1, &dy.buf)], relu_out, bn.shape);
     column_sum_into(be, &sums, &t.dbeta.buf, bn.shape);
     let dots = partials(
         be,
@@ -134,11 +144,12 @@ pub(super) fn backward(
             (3, &t.mean.buf),
             (4, &t.invstd.buf),
         ],
+        relu_out,
         bn.shape,
     );
     column_sum_into(be, &dots, &t.dgamma.buf, bn.shape);
     be.l.launch(
-        Kernel::new(Family::BatchNorm, "bn_backward_dx"),
+        kernel("bn_backward_dx", bn),
         &[
             (1, &x.buf),
             (5, &dx.buf),
@@ -148,6 +159,7 @@ pub(super) fn backward(
             (9, &t.invstd.buf),
             (10, &dy.buf),
             (11, &t.dgamma.buf),
+            (12, &t.out.buf),
         ],
         &params(bn, dots.chunks),
         ParamsKind::Static,
