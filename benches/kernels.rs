@@ -89,7 +89,7 @@ fn gpu() -> Option<Gpu> {
             let i = g.adapter_info();
             println!(
                 "GPU benches on {} ({:?}, {:?}, matmul kernel {:?})",
-                i.name, i.backend, i.device_type, g.matmul_kernel
+                i.name, i.backend, i.device_type, g.style
             );
             Some(g)
         }

@@ -7,7 +7,7 @@ mod support;
 
 use support::{gpu, rand_vec};
 use wgtrain::backend::cpu::CpuBackend;
-use wgtrain::backend::gpu::{GpuBackend, MatmulKernel};
+use wgtrain::backend::gpu::{GpuBackend, KernelStyle};
 use wgtrain::backend::{
     Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, Trans,
 };
@@ -49,7 +49,7 @@ fn check_matmul(
     assert_close(
         &format!(
             "matmul {m}x{k}x{n} {ta:?}{tb:?} acc={accumulate} {:?}",
-            g.matmul_kernel
+            g.style
         ),
         &g.read(&gc),
         &cc,
@@ -60,8 +60,8 @@ fn check_matmul(
 #[test]
 fn matmul_all_forms_and_odd_shapes() {
     let Some(mut g) = gpu() else { return };
-    for kernel in [MatmulKernel::Direct, MatmulKernel::Tiled] {
-        g.matmul_kernel = kernel;
+    for kernel in [KernelStyle::Direct, KernelStyle::Tiled] {
+        g.style = kernel;
         // Odd shapes (the f32 kernels), and shapes whose dimensions are multiples of 4 but not of the
         // 8x8 blocks (the vec4 kernels of CPU-emulated adapters, in every form they serve).
         let shapes = [
@@ -88,8 +88,8 @@ fn matmul_all_forms_and_odd_shapes() {
 #[test]
 fn matmul_split_k_long_k() {
     let Some(mut g) = gpu() else { return };
-    for kernel in [MatmulKernel::Direct, MatmulKernel::Tiled] {
-        g.matmul_kernel = kernel;
+    for kernel in [KernelStyle::Direct, KernelStyle::Tiled] {
+        g.style = kernel;
         for ta in [Trans::N, Trans::T] {
             for tb in [Trans::N, Trans::T] {
                 for accumulate in [false, true] {
@@ -109,8 +109,8 @@ fn matmul_split_k_long_k() {
 #[test]
 fn matmul_layer_size() {
     let Some(mut g) = gpu() else { return };
-    for kernel in [MatmulKernel::Direct, MatmulKernel::Tiled] {
-        g.matmul_kernel = kernel;
+    for kernel in [KernelStyle::Direct, KernelStyle::Tiled] {
+        g.style = kernel;
         check_matmul(&g, 110, 784, 256, Trans::N, Trans::T, false);
     }
 }

@@ -2,7 +2,7 @@
 //! CPU twin: `CpuBackend::matmul` (matrixmultiply's sgemm). Tests: `tests/gpu_ops.rs` `matmul_*`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
-use super::{u, GpuBackend, GpuTensor, Scratch};
+use super::{u, GpuBackend, GpuTensor, KernelStyle, Scratch};
 use crate::backend::{Gemm, Trans};
 use bytemuck::{Pod, Zeroable};
 
@@ -21,23 +21,14 @@ pub(super) struct Params {
 }
 const _: () = assert!(std::mem::size_of::<Params>() == 32);
 
-/// Which matmul kernel an adapter runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatmulKernel {
-    /// Workgroup-memory tiles (`matmul_tiled`): for real GPUs.
-    Tiled,
-    /// No workgroup memory or barriers (`matmul_direct`): for CPU-emulated adapters (lavapipe).
-    Direct,
-}
-
-impl MatmulKernel {
+impl KernelStyle {
     /// Workgroups a dispatch should reach before its K is split: enough to occupy every compute unit
     /// of a real GPU several times over, or every thread of a CPU-emulated adapter. A constant, so a
     /// given shape is always split the same way (and sums in the same order) on a given adapter.
     fn target_workgroups(self) -> usize {
         match self {
-            MatmulKernel::Tiled => 256,
-            MatmulKernel::Direct => 16,
+            KernelStyle::Tiled => 256,
+            KernelStyle::Direct => 16,
         }
     }
 }
@@ -88,7 +79,7 @@ pub(super) fn matmul(be: &GpuBackend, g: &Gemm, a: &GpuTensor, b: &GpuTensor, c:
         return;
     }
     let tiles = (n.div_ceil(TILE), m.div_ceil(TILE));
-    let (splits, k_split) = split_k(k, tiles.0 * tiles.1, be.matmul_kernel.target_workgroups());
+    let (splits, k_split) = split_k(k, tiles.0 * tiles.1, be.style.target_workgroups());
     let params = Params {
         m: u(m),
         k: u(k),
@@ -100,10 +91,10 @@ pub(super) fn matmul(be: &GpuBackend, g: &Gemm, a: &GpuTensor, b: &GpuTensor, c:
         _pad1: 0,
     };
     // The vec4 kernels bind A and B as arrays of vec4 (bindings 5 and 6), the others as f32 (1 and 2).
-    let (entry, ab) = match (be.matmul_kernel, vec4_entry(g)) {
-        (MatmulKernel::Tiled, _) => ("matmul_tiled", (1, 2)),
-        (MatmulKernel::Direct, Some(e)) => (e, (5, 6)),
-        (MatmulKernel::Direct, None) => ("matmul_direct", (1, 2)),
+    let (entry, ab) = match (be.style, vec4_entry(g)) {
+        (KernelStyle::Tiled, _) => ("matmul_tiled", (1, 2)),
+        (KernelStyle::Direct, Some(e)) => (e, (5, 6)),
+        (KernelStyle::Direct, None) => ("matmul_direct", (1, 2)),
     };
     let kernel = kernel(entry, g);
     let groups = (u(tiles.0), u(tiles.1), u(splits));

@@ -34,7 +34,6 @@ mod softmax_ce;
 
 pub use adapter::{choose_adapter, list_adapters, AdapterSummary};
 use launch::{GpuBuf, Launcher};
-pub use matmul::MatmulKernel;
 
 use super::{Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep};
 use std::cell::RefCell;
@@ -58,11 +57,21 @@ pub struct GpuDataset {
     pixels: usize,
 }
 
+/// How the kernels of an adapter are laid out (the matmul picks its entry points by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelStyle {
+    /// Workgroup memory and barriers (`matmul_tiled`): for real GPUs.
+    Tiled,
+    /// No workgroup memory or barriers (`matmul_direct` and the vec4 matmuls): for CPU-emulated
+    /// adapters such as lavapipe, where a barrier is costly and memory is the CPU's cache anyway.
+    Direct,
+}
+
 /// The wgpu backend on one adapter.
 pub struct GpuBackend {
     l: Launcher,
     /// Chosen from the adapter's type; settable for tests and benches.
-    pub matmul_kernel: MatmulKernel,
+    pub style: KernelStyle,
     info: wgpu::AdapterInfo,
     /// Scratch for reductions and per-row values, grown on demand; one per use so no two live ops share.
     scratch: RefCell<Vec<GpuTensor>>,
@@ -116,14 +125,14 @@ impl GpuBackend {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         }));
-        let matmul_kernel = if info.device_type == wgpu::DeviceType::Cpu {
-            MatmulKernel::Direct
+        let style = if info.device_type == wgpu::DeviceType::Cpu {
+            KernelStyle::Direct
         } else {
-            MatmulKernel::Tiled
+            KernelStyle::Tiled
         };
         Ok(GpuBackend {
             l: Launcher::new(device, queue),
-            matmul_kernel,
+            style,
             info,
             scratch: RefCell::new(vec![GpuTensor { buf: empty, len: 0 }; 3]),
             error,

@@ -271,7 +271,7 @@ pub fn run(
                         let info = gpu.adapter_info();
                         notice(&format!(
                             "gpu: {} ({:?} {:?}, matmul kernel {:?})",
-                            info.name, info.backend, info.device_type, gpu.matmul_kernel
+                            info.name, info.backend, info.device_type, gpu.style
                         ));
                         let mut first = Some(gpu);
                         let mut open = || match first.take() {
