@@ -95,9 +95,15 @@ struct DeviceArgs {
 }
 
 impl DeviceArgs {
-    /// Runs `job` on the backend these options choose, printing notices (e.g. a CPU fallback).
-    fn run<J: OnBackend>(&self, job: J) -> Result<J::Output> {
-        run_on(self.backend, self.adapter.as_deref(), &mut notice, job)
+    /// Runs `job` on the backend these options choose, printing notices (e.g. a CPU fallback) unless
+    /// `quiet`.
+    fn run<J: OnBackend>(&self, job: J, quiet: bool) -> Result<J::Output> {
+        let mut say = |m: &str| {
+            if !quiet {
+                notice(m)
+            }
+        };
+        run_on(self.backend, self.adapter.as_deref(), &mut say, job)
     }
 }
 
@@ -223,7 +229,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         resume: a.resume,
         quiet: a.quiet,
     };
-    let r = a.device.run(request.resolve()?)?;
+    let quiet = request.quiet;
+    let r = a.device.run(request.resolve()?, quiet)?;
     println!(
         "{} {} lr {} on {} ({}): {} steps in {:.1}s, {:.0} images/s",
         r.model, r.optim, r.lr, r.backend, r.device, r.steps, r.seconds, r.images_per_s
@@ -330,7 +337,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         test,
         batch,
     };
-    let r = a.device.run(job)?;
+    let r = a.device.run(job, false)?;
     if let Some(path) = &a.plot {
         plot_confusion(&r, path)?;
     }
@@ -391,7 +398,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
         images,
         top,
     };
-    let preds = a.device.run(job)?;
+    let preds = a.device.run(job, false)?;
     if a.json {
         println!("{}", serde_json::to_string(&preds)?);
         return Ok(());
@@ -491,7 +498,7 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
         cfg,
         observer: &mut progress,
     };
-    let s = a.device.run(job)?;
+    let s = a.device.run(job, a.quiet)?;
     println!(
         "{} runs trained, {} already done{}; results in {}",
         s.executed.len(),

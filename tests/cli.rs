@@ -329,3 +329,47 @@ fn a_named_adapter_that_is_not_there_is_an_error_not_a_fallback() {
         "{stderr}"
     );
 }
+
+/// Issue 12, point 3: with `--backend auto` on a machine without a real GPU the CPU fallback is
+/// announced by a note, but `-q` silences it, and a bad request is still one line of error (it is
+/// checked before a backend is chosen).
+#[test]
+fn auto_backend_notes_are_quiet_and_never_precede_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    synthetic_data(&data_dir);
+    let d = data_dir.to_str().unwrap();
+    let base = [
+        "train",
+        "--backend",
+        "auto",
+        "--data",
+        d,
+        "--val-size",
+        "100",
+    ];
+    let run = |extra: &[&str]| wgtrain(&[&base[..], extra].concat());
+    let out = run(&["--steps", "2", "--batch", "10", "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "-q: nothing on stderr");
+    assert_input_error(
+        &run(&["--batch", "1000"]),
+        &["--batch 1000", "200 training images"],
+    );
+    // A resume that cannot continue (another model) is refused before any backend is opened.
+    let ck = tmp.path().join("ck.st");
+    let saved = run(&[
+        "--steps",
+        "2",
+        "--batch",
+        "10",
+        "-q",
+        "--save",
+        ck.to_str().unwrap(),
+    ]);
+    assert!(saved.status.success(), "{}", text(&saved.stderr));
+    assert_input_error(
+        &run(&["--resume", ck.to_str().unwrap(), "--model", "cnn3"]),
+        &["this run asks for cnn3"],
+    );
+}

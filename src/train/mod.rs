@@ -364,14 +364,14 @@ pub fn train_with<B: Backend + 'static>(
     })
 }
 
-/// The model and optimizer of `ck`, after checking it continues the run `cfg` describes.
-fn resume_state<B: Backend + 'static>(
-    be: &B,
+/// Whether `ck` can be continued by the run `cfg` describes on a training set of `train_len` images
+/// (`spe` steps per epoch): same model, optimizer, batch, seed and data, and steps still to do.
+pub fn check_resume(
     ck: &Checkpoint,
     cfg: &TrainConfig,
     train_len: usize,
     spe: usize,
-) -> Result<(Model<B>, Optimizer)> {
+) -> Result<()> {
     let m = &ck.meta;
     let name = || {
         ck.path
@@ -421,6 +421,18 @@ fn resume_state<B: Backend + 'static>(
         ))
         .into());
     }
+    Ok(())
+}
+
+/// The model and optimizer of `ck`, after checking it continues the run `cfg` describes.
+fn resume_state<B: Backend + 'static>(
+    be: &B,
+    ck: &Checkpoint,
+    cfg: &TrainConfig,
+    train_len: usize,
+    spe: usize,
+) -> Result<(Model<B>, Optimizer)> {
+    check_resume(ck, cfg, train_len, spe)?;
     let (model, mut opt) = ck.restore(be, cfg.batch)?;
     opt.lr = cfg.lr;
     Ok((model, opt))

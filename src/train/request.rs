@@ -3,7 +3,7 @@
 //! it with progress on whichever backend was chosen.
 
 use super::progress::TrainProgress;
-use super::{train_with, Persist, TrainConfig, TrainResult};
+use super::{check_resume, train_with, Persist, TrainConfig, TrainResult};
 use crate::backend::select::OnBackend;
 use crate::backend::Backend;
 use crate::error::{at_least_one, InputError};
@@ -72,6 +72,13 @@ impl TrainRequest {
             (Some(s), _) => at_least_one("--steps", s)?,
             (None, e) => at_least_one("--epochs", e.unwrap_or(1))? * spe,
         };
+        if batch > data.train.len() {
+            return Err(InputError::value(format!(
+                "--batch {batch} is larger than the {} training images",
+                data.train.len()
+            ))
+            .into());
+        }
         let cfg = TrainConfig {
             model,
             optim,
@@ -83,6 +90,11 @@ impl TrainRequest {
             eval_each_epoch: true,
             out: self.out,
         };
+        // Checked here, before a backend is chosen, so that a bad request is one line of error and
+        // nothing else.
+        if let Some(ck) = &resume {
+            check_resume(ck, &cfg, data.train.len(), spe)?;
+        }
         Ok(TrainJob {
             data,
             cfg,
