@@ -84,6 +84,19 @@ fn store_row(z: u32, row: u32, col0: u32, col_step: u32, v: vec4<f32>) {
     }
 }
 
+// The K-block bookkeeping of the 8x8-block kernels (acc[2i], acc[2i + 1]: row i, columns 0-3 and 4-7):
+// acc restarts at each block of 256 K and `sum` collects the finished blocks.
+fn block_start(acc: ptr<function, array<vec4<f32>, 16>>) {
+    for (var i = 0u; i < 16u; i++) {
+        (*acc)[i] = vec4<f32>(0.0);
+    }
+}
+fn block_end(sum: ptr<function, array<vec4<f32>, 16>>, acc: ptr<function, array<vec4<f32>, 16>>) {
+    for (var i = 0u; i < 16u; i++) {
+        (*sum)[i] += (*acc)[i];
+    }
+}
+
 @compute @workgroup_size(8, 8)
 fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row0 = gid.y * 8u;
@@ -103,9 +116,7 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc: array<vec4<f32>, 16>;
     var sum: array<vec4<f32>, 16>;
     for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
-        for (var i = 0u; i < 16u; i++) {
-            acc[i] = vec4<f32>(0.0);
-        }
+        block_start(&acc);
         for (var kk = k0; kk < min(k0 + 256u, kr.y); kk++) {
             let b0 = vec4<f32>(b_at(kk, cl[0]), b_at(kk, cl[1]), b_at(kk, cl[2]), b_at(kk, cl[3]));
             let b1 = vec4<f32>(b_at(kk, cl[4]), b_at(kk, cl[5]), b_at(kk, cl[6]), b_at(kk, cl[7]));
@@ -115,9 +126,7 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
                 acc[2u * i + 1u] = fma(av, b1, acc[2u * i + 1u]);
             }
         }
-        for (var i = 0u; i < 16u; i++) {
-            sum[i] += acc[i];
-        }
+        block_end(&sum, &acc);
     }
     for (var i = 0u; i < 8u; i++) {
         store_row(gid.z, row0 + i, col0, 1u, sum[2u * i]);
@@ -159,9 +168,7 @@ fn matmul_nn_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     var acc: array<vec4<f32>, 16>;
     var sum: array<vec4<f32>, 16>;
     for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
-        for (var i = 0u; i < 16u; i++) {
-            acc[i] = vec4<f32>(0.0);
-        }
+        block_start(&acc);
         for (var kk = k0; kk < min(k0 + 256u, kr.y); kk += 4u) {
             let bo = kk * n4;
             let b00 = b4[bo + cv0];
@@ -178,9 +185,7 @@ fn matmul_nn_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
                 acc[2u * i + 1u] = fma(vec4<f32>(av.w), b31, fma(vec4<f32>(av.z), b21, fma(vec4<f32>(av.y), b11, fma(vec4<f32>(av.x), b01, acc[2u * i + 1u]))));
             }
         }
-        for (var i = 0u; i < 16u; i++) {
-            sum[i] += acc[i];
-        }
+        block_end(&sum, &acc);
     }
     store_block(wid.z, o.x, o.y, &sum);
 }
@@ -203,9 +208,7 @@ fn matmul_nt_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     var acc: array<vec4<f32>, 16>;
     var sum: array<vec4<f32>, 16>;
     for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
-        for (var i = 0u; i < 16u; i++) {
-            acc[i] = vec4<f32>(0.0);
-        }
+        block_start(&acc);
         for (var kk = k0; kk < min(k0 + 256u, kr.y); kk += 4u) {
             let q = kk / 4u;
             var bv: array<vec4<f32>, 8>;
@@ -218,9 +221,7 @@ fn matmul_nt_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
                 acc[2u * i + 1u] += vec4<f32>(dot(av, bv[4]), dot(av, bv[5]), dot(av, bv[6]), dot(av, bv[7]));
             }
         }
-        for (var i = 0u; i < 16u; i++) {
-            sum[i] += acc[i];
-        }
+        block_end(&sum, &acc);
     }
     store_block(wid.z, o.x, o.y, &sum);
 }
@@ -242,9 +243,7 @@ fn matmul_tn_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     var acc: array<vec4<f32>, 16>;
     var sum: array<vec4<f32>, 16>;
     for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
-        for (var i = 0u; i < 16u; i++) {
-            acc[i] = vec4<f32>(0.0);
-        }
+        block_start(&acc);
         for (var kk = k0; kk < min(k0 + 256u, kr.y); kk++) {
             let a0 = a4[kk * m4 + rv0];
             let a1 = a4[kk * m4 + rv1];
@@ -257,9 +256,7 @@ fn matmul_tn_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
                 acc[2u * i + 9u] = fma(vec4<f32>(a1[i]), b1, acc[2u * i + 9u]);
             }
         }
-        for (var i = 0u; i < 16u; i++) {
-            sum[i] += acc[i];
-        }
+        block_end(&sum, &acc);
     }
     store_block(wid.z, o.x, o.y, &sum);
 }
