@@ -78,15 +78,20 @@ impl Optimizer {
         }
     }
 
-    /// Updates every parameter of `model` from its gradient, allocating the moments on first use.
+    /// Updates every parameter of `model` from its gradient, allocating the moments on first use: on a
+    /// packed model (a GPU) all of them in one op over the arenas ("multi-tensor apply": the updates
+    /// are element-wise with the same hyper-parameters, and the arenas' padding stays 0), else one op
+    /// per parameter.
     pub fn step<B: Backend>(&mut self, be: &B, model: &mut Model<B>) {
         let step = self.next_step();
-        let wanted = self.kind.state_tensors();
-        for p in model.params_mut() {
-            if p.state.len() != wanted {
-                p.state = (0..wanted).map(|_| be.zeros(p.numel())).collect();
+        model.alloc_moments(be, self.kind.state_tensors());
+        match model.flat.as_mut() {
+            Some(flat) => be.optim_step(&step, &mut flat.values, &flat.grads, &mut flat.moments),
+            None => {
+                for p in model.params_mut() {
+                    be.optim_step(&step, &mut p.value, &p.grad, &mut p.state);
+                }
             }
-            be.optim_step(&step, &mut p.value, &p.grad, &mut p.state);
         }
         self.steps += 1;
     }

@@ -222,6 +222,13 @@ pub trait Backend {
     );
     /// Waits until every queued op has finished (for honest timing).
     fn sync(&self);
+    /// Tensors of lengths `lens` as views into one device buffer, and the whole buffer as one more
+    /// tensor, on a backend whose tensors can be parts of a buffer (a GPU): one op on the whole tensor
+    /// then covers all the views in one dispatch (the optimizer's multi-tensor update). The padding
+    /// between views starts at 0. `None` where every tensor is its own allocation (the CPU).
+    fn arena(&self, _lens: &[usize]) -> Option<(Self::Tensor, Vec<Self::Tensor>)> {
+        None
+    }
     /// Compute dispatches recorded so far, on a backend that has them (a GPU); the profiler reads it.
     fn dispatch_count(&self) -> Option<u64> {
         None

@@ -335,21 +335,21 @@ impl Checkpoint {
         let name = model.spec.name();
         let moments = moment_names(self.meta.optim);
         let mut used = std::collections::BTreeSet::new();
+        if with_moments {
+            // The moments are written into place (on a packed model, views into the arenas).
+            model.alloc_moments(be, moments.len());
+        }
         for p in model.params_mut() {
             let data = self.tensor(&p.name, &p.shape, &name)?;
             be.write(&mut p.value, data);
             used.insert(p.name.clone());
-            let mut state = Vec::with_capacity(moments.len());
-            for m in moments {
+            for (j, m) in moments.iter().enumerate() {
                 let key = moment_key(&p.name, m);
                 let data = self.tensor(&key, &p.shape, &name)?;
                 if with_moments {
-                    state.push(be.upload(data));
+                    be.write(&mut p.state[j], data);
                 }
                 used.insert(key);
-            }
-            if with_moments {
-                p.state = state;
             }
         }
         for b in model.buffers_mut() {

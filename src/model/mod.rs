@@ -94,6 +94,18 @@ pub struct Model<B: Backend> {
     pub capacity: usize,
     pub layers: Vec<Box<dyn Layer<B>>>,
     pub head: SoftmaxCrossEntropy<B>,
+    /// On a backend with arenas (a GPU): every parameter's value, gradient and optimizer moments as
+    /// views into one buffer each, so that one dispatch updates them all.
+    pub flat: Option<FlatParams<B::Tensor>>,
+}
+
+/// The parameters of a model packed into arenas (see [`Backend::arena`]), in `params()` order.
+pub struct FlatParams<T> {
+    pub lens: Vec<usize>,
+    /// All values, all gradients, and each optimizer moment, as whole-arena tensors.
+    pub values: T,
+    pub grads: T,
+    pub moments: Vec<T>,
 }
 
 impl<B: Backend + 'static> Model<B> {
@@ -184,12 +196,38 @@ impl<B: Backend + 'static> Model<B> {
                 )));
             }
         }
-        Model {
+        let mut model = Model {
             spec,
             capacity,
             layers,
             head: SoftmaxCrossEntropy::new(be, CLASSES, capacity),
+            flat: None,
+        };
+        model.flat = model.pack_params(be);
+        model
+    }
+
+    /// Moves every parameter's value and gradient into two arenas, on a backend that has them.
+    fn pack_params(&mut self, be: &B) -> Option<FlatParams<B::Tensor>> {
+        let lens: Vec<usize> = self.params().iter().map(|p| p.numel()).collect();
+        let (values, value_views) = be.arena(&lens)?;
+        let (grads, grad_views) = be.arena(&lens)?;
+        for ((p, mut v), g) in self
+            .params_mut()
+            .into_iter()
+            .zip(value_views)
+            .zip(grad_views)
+        {
+            be.copy(&p.value, 0, &mut v, 0, p.numel());
+            p.value = v;
+            p.grad = g;
         }
+        Some(FlatParams {
+            lens,
+            values,
+            grads,
+            moments: Vec::new(),
+        })
     }
 }
 
@@ -248,6 +286,39 @@ impl<B: Backend> Model<B> {
             .flat_map(|l| l.buffers_mut())
             .collect()
     }
+    /// Gives every parameter `wanted` optimizer moments (zeros) unless each already has them: views
+    /// into one arena per moment on a packed model, tensors of their own otherwise.
+    pub fn alloc_moments(&mut self, be: &B, wanted: usize) {
+        if self.params().iter().all(|p| p.state.len() == wanted) {
+            return;
+        }
+        match self.flat.take() {
+            Some(mut flat) => {
+                flat.moments.clear();
+                let mut views: Vec<Vec<B::Tensor>> =
+                    (0..flat.lens.len()).map(|_| Vec::new()).collect();
+                for _ in 0..wanted {
+                    let (whole, parts) = be
+                        .arena(&flat.lens)
+                        .expect("a packed model's backend has arenas");
+                    flat.moments.push(whole);
+                    for (v, part) in views.iter_mut().zip(parts) {
+                        v.push(part);
+                    }
+                }
+                for (p, v) in self.params_mut().into_iter().zip(views) {
+                    p.state = v;
+                }
+                self.flat = Some(flat);
+            }
+            None => {
+                for p in self.params_mut() {
+                    p.state = (0..wanted).map(|_| be.zeros(p.numel())).collect();
+                }
+            }
+        }
+    }
+
     pub fn num_params(&self) -> usize {
         self.params().iter().map(|p| p.numel()).sum()
     }

@@ -169,6 +169,9 @@ impl<B: Backend> Backend for Profiled<B> {
     fn dispatch_count(&self) -> Option<u64> {
         self.inner.dispatch_count()
     }
+    fn arena(&self, lens: &[usize]) -> Option<(B::Tensor, Vec<B::Tensor>)> {
+        self.inner.arena(lens)
+    }
     fn release_cached(&self) {
         self.inner.release_cached()
     }

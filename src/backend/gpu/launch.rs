@@ -13,21 +13,45 @@ pub const WG: u32 = 256;
 /// Workgroups per dispatch dimension (WebGPU's minimum guaranteed limit).
 const MAX_GROUPS: u32 = 65_535;
 
-/// A device buffer with a process-unique id (the bind-group cache's key).
+/// A range of a device buffer (the whole buffer, or a view into an arena) with the buffer's
+/// process-unique id (with the offset, the bind-group cache's key).
 #[derive(Clone, Debug)]
 pub struct GpuBuf {
     pub buf: Arc<wgpu::Buffer>,
     pub id: u64,
+    /// Bytes from the start of the buffer; a multiple of the adapter's storage offset alignment.
+    pub offset: u64,
+    /// Bytes bound; a multiple of 16, so the range can also be bound as an array of vec4.
+    pub size: u64,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl GpuBuf {
     pub fn new(buf: wgpu::Buffer) -> Self {
+        let size = buf.size();
         GpuBuf {
             buf: Arc::new(buf),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            offset: 0,
+            size,
         }
+    }
+    /// `size` bytes of the same buffer from `offset` (relative to the whole buffer).
+    pub fn view(&self, offset: u64, size: u64) -> Self {
+        assert!(offset + size <= self.buf.size(), "view out of range");
+        GpuBuf {
+            offset,
+            size,
+            ..self.clone()
+        }
+    }
+    fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buf,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.size),
+        })
     }
 }
 
@@ -124,7 +148,7 @@ pub enum ParamsKind {
 #[derive(Hash, PartialEq, Eq)]
 struct BindKey {
     kernel: Kernel,
-    buffers: Vec<(u32, u64)>,
+    buffers: Vec<(u32, u64, u64)>,
     params: Vec<u8>,
 }
 
@@ -239,10 +263,12 @@ impl Launcher {
         Some(self.queue.submit([enc.finish()]))
     }
 
-    /// Writes host data into a buffer in queue order: the queued work that may read it is submitted first.
+    /// Writes host data into a buffer range (at `offset` bytes into it) in queue order: the queued work
+    /// that may read it is submitted first.
     pub fn write_buffer(&self, buf: &GpuBuf, offset: u64, bytes: &[u8]) {
         self.flush();
-        self.queue.write_buffer(&buf.buf, offset, bytes);
+        self.queue
+            .write_buffer(&buf.buf, buf.offset + offset, bytes);
     }
 
     /// Records one dispatch of `kernel` with `buffers` bound at their binding numbers and `params`
@@ -261,7 +287,10 @@ impl Launcher {
         let bytes = bytemuck::bytes_of(params).to_vec();
         let key = BindKey {
             kernel,
-            buffers: buffers.iter().map(|(b, buf)| (*b, buf.id)).collect(),
+            buffers: buffers
+                .iter()
+                .map(|(b, buf)| (*b, buf.id, buf.offset))
+                .collect(),
             params: if kind == ParamsKind::Static {
                 bytes.clone()
             } else {
@@ -297,7 +326,7 @@ impl Launcher {
                 }];
                 entries.extend(buffers.iter().map(|(b, buf)| wgpu::BindGroupEntry {
                     binding: *b,
-                    resource: buf.buf.as_entire_binding(),
+                    resource: buf.binding(),
                 }));
                 let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some(kernel.entry),
@@ -349,7 +378,7 @@ impl Launcher {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.with_encoder(|enc| enc.copy_buffer_to_buffer(&buf.buf, 0, &staging, 0, size));
+        self.with_encoder(|enc| enc.copy_buffer_to_buffer(&buf.buf, buf.offset, &staging, 0, size));
         let index = self.flush();
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {

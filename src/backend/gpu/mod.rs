@@ -214,7 +214,7 @@ impl Backend for GpuBackend {
         if !data.is_empty() {
             self.l
                 .queue
-                .write_buffer(&t.buf.buf, 0, bytemuck::cast_slice(data));
+                .write_buffer(&t.buf.buf, t.buf.offset, bytemuck::cast_slice(data));
         }
         t
     }
@@ -242,7 +242,7 @@ impl Backend for GpuBackend {
     fn fill(&self, t: &mut GpuTensor, value: f32) {
         if value == 0.0 {
             self.l
-                .with_encoder(|enc| enc.clear_buffer(&t.buf.buf, 0, None));
+                .with_encoder(|enc| enc.clear_buffer(&t.buf.buf, t.buf.offset, Some(t.buf.size)));
         } else {
             self.l
                 .write_buffer(&t.buf, 0, bytemuck::cast_slice(&vec![value; t.len]));
@@ -264,9 +264,9 @@ impl Backend for GpuBackend {
             self.l.with_encoder(|enc| {
                 enc.copy_buffer_to_buffer(
                     &src.buf.buf,
-                    (src_off * 4) as u64,
+                    src.buf.offset + (src_off * 4) as u64,
                     &dst.buf.buf,
-                    (dst_off * 4) as u64,
+                    dst.buf.offset + (dst_off * 4) as u64,
                     (len * 4) as u64,
                 )
             });
@@ -276,6 +276,31 @@ impl Backend for GpuBackend {
         if let Err(e) = self.l.wait_idle(READ_TIMEOUT) {
             self.record_error(e);
         }
+    }
+    fn arena(&self, lens: &[usize]) -> Option<(GpuTensor, Vec<GpuTensor>)> {
+        // Each view starts on the adapter's storage offset alignment (256 bytes at most), which also
+        // leaves room to round its binding up to 16 bytes.
+        let align =
+            (self.l.device.limits().min_storage_buffer_offset_alignment as usize).max(16) / 4;
+        let mut offsets = Vec::with_capacity(lens.len());
+        let mut total = 0;
+        for &len in lens {
+            offsets.push(total);
+            total += len.max(1).next_multiple_of(align);
+        }
+        let whole = self.zeros(total);
+        let views = lens
+            .iter()
+            .zip(offsets)
+            .map(|(&len, at)| GpuTensor {
+                buf: whole.buf.view(
+                    (at * 4) as u64,
+                    (len.max(1) * 4).next_multiple_of(16) as u64,
+                ),
+                len,
+            })
+            .collect();
+        Some((whole, views))
     }
     fn dispatch_count(&self) -> Option<u64> {
         Some(self.l.dispatches())
