@@ -1,4 +1,5 @@
-// C[m x n] = op(A)[m x k] * op(B)[k x n] (+ C if accumulate), row-major.
+// C[m x n] = op(A)[m x k] * op(B)[k x n] (+ C if accumulate), row-major, then optionally + bias[col] and
+// ReLU (the epilogue of a Linear or Conv2d layer, fused into the store).
 //
 // Each transposed form is its own pipeline: the override constants A_T and B_T fix how the operands
 // are stored, so the inner loops index with constant strides.
@@ -35,7 +36,7 @@ struct Params {
     accumulate: u32, // 1: add to C instead of overwriting it (the matmul kernels get 0 when split)
     k_split: u32,    // K per slice (a multiple of 256); k when not split
     splits: u32,     // slices; 1: write C directly
-    _pad0: u32,
+    epilogue: u32,   // bit 0: add bias[col]; bit 1: then ReLU (applied where C is finished, never to partials)
     _pad1: u32,
 }
 
@@ -46,6 +47,19 @@ struct Params {
 @group(0) @binding(4) var<storage, read> partial: array<f32>;    // splitk_sum: [splits x m x n]
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;    // the *_v4 kernels: A as vec4
 @group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;    // the *_v4 kernels: B as vec4
+@group(0) @binding(7) var<storage, read> bias: array<f32>;        // the epilogue's bias (bound always)
+
+// The fused epilogue of a finished element of C in column `col`: bias, then ReLU, as the flags say.
+fn epilogue(v: f32, col: u32) -> f32 {
+    var r = v;
+    if ((p.epilogue & 1u) != 0u) {
+        r += bias[col];
+    }
+    if ((p.epilogue & 2u) != 0u) {
+        r = max(r, 0.0);
+    }
+    return r;
+}
 
 // op(A)[r, kk] and op(B)[kk, col].
 fn a_at(r: u32, kk: u32) -> f32 {
@@ -79,7 +93,7 @@ fn store_row(z: u32, row: u32, col0: u32, col_step: u32, v: vec4<f32>) {
             if (p.accumulate != 0u) {
                 r += c[base + col];
             }
-            c[base + col] = r;
+            c[base + col] = epilogue(r, col);
         }
     }
 }
@@ -349,5 +363,5 @@ fn splitk_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     if (p.accumulate != 0u) {
         s += c[i];
     }
-    c[i] = s;
+    c[i] = epilogue(s, i % p.n);
 }

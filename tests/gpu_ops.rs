@@ -106,6 +106,33 @@ fn matmul_split_k_long_k() {
     }
 }
 
+/// The fused epilogue (bias, ReLU, both) of a layer's forward matmul, split or not, on both styles.
+#[test]
+fn matmul_epilogue() {
+    let Some(mut g) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    for style in [KernelStyle::Direct, KernelStyle::Tiled] {
+        g.style = style;
+        for &(m, k, n) in &[(37, 20, 13), (16, 5000, 40)] {
+            let (a, b, bias) = (rand_vec(m * k, 30), rand_vec(n * k, 31), rand_vec(n, 32));
+            let gemm = Gemm::new(m, k, n).b_t();
+            for (with_bias, relu) in [(true, false), (false, true), (true, true)] {
+                let mut cc = vec![0.0; m * n];
+                cpu.matmul_bias_act(&gemm, &a, &b, &mut cc, with_bias.then_some(&bias), relu);
+                let gbias = g.upload(&bias);
+                let mut gc = g.zeros(m * n);
+                let (ga, gb) = (g.upload(&a), g.upload(&b));
+                g.matmul_bias_act(&gemm, &ga, &gb, &mut gc, with_bias.then_some(&gbias), relu);
+                let what = format!("{m}x{k}x{n} bias={with_bias} relu={relu} {style:?}");
+                assert_close(&what, &g.read(&gc), &cc, TOL);
+                if relu {
+                    assert!(cc.contains(&0.0), "{what}: some outputs clip");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn matmul_layer_size() {
     let Some(mut g) = gpu() else { return };

@@ -261,6 +261,23 @@ pub trait Backend {
     /// `matmul_direct` (CPU-emulated adapters). Tests: `matmul_all_forms_and_odd_shapes`,
     /// `matmul_layer_size`.
     fn matmul(&self, g: &Gemm, a: &Self::Tensor, b: &Self::Tensor, c: &mut Self::Tensor);
+    /// [`Backend::matmul`] followed by [`Backend::bias_act`] on `c` (`[g.m x g.n]`): a Linear or
+    /// Conv2d layer's forward. The GPU fuses the epilogue into the matmul's store (one dispatch, one
+    /// pass over C fewer). Tests: `matmul_epilogue` in tests/gpu_ops.rs.
+    fn matmul_bias_act(
+        &self,
+        g: &Gemm,
+        a: &Self::Tensor,
+        b: &Self::Tensor,
+        c: &mut Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        relu: bool,
+    ) {
+        self.matmul(g, a, b, c);
+        if bias.is_some() || relu {
+            self.bias_act(c, bias, Mat::new(g.m, g.n), relu);
+        }
+    }
     /// In place on `x` (`shape`): add `bias[cols]` if given, then ReLU if asked (the fused epilogue).
     /// GPU: `elementwise.wgsl` `bias_act`, or `relu` without a bias. Test: `bias_relu_and_backward`.
     fn bias_act(&self, x: &mut Self::Tensor, bias: Option<&Self::Tensor>, shape: Mat, relu: bool);

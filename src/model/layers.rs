@@ -140,15 +140,14 @@ impl<B: Backend> Layer<B> for Linear<B> {
     fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
         let y = Mat::new(batch, self.outputs);
         // y = x W^T: W is stored [out, in].
-        be.matmul(
-            &Gemm::new(batch, self.inputs, self.outputs).b_t(),
+        be.matmul_bias_act(
+            &Gemm::new(y.rows, self.inputs, y.cols).b_t(),
             x,
             &self.w.value,
             &mut self.y,
+            self.b.as_ref().map(|b| &b.value),
+            self.relu,
         );
-        if self.b.is_some() || self.relu {
-            be.bias_act(&mut self.y, self.b.as_ref().map(|b| &b.value), y, self.relu);
-        }
     }
     fn output(&self) -> &B::Tensor {
         &self.y
@@ -270,16 +269,14 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
         let g = self.geom_for(batch);
         be.im2col(x, &mut self.col, &g);
         // y = col W^T: one output row per pixel, W stored [out_c, taps].
-        be.matmul(
+        be.matmul_bias_act(
             &Gemm::new(g.col_rows(), g.col_cols(), self.out_c).b_t(),
             &self.col,
             &self.w.value,
             &mut self.y,
+            self.b.as_ref().map(|b| &b.value),
+            self.relu,
         );
-        if self.b.is_some() || self.relu {
-            let y = Mat::new(g.col_rows(), self.out_c);
-            be.bias_act(&mut self.y, self.b.as_ref().map(|b| &b.value), y, self.relu);
-        }
     }
     fn output(&self) -> &B::Tensor {
         &self.y

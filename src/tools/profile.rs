@@ -208,6 +208,21 @@ impl<B: Backend> Backend for Profiled<B> {
             || self.inner.matmul(g, a, b, c),
         )
     }
+    fn matmul_bias_act(
+        &self,
+        g: &Gemm,
+        a: &B::Tensor,
+        b: &B::Tensor,
+        c: &mut B::Tensor,
+        bias: Option<&B::Tensor>,
+        relu: bool,
+    ) {
+        self.op(
+            || matmul_label(g),
+            Work::Flops(g.flops()),
+            || self.inner.matmul_bias_act(g, a, b, c, bias, relu),
+        )
+    }
     fn bias_act(&self, x: &mut B::Tensor, bias: Option<&B::Tensor>, shape: Mat, relu: bool) {
         let label = if bias.is_some() { "bias_act" } else { "relu" };
         let bytes = (2 * shape.len() + bias.map_or(0, |_| shape.cols)) as f64 * F32;

@@ -16,7 +16,7 @@ pub(super) struct Params {
     accumulate: u32,
     k_split: u32,
     splits: u32,
-    _pad0: u32,
+    epilogue: u32,
     _pad1: u32,
 }
 const _: () = assert!(std::mem::size_of::<Params>() == 32);
@@ -67,9 +67,22 @@ pub(super) fn split_k(k: usize, tiles: usize, target: usize) -> (usize, usize) {
     (k.div_ceil(k_split), k_split)
 }
 
-/// Records `c = op(a) * op(b) (+ c)`: one dispatch of 64x64 tiles of C times the split-K slices, and,
+/// Records `c = op(a) * op(b) (+ c)`, then `+ bias` and ReLU as `epi` asks: one dispatch of 64x64 tiles of C times the split-K slices, and,
 /// when K is split, `splitk_sum` adding the slices' partials (in a scratch buffer) in order into C.
-pub(super) fn matmul(be: &GpuBackend, g: &Gemm, a: &GpuTensor, b: &GpuTensor, c: &GpuTensor) {
+/// What a matmul adds to each finished element of C (the `epilogue` flags of the WGSL).
+pub(super) struct Epilogue<'a> {
+    pub bias: Option<&'a GpuTensor>,
+    pub relu: bool,
+}
+
+pub(super) fn matmul(
+    be: &GpuBackend,
+    g: &Gemm,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    c: &GpuTensor,
+    epi: Epilogue<'_>,
+) {
     let (m, k, n) = (g.m, g.k, g.n);
     assert!(
         a.len >= m * k && b.len >= k * n && c.len >= m * n,
@@ -78,6 +91,9 @@ pub(super) fn matmul(be: &GpuBackend, g: &Gemm, a: &GpuTensor, b: &GpuTensor, c:
     if m == 0 || n == 0 {
         return;
     }
+    let flags = epi.bias.is_some() as u32 | (epi.relu as u32) << 1;
+    // Every kernel declares the bias binding; without a bias it gets B again (never read).
+    let bias = epi.bias.map_or(&b.buf, |t| &t.buf);
     let tiles = (n.div_ceil(TILE), m.div_ceil(TILE));
     let (splits, k_split) = split_k(k, tiles.0 * tiles.1, be.style.target_workgroups());
     let params = Params {
@@ -87,7 +103,8 @@ pub(super) fn matmul(be: &GpuBackend, g: &Gemm, a: &GpuTensor, b: &GpuTensor, c:
         accumulate: (g.accumulate && splits == 1) as u32,
         k_split: u(k_split),
         splits: u(splits),
-        _pad0: 0,
+        // Applied where C is finished: by splitk_sum when K is split, never to the partials.
+        epilogue: if splits == 1 { flags } else { 0 },
         _pad1: 0,
     };
     // The vec4 kernels bind A and B as arrays of vec4 (bindings 5 and 6), the others as f32 (1 and 2).
@@ -99,20 +116,21 @@ pub(super) fn matmul(be: &GpuBackend, g: &Gemm, a: &GpuTensor, b: &GpuTensor, c:
     let kernel = kernel(entry, g);
     let groups = (u(tiles.0), u(tiles.1), u(splits));
     if splits == 1 {
-        let bufs = [(ab.0, &a.buf), (ab.1, &b.buf), (3, &c.buf)];
+        let bufs = [(ab.0, &a.buf), (ab.1, &b.buf), (3, &c.buf), (7, bias)];
         be.l.launch(kernel, &bufs, &params, ParamsKind::Static, groups);
         return;
     }
     let partial = be.scratch(Scratch::SplitK, splits * m * n);
-    let bufs = [(ab.0, &a.buf), (ab.1, &b.buf), (3, &partial)];
+    let bufs = [(ab.0, &a.buf), (ab.1, &b.buf), (3, &partial), (7, bias)];
     be.l.launch(kernel, &bufs, &params, ParamsKind::Static, groups);
     let sum = Params {
         accumulate: g.accumulate as u32,
+        epilogue: flags,
         ..params
     };
     be.l.launch(
         Kernel::new(Family::Matmul, "splitk_sum"),
-        &[(3, &c.buf), (4, &partial)],
+        &[(3, &c.buf), (4, &partial), (7, bias)],
         &sum,
         ParamsKind::Static,
         Launcher::groups_1d(m * n),
@@ -144,5 +162,5 @@ mod tests {
 params_layout_test!(
     Family::Matmul,
     Params,
-    [m, k, n, accumulate, k_split, splits, _pad0, _pad1]
+    [m, k, n, accumulate, k_split, splits, epilogue, _pad1]
 );

@@ -358,7 +358,22 @@ impl Backend for GpuBackend {
     }
 
     fn matmul(&self, g: &Gemm, a: &GpuTensor, b: &GpuTensor, c: &mut GpuTensor) {
-        matmul::matmul(self, g, a, b, c);
+        let none = matmul::Epilogue {
+            bias: None,
+            relu: false,
+        };
+        matmul::matmul(self, g, a, b, c, none);
+    }
+    fn matmul_bias_act(
+        &self,
+        g: &Gemm,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        c: &mut GpuTensor,
+        bias: Option<&GpuTensor>,
+        relu: bool,
+    ) {
+        matmul::matmul(self, g, a, b, c, matmul::Epilogue { bias, relu });
     }
     fn bias_act(&self, x: &mut GpuTensor, bias: Option<&GpuTensor>, shape: Mat, relu: bool) {
         elementwise::bias_act(self, x, bias, shape, relu);
