@@ -58,7 +58,7 @@ struct DevicesArgs {
 #[derive(Args)]
 struct GradcheckArgs {
     /// Model: fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn.
-    #[arg(long)]
+    #[arg(long, default_value = "fc8-bn")]
     model: String,
     /// Samples in the batch (the first ones of the training file).
     #[arg(long, default_value_t = 16)]
@@ -69,7 +69,7 @@ struct GradcheckArgs {
     /// Pick the GPU adapter whose name contains NAME (software adapters such as lavapipe included).
     #[arg(long, value_name = "NAME")]
     adapter: Option<String>,
-    /// Data directory (default: the MNIST copy in data/mnist).
+    /// Data directory [default: the MNIST copy in data/mnist].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// Bound on max|gpu - cpu| / max|cpu| for every gradient and updated weight.
@@ -111,7 +111,7 @@ impl DeviceArgs {
 #[derive(Args)]
 struct DataArgs {
     /// Directory with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
-    /// t10k-labels-idx1-ubyte (each raw or .gz). Default: the MNIST copy in data/mnist.
+    /// t10k-labels-idx1-ubyte (each raw or .gz) [default: the MNIST copy in data/mnist].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// Training images held out (from the end of the training file) for validation.
@@ -134,11 +134,11 @@ struct TrainArgs {
     /// Optimizer: sgd, rmsprop or adam [default: adam; with --resume, the checkpoint's].
     #[arg(long)]
     optim: Option<String>,
-    /// Learning rate (default: sgd 0.01, rmsprop 0.001, adam 0.001; with --resume, the checkpoint's).
+    /// Learning rate [default: sgd 0.01, rmsprop 0.001, adam 0.001; with --resume, the checkpoint's].
     /// A negative value is taken as a value (and refused as one), not as an unknown option.
     #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
-    /// Passes over the training set (default 1); with --resume, counting those already done.
+    /// Passes over the training set, with --resume counting those already done [default: 1].
     #[arg(long, conflicts_with = "steps")]
     epochs: Option<usize>,
     /// Optimizer steps, instead of --epochs; with --resume, counting those already done.
@@ -309,8 +309,8 @@ struct EvalArgs {
     /// A checkpoint written by `wgtrain train --save`.
     #[arg(long, value_name = "PATH")]
     checkpoint: PathBuf,
-    /// Directory with t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (raw or .gz). Default: the
-    /// MNIST copy in data/mnist.
+    /// Directory with t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (raw or .gz) [default: the
+    /// MNIST copy in data/mnist]
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// Images per forward pass.
@@ -459,8 +459,8 @@ struct ReportArgs {
     /// Another sweep directory (a shard that wrote elsewhere) whose runs to copy into --out first.
     #[arg(long, value_name = "DIR")]
     merge: Vec<PathBuf>,
-    /// Which sweep to report when the results hold several (e.g. b110_e1_seed1); default: the one
-    /// with the most runs.
+    /// Which sweep to report when the results hold several (e.g. b110_e1_seed1) [default: the one
+    /// with the most runs].
     #[arg(long, value_name = "SIG")]
     sweep: Option<String>,
 }

@@ -373,3 +373,32 @@ fn auto_backend_notes_are_quiet_and_never_precede_an_error() {
         &["this run asks for cnn3"],
     );
 }
+
+/// Issue 12, point 11: every command's help writes defaults one way (`[default: ...]`), gradcheck
+/// defaults its model like train and graph, and the backend values are described.
+#[test]
+fn help_is_consistent() {
+    for cmd in [
+        "train",
+        "sweep",
+        "report",
+        "bench",
+        "profile",
+        "graph",
+        "eval",
+        "predict",
+        "devices",
+        "gradcheck",
+    ] {
+        let help = text(&wgtrain(&[cmd, "--help"]).stdout);
+        assert!(help.contains("Usage"), "{cmd}: {help}");
+        assert!(
+            !help.contains("(default"),
+            "{cmd}: a default written in parentheses:\n{help}"
+        );
+    }
+    let gradcheck = text(&wgtrain(&["gradcheck", "--help"]).stdout);
+    assert!(gradcheck.contains("[default: fc8-bn]"), "{gradcheck}");
+    let train = text(&wgtrain(&["train", "--help"]).stdout);
+    assert!(train.contains("cpu:  The CPU reference backend"), "{train}");
+}

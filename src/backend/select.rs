@@ -13,7 +13,9 @@ use anyhow::Result;
 pub enum BackendChoice {
     /// The best real GPU, else the CPU backend (a software adapter such as lavapipe only when asked for).
     Auto,
+    /// The CPU reference backend.
     Cpu,
+    /// Any wgpu adapter, software ones included; an error if there is none.
     Gpu,
 }
 
