@@ -232,8 +232,24 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     let quiet = request.quiet;
     let r = a.device.run(request.resolve()?, quiet)?;
     println!(
-        "{} {} lr {} on {} ({}): {} steps in {:.1}s, {:.0} images/s",
-        r.model, r.optim, r.lr, r.backend, r.device, r.steps, r.seconds, r.images_per_s
+        "{} {} lr {} on {} ({}): {} in {:.1}s, {:.0} images/s",
+        r.model,
+        r.optim,
+        r.lr,
+        r.backend,
+        r.device,
+        if r.start_step > 0 {
+            format!(
+                "steps {}-{} (resumed at step {})",
+                r.start_step + 1,
+                r.steps,
+                r.start_step
+            )
+        } else {
+            format!("{} steps", r.steps)
+        },
+        r.seconds,
+        r.images_per_s
     );
     println!(
         "train loss {:.4} | val loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}%",

@@ -97,6 +97,7 @@ fn tiny_training_run_prints_json_and_writes_files() {
         "batch",
         "epochs",
         "steps",
+        "start_step",
         "seed",
         "backend",
         "device",
@@ -401,4 +402,43 @@ fn help_is_consistent() {
     assert!(gradcheck.contains("[default: fc8-bn]"), "{gradcheck}");
     let train = text(&wgtrain(&["train", "--help"]).stdout);
     assert!(train.contains("cpu:  The CPU reference backend"), "{train}");
+}
+
+/// Issue 12, point 6: a resumed run says where it resumed, in its progress and in its summary.
+#[test]
+fn a_resumed_run_says_where_it_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    synthetic_data(&data_dir);
+    let ck = tmp.path().join("ck.st");
+    let (d, c) = (data_dir.to_str().unwrap(), ck.to_str().unwrap());
+    let base = [
+        "train",
+        "--backend",
+        "cpu",
+        "--data",
+        d,
+        "--val-size",
+        "100",
+        "--batch",
+        "10",
+    ];
+    let first = wgtrain(&[&base[..], &["--steps", "4", "--save", c]].concat());
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stderr).contains("training 4 steps"),
+        "{}",
+        text(&first.stderr)
+    );
+    let out = wgtrain(&[&base[..], &["--steps", "8", "--resume", c, "--json"]].concat());
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("resuming at step 4, training to step 8"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("steps 5-8 (resumed at step 4)"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(json["start_step"], 4);
+    assert_eq!(json["steps"], 8);
 }

@@ -70,6 +70,8 @@ pub struct TrainResult {
     pub batch: usize,
     pub epochs: f64,
     pub steps: usize,
+    /// The step this invocation started from: 0, or where the resumed checkpoint stopped.
+    pub start_step: usize,
     pub seed: u64,
     pub backend: String,
     pub device: String,
@@ -99,7 +101,9 @@ pub struct Diverged {
 
 /// Hooks for showing progress; all optional.
 pub trait Observer {
-    fn start(&mut self, _total_steps: usize) {}
+    /// Before the first step: the step the run starts from (0, or where a resumed checkpoint stopped)
+    /// and the step it trains to.
+    fn start(&mut self, _first_step: usize, _total_steps: usize) {}
     /// After a log point: the step count so far and the latest loss.
     fn log(&mut self, _step: usize, _loss: f32) {}
     fn epoch(&mut self, _m: &EpochMetrics) {}
@@ -255,7 +259,7 @@ pub fn train_with<B: Backend + 'static>(
     let mut epoch_metrics = Vec::new();
     let mut train_seconds = 0.0;
     let mut train_dev = dev.train;
-    obs.start(cfg.steps);
+    obs.start(start, cfg.steps);
 
     let mut step = start;
     while step < cfg.steps {
@@ -341,6 +345,7 @@ pub fn train_with<B: Backend + 'static>(
         batch: cfg.batch,
         epochs: cfg.steps as f64 / spe as f64,
         steps: cfg.steps,
+        start_step: start,
         seed: cfg.seed,
         backend: be.kind().to_string(),
         device: be.device_name(),

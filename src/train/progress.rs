@@ -48,7 +48,7 @@ pub fn bar_style() -> ProgressStyle {
 }
 
 impl Observer for TrainProgress {
-    fn start(&mut self, total_steps: usize) {
+    fn start(&mut self, first_step: usize, total_steps: usize) {
         self.total = total_steps;
         if self.quiet {
             return;
@@ -56,13 +56,22 @@ impl Observer for TrainProgress {
         if let Some(bar) = &self.bar {
             bar.set_length(total_steps as u64);
             bar.set_prefix(self.label.clone());
+            bar.set_position(first_step as u64);
         } else if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total_steps as u64).with_style(bar_style());
             bar.set_prefix(self.label.clone());
+            bar.set_position(first_step as u64);
             bar.enable_steady_tick(Duration::from_millis(200));
             self.bar = Some(bar);
         } else {
-            eprintln!("{}: training {} steps", self.label, total_steps);
+            if first_step > 0 {
+                eprintln!(
+                    "{}: resuming at step {first_step}, training to step {total_steps}",
+                    self.label
+                );
+            } else {
+                eprintln!("{}: training {} steps", self.label, total_steps);
+            }
         }
     }
     fn log(&mut self, step: usize, loss: f32) {
