@@ -442,3 +442,29 @@ fn a_resumed_run_says_where_it_resumed() {
     assert_eq!(json["start_step"], 4);
     assert_eq!(json["steps"], 8);
 }
+
+/// Issue 12, point 4: an output path the user gave that cannot be written is bad input, one line and
+/// exit 2, for --out as for --save.
+#[test]
+fn unwritable_paths_are_input_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    synthetic_data(&data_dir);
+    let d = data_dir.to_str().unwrap();
+    // A regular file stands where a directory is needed: no write permission is involved (CI is root).
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let under_file = file.join("out");
+    let u = under_file.to_str().unwrap();
+    let base = ["--backend", "cpu", "--data", d, "--val-size", "100"];
+    let train = |flag: &str| {
+        let mut args = vec!["train", "--steps", "1", "--batch", "10", flag, u];
+        args.extend(base);
+        wgtrain(&args)
+    };
+    assert_input_error(&train("--out"), &[u]);
+    assert_input_error(&train("--save"), &["out"]);
+    let mut sweep = vec!["sweep", "--quick", "--tables", "1", "--out", u];
+    sweep.extend(base);
+    assert_input_error(&wgtrain(&sweep), &[u]);
+}

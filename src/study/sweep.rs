@@ -22,7 +22,7 @@ use crate::error::InputError;
 use crate::io::data::Splits;
 use crate::train::progress::{bar_style, TrainProgress};
 use crate::train::{train, Diverged, Observer, TrainConfig, TrainResult};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -183,8 +183,10 @@ pub fn run_sweep<B: Backend + 'static>(
     obs: &mut dyn SweepObserver,
 ) -> Result<SweepSummary> {
     cfg.validate()?;
-    std::fs::create_dir_all(&cfg.out)
-        .with_context(|| format!("{}: cannot create the sweep directory", cfg.out.display()))?;
+    // A directory the user named that cannot be written is their input's problem (exit 2).
+    std::fs::create_dir_all(&cfg.out).map_err(|e| {
+        InputError::file(&cfg.out, format!("cannot create the sweep directory: {e}"))
+    })?;
     let results = cfg.out.join(RESULTS_FILE);
     let data = limit_eval(data, cfg.eval_limit);
     let spe = TrainConfig::steps_per_epoch(data.train.len(), cfg.batch);

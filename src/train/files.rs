@@ -3,8 +3,9 @@
 //! line already logged; metrics.json is written once, atomically.
 
 use super::{EpochMetrics, TrainResult};
+use crate::error::InputError;
 use crate::io::atomic::write_atomic;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -18,13 +19,14 @@ pub struct RunFiles {
 impl RunFiles {
     /// Creates `dir` and the two CSV files with their headers.
     pub fn create(dir: &Path) -> Result<Self> {
+        // A directory the user named that cannot be written is their input's problem (exit 2).
         std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create output directory", dir.display()))?;
+            .map_err(|e| InputError::file(dir, format!("cannot create output directory: {e}")))?;
         let open = |name: &str, header: &str| -> Result<BufWriter<File>> {
             let path = dir.join(name);
             let mut f = BufWriter::new(
                 File::create(&path)
-                    .with_context(|| format!("{}: cannot create", path.display()))?,
+                    .map_err(|e| InputError::file(&path, format!("cannot create: {e}")))?,
             );
             writeln!(f, "{header}")?;
             Ok(f)
