@@ -648,50 +648,7 @@ fn cli_bad_checkpoints_exit_2_with_one_line() {
 
 // ---- backend-neutral files ----
 
-/// Trains on `a`, loads the checkpoint on `b` (exactly the same tensors, the same test figures), resumes
-/// there, and loads the result back on `a`.
-fn cross_backend<A: Backend + 'static, B: Backend + 'static>(a: &A, b: &B) {
-    let data = tiny();
-    let dir = tempfile::tempdir().unwrap();
-    let (first, second) = (
-        dir.path().join("a.safetensors"),
-        dir.path().join("b.safetensors"),
-    );
-    let persist = |resume, save| Persist { resume, save };
-    let c = cfg("cnn3-bn", OptimKind::Adam, 8);
-    train_with(a, &data, &c, &mut Silent, persist(None, Some(&first))).unwrap();
-    let ck = Checkpoint::load(&first).unwrap();
-    let (model, opt) = ck.restore(b, BATCH).unwrap();
-    let again = Checkpoint::capture(b, &model, &opt, BATCH, 3, 30, data.train.len());
-    assert_eq!(
-        again.tensors,
-        ck.tensors,
-        "{} -> {}: same tensors",
-        a.kind(),
-        b.kind()
-    );
-    let ra = wgtrain::tools::predict::evaluate_checkpoint(a, &ck, &data.test, 16).unwrap();
-    let rb = wgtrain::tools::predict::evaluate_checkpoint(b, &ck, &data.test, 16).unwrap();
-    assert!((ra.test_loss - rb.test_loss).abs() <= 1e-4 * ra.test_loss.max(1.0));
-    let c = cfg("cnn3-bn", OptimKind::Adam, 12);
-    train_with(b, &data, &c, &mut Silent, persist(Some(&ck), Some(&second))).unwrap();
-    let back = Checkpoint::load(&second).unwrap();
-    assert_eq!(back.meta.step, 12);
-    assert_eq!(back.meta.backend, b.kind());
-    back.restore(a, 4).unwrap();
-    wgtrain::tools::predict::evaluate_checkpoint(a, &back, &data.test, 16).unwrap();
-}
-
 #[test]
 fn checkpoints_are_backend_neutral_cpu() {
-    cross_backend(&CpuBackend::new(), &CpuBackend::new());
-}
-
-/// A checkpoint written on either backend loads on the other (skipped without a GPU adapter).
-#[cfg(feature = "gpu")]
-#[test]
-fn checkpoints_move_between_cpu_and_gpu() {
-    let Some(gpu) = support::gpu() else { return };
-    cross_backend(&CpuBackend::new(), &gpu);
-    cross_backend(&gpu, &CpuBackend::new());
+    support::cross_backend(&CpuBackend::new(), &CpuBackend::new());
 }

@@ -468,3 +468,48 @@ fn unwritable_paths_are_input_errors() {
     sweep.extend(base);
     assert_input_error(&wgtrain(&sweep), &[u]);
 }
+
+/// Issue 12, point 7: outside a terminal (here a pipe) progress comes at every `--log-every` point, and
+/// a run that stops inside an epoch does not claim the epoch (20 steps of the 20 per epoch here vs 12).
+#[test]
+fn piped_progress_follows_log_every_and_names_a_partial_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    synthetic_data(&data_dir);
+    let d = data_dir.to_str().unwrap();
+    let run = |steps: &str| {
+        let out = wgtrain(&[
+            "train",
+            "--backend",
+            "cpu",
+            "--data",
+            d,
+            "--val-size",
+            "100",
+            "--batch",
+            "10",
+            "--log-every",
+            "3",
+            "--steps",
+            steps,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let part = run("12");
+    let steps: Vec<&str> = part.lines().filter(|l| l.contains("/12 loss")).collect();
+    assert_eq!(
+        steps.len(),
+        4,
+        "one line per log point (3, 6, 9, 12):\n{part}"
+    );
+    assert!(steps[0].contains("step 3/12"), "{part}");
+    assert!(
+        part.contains("step 12 (part of epoch 1) train loss"),
+        "{part}"
+    );
+    assert!(!part.contains("epoch 1 train loss"), "{part}");
+    let whole = run("20");
+    assert!(whole.contains("epoch 1 train loss"), "{whole}");
+    assert!(!whole.contains("part of epoch"), "{whole}");
+}

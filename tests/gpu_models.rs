@@ -1,7 +1,5 @@
 //! Whole models on the GPU against the CPU reference, and training on the GPU.
 
-#![cfg(feature = "gpu")]
-
 mod support;
 
 use support::gpu;
@@ -12,7 +10,7 @@ use wgtrain::tools::gradcheck::{gradcheck, Tolerance};
 use wgtrain::train::{train, Silent, TrainConfig};
 
 fn check_model(name: &str, batch: usize) {
-    let Some(g) = gpu() else { return };
+    let g = gpu();
     let data = synthetic(batch, 5);
     let r = gradcheck(
         &g,
@@ -40,32 +38,27 @@ fn check_model(name: &str, batch: usize) {
     );
 }
 
-#[test]
 fn gradcheck_fc8_bn() {
     check_model("fc8-bn", 8);
 }
 
-#[test]
 fn gradcheck_cnn7_bn() {
     check_model("cnn7-bn", 4);
 }
 
-#[test]
 fn gradcheck_cnn3_plain() {
     check_model("cnn3", 3);
 }
 
 /// cnn7 without batch norm, where (on lavapipe, seed 1) rounding leaves a conv7 output at 1.5e-6 on the
 /// CPU and clipped to 0 on the GPU: unaligned, that one ReLU kink moves conv7's weight gradient by 9e-2.
-#[test]
 fn gradcheck_cnn7_plain_across_relu_kinks() {
     check_model("cnn7", 16);
 }
 
-#[test]
 fn gradcheck_rejects_what_it_cannot_vouch_for() {
     // The same comparison with a bound below f32 rounding must fail: the check is live.
-    let Some(g) = gpu() else { return };
+    let g = gpu();
     let data = synthetic(8, 5);
     let r = gradcheck(
         &g,
@@ -84,9 +77,8 @@ fn gradcheck_rejects_what_it_cannot_vouch_for() {
     );
 }
 
-#[test]
 fn fifty_gpu_steps_lower_the_loss_and_track_the_cpu() {
-    let Some(g) = gpu() else { return };
+    let g = gpu();
     let all = synthetic(1700, 3);
     let test = synthetic(100, 4);
     let data = split(all, test, 100).unwrap();
@@ -122,4 +114,24 @@ fn fifty_gpu_steps_lower_the_loss_and_track_the_cpu() {
             "step {s}: gpu loss {gl} vs cpu {cl}"
         );
     }
+}
+
+fn main() -> std::process::ExitCode {
+    support::run_gpu_tests(&[
+        ("gradcheck_fc8_bn", gradcheck_fc8_bn),
+        ("gradcheck_cnn7_bn", gradcheck_cnn7_bn),
+        ("gradcheck_cnn3_plain", gradcheck_cnn3_plain),
+        (
+            "gradcheck_cnn7_plain_across_relu_kinks",
+            gradcheck_cnn7_plain_across_relu_kinks,
+        ),
+        (
+            "gradcheck_rejects_what_it_cannot_vouch_for",
+            gradcheck_rejects_what_it_cannot_vouch_for,
+        ),
+        (
+            "fifty_gpu_steps_lower_the_loss_and_track_the_cpu",
+            fifty_gpu_steps_lower_the_loss_and_track_the_cpu,
+        ),
+    ])
 }

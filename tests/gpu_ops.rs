@@ -1,8 +1,6 @@
 //! Every GPU kernel against its CPU twin on random shapes, including shapes that fit no tile.
 //! Runs on lavapipe in CI (WGTRAIN_REQUIRE_GPU=1); skipped with a notice where no adapter exists.
 
-#![cfg(feature = "gpu")]
-
 mod support;
 
 use support::{gpu, rand_vec};
@@ -57,9 +55,8 @@ fn check_matmul(
     );
 }
 
-#[test]
 fn matmul_all_forms_and_odd_shapes() {
-    let Some(mut g) = gpu() else { return };
+    let mut g = gpu();
     for kernel in [KernelStyle::Direct, KernelStyle::Tiled] {
         g.style = kernel;
         // Odd shapes (the f32 kernels), and shapes whose dimensions are multiples of 4 but not of the
@@ -85,9 +82,8 @@ fn matmul_all_forms_and_odd_shapes() {
 
 /// A long K over a small C is split into slices whose partials `splitk_sum` adds in order (two
 /// dispatches instead of one), in every transposed form, overwriting or accumulating into C.
-#[test]
 fn matmul_split_k_long_k() {
-    let Some(mut g) = gpu() else { return };
+    let mut g = gpu();
     for kernel in [KernelStyle::Direct, KernelStyle::Tiled] {
         g.style = kernel;
         for ta in [Trans::N, Trans::T] {
@@ -107,9 +103,8 @@ fn matmul_split_k_long_k() {
 }
 
 /// The fused epilogue (bias, ReLU, both) of a layer's forward matmul, split or not, on both styles.
-#[test]
 fn matmul_epilogue() {
-    let Some(mut g) = gpu() else { return };
+    let mut g = gpu();
     let cpu = CpuBackend::new();
     for style in [KernelStyle::Direct, KernelStyle::Tiled] {
         g.style = style;
@@ -133,18 +128,16 @@ fn matmul_epilogue() {
     }
 }
 
-#[test]
 fn matmul_layer_size() {
-    let Some(mut g) = gpu() else { return };
+    let mut g = gpu();
     for kernel in [KernelStyle::Direct, KernelStyle::Tiled] {
         g.style = kernel;
         check_matmul(&g, 110, 784, 256, Trans::N, Trans::T, false);
     }
 }
 
-#[test]
 fn bias_relu_and_backward() {
-    let Some(g) = gpu() else { return };
+    let g = gpu();
     let cpu = CpuBackend::new();
     let (rows, cols) = (13, 37);
     let shape = Mat::new(rows, cols);
@@ -166,9 +159,8 @@ fn bias_relu_and_backward() {
     assert_close("relu_backward", &g.read(&gdy), &cdy, 0.0);
 }
 
-#[test]
 fn bias_grad_many_rows() {
-    let Some(g) = gpu() else { return };
+    let g = gpu();
     let cpu = CpuBackend::new();
     // 1000 rows: several reduction chunks; 19 columns: a partial column block.
     for &(rows, cols) in &[(1, 1), (1000, 19)] {
@@ -181,9 +173,8 @@ fn bias_grad_many_rows() {
     }
 }
 
-#[test]
 fn im2col_col2im_stride_and_padding() {
-    let Some(g) = gpu() else { return };
+    let g = gpu();
     let cpu = CpuBackend::new();
     for &(stride, pad, side) in &[(1, 1, 5), (2, 1, 7), (2, 0, 6), (1, 0, 4)] {
         let geom = ConvGeom {
@@ -216,9 +207,8 @@ fn im2col_col2im_stride_and_padding() {
     }
 }
 
-#[test]
 fn batchnorm_forward_backward() {
-    let Some(g) = gpu() else { return };
+    let g = gpu();
     let cpu = CpuBackend::new();
     // Without and with the fused ReLU (clamped forward, dy masked by the output in backward).
     let cases = [
@@ -330,9 +320,8 @@ fn batchnorm_forward_backward() {
     }
 }
 
-#[test]
 fn softmax_ce_and_eval() {
-    let Some(g) = gpu() else { return };
+    let g = gpu();
     let cpu = CpuBackend::new();
     let (rows, cols) = (37, 10);
     let shape = Mat::new(rows, cols);
@@ -355,9 +344,8 @@ fn softmax_ce_and_eval() {
     assert_close("eval loss sum", &ga[1..], &cacc[1..], 1e-5);
 }
 
-#[test]
 fn optimizer_updates() {
-    let Some(g) = gpu() else { return };
+    let g = gpu();
     let cpu = CpuBackend::new();
     let n = 1000;
     let w = rand_vec(n, 17);
@@ -398,10 +386,9 @@ fn optimizer_updates() {
     }
 }
 
-#[test]
 fn adam_step_count_changes_between_steps_on_one_tensor() {
     // The bias corrections are a dynamic uniform: two queued steps must each see their own t.
-    let Some(g) = gpu() else { return };
+    let g = gpu();
     let cpu = CpuBackend::new();
     let n = 50;
     let (w, grad) = (rand_vec(n, 21), rand_vec(n, 22));
@@ -421,9 +408,8 @@ fn adam_step_count_changes_between_steps_on_one_tensor() {
     assert_close("adam x3", &g.read(&gw), &cw, 1e-6);
 }
 
-#[test]
 fn gather_batch_normalises_in_order() {
-    let Some(g) = gpu() else { return };
+    let g = gpu();
     let cpu = CpuBackend::new();
     let pixels = 7; // not a multiple of 4: bytes straddle the packed u32 words
     let n = 9;
@@ -442,9 +428,8 @@ fn gather_batch_normalises_in_order() {
     assert_eq!(g.read(&gy), cy, "gather labels");
 }
 
-#[test]
 fn copy_and_fill() {
-    let Some(g) = gpu() else { return };
+    let g = gpu();
     let src = g.upload(&[1.0, 2.0, 3.0, 4.0]);
     let mut dst = g.upload(&[9.0; 6]);
     g.copy(&src, 1, &mut dst, 2, 3);
@@ -455,11 +440,10 @@ fn copy_and_fill() {
     assert_eq!(g.read(&dst), vec![1.5; 6]);
 }
 
-#[test]
 fn a_wrong_kernel_result_is_caught() {
     // The comparison the tests above rely on must reject a kernel that is slightly off: here the GPU
     // matmul of A·B^T is compared with the CPU result of A·B^T plus a 1e-3 error in one element.
-    let Some(g) = gpu() else { return };
+    let g = gpu();
     let cpu = CpuBackend::new();
     let (m, k, n) = (7, 13, 5);
     let (a, b) = (rand_vec(m * k, 23), rand_vec(n * k, 24));
@@ -486,4 +470,38 @@ fn a_wrong_kernel_result_is_caught() {
         max_rel_diff(&g.read(&gt), &cc) > 1e-2,
         "a wrong-layout matmul must be rejected"
     );
+}
+
+fn main() -> std::process::ExitCode {
+    support::run_gpu_tests(&[
+        (
+            "matmul_all_forms_and_odd_shapes",
+            matmul_all_forms_and_odd_shapes,
+        ),
+        ("matmul_split_k_long_k", matmul_split_k_long_k),
+        ("matmul_epilogue", matmul_epilogue),
+        ("matmul_layer_size", matmul_layer_size),
+        ("bias_relu_and_backward", bias_relu_and_backward),
+        ("bias_grad_many_rows", bias_grad_many_rows),
+        (
+            "im2col_col2im_stride_and_padding",
+            im2col_col2im_stride_and_padding,
+        ),
+        ("batchnorm_forward_backward", batchnorm_forward_backward),
+        ("softmax_ce_and_eval", softmax_ce_and_eval),
+        ("optimizer_updates", optimizer_updates),
+        (
+            "adam_step_count_changes_between_steps_on_one_tensor",
+            adam_step_count_changes_between_steps_on_one_tensor,
+        ),
+        (
+            "gather_batch_normalises_in_order",
+            gather_batch_normalises_in_order,
+        ),
+        ("copy_and_fill", copy_and_fill),
+        (
+            "a_wrong_kernel_result_is_caught",
+            a_wrong_kernel_result_is_caught,
+        ),
+    ])
 }

@@ -286,22 +286,3 @@ fn bad_sweep_options_are_one_line_errors_with_exit_2() {
     }
     assert!(!Path::new(out).join(RESULTS_FILE).exists());
 }
-
-/// A sweep on the GPU frees each run's cached bind groups (which keep that run's model and data set
-/// alive on the device) when the run ends, so device memory does not grow run after run.
-#[cfg(feature = "gpu")]
-#[test]
-fn gpu_sweep_releases_each_runs_buffers() {
-    let Some(gpu) = support::gpu() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tiny_data(&tmp.path().join("data"));
-    let mut cfg = config(&tmp.path().join("s"), fc_runs(2));
-    cfg.report = false;
-    let s = run_sweep(&gpu, &data, &cfg, &mut Recorder::default()).unwrap();
-    assert_eq!(s.executed.len(), 2);
-    assert_eq!(
-        gpu.cached_bind_groups(),
-        0,
-        "bind groups of finished runs still cached"
-    );
-}

@@ -59,6 +59,9 @@ pub struct EpochMetrics {
     pub train_loss: f64,
     pub val_loss: f64,
     pub val_acc: f64,
+    /// The run stopped inside this epoch (`--steps` not a multiple of the epoch's steps).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 /// Everything a run produced; also the JSON that `--json` prints and `metrics.json` holds.
@@ -319,6 +322,7 @@ pub fn train_with<B: Backend + 'static>(
                 train_loss,
                 val_loss: v.loss,
                 val_acc: v.acc,
+                partial: step < (epoch + 1) * spe,
             };
             if let Some(f) = files.as_mut() {
                 f.epoch(&m)?;

@@ -3,25 +3,23 @@
 use crate::train::{EpochMetrics, Observer};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Shows a training run's progress on stderr.
 pub struct TrainProgress {
     label: String,
     bar: Option<ProgressBar>,
     total: usize,
-    last_line: Instant,
     quiet: bool,
 }
 
 impl TrainProgress {
-    /// `quiet` shows nothing; otherwise a bar on a terminal, else a line at most every few seconds.
+    /// `quiet` shows nothing; otherwise a bar on a terminal, else one line per log point (`--log-every`).
     pub fn new(label: impl Into<String>, quiet: bool) -> Self {
         TrainProgress {
             label: label.into(),
             bar: None,
             total: 0,
-            last_line: Instant::now(),
             quiet,
         }
     }
@@ -32,7 +30,6 @@ impl TrainProgress {
             label: label.into(),
             bar: Some(bar),
             total: 0,
-            last_line: Instant::now(),
             quiet: false,
         }
     }
@@ -81,22 +78,26 @@ impl Observer for TrainProgress {
         if let Some(bar) = &self.bar {
             bar.set_position(step as u64);
             bar.set_message(format!("loss {loss:.4}"));
-        } else if self.last_line.elapsed() > Duration::from_secs(5) || step == self.total {
+        } else {
             eprintln!(
                 "{}: step {}/{} loss {:.4}",
                 self.label, step, self.total, loss
             );
-            self.last_line = Instant::now();
         }
     }
     fn epoch(&mut self, m: &EpochMetrics) {
         if self.quiet {
             return;
         }
+        // A run that stops inside an epoch is evaluated there: say so rather than claim the epoch.
+        let when = if m.partial {
+            format!("step {} (part of epoch {})", m.step, m.epoch)
+        } else {
+            format!("epoch {}", m.epoch)
+        };
         let line = format!(
-            "{}: epoch {} train loss {:.4}, val loss {:.4}, val acc {:.2}%",
+            "{}: {when} train loss {:.4}, val loss {:.4}, val acc {:.2}%",
             self.label,
-            m.epoch,
             m.train_loss,
             m.val_loss,
             m.val_acc * 100.0

@@ -6,7 +6,13 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use wgtrain::backend::Backend;
+use wgtrain::io::checkpoint::Checkpoint;
 use wgtrain::io::data;
+use wgtrain::model::ModelSpec;
+use wgtrain::optim::OptimKind;
+use wgtrain::tools::profile::{format_profile, Profile};
+use wgtrain::train::{train_with, Persist, Silent, TrainConfig};
 
 /// Runs the `wgtrain` binary. Backtraces are switched on, so that any panic or `{:?}`-printed error
 /// shows in stderr (and the input-error assertion rejects it).
@@ -86,22 +92,142 @@ pub fn rand_uniform(rng: &mut impl rand::Rng, n: usize, lo: f32, hi: f32) -> Vec
     (0..n).map(|_| rng.random_range(lo..hi)).collect()
 }
 
-/// The GPU backend on any adapter (lavapipe included). Without one: a printed notice and `None`, unless
-/// `WGTRAIN_REQUIRE_GPU=1` (CI), where a missing adapter fails the test.
+/// The GPU backend on any adapter (lavapipe included), for a test that `run_gpu_tests` runs: it has
+/// already checked that an adapter exists, so a failure here is a test failure.
 #[cfg(feature = "gpu")]
-pub fn gpu() -> Option<wgtrain::backend::gpu::GpuBackend> {
-    // Keep Mesa's device-select layer from probing for a display (it prints an error on headless machines).
-    if std::env::var_os("NODEVICE_SELECT").is_none() {
-        eprintln!("note: set NODEVICE_SELECT=1 to silence Mesa's display probe");
+pub fn gpu() -> wgtrain::backend::gpu::GpuBackend {
+    wgtrain::backend::gpu::GpuBackend::new(None, true)
+        .unwrap_or_else(|e| panic!("no GPU adapter is usable: {e:#}"))
+}
+
+/// The `main` of a GPU test binary (`harness = false` in Cargo.toml): runs `tests` like `cargo test`
+/// does, except that without a GPU adapter each is reported as ignored ("skipped: no GPU adapter") and
+/// counted in the closing line's "ignored", never as passed, after a one-line notice. With
+/// `WGTRAIN_REQUIRE_GPU=1` (CI) they run anyway and fail.
+#[cfg(feature = "gpu")]
+pub fn run_gpu_tests(tests: &[(&'static str, fn())]) -> std::process::ExitCode {
+    use libtest_mimic::{Arguments, Completion, Trial};
+    let args = Arguments::from_args();
+    let required = std::env::var("WGTRAIN_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    // One probe for the binary; each test opens its own backend.
+    let missing = wgtrain::backend::gpu::GpuBackend::new(None, true)
+        .err()
+        .map(|e| format!("{e:#}"));
+    let skip = missing.is_some() && !required;
+    if let (true, Some(why)) = (skip, &missing) {
+        eprintln!(
+            "note: skipping {} GPU tests ({why}); WGTRAIN_REQUIRE_GPU=1 makes them fail instead",
+            tests.len()
+        );
     }
-    match wgtrain::backend::gpu::GpuBackend::new(None, true) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            if std::env::var("WGTRAIN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("WGTRAIN_REQUIRE_GPU=1 but no GPU adapter is usable: {e:#}");
-            }
-            eprintln!("skipping GPU test: no GPU adapter ({e:#})");
-            None
-        }
+    let trials = tests
+        .iter()
+        .map(|&(name, test)| {
+            Trial::ignorable_test(name, move || {
+                if skip {
+                    return Ok(Completion::ignored_with("skipped: no GPU adapter"));
+                }
+                test();
+                Ok(Completion::Completed)
+            })
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// Checkpoints are backend-neutral: trains cnn3-bn on `a`, loads the checkpoint on `b` (exactly the same tensors, the same test figures), resumes
+/// there, and loads the result back on `a`.
+pub fn cross_backend<A: Backend + 'static, B: Backend + 'static>(a: &A, b: &B) {
+    let data = data::split(data::synthetic(330, 7), data::synthetic(50, 8), 30).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    let persist = |resume, save| Persist { resume, save };
+    let cfg = |steps| TrainConfig {
+        model: ModelSpec::parse("cnn3-bn").unwrap(),
+        optim: OptimKind::Adam,
+        lr: OptimKind::Adam.default_lr(),
+        batch: 10,
+        steps,
+        seed: 3,
+        log_every: 7,
+        eval_each_epoch: true,
+        out: None,
+    };
+    let c = cfg(8);
+    train_with(a, &data, &c, &mut Silent, persist(None, Some(&first))).unwrap();
+    let ck = Checkpoint::load(&first).unwrap();
+    let (model, opt) = ck.restore(b, 10).unwrap();
+    let again = Checkpoint::capture(b, &model, &opt, 10, 3, 30, data.train.len());
+    assert_eq!(
+        again.tensors,
+        ck.tensors,
+        "{} -> {}: same tensors",
+        a.kind(),
+        b.kind()
+    );
+    let ra = wgtrain::tools::predict::evaluate_checkpoint(a, &ck, &data.test, 16).unwrap();
+    let rb = wgtrain::tools::predict::evaluate_checkpoint(b, &ck, &data.test, 16).unwrap();
+    assert!((ra.test_loss - rb.test_loss).abs() <= 1e-4 * ra.test_loss.max(1.0));
+    let c = cfg(12);
+    train_with(b, &data, &c, &mut Silent, persist(Some(&ck), Some(&second))).unwrap();
+    let back = Checkpoint::load(&second).unwrap();
+    assert_eq!(back.meta.step, 12);
+    assert_eq!(back.meta.backend, b.kind());
+    back.restore(a, 4).unwrap();
+    wgtrain::tools::predict::evaluate_checkpoint(a, &back, &data.test, 16).unwrap();
+}
+
+fn calls(p: &Profile, op: &str) -> f64 {
+    p.ops
+        .iter()
+        .find(|r| r.op.starts_with(op))
+        .unwrap_or_else(|| panic!("no op {op} in {:?}", p.ops))
+        .calls_per_step
+}
+
+/// A profile of fc8-bn counts each op of a step and its shares add up. `adam_calls`: 23 on the CPU (one update per parameter tensor), 1 on a GPU (all of them at once).
+pub fn check_fc8_bn_profile(p: &Profile, adam_calls: f64) {
+    // fc8-bn: 8 linear layers (7 without bias, each followed by batch norm), Adam on 7 weights,
+    // 1 bias and 7 gammas and betas.
+    assert_eq!(calls(p, "matmul NT"), 8.0);
+    assert_eq!(calls(p, "matmul TN"), 8.0);
+    assert_eq!(
+        calls(p, "matmul NN"),
+        7.0,
+        "no input gradient for the first layer"
+    );
+    assert_eq!(calls(p, "bn_forward_train"), 7.0);
+    assert_eq!(calls(p, "bn_backward"), 7.0);
+    assert_eq!(calls(p, "optim adam"), adam_calls);
+    assert_eq!(calls(p, "gather_batch"), 1.0);
+    let share: f64 = p.ops.iter().map(|r| r.share).sum();
+    assert!((share - 1.0).abs() < 1e-9, "shares add up to {share}");
+    let sum: f64 = p.ops.iter().map(|r| r.ms_per_step).sum();
+    assert!((sum - p.ops_ms_per_step).abs() < 1e-9);
+    assert!(p.ops.iter().all(|r| r.ms_per_step > 0.0), "{:?}", p.ops);
+    for r in &p.ops {
+        let matmul = r.op.starts_with("matmul");
+        assert_eq!(r.gflops.is_some(), matmul, "{r:?}");
+        assert_eq!(r.gbytes_per_s.is_some(), !matmul, "{r:?}");
     }
+    let table = format_profile(p);
+    assert!(table.contains("| total"), "{table}");
+}
+
+/// A bench statistic is present, finite and ordered: 0 < min <= median <= max.
+pub fn assert_stat(v: &serde_json::Value, field: &str) -> wgtrain::tools::bench::Stat {
+    let s = &v[field];
+    let get = |k: &str| {
+        s[k].as_f64()
+            .unwrap_or_else(|| panic!("{field}.{k} missing in {v}"))
+    };
+    let (median, min, max) = (get("median"), get("min"), get("max"));
+    assert!(
+        min > 0.0 && min <= median && median <= max && max.is_finite(),
+        "{field}: median {median} not within [{min}, {max}] in {v}"
+    );
+    wgtrain::tools::bench::Stat { median, min, max }
 }

@@ -1,0 +1,123 @@
+//! The tools on the GPU backend (lavapipe in CI): bench rows and speed-ups, checkpoints moving between
+//! backends, the profile's dispatch counts, and a sweep releasing each run's buffers. Their CPU twins sit
+//! in bench.rs, checkpoint.rs, profile.rs and sweep.rs; these are here because a GPU test binary reports
+//! its tests as skipped, not passed, when there is no adapter (see `support::run_gpu_tests`).
+
+mod support;
+
+use support::{assert_stat, cross_backend, gpu};
+use wgtrain::backend::cpu::CpuBackend;
+use wgtrain::io::data;
+use wgtrain::model::ModelSpec;
+use wgtrain::optim::OptimKind;
+use wgtrain::study::grid::grid;
+use wgtrain::study::sweep::{run_sweep, Budget, SweepConfig, SweepObserver};
+use wgtrain::tools::bench::{self, BackendSel, BenchConfig};
+use wgtrain::tools::profile::profile;
+use wgtrain::train::{Observer, Silent};
+
+/// Bench rows on the GPU name the adapter, every figure is finite and ordered, and each GPU row carries
+/// its speed-up over the CPU row of the same configuration.
+fn gpu_bench_rows_and_speedups() {
+    let adapter = gpu().adapter_info().name.clone();
+    let cfg = BenchConfig {
+        models: bench::parse_models("fc8-bn").unwrap(),
+        batches: vec![4],
+        steps: Some(1),
+        images: 16,
+        warmup: 1,
+        repeats: 3,
+        matmuls: bench::parse_matmuls("8x16x4").unwrap(),
+        // Adapter names may hold commas ("llvmpipe (LLVM 15.0.6, 256 bits)"): name it directly.
+        backends: Some(vec![
+            BackendSel::Cpu,
+            BackendSel::Gpu(Some(adapter.clone())),
+        ]),
+        optim: OptimKind::Adam,
+        seed: 1,
+    };
+    let rows = bench::run(&cfg, &data::synthetic(64, 3), &mut |_: &str| {}).unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for r in &rows[2..] {
+        let v = serde_json::to_value(r).unwrap();
+        assert_eq!(v["backend"], "gpu");
+        assert!(v["device"].as_str().unwrap().contains(&adapter), "{v}");
+        assert!(v.get("error").is_none(), "{v}");
+        let f = if r.kind == "train" {
+            "images_per_s"
+        } else {
+            "gflops"
+        };
+        assert_stat(&v, f);
+        assert!(r.speedup_vs_cpu.is_some_and(|s| s > 0.0), "{v}");
+    }
+}
+
+/// A checkpoint written on either backend loads on the other.
+fn checkpoints_move_between_cpu_and_gpu() {
+    let g = gpu();
+    cross_backend(&CpuBackend::new(), &g);
+    cross_backend(&g, &CpuBackend::new());
+}
+
+/// The GPU profile counts dispatches, and the step's total is the sum of its ops'.
+fn gpu_profile_counts_dispatches() {
+    let set = data::synthetic(64, 3);
+    let spec = ModelSpec::parse("fc8-bn").unwrap();
+    let p = profile(gpu(), spec, OptimKind::Adam, 16, 2, 1, &set).unwrap();
+    support::check_fc8_bn_profile(&p, 1.0);
+    let per_op: f64 = p.ops.iter().filter_map(|r| r.dispatches_per_step).sum();
+    assert_eq!(p.dispatches_per_step, Some(per_op));
+    // Batch norm forward: two column reductions (2 dispatches each) and 3 more kernels.
+    let bn = p.ops.iter().find(|r| r.op == "bn_forward_train").unwrap();
+    assert_eq!(bn.dispatches_per_step, Some(7.0 * 5.0));
+}
+
+struct Quiet;
+impl SweepObserver for Quiet {
+    fn note(&mut self, _msg: &str) {}
+    fn run_started(&mut self, _index: usize, _of: usize, _key: &str) -> Box<dyn Observer> {
+        Box::new(Silent)
+    }
+}
+
+/// A sweep on the GPU frees each run's cached bind groups (which keep that run's model and data set
+/// alive on the device) when the run ends, so device memory does not grow run after run.
+fn gpu_sweep_releases_each_runs_buffers() {
+    let g = gpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    data::write_idx_dir(&dir, &data::synthetic(260, 7), &data::synthetic(60, 8)).unwrap();
+    let splits = data::load_dir(&dir, 40).unwrap();
+    let mut cfg = SweepConfig::new(tmp.path().join("s"));
+    cfg.runs = Some(grid(&[1]).into_iter().take(2).collect());
+    cfg.budget = Budget::Steps(3);
+    cfg.log_every = 1;
+    cfg.data_label = "synthetic".into();
+    cfg.report = false;
+    let s = run_sweep(&g, &splits, &cfg, &mut Quiet).unwrap();
+    assert_eq!(s.executed.len(), 2);
+    assert_eq!(
+        g.cached_bind_groups(),
+        0,
+        "bind groups of finished runs still cached"
+    );
+}
+
+fn main() -> std::process::ExitCode {
+    support::run_gpu_tests(&[
+        ("gpu_bench_rows_and_speedups", gpu_bench_rows_and_speedups),
+        (
+            "checkpoints_move_between_cpu_and_gpu",
+            checkpoints_move_between_cpu_and_gpu,
+        ),
+        (
+            "gpu_profile_counts_dispatches",
+            gpu_profile_counts_dispatches,
+        ),
+        (
+            "gpu_sweep_releases_each_runs_buffers",
+            gpu_sweep_releases_each_runs_buffers,
+        ),
+    ])
+}
