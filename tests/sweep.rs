@@ -6,7 +6,7 @@ use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::io::data::{self, Splits};
 use wgtrain::study::grid::{grid, GridRun, Shard};
 use wgtrain::study::report::{build_report, REPORT_FILE};
-use wgtrain::study::store::{read_records, RunRecord, RunStatus, RESULTS_FILE};
+use wgtrain::study::store::{partial_path, read_records, RunRecord, RunStatus, RESULTS_FILE};
 use wgtrain::study::sweep::{run_sweep, Budget, SweepConfig, SweepObserver, SweepSummary};
 use wgtrain::train::{Observer, Silent};
 
@@ -153,18 +153,32 @@ fn resume_after_a_crash_reruns_only_the_missing_run() {
         rec.started, again.executed,
         "exactly the missing run trains"
     );
+    // Issue 12, point 8: the half line is noted once and moved to results.jsonl.partial (kept, not
+    // lost), so no later command warns about it again.
+    let half = &text[first_line_end..first_line_end + second_len / 2];
+    let about_it: Vec<&String> = rec
+        .notes
+        .iter()
+        .filter(|n| n.contains("half-written"))
+        .collect();
+    assert_eq!(about_it.len(), 1, "{:?}", rec.notes);
     assert!(
-        rec.notes
-            .iter()
-            .any(|n| n.contains("line 2") && n.contains("not a complete run record")),
+        about_it[0].contains("results.jsonl.partial"),
         "{:?}",
         rec.notes
     );
-
-    // The half line stays (skipped with a warning), the new record starts on a line of its own.
+    assert!(
+        !rec.notes
+            .iter()
+            .any(|n| n.contains("not a complete run record")),
+        "{:?}",
+        rec.notes
+    );
+    let kept = std::fs::read_to_string(partial_path(&results)).unwrap();
+    assert_eq!(kept, format!("{half}\n"));
     let mut warnings = 0;
     let records = read_records(&results, &mut |_| warnings += 1).unwrap();
-    assert_eq!(warnings, 1);
+    assert_eq!(warnings, 0);
     let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
     assert_eq!(
         keys,
@@ -174,7 +188,32 @@ fn resume_after_a_crash_reruns_only_the_missing_run() {
     // Nothing left to do.
     let (third, rec) = sweep(&data, &cfg);
     assert!(third.executed.is_empty() && rec.started.is_empty());
+    assert!(rec.notes.is_empty(), "{:?}", rec.notes);
+
+    // A hand-edited line in the middle stays where it is, noted once per command (the sweep reads the
+    // file twice: at the start and for its report).
+    let text = std::fs::read_to_string(&results).unwrap();
+    std::fs::write(&results, format!("{{\"edited\": true}}\n{text}")).unwrap();
+    let (_, rec) = sweep(&data, &cfg);
+    assert!(cfg.report);
+    let about_it = rec
+        .notes
+        .iter()
+        .filter(|n| n.contains("line 1: not a complete run record"));
+    assert_eq!(about_it.count(), 1, "{:?}", rec.notes);
     assert_eq!(third.skipped, first.executed);
+
+    // A hand-edited line in the middle stays where it is, noted once per command (the sweep reads the
+    // file twice: at the start and for its report).
+    let text = std::fs::read_to_string(&results).unwrap();
+    std::fs::write(&results, format!("{{\"edited\": true}}\n{text}")).unwrap();
+    let (_, rec) = sweep(&data, &cfg);
+    assert!(cfg.report);
+    let about_it = rec
+        .notes
+        .iter()
+        .filter(|n| n.contains("line 1: not a complete run record"));
+    assert_eq!(about_it.count(), 1, "{:?}", rec.notes);
 }
 
 /// report.md without the timing columns (images/s, seconds: the last two of the runs table).

@@ -7,7 +7,9 @@
 
 use super::figures::{figure_of, render_figure};
 use super::grid::{grid, study_tables, StudyTable, TABLES};
-use super::store::{append_record, read_records, RunRecord, RunStatus, RESULTS_FILE};
+use super::store::{
+    append_record, read_records, repair_tail, warn_once, RunRecord, RunStatus, RESULTS_FILE,
+};
 use crate::error::InputError;
 use crate::io::atomic::write_atomic;
 use crate::io::markdown;
@@ -332,8 +334,12 @@ pub fn build_report(
         )
         .into());
     }
-    merge_into(dir, others, warn)?;
-    let records = read_records(&dir.join(RESULTS_FILE), warn)?;
+    if let Some(m) = repair_tail(&dir.join(RESULTS_FILE))? {
+        warn(&m);
+    }
+    let mut warn = warn_once(warn);
+    merge_into(dir, others, &mut warn)?;
+    let records = read_records(&dir.join(RESULTS_FILE), &mut warn)?;
     if let Some(s) = sig {
         if !records.iter().any(|r| r.sweep == s) {
             let mut known: Vec<&str> = records.iter().map(|r| r.sweep.as_str()).collect();
@@ -351,5 +357,5 @@ pub fn build_report(
             .into());
         }
     }
-    write_report(dir, &records, sig, warn)
+    write_report(dir, &records, sig, &mut warn)
 }

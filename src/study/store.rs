@@ -1,5 +1,6 @@
 //! The sweep's results store: `results.jsonl`, one JSON line per finished run, appended whole under an
-//! exclusive `flock` and fsynced, read back tolerating a half-written last line (a crash mid-append).
+//! exclusive `flock` and fsynced, read back tolerating a half-written last line (a crash mid-append),
+//! which the next writing command moves aside ([`repair_tail`]).
 
 use super::grid::RunSpec;
 use crate::error::InputError;
@@ -162,6 +163,70 @@ pub fn append_record(path: &Path, record: &RunRecord) -> Result<()> {
     file.sync_all()
         .with_context(|| format!("{}: cannot sync", path.display()))?;
     Ok(())
+}
+
+/// Where [`repair_tail`] keeps the bytes it cuts from a results file: `results.jsonl.partial`.
+pub fn partial_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// A crash mid-append leaves a last line without its newline. A command that writes the store calls
+/// this first: under the exclusive lock it appends those bytes to [`partial_path`] (nothing is lost)
+/// and cuts the file after its last complete line, so the remains are reported once, here, instead of
+/// by every later read. A tail that is a whole record (only its newline missing) is kept and ended.
+/// Returns the note to show, if anything was done.
+pub fn repair_tail(path: &Path) -> Result<Option<String>> {
+    let file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(InputError::file(path, format!("cannot open: {e}")).into()),
+    };
+    let _lock =
+        FileLock::new(&file, true).with_context(|| format!("{}: cannot lock", path.display()))?;
+    let mut bytes = Vec::new();
+    (&file)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let tail = &bytes[keep..];
+    if tail.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if serde_json::from_slice::<RunRecord>(tail).is_ok() {
+        (&file).write_all(b"\n")?;
+        file.sync_all()?;
+        return Ok(None);
+    }
+    let partial = partial_path(path);
+    let mut saved = tail.to_vec();
+    saved.push(b'\n');
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&partial)
+        .and_then(|mut f| f.write_all(&saved).and_then(|()| f.sync_all()))
+        .with_context(|| format!("{}: cannot write", partial.display()))?;
+    file.set_len(keep as u64)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("{}: cannot truncate", path.display()))?;
+    Ok(Some(format!(
+        "{}: its last line was half-written ({} bytes, a crash mid-append); moved to {} (that run counts as not done)",
+        path.display(),
+        tail.len(),
+        partial.display()
+    )))
+}
+
+/// Wraps `warn` so that a message repeated within one command (the same file read twice) shows once.
+pub fn warn_once<'a>(warn: &'a mut dyn FnMut(&str)) -> impl FnMut(&str) + 'a {
+    let mut seen = std::collections::HashSet::new();
+    move |m: &str| {
+        if seen.insert(m.to_string()) {
+            warn(m)
+        }
+    }
 }
 
 fn last_byte(file: &File, len: u64) -> std::io::Result<u8> {

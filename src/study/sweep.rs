@@ -15,7 +15,9 @@
 
 use super::grid::{grid, GridRun, RunSpec, Shard, STUDY_BATCH, TABLES};
 use super::report::write_report;
-use super::store::{append_record, read_records, unix_now, RunRecord, RunStatus, RESULTS_FILE};
+use super::store::{
+    append_record, read_records, repair_tail, unix_now, RunRecord, RunStatus, RESULTS_FILE,
+};
 use crate::backend::select::OnBackend;
 use crate::backend::Backend;
 use crate::error::InputError;
@@ -203,7 +205,17 @@ pub fn run_sweep<B: Backend + 'static>(
         Budget::Steps(s) => s,
     };
 
-    let done: HashSet<String> = read_records(&results, &mut |m| obs.note(m))?
+    if let Some(m) = repair_tail(&results)? {
+        obs.note(&m);
+    }
+    // Lines that are not records (a hand edit) are noted once per command, here, not again at the report.
+    let mut warned = HashSet::new();
+    let mut note_once = |m: &str, obs: &mut dyn SweepObserver| {
+        if warned.insert(m.to_string()) {
+            obs.note(m)
+        }
+    };
+    let done: HashSet<String> = read_records(&results, &mut |m| note_once(m, obs))?
         .into_iter()
         .map(|r| r.key)
         .collect();
@@ -303,7 +315,7 @@ pub fn run_sweep<B: Backend + 'static>(
     obs.finish();
 
     if cfg.report {
-        let records = read_records(&results, &mut |m| obs.note(m))?;
+        let records = read_records(&results, &mut |m| note_once(m, obs))?;
         let path = write_report(&cfg.out, &records, Some(&cfg.signature()), &mut |m| {
             obs.note(m)
         })?;
