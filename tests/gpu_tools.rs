@@ -104,6 +104,46 @@ fn gpu_sweep_releases_each_runs_buffers() {
     );
 }
 
+/// Issue 12, point 9: `--backend gpu` on a software adapter says that the CPU backend is faster
+/// (unless -q); on a real GPU it says nothing of the kind.
+fn a_software_adapter_is_named_as_slow() {
+    let software = gpu().adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    support::synthetic_dir(&dir, 120, 20, 1);
+    let run = |quiet: bool| {
+        let mut args = vec![
+            "train",
+            "--backend",
+            "gpu",
+            "--data",
+            dir.to_str().unwrap(),
+            "--val-size",
+            "20",
+            "--batch",
+            "10",
+            "--steps",
+            "1",
+        ];
+        if quiet {
+            args.push("-q");
+        }
+        let out = support::wgtrain(&args);
+        assert!(out.status.success(), "{}", support::text(&out.stderr));
+        support::text(&out.stderr)
+    };
+    let said = run(false);
+    let hint = said
+        .lines()
+        .filter(|l| l.contains("is a software adapter"))
+        .count();
+    assert_eq!(hint, usize::from(software), "{said}");
+    if software {
+        assert!(said.contains("--backend cpu"), "{said}");
+    }
+    assert!(!run(true).contains("software adapter"));
+}
+
 fn main() -> std::process::ExitCode {
     support::run_gpu_tests(&[
         ("gpu_bench_rows_and_speedups", gpu_bench_rows_and_speedups),
@@ -118,6 +158,10 @@ fn main() -> std::process::ExitCode {
         (
             "gpu_sweep_releases_each_runs_buffers",
             gpu_sweep_releases_each_runs_buffers,
+        ),
+        (
+            "a_software_adapter_is_named_as_slow",
+            a_software_adapter_is_named_as_slow,
         ),
     ])
 }

@@ -36,10 +36,17 @@ pub fn run_on<J: OnBackend>(
     match choice {
         BackendChoice::Cpu => job.run(&CpuBackend::new()),
         #[cfg(feature = "gpu")]
-        BackendChoice::Gpu => job.run(&crate::backend::gpu::GpuBackend::new(adapter, true)?),
+        BackendChoice::Gpu => {
+            let gpu = crate::backend::gpu::GpuBackend::new(adapter, true)?;
+            software_hint(&gpu, notice);
+            job.run(&gpu)
+        }
         #[cfg(feature = "gpu")]
         BackendChoice::Auto => match crate::backend::gpu::GpuBackend::new(adapter, false) {
-            Ok(gpu) => job.run(&gpu),
+            Ok(gpu) => {
+                software_hint(&gpu, notice);
+                job.run(&gpu)
+            }
             // An adapter the user named and that cannot be had is an error, not a reason to fall back.
             Err(e) if adapter.is_some() => Err(e),
             Err(e) => {
@@ -66,5 +73,19 @@ pub fn run_on<J: OnBackend>(
                 job.run(&CpuBackend::new())
             }
         },
+    }
+}
+
+/// A software adapter (lavapipe, SwiftShader, WARP) runs the kernels on the CPU, one invocation at a
+/// time per thread: correct, but far slower than the CPU backend's blocked GEMMs. Say so, since nothing
+/// else would tell the user why the GPU run crawls.
+#[cfg(feature = "gpu")]
+fn software_hint(gpu: &crate::backend::gpu::GpuBackend, notice: &mut dyn FnMut(&str)) {
+    let info = gpu.adapter_info();
+    if info.device_type == wgpu::DeviceType::Cpu {
+        notice(&format!(
+            "{} is a software adapter (it emulates a GPU on the CPU): expect it to be far slower than --backend cpu (26-33x in the README's benchmarks)",
+            info.name
+        ));
     }
 }
