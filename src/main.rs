@@ -384,7 +384,8 @@ struct PredictArgs {
     /// A checkpoint written by `wgtrain train --save`.
     #[arg(long, value_name = "PATH")]
     checkpoint: PathBuf,
-    /// PNG images (any size, grey or colour; white digit on black, as MNIST, unless --invert).
+    /// PNG images (any size, grey or colour; white digit on black, as MNIST, unless --invert), scaled
+    /// and centred by mass as MNIST's digits were.
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
     /// The images are dark on a light background: invert them.
@@ -401,14 +402,18 @@ struct PredictArgs {
 }
 
 fn cmd_predict(a: PredictArgs) -> Result<()> {
-    use wgtrain::tools::predict::{load_image, PredictJob};
+    use wgtrain::io::digit::load_digit;
+    use wgtrain::tools::predict::PredictJob;
     let checkpoint = Checkpoint::load(&a.checkpoint)?;
     let top = at_least_one("--top", a.top)?.min(wgtrain::model::CLASSES);
-    let images = a
-        .images
-        .iter()
-        .map(|p| Ok((p.clone(), load_image(p, a.invert)?)))
-        .collect::<Result<Vec<_>>>()?;
+    let mut images = Vec::new();
+    for path in &a.images {
+        let digit = load_digit(path, a.invert)?;
+        if let Some(h) = &digit.hint {
+            notice(h);
+        }
+        images.push((path.clone(), digit.pixels));
+    }
     let job = PredictJob {
         checkpoint,
         images,

@@ -7,9 +7,10 @@ use std::sync::OnceLock;
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::io::checkpoint::Checkpoint;
 use wgtrain::io::data::{self, ImageSet};
+use wgtrain::io::digit::load_digit;
 use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;
-use wgtrain::tools::predict::{load_image, predict_pixels};
+use wgtrain::tools::predict::predict_pixels;
 use wgtrain::train::{train_with, Persist, Silent, TrainConfig};
 
 mod support;
@@ -53,40 +54,142 @@ fn sample(set: &ImageSet, i: usize) -> (GrayImage, u8) {
     (img, set.labels[i])
 }
 
+/// The first MNIST test digits (the copy in data/mnist): already scaled and centred by mass.
+fn mnist() -> ImageSet {
+    static SET: OnceLock<ImageSet> = OnceLock::new();
+    SET.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+        let mut set = data::load_set(&dir, data::TEST_FILES).unwrap();
+        let p = set.pixels();
+        set.images.truncate(20 * p);
+        set.labels.truncate(20);
+        set
+    })
+    .clone()
+}
+
 #[test]
-fn grey_28x28_png_loads_exactly() {
+fn mnist_digits_load_exactly_and_inverted_ones_say_so() {
     let dir = tempfile::tempdir().unwrap();
-    let (img, _) = sample(&test_set(), 3);
-    let path = dir.path().join("a.png");
-    img.save(&path).unwrap();
-    assert_eq!(load_image(&path, false).unwrap(), img.as_raw().clone());
-    let inverted: Vec<u8> = img.as_raw().iter().map(|p| 255 - p).collect();
-    let ipath = dir.path().join("inv.png");
-    GrayImage::from_raw(28, 28, inverted)
-        .unwrap()
-        .save(&ipath)
-        .unwrap();
-    assert_eq!(load_image(&ipath, true).unwrap(), img.as_raw().clone());
+    for i in 0..20 {
+        let (img, _) = sample(&mnist(), i);
+        let path = dir.path().join("a.png");
+        img.save(&path).unwrap();
+        let digit = load_digit(&path, false).unwrap();
+        assert_eq!(digit.pixels, img.as_raw().clone(), "MNIST digit {i}");
+        assert_eq!(digit.hint, None);
+        let inverted: Vec<u8> = img.as_raw().iter().map(|p| 255 - p).collect();
+        let ipath = dir.path().join("inv.png");
+        GrayImage::from_raw(28, 28, inverted)
+            .unwrap()
+            .save(&ipath)
+            .unwrap();
+        assert_eq!(
+            load_digit(&ipath, true).unwrap().pixels,
+            img.as_raw().clone()
+        );
+        // Issue 12, point 12: dark on light without --invert (or light on dark with it) is named.
+        let hint = load_digit(&ipath, false).unwrap().hint.expect("a hint");
+        assert!(
+            hint.contains("inv.png") && hint.contains("pass --invert"),
+            "{hint}"
+        );
+        let hint = load_digit(&path, true).unwrap().hint.expect("a hint");
+        assert!(hint.contains("drop --invert"), "{hint}");
+    }
+}
+
+/// Issue 12, point 12: an off-centre digit is moved back to where MNIST's centre of mass is, and a
+/// digit drawn small in a corner of a large canvas is scaled to MNIST's 20-pixel box and centred.
+#[test]
+fn digits_are_centred_by_mass_and_scaled_to_the_mnist_box() {
+    let dir = tempfile::tempdir().unwrap();
+    let com = |px: &[u8]| {
+        let m: f64 = px.iter().map(|&v| v as f64).sum();
+        let cx: f64 = px
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v as f64 * (i % 28) as f64)
+            .sum();
+        let cy: f64 = px
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v as f64 * (i / 28) as f64)
+            .sum();
+        (cx / m, cy / m)
+    };
+    for i in 0..20 {
+        let (img, _) = sample(&mnist(), i);
+        // Moved up to 3 pixels left and up, as far as its margins allow (nothing falls off the frame).
+        let lit = |p: &&u8| **p > 0;
+        let raw = img.as_raw();
+        let x0 = (0..28)
+            .find(|&x| (0..28).map(|y| &raw[y * 28 + x]).any(|p| lit(&p)))
+            .unwrap();
+        let y0 = raw.iter().position(|p| lit(&p)).unwrap() / 28;
+        let (dx, dy) = (x0.min(3) as i32, y0.min(3) as i32);
+        assert!(dx + dy > 0, "digit {i} touches the corner");
+        let shifted = GrayImage::from_fn(28, 28, |x, y| {
+            let (sx, sy) = (x as i32 + dx, y as i32 + dy);
+            if (0..28).contains(&sx) && (0..28).contains(&sy) {
+                *img.get_pixel(sx as u32, sy as u32)
+            } else {
+                Luma([0])
+            }
+        });
+        let path = dir.path().join("off.png");
+        shifted.save(&path).unwrap();
+        assert_eq!(
+            load_digit(&path, false).unwrap().pixels,
+            img.as_raw().clone(),
+            "digit {i}"
+        );
+
+        // 3x larger, in the top-left corner of a 200x120 canvas.
+        let big = image::imageops::resize(&img, 84, 84, image::imageops::FilterType::Nearest);
+        let mut canvas = GrayImage::new(200, 120);
+        image::imageops::replace(&mut canvas, &big, 0, 0);
+        let path = dir.path().join("corner.png");
+        canvas.save(&path).unwrap();
+        let px = load_digit(&path, false).unwrap().pixels;
+        let (cx, cy) = com(&px);
+        assert!(
+            (cx - 14.0).abs() <= 0.5 && (cy - 14.0).abs() <= 0.5,
+            "digit {i}: ({cx}, {cy})"
+        );
+        let ink: Vec<usize> = (0..784).filter(|&k| px[k] >= 32).collect();
+        let span = |f: &dyn Fn(usize) -> usize| {
+            ink.iter().map(|&k| f(k)).max().unwrap() - ink.iter().map(|&k| f(k)).min().unwrap() + 1
+        };
+        let longer = span(&|k| k % 28).max(span(&|k| k / 28));
+        assert!(
+            (19..=20).contains(&longer),
+            "digit {i}: longer side {longer}"
+        );
+    }
 }
 
 #[test]
 fn colour_alpha_and_size_are_handled() {
     let dir = tempfile::tempdir().unwrap();
     // Grey as RGB: the same pixels.
-    let (img, _) = sample(&test_set(), 5);
+    let (img, _) = sample(&mnist(), 5);
     let rgb = RgbImage::from_fn(28, 28, |x, y| {
         let v = img.get_pixel(x, y).0[0];
         Rgb([v, v, v])
     });
     let path = dir.path().join("rgb.png");
     rgb.save(&path).unwrap();
-    assert_eq!(load_image(&path, false).unwrap(), img.as_raw().clone());
+    assert_eq!(
+        load_digit(&path, false).unwrap().pixels,
+        img.as_raw().clone()
+    );
 
     // 4x upscaled: back to nearly the same 28x28 (an area-like filter).
     let big = image::imageops::resize(&img, 112, 112, image::imageops::FilterType::Nearest);
     let path = dir.path().join("big.png");
     big.save(&path).unwrap();
-    let back = load_image(&path, false).unwrap();
+    let back = load_digit(&path, false).unwrap().pixels;
     let max_diff = back
         .iter()
         .zip(img.as_raw())
@@ -111,7 +214,7 @@ fn colour_alpha_and_size_are_handled() {
     let wide = GrayImage::from_pixel(56, 28, Luma([255]));
     let path = dir.path().join("wide.png");
     wide.save(&path).unwrap();
-    let px = load_image(&path, false).unwrap();
+    let px = load_digit(&path, false).unwrap().pixels;
     assert_eq!(px[0], 0, "top row is padding");
     assert_eq!(px[14 * 28 + 14], 255, "middle is the image");
 
@@ -125,18 +228,19 @@ fn colour_alpha_and_size_are_handled() {
     });
     let path = dir.path().join("alpha.png");
     rgba.save(&path).unwrap();
-    let px = load_image(&path, false).unwrap();
+    let px = load_digit(&path, false).unwrap().pixels;
     assert!(px.iter().all(|&v| v == 0));
-    let px = load_image(&path, true).unwrap();
-    assert_eq!(px[0], 0, "transparent -> background");
-    assert_eq!(px[20], 255, "black ink -> white after --invert");
+    // ... and the white half is then centred by its mass (columns 14-27 move to 7-20).
+    let px = load_digit(&path, true).unwrap().pixels;
+    assert_eq!(px[14 * 28 + 3], 0, "transparent -> background");
+    assert_eq!(px[14 * 28 + 14], 255, "black ink -> white after --invert");
 }
 
 #[test]
 fn bad_images_are_one_line_input_errors() {
     let dir = tempfile::tempdir().unwrap();
     let check = |path: &Path, needle: &str| {
-        let err = load_image(path, false).unwrap_err().to_string();
+        let err = load_digit(path, false).unwrap_err().to_string();
         assert!(err.starts_with(&path.display().to_string()), "{err}");
         assert!(err.contains(needle), "'{needle}' not in {err}");
         assert!(!err.contains('\n'));
@@ -252,6 +356,22 @@ fn cli_predict() {
     assert_eq!(
         inv_json[0]["probs"], first["probs"],
         "--invert undoes the inversion"
+    );
+
+    // Dark on light without --invert: still answered, with a note that names the file and the flag.
+    let out = wgtrain(&[
+        "predict",
+        "--checkpoint",
+        ck,
+        "--backend",
+        "cpu",
+        inv_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("inverted.png") && err.contains("pass --invert"),
+        "{err}"
     );
 
     // Bad input: one line, exit 2, naming the file.

@@ -1,7 +1,8 @@
-//! Reading and writing: data sets, checkpoints, and the small helpers every writer shares.
+//! Reading and writing: data sets, checkpoints, a user's digit images, and the small helpers every writer shares.
 
 pub mod atomic;
 pub mod checkpoint;
 pub mod data;
+pub mod digit;
 pub mod font;
 pub mod markdown;

@@ -9,7 +9,6 @@ use crate::io::data::ImageSet;
 use crate::model::{Model, CLASSES, IMAGE_SIDE};
 use crate::train::BatchBuffers;
 use anyhow::Result;
-use image::imageops::FilterType;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -254,59 +253,13 @@ pub struct Prediction {
     pub probs: Vec<f32>,
 }
 
-/// Reads an image file as the network's input: `IMAGE_SIDE^2` grey pixels, white digit on black.
-///
-/// Any size and colour: transparent pixels become the background (black, or white with `invert`),
-/// colour becomes luma, the image is padded to a square with the background (keeping its aspect ratio)
-/// and resized to 28x28 (area averaging when shrinking), as MNIST's digits are; `invert` turns a
-/// black-on-white image into white-on-black. MNIST also centres each digit by its mass: that is not
-/// done here, so a digit should roughly fill and centre its image.
-pub fn load_image(path: &Path, invert: bool) -> Result<Vec<u8>, InputError> {
-    let reader =
-        image::ImageReader::open(path).map_err(|e| InputError::unreadable(path, "image", &e))?;
-    let img = reader
-        .with_guessed_format()
-        .map_err(|e| InputError::file(path, format!("cannot read image: {e}")))?
-        .decode()
-        .map_err(|e| InputError::file(path, format!("cannot decode image: {e}")))?;
-    let (w, h) = (img.width(), img.height());
-    if w == 0 || h == 0 {
-        return Err(InputError::file(path, "image has no pixels"));
-    }
-    let bg: u16 = if invert { 255 } else { 0 };
-    let la = img.to_luma_alpha8();
-    let side = w.max(h);
-    let mut square = image::GrayImage::from_pixel(side, side, image::Luma([bg as u8]));
-    let (ox, oy) = ((side - w) / 2, (side - h) / 2);
-    for (x, y, p) in la.enumerate_pixels() {
-        let [l, a] = p.0;
-        let (l, a) = (l as u16, a as u16);
-        let v = (l * a + bg * (255 - a) + 127) / 255;
-        square.put_pixel(x + ox, y + oy, image::Luma([v as u8]));
-    }
-    let target = IMAGE_SIDE as u32;
-    let small = match side.cmp(&target) {
-        std::cmp::Ordering::Equal => square,
-        // Area averaging: every source pixel counts once, so thin strokes keep their weight.
-        std::cmp::Ordering::Greater => image::imageops::thumbnail(&square, target, target),
-        std::cmp::Ordering::Less => {
-            image::imageops::resize(&square, target, target, FilterType::Triangle)
-        }
-    };
-    let mut pixels = small.into_raw();
-    if invert {
-        pixels.iter_mut().for_each(|p| *p = 255 - *p);
-    }
-    Ok(pixels)
-}
-
 /// Softmax in f64, returned as f32 probabilities.
 fn softmax(z: &[f32]) -> Vec<f32> {
     let (lse, _) = lse_argmax(z);
     z.iter().map(|&v| ((v as f64) - lse).exp() as f32).collect()
 }
 
-/// The top `k` classes of each image (u8 pixels, as [`load_image`] gives) under `model`.
+/// The top `k` classes of each image (u8 pixels, as [`crate::io::digit::load_digit`] gives) under `model`.
 pub fn predict_pixels<B: Backend>(
     be: &B,
     model: &mut Model<B>,
