@@ -692,7 +692,7 @@ struct BenchArgs {
     /// Print one JSON object per measurement instead of the tables.
     #[arg(long)]
     json: bool,
-    /// Draw images/s against batch size per backend and model to this PNG file.
+    /// Draw images/s against batch size per backend and model to this PNG file (SVG for a .svg name).
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
 }

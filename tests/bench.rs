@@ -231,3 +231,31 @@ fn cli_json_on_the_cpu() {
     let bytes = std::fs::read(&png).unwrap();
     assert!(bytes.starts_with(b"\x89PNG"), "--plot writes a PNG");
 }
+
+/// Issue 12, point 10: the x axis is labelled with the measured batch sizes, also when there is only
+/// one (a log axis on its own puts ticks at powers of ten, none of which falls near 110).
+#[test]
+fn plot_ticks_are_the_measured_batch_sizes() {
+    let mut cfg = tiny();
+    cfg.models = bench::parse_models("fc8").unwrap();
+    cfg.matmuls = Vec::new();
+    cfg.steps = Some(1);
+    let set = data::synthetic(256, 3);
+    let dir = tempfile::tempdir().unwrap();
+    for batches in ["110", "32,110"] {
+        cfg.batches = bench::parse_batches(batches).unwrap();
+        let rows = bench::run(&cfg, &set, &mut |_: &str| {}).unwrap();
+        let svg = dir.path().join("plot.svg");
+        bench::plot(&rows, &svg).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        let ticks: Vec<&str> = text
+            .split("</text>")
+            .filter_map(|t| t.rsplit('>').next())
+            .filter(|t| t.trim().parse::<u32>().is_ok())
+            .map(str::trim)
+            .collect();
+        for b in batches.split(',') {
+            assert!(ticks.contains(&b), "no tick {b} among {ticks:?}");
+        }
+    }
+}

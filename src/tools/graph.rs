@@ -85,15 +85,6 @@ fn esc(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// A DOT identifier for a tensor name.
-fn ident(prefix: &str, name: &str) -> String {
-    let clean: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("{prefix}_{clean}")
-}
-
 /// The `HxWxC` after `->` in a Conv2d description, e.g. `28x28x1->14x14x16`.
 fn conv_out_shape(describe: &str) -> Option<Vec<usize>> {
     let after = describe.split("->").nth(1)?;
@@ -212,33 +203,43 @@ pub fn model_dot(spec: ModelSpec, backward: bool) -> String {
             "  L{i} [label=\"{}\", shape=box, style=\"filled\", fillcolor=\"#dbe9f6\", color=\"{FWD}\", group=main];",
             esc(&format!("{}\n{}", n.name, n.describe))
         );
-        // Left of the layer, in this order: running statistics, then parameters.
-        let (mut left_p, mut left_b) = (Vec::new(), Vec::new());
-        for (p, shape) in &n.params {
-            let id = ident("P", p);
+        // Left of the layer, in this order: its running statistics, then its parameters, one node each
+        // (one node per kind keeps the edges short: nothing crosses another layer's edges).
+        let mut row = Vec::new();
+        if !n.buffers.is_empty() {
+            let id = format!("B{i}");
+            let lines: Vec<String> = n
+                .buffers
+                .iter()
+                .map(|(b, len)| format!("{b}  {len}"))
+                .collect();
+            let _ = writeln!(
+                d,
+                "  {id} [label=\"{}\", shape=box, style=\"rounded,dotted\", color=\"#777777\"];",
+                esc(&format!("{}\n(running statistics)", lines.join("\n")))
+            );
+            // Under the parameters' node (south ports), not through it.
+            let _ = writeln!(
+                d,
+                "  {id}:s -> L{i}:sw [style=dotted, dir=both, color=\"#777777\", tooltip=\"updated in training, used in evaluation\"];"
+            );
+            row.push(id);
+        }
+        if !n.params.is_empty() {
+            let id = format!("P{i}");
+            let lines: Vec<String> = n
+                .params
+                .iter()
+                .map(|(p, shape)| format!("{p}  {}", dims(shape)))
+                .collect();
             let _ = writeln!(
                 d,
                 "  {id} [label=\"{}\", shape=ellipse, style=filled, fillcolor=\"#e3f1e4\", color=\"{PARAM}\"];",
-                esc(&format!("{p}\n{}", dims(shape)))
+                esc(&lines.join("\n"))
             );
             let _ = writeln!(d, "  {id} -> L{i} [color=\"{PARAM}\"];");
-            left_p.push(id);
+            row.push(id);
         }
-        for (b, len) in &n.buffers {
-            let id = ident("B", b);
-            let _ = writeln!(
-                d,
-                "  {id} [label=\"{}\", shape=ellipse, style=\"dotted\", color=\"#777777\"];",
-                esc(&format!("{b}\n{len} (running statistic)"))
-            );
-            let _ = writeln!(
-                d,
-                "  {id} -> L{i} [style=dotted, dir=both, color=\"#777777\", tooltip=\"updated in training, used in evaluation\"];"
-            );
-            left_b.push(id);
-        }
-        let mut row = left_b;
-        row.append(&mut left_p);
         row.push(format!("L{i}"));
         let _ = writeln!(d, "  {{ rank=same; {} }}", row.join("; "));
         for pair in row.windows(2) {
@@ -306,20 +307,24 @@ pub fn model_dot(spec: ModelSpec, backward: bool) -> String {
                     shape_str(&layers[i - 1].out)
                 );
             }
-            let mut prev = format!("L{i}");
-            for (p, shape) in &n.params {
-                let g = ident("G", p);
+            // All of the layer's parameter gradients in one node on its right.
+            if !n.params.is_empty() {
+                let g = format!("G{i}");
+                let lines: Vec<String> = n
+                    .params
+                    .iter()
+                    .map(|(p, shape)| format!("dL/d{p}  {}", dims(shape)))
+                    .collect();
                 let _ = writeln!(
                     d,
                     "  {g} [label=\"{}\", shape=box, style=\"dashed,rounded\", color=\"{GRAD}\", fontcolor=\"{GRAD}\"];",
-                    esc(&format!("dL/d{p}\n{}", dims(shape)))
+                    esc(&lines.join("\n"))
                 );
-                let _ = writeln!(d, "  L{i} -> {g} [style=dashed, color=\"{GRAD}\"];");
-                let _ = writeln!(d, "  {{ rank=same; {prev}; {g} }}");
-                if prev != format!("L{i}") {
-                    let _ = writeln!(d, "  {prev} -> {g} [style=invis];");
-                }
-                prev = g;
+                let _ = writeln!(
+                    d,
+                    "  L{i} -> {g} [style=dashed, color=\"{GRAD}\", minlen=2];"
+                );
+                let _ = writeln!(d, "  {{ rank=same; L{i}; {g} }}");
             }
         }
     }
@@ -452,8 +457,11 @@ pub fn batchnorm_dot(spec: ModelSpec, backward: bool) -> Result<String, InputErr
     );
     let main = "weight=10, penwidth=1.5";
     let _ = writeln!(d, "  x -> mu [{main}]; mu -> sigma2 [{main}]; sigma2 -> xhat [{main}]; xhat -> y [{main}]; y -> rest [{main}];");
-    let _ = writeln!(d, "  x -> sigma2; x -> xhat; mu -> xhat;");
-    let _ = writeln!(d, "  gamma -> y; beta -> y;");
+    // The skip edges leave and enter on the east side, so they run down beside the main column instead
+    // of looping out to the canvas edge; `y -> beta` (drawn backwards) puts beta on y's right, gamma on
+    // its left.
+    let _ = writeln!(d, "  x:e -> sigma2:e; x:e -> xhat:e; mu:e -> xhat:e;");
+    let _ = writeln!(d, "  gamma -> y; y -> beta [dir=back];");
     let _ = writeln!(d, "  {{ rank=same; gamma; y; beta }}");
     for (b, _) in &n.buffers {
         let (id, src, what) = if b.ends_with("running_mean") {

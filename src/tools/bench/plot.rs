@@ -16,10 +16,10 @@ const COLORS: [plotters::style::RGBColor; 6] = [
     plotters::style::RGBColor(140, 86, 75),
 ];
 
-/// Draws images/s against batch size (both axes logarithmic), one line per backend and model, as PNG.
+/// Draws images/s against batch size (both axes logarithmic), one line per backend and model: SVG
+/// when `path` ends in `.svg`, else PNG.
 pub fn plot(rows: &[Measurement], path: &Path) -> Result<()> {
     use plotters::prelude::*;
-    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: cannot draw: {e}", path.display());
     let train: Vec<&Measurement> = rows
         .iter()
         .filter(|r| r.kind == "train" && r.error.is_none())
@@ -28,7 +28,7 @@ pub fn plot(rows: &[Measurement], path: &Path) -> Result<()> {
         return Err(InputError::value("--plot: no training measurements to draw").into());
     }
     crate::io::font::register_font();
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
     for r in &train {
         let label = format!(
             "{} {} ({})",
@@ -46,12 +46,51 @@ pub fn plot(rows: &[Measurement], path: &Path) -> Result<()> {
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     let pts = || series.iter().flat_map(|(_, p)| p.iter());
+    anyhow::ensure!(
+        pts().any(|p| p.1 > 0.0),
+        "--plot: no positive throughput to draw"
+    );
+    // The x ticks are the measured batch sizes themselves: a log axis places its own ticks at powers of
+    // ten, and a single batch size (or 64..512) would get no tick label at all.
+    let mut batches: Vec<f64> = pts().map(|p| p.0).collect();
+    batches.sort_by(f64::total_cmp);
+    batches.dedup();
+    let size = (960, 640);
+    let svg = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    if svg {
+        draw(
+            SVGBackend::new(path, size).into_drawing_area(),
+            &series,
+            batches,
+            path,
+        )
+    } else {
+        draw(
+            BitMapBackend::new(path, size).into_drawing_area(),
+            &series,
+            batches,
+            path,
+        )
+    }
+}
+
+type Series = (String, Vec<(f64, f64)>);
+
+fn draw<DB: plotters::prelude::DrawingBackend>(
+    root: plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    series: &[Series],
+    batches: Vec<f64>,
+    path: &Path,
+) -> Result<()> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: cannot draw: {e}", path.display());
+    let pts = || series.iter().flat_map(|(_, p)| p.iter());
     let (xmin, xmax) = pts().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
     let (ymin, ymax) = pts()
         .filter(|p| p.1 > 0.0)
         .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    anyhow::ensure!(ymin <= ymax, "--plot: no positive throughput to draw");
-    let root = BitMapBackend::new(path, (960, 640)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption("training throughput by batch size", ("sans-serif", 24))
@@ -59,7 +98,9 @@ pub fn plot(rows: &[Measurement], path: &Path) -> Result<()> {
         .x_label_area_size(48)
         .y_label_area_size(72)
         .build_cartesian_2d(
-            (xmin / 1.3..xmax * 1.3).log_scale(),
+            (xmin / 1.3..xmax * 1.3)
+                .log_scale()
+                .with_key_points(batches),
             // Room below the lowest line for the legend.
             (ymin / 12.0..ymax * 2.0).log_scale(),
         )
