@@ -1,0 +1,242 @@
+//! Fuzzing the three readers of user files: IDX data (raw and gzip), checkpoints and predict's images.
+//! Seeded and bounded (proptest with a fixed seed, a fixed number of inputs each, about a second per
+//! reader in release): every mutated or random file must give either a value or a one-line error that
+//! names the file, never a panic. A panic found here is kept below as a regression input.
+
+use flate2::write::GzEncoder;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+use wgtrain::backend::cpu::CpuBackend;
+use wgtrain::io::checkpoint::Checkpoint;
+use wgtrain::io::data;
+use wgtrain::io::digit::load_digit;
+use wgtrain::model::{Model, ModelSpec};
+use wgtrain::optim::{OptimKind, Optimizer};
+
+mod support;
+
+/// Inputs per reader (and per variant: raw and gzip IDX, images and labels).
+const CASES: u32 = 2000;
+
+/// One way to damage a file: overwrite, insert, delete or truncate at a position (taken modulo the
+/// file's length).
+#[derive(Clone, Debug)]
+enum Edit {
+    Set(usize, u8),
+    Insert(usize, u8),
+    Delete(usize),
+    Truncate(usize),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        4 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Set(i, b)),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Insert(i, b)),
+        1 => any::<usize>().prop_map(Edit::Delete),
+        1 => any::<usize>().prop_map(Edit::Truncate),
+    ]
+}
+
+fn apply(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
+    for e in edits {
+        let n = bytes.len().max(1);
+        match *e {
+            Edit::Set(i, b) if !bytes.is_empty() => bytes[i % n] = b,
+            Edit::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
+            Edit::Delete(i) if !bytes.is_empty() => {
+                bytes.remove(i % n);
+            }
+            Edit::Truncate(i) => bytes.truncate(i % n),
+            _ => {}
+        }
+    }
+    bytes
+}
+
+/// A valid file damaged by 1-8 edits, mostly in its first 64 bytes (the headers), or random bytes.
+fn mutated(valid: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
+    let header = prop::collection::vec(
+        (0..64usize, any::<u8>()).prop_map(|(i, b)| Edit::Set(i, b)),
+        1..4,
+    );
+    prop_oneof![
+        4 => prop::collection::vec(edit(), 1..8).prop_map({
+            let v = valid.clone();
+            move |e| apply(v.clone(), &e)
+        }),
+        3 => header.prop_map({
+            let v = valid.clone();
+            move |e| apply(v.clone(), &e)
+        }),
+        1 => prop::collection::vec(any::<u8>(), 0..300),
+    ]
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Runs `check` on `CASES` inputs from `strategy` with a fixed seed, and prints how many and how long.
+fn fuzz<S: Strategy<Value = Vec<u8>>>(
+    what: &str,
+    seed: u8,
+    strategy: S,
+    check: impl Fn(&[u8]) -> Result<(), TestCaseError>,
+) {
+    let config = Config {
+        cases: CASES,
+        failure_persistence: None,
+        // Report the failing input as found: shrinking a panic through the readers takes long.
+        max_shrink_iters: 0,
+        ..Config::default()
+    };
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]);
+    let mut runner = TestRunner::new_with_rng(config, rng);
+    let t = Instant::now();
+    let n = std::cell::Cell::new(0);
+    let result = runner.run(&strategy, |bytes| {
+        n.set(n.get() + 1);
+        check(&bytes)
+    });
+    let kinds = KINDS.with(|k| std::mem::take(&mut *k.borrow_mut()));
+    let rejected: usize = kinds.values().sum();
+    eprintln!(
+        "fuzz {what}: {} inputs in {:.2} s: {} accepted, {rejected} rejected with {} kinds of error",
+        n.get(),
+        t.elapsed().as_secs_f64(),
+        n.get() - rejected,
+        kinds.len()
+    );
+    if std::env::var_os("WGTRAIN_FUZZ_VERBOSE").is_some() {
+        for (k, c) in &kinds {
+            eprintln!("  {c:5}  {k}");
+        }
+    }
+    if let Err(e) = result {
+        panic!("fuzz {what}: {e}");
+    }
+}
+
+thread_local! {
+    /// The rejections of the current fuzz run, digits blanked ("truncated: header says # images"), to
+    /// show how many different checks the inputs reached.
+    static KINDS: std::cell::RefCell<std::collections::BTreeMap<String, usize>> = Default::default();
+}
+
+/// The error of a reader is one line and names `path`.
+fn one_line_naming(err: &str, path: &Path) -> Result<(), TestCaseError> {
+    let kind: String = err
+        .replace(&path.display().to_string(), "FILE")
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect::<String>()
+        .split('#')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("#");
+    KINDS.with(|k| *k.borrow_mut().entry(kind).or_default() += 1);
+    prop_assert!(!err.contains('\n'), "error spans lines: {err}");
+    prop_assert!(
+        err.contains(&path.display().to_string()),
+        "error does not name {}: {err}",
+        path.display()
+    );
+    Ok(())
+}
+
+fn idx_files() -> (Vec<u8>, Vec<u8>) {
+    data::encode_idx(&data::synthetic(6, 1))
+}
+
+#[test]
+fn idx_reader_survives_mutated_and_random_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = idx_files();
+    for (gz, seed) in [(false, 1), (true, 2)] {
+        for (which, valid) in [("images", &images), ("labels", &labels)] {
+            let suffix = if gz { ".gz" } else { "" };
+            let img_path = dir.path().join(format!("images{suffix}"));
+            let lab_path = dir.path().join(format!("labels{suffix}"));
+            let (broken, other) = if which == "images" {
+                (&img_path, (&lab_path, &labels))
+            } else {
+                (&lab_path, (&img_path, &images))
+            };
+            let encode = |b: &[u8]| if gz { gzip(b) } else { b.to_vec() };
+            std::fs::write(other.0, encode(other.1)).unwrap();
+            // gzip: damage the compressed stream half the time, the contents the other half.
+            let strategy = prop_oneof![
+                mutated(valid.clone()).prop_map(move |b| encode(&b)),
+                mutated(encode(valid)),
+            ];
+            let label = format!("IDX {which}{}", if gz { " (gzip)" } else { "" });
+            fuzz(&label, seed + which.len() as u8, strategy, |bytes| {
+                std::fs::write(broken, bytes).unwrap();
+                match data::load_pair(&img_path, &lab_path, 28, 10) {
+                    Ok(set) => {
+                        prop_assert_eq!(set.images.len(), set.len() * 784);
+                        Ok(())
+                    }
+                    Err(e) => one_line_naming(&e.to_string(), broken),
+                }
+            });
+        }
+    }
+}
+
+fn checkpoint_bytes() -> Vec<u8> {
+    let be = CpuBackend::new();
+    let spec = ModelSpec::parse("cnn3-bn").unwrap();
+    let model = Model::new(&be, spec, 4, 1);
+    let opt = Optimizer::new(OptimKind::Adam, 0.001);
+    Checkpoint::capture(&be, &model, &opt, 4, 1, 10, 40)
+        .to_bytes()
+        .unwrap()
+}
+
+#[test]
+fn checkpoint_reader_survives_mutated_and_random_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ck.safetensors");
+    let be = CpuBackend::new();
+    fuzz("checkpoint", 5, mutated(checkpoint_bytes()), |bytes| {
+        std::fs::write(&path, bytes).unwrap();
+        match Checkpoint::load(&path) {
+            // A file that still parses must also rebuild its model, or say why in one line.
+            Ok(ck) => match ck.restore(&be, 4) {
+                Ok(_) => Ok(()),
+                Err(e) => one_line_naming(&e.to_string(), &path),
+            },
+            Err(e) => one_line_naming(&e.to_string(), &path),
+        }
+    });
+}
+
+fn png_bytes() -> Vec<u8> {
+    let img =
+        image::GrayImage::from_fn(12, 9, |x, y| image::Luma([((x * 20 + y * 7) % 256) as u8]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn predict_image_reader_survives_mutated_and_random_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("digit.png");
+    fuzz("PNG", 6, mutated(png_bytes()), |bytes| {
+        std::fs::write(&path, bytes).unwrap();
+        for invert in [false, true] {
+            match load_digit(&path, invert) {
+                Ok(d) => prop_assert_eq!(d.pixels.len(), 784),
+                Err(e) => one_line_naming(&e.to_string(), &path)?,
+            }
+        }
+        Ok(())
+    });
+}
