@@ -7,6 +7,7 @@ mod support;
 
 use support::{assert_stat, cross_backend, gpu};
 use wgtrain::backend::cpu::CpuBackend;
+use wgtrain::backend::Backend;
 use wgtrain::io::data;
 use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;
@@ -144,6 +145,25 @@ fn a_software_adapter_is_named_as_slow() {
     assert!(!run(true).contains("software adapter"));
 }
 
+/// Issue 12: the GPU backend's device buffers (tensors, data set, cached uniforms, staging) hold the
+/// same number of bytes after epoch 3 as after epoch 1: nothing is allocated per step or per epoch.
+fn gpu_training_memory_is_flat_across_epochs() {
+    let g = gpu();
+    for model in ["fc8-bn", "cnn3-bn"] {
+        let bytes = support::measure_each_epoch(&g, model, 3, || g.allocated_bytes());
+        eprintln!(
+            "{model} gpu: device buffer bytes after epochs 1, 2, 3: {} {} {}",
+            bytes[0], bytes[1], bytes[2]
+        );
+        assert!(bytes[0] > 0);
+        assert_eq!(
+            bytes[0], bytes[2],
+            "{model}: device buffer bytes differ between epochs 1 and 3"
+        );
+        g.release_cached();
+    }
+}
+
 fn main() -> std::process::ExitCode {
     support::run_gpu_tests(&[
         ("gpu_bench_rows_and_speedups", gpu_bench_rows_and_speedups),
@@ -162,6 +182,10 @@ fn main() -> std::process::ExitCode {
         (
             "a_software_adapter_is_named_as_slow",
             a_software_adapter_is_named_as_slow,
+        ),
+        (
+            "gpu_training_memory_is_flat_across_epochs",
+            gpu_training_memory_is_flat_across_epochs,
         ),
     ])
 }

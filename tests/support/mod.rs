@@ -231,3 +231,49 @@ pub fn assert_stat(v: &serde_json::Value, field: &str) -> wgtrain::tools::bench:
     );
     wgtrain::tools::bench::Stat { median, min, max }
 }
+
+/// Records a measurement at the end of every epoch of a training run (the memory tests).
+pub struct AtEachEpoch<F: FnMut() -> u64> {
+    pub measure: F,
+    pub values: Vec<u64>,
+}
+
+impl<F: FnMut() -> u64> wgtrain::train::Observer for AtEachEpoch<F> {
+    fn epoch(&mut self, _m: &wgtrain::train::EpochMetrics) {
+        let v = (self.measure)();
+        self.values.push(v);
+    }
+}
+
+/// Trains `model` with Adam for `epochs` epochs of 20 steps of 20 (400 synthetic images, 100 held out
+/// for validation, evaluated each epoch) and returns `measure()` at the end of each epoch.
+pub fn measure_each_epoch<B: Backend + 'static>(
+    be: &B,
+    model: &str,
+    epochs: usize,
+    measure: impl FnMut() -> u64,
+) -> Vec<u64> {
+    let data = data::split(data::synthetic(500, 1), data::synthetic(100, 2), 100).unwrap();
+    let cfg = TrainConfig {
+        model: ModelSpec::parse(model).unwrap(),
+        optim: OptimKind::Adam,
+        lr: 0.001,
+        batch: 20,
+        steps: 20 * epochs,
+        seed: 1,
+        log_every: 10,
+        eval_each_epoch: true,
+        out: None,
+    };
+    let mut obs = AtEachEpoch {
+        measure,
+        values: Vec::new(),
+    };
+    let persist = Persist {
+        resume: None,
+        save: None,
+    };
+    train_with(be, &data, &cfg, &mut obs, persist).unwrap();
+    assert_eq!(obs.values.len(), epochs);
+    obs.values
+}

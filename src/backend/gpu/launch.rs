@@ -6,7 +6,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use wgpu::util::DeviceExt;
 
 /// Invocations per workgroup of the 1-d kernels (`WG` in shaders/common.wgsl).
 pub const WG: u32 = 256;
@@ -17,7 +16,7 @@ const MAX_GROUPS: u32 = 65_535;
 /// process-unique id (with the offset, the bind-group cache's key).
 #[derive(Clone, Debug)]
 pub struct GpuBuf {
-    pub buf: Arc<wgpu::Buffer>,
+    pub buf: Arc<DeviceBuffer>,
     pub id: u64,
     /// Bytes from the start of the buffer; a multiple of the adapter's storage offset alignment.
     pub offset: u64,
@@ -27,8 +26,29 @@ pub struct GpuBuf {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A device buffer counted in its launcher's live bytes until dropped (the memory figures:
+/// [`Launcher::live_bytes`]). Derefs to the `wgpu::Buffer`.
+#[derive(Debug)]
+pub struct DeviceBuffer {
+    inner: wgpu::Buffer,
+    live: Arc<AtomicU64>,
+}
+
+impl std::ops::Deref for DeviceBuffer {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.inner
+    }
+}
+
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        self.live.fetch_sub(self.inner.size(), Ordering::Relaxed);
+    }
+}
+
 impl GpuBuf {
-    pub fn new(buf: wgpu::Buffer) -> Self {
+    pub fn new(buf: DeviceBuffer) -> Self {
         let size = buf.size();
         GpuBuf {
             buf: Arc::new(buf),
@@ -154,7 +174,7 @@ struct BindKey {
 
 struct BindEntry {
     group: wgpu::BindGroup,
-    uniform: wgpu::Buffer,
+    uniform: DeviceBuffer,
     params: Vec<u8>,
     /// Serial of the encoder that last recorded a dispatch with this bind group.
     used_in: u64,
@@ -175,6 +195,8 @@ pub struct Launcher {
     serial: Cell<u64>,
     /// Dispatches recorded so far (read by the profiler: dispatches per op and per step).
     dispatches: Cell<u64>,
+    /// Bytes of every [`DeviceBuffer`] alive: tensors, uniforms, staging.
+    live: Arc<AtomicU64>,
 }
 
 impl Launcher {
@@ -189,7 +211,32 @@ impl Launcher {
             pass: RefCell::new(None),
             serial: Cell::new(1),
             dispatches: Cell::new(0),
+            live: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Creates a buffer counted in [`Launcher::live_bytes`] (every buffer of the backend goes through
+    /// here or [`Launcher::create_buffer_init`]).
+    pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> DeviceBuffer {
+        self.track(self.device.create_buffer(desc))
+    }
+
+    pub fn create_buffer_init(&self, desc: &wgpu::util::BufferInitDescriptor) -> DeviceBuffer {
+        use wgpu::util::DeviceExt as _;
+        self.track(self.device.create_buffer_init(desc))
+    }
+
+    fn track(&self, inner: wgpu::Buffer) -> DeviceBuffer {
+        self.live.fetch_add(inner.size(), Ordering::Relaxed);
+        DeviceBuffer {
+            inner,
+            live: self.live.clone(),
+        }
+    }
+
+    /// Bytes of device buffers alive now.
+    pub fn live_bytes(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
     }
 
     fn pipeline(&self, kernel: Kernel) -> wgpu::ComputePipeline {
@@ -313,13 +360,11 @@ impl Launcher {
                 entry
             }
             std::collections::hash_map::Entry::Vacant(v) => {
-                let uniform = self
-                    .device
-                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some(kernel.entry),
-                        contents: &bytes,
-                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                    });
+                let uniform = self.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(kernel.entry),
+                    contents: &bytes,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                });
                 let mut entries = vec![wgpu::BindGroupEntry {
                     binding: 0,
                     resource: uniform.as_entire_binding(),
@@ -372,7 +417,7 @@ impl Launcher {
         timeout: std::time::Duration,
     ) -> Result<Vec<u8>, String> {
         let size = bytes.max(4).next_multiple_of(4);
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let staging = self.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,

@@ -119,7 +119,8 @@ impl GpuBackend {
                 );
             }
         }));
-        let empty = GpuBuf::new(device.create_buffer(&wgpu::BufferDescriptor {
+        let l = Launcher::new(device, queue);
+        let empty = GpuBuf::new(l.create_buffer(&wgpu::BufferDescriptor {
             label: Some("empty scratch"),
             size: 4,
             usage: wgpu::BufferUsages::STORAGE,
@@ -131,7 +132,7 @@ impl GpuBackend {
             KernelStyle::Tiled
         };
         Ok(GpuBackend {
-            l: Launcher::new(device, queue),
+            l,
             style,
             info,
             scratch: RefCell::new(vec![GpuTensor { buf: empty, len: 0 }; 3]),
@@ -149,8 +150,14 @@ impl GpuBackend {
         self.l.cached_binds()
     }
 
+    /// Bytes of device buffers this backend holds now (tensors, data sets, cached uniforms, staging):
+    /// the GPU side of the memory figures.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.l.live_bytes()
+    }
+
     fn buffer(&self, bytes: usize, usage: wgpu::BufferUsages) -> GpuBuf {
-        GpuBuf::new(self.l.device.create_buffer(&wgpu::BufferDescriptor {
+        GpuBuf::new(self.l.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             // A multiple of 16 bytes, so any buffer can also be bound as an array of vec4.
             size: (bytes.max(16).next_multiple_of(16)) as u64,
