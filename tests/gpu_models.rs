@@ -10,10 +10,13 @@ use wgtrain::tools::gradcheck::{gradcheck, Tolerance};
 use wgtrain::train::{train, Silent, TrainConfig};
 
 fn check_model(name: &str, batch: usize) {
-    let g = gpu();
+    check_model_on(&gpu(), name, batch);
+}
+
+fn check_model_on(g: &wgtrain::backend::gpu::GpuBackend, name: &str, batch: usize) {
     let data = synthetic(batch, 5);
     let r = gradcheck(
-        &g,
+        g,
         ModelSpec::parse(name).unwrap(),
         batch,
         1,
@@ -54,6 +57,24 @@ fn gradcheck_cnn3_plain() {
 /// CPU and clipped to 0 on the GPU: unaligned, that one ReLU kink moves conv7's weight gradient by 9e-2.
 fn gradcheck_cnn7_plain_across_relu_kinks() {
     check_model("cnn7", 16);
+}
+
+/// Convolutions whose column matrix would exceed the binding limit work through the batch in chunks
+/// of 64 images (cnn7-bn at batch 2048 on lavapipe's 128 MiB). A pretended limit of 176,400 floats
+/// makes every cnn3-bn convolution chunk at batch 130 (64 + 64 + 2 images): still the CPU's figures.
+fn gradcheck_cnn3_bn_with_chunked_convolutions() {
+    use wgtrain::backend::Backend;
+    let dispatches = |g: &wgtrain::backend::gpu::GpuBackend| {
+        let before = g.dispatch_count().unwrap();
+        check_model_on(g, "cnn3-bn", 130);
+        g.dispatch_count().unwrap() - before
+    };
+    let whole = dispatches(&gpu());
+    let chunked = dispatches(&gpu().with_binding_limit(176_400 * 4));
+    assert!(
+        chunked > whole,
+        "no chunking: {chunked} dispatches vs {whole}"
+    );
 }
 
 fn gradcheck_rejects_what_it_cannot_vouch_for() {
@@ -124,6 +145,10 @@ fn main() -> std::process::ExitCode {
         (
             "gradcheck_cnn7_plain_across_relu_kinks",
             gradcheck_cnn7_plain_across_relu_kinks,
+        ),
+        (
+            "gradcheck_cnn3_bn_with_chunked_convolutions",
+            gradcheck_cnn3_bn_with_chunked_convolutions,
         ),
         (
             "gradcheck_rejects_what_it_cannot_vouch_for",

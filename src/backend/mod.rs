@@ -187,6 +187,10 @@ pub enum OptimStep {
     },
 }
 
+/// Views start at multiples of this many elements: 256 bytes, the largest storage-offset alignment
+/// WebGPU allows an adapter to require.
+pub const VIEW_ALIGN: usize = 64;
+
 /// Everything the layers, the optimizers and the training loop need from a device.
 ///
 /// Reads ([`Backend::read`]) are the only points where the host waits for the device. Each op's doc
@@ -228,6 +232,20 @@ pub trait Backend {
     /// between views starts at 0. `None` where every tensor is its own allocation (the CPU).
     fn arena(&self, _lens: &[usize]) -> Option<(Self::Tensor, Vec<Self::Tensor>)> {
         None
+    }
+    /// The most f32 elements one tensor may hold when a kernel binds it (a GPU's storage-binding
+    /// limit), or `None` where there is no such limit (the CPU). Layers whose scratch would exceed it
+    /// at full batch (a convolution's column matrix) work through the batch in chunks of
+    /// [`Backend::view`]s.
+    fn max_binding_len(&self) -> Option<usize> {
+        None
+    }
+    /// `len` elements of `t` from `offset` (a multiple of [`VIEW_ALIGN`] elements), sharing its storage:
+    /// writing through the view writes `t`. Only called on a backend that returns a
+    /// [`Backend::max_binding_len`].
+    fn view(&self, t: &Self::Tensor, offset: usize, len: usize) -> Self::Tensor {
+        let _ = (t, offset, len);
+        unreachable!("views are only taken on backends with a binding limit")
     }
     /// Compute dispatches recorded so far, on a backend that has them (a GPU); the profiler reads it.
     fn dispatch_count(&self) -> Option<u64> {

@@ -5,7 +5,9 @@
 //! ReLU can be fused into the layer before it (`relu: true`): the fused layer keeps its post-ReLU output
 //! and masks the incoming gradient with it, which is exactly ReLU's backward.
 
-use crate::backend::{Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat};
+use crate::backend::{
+    Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, VIEW_ALIGN,
+};
 use rand::Rng;
 
 /// A trainable tensor with its gradient and its optimizer state (allocated by the optimizer).
@@ -197,6 +199,9 @@ pub struct Conv2d<B: Backend> {
     pub geom: ConvGeom,
     pub out_c: usize,
     pub relu: bool,
+    /// Images per im2col chunk (see [`conv_chunk`]): the whole capacity unless the column matrix
+    /// would exceed the backend's binding limit.
+    chunk: usize,
     w: Param<B::Tensor>,
     b: Option<Param<B::Tensor>>,
     col: B::Tensor,
@@ -222,16 +227,18 @@ impl<B: Backend> Conv2d<B> {
             he_uniform(rng, out_c * fan_in, fan_in),
         );
         let b = bias.then(|| param(be, format!("{name}.bias"), vec![out_c], vec![0.0; out_c]));
-        let rows = geom.col_rows();
+        let chunk = conv_chunk(be.max_binding_len(), &geom);
+        let rows = geom.out_h() * geom.out_w() * chunk;
         Conv2d {
             geom,
             out_c,
             relu,
+            chunk,
             w,
             b,
             col: be.zeros(rows * fan_in),
             dcol: be.zeros(rows * fan_in),
-            y: be.zeros(rows * out_c),
+            y: be.zeros(geom.col_rows() * out_c),
             dx: be.zeros(geom.n * geom.h * geom.w * geom.c),
         }
     }
@@ -240,6 +247,58 @@ impl<B: Backend> Conv2d<B> {
             n: batch,
             ..self.geom
         }
+    }
+    /// The batch's chunks: (first image, images), `self.chunk` at a time.
+    fn chunks(&self, batch: usize) -> impl Iterator<Item = (usize, usize)> {
+        let chunk = self.chunk;
+        (0..batch)
+            .step_by(chunk)
+            .map(move |n0| (n0, chunk.min(batch - n0)))
+    }
+    fn in_per_image(&self) -> usize {
+        self.geom.h * self.geom.w * self.geom.c
+    }
+    fn out_per_image(&self) -> usize {
+        self.geom.out_h() * self.geom.out_w() * self.out_c
+    }
+    /// dW (+)= dy^T col (K = every output pixel of the chunk), and if `dx` is asked for, dcol = dy W
+    /// folded back by col2im into it (`Some(view)`) or into `self.dx` (`None`: the whole batch).
+    fn backward_chunk(
+        &mut self,
+        be: &B,
+        dy: &B::Tensor,
+        g: &ConvGeom,
+        accumulate: bool,
+        dx: Option<Option<B::Tensor>>,
+    ) {
+        let (rows, taps) = (g.col_rows(), g.col_cols());
+        let mut dw = Gemm::new(self.out_c, rows, taps).a_t();
+        if accumulate {
+            dw = dw.accumulate();
+        }
+        be.matmul(&dw, dy, &self.col, &mut self.w.grad);
+        if let Some(view) = dx {
+            let dcol = Gemm::new(rows, self.out_c, taps);
+            be.matmul(&dcol, dy, &self.w.value, &mut self.dcol);
+            match view {
+                Some(mut v) => be.col2im(&self.dcol, &mut v, g),
+                None => be.col2im(&self.dcol, &mut self.dx, g),
+            }
+        }
+    }
+}
+
+/// Images per im2col chunk: the whole batch (`geom.n`), unless its column matrix would exceed the
+/// backend's binding limit (`limit` elements); then the most images whose matrix fits, a multiple of
+/// [`VIEW_ALIGN`] so that every chunk's views start aligned. (On lavapipe, 128 MiB: cnn7-bn's second
+/// convolution holds 2048 x 14 x 14 x 144 floats, 231 MB, at batch 2048.)
+fn conv_chunk(limit: Option<usize>, geom: &ConvGeom) -> usize {
+    let per_image = geom.out_h() * geom.out_w() * geom.col_cols();
+    match limit {
+        Some(limit) if geom.n * per_image > limit => {
+            (limit / per_image / VIEW_ALIGN * VIEW_ALIGN).max(VIEW_ALIGN)
+        }
+        _ => geom.n,
     }
 }
 
@@ -266,17 +325,29 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
         self.geom.out_h() * self.geom.out_w() * self.out_c
     }
     fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
-        let g = self.geom_for(batch);
-        be.im2col(x, &mut self.col, &g);
         // y = col W^T: one output row per pixel, W stored [out_c, taps].
-        be.matmul_bias_act(
-            &Gemm::new(g.col_rows(), g.col_cols(), self.out_c).b_t(),
-            &self.col,
-            &self.w.value,
-            &mut self.y,
-            self.b.as_ref().map(|b| &b.value),
-            self.relu,
-        );
+        let gemm = |g: &ConvGeom| Gemm::new(g.col_rows(), g.col_cols(), self.out_c).b_t();
+        let bias = self.b.as_ref().map(|b| &b.value);
+        if batch <= self.chunk {
+            let g = self.geom_for(batch);
+            be.im2col(x, &mut self.col, &g);
+            be.matmul_bias_act(
+                &gemm(&g),
+                &self.col,
+                &self.w.value,
+                &mut self.y,
+                bias,
+                self.relu,
+            );
+            return;
+        }
+        let (inp, out) = (self.in_per_image(), self.out_per_image());
+        for (n0, n) in self.chunks(batch) {
+            let g = self.geom_for(n);
+            be.im2col(&be.view(x, n0 * inp, n * inp), &mut self.col, &g);
+            let mut y = be.view(&self.y, n0 * out, n * out);
+            be.matmul_bias_act(&gemm(&g), &self.col, &self.w.value, &mut y, bias, self.relu);
+        }
     }
     fn output(&self) -> &B::Tensor {
         &self.y
@@ -284,37 +355,29 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
     fn output_mut(&mut self) -> &mut B::Tensor {
         &mut self.y
     }
-    fn backward(
-        &mut self,
-        be: &B,
-        _x: &B::Tensor,
-        dy: &mut B::Tensor,
-        batch: usize,
-        need_dx: bool,
-    ) {
+    fn backward(&mut self, be: &B, x: &B::Tensor, dy: &mut B::Tensor, batch: usize, need_dx: bool) {
         let g = self.geom_for(batch);
-        let (rows, taps) = (g.col_rows(), g.col_cols());
         if self.relu {
             be.relu_backward(&self.y, dy);
         }
-        // dW = dy^T col (K = every output pixel of the batch); dcol = dy W, folded back by col2im.
-        be.matmul(
-            &Gemm::new(self.out_c, rows, taps).a_t(),
-            dy,
-            &self.col,
-            &mut self.w.grad,
-        );
         if let Some(b) = &mut self.b {
-            be.bias_grad(dy, &mut b.grad, Mat::new(rows, self.out_c));
+            be.bias_grad(dy, &mut b.grad, Mat::new(g.col_rows(), self.out_c));
         }
-        if need_dx {
-            be.matmul(
-                &Gemm::new(rows, self.out_c, taps),
-                dy,
-                &self.w.value,
-                &mut self.dcol,
-            );
-            be.col2im(&self.dcol, &mut self.dx, &g);
+        if batch <= self.chunk {
+            // `col` still holds this batch's columns from the forward pass.
+            self.backward_chunk(be, dy, &g, false, need_dx.then_some(None));
+            return;
+        }
+        // Chunk by chunk: the columns again (the forward pass kept only the last chunk's), dW summed
+        // over the chunks, dx written image range by image range.
+        let (inp, out) = (self.in_per_image(), self.out_per_image());
+        let chunks: Vec<(usize, usize)> = self.chunks(batch).collect();
+        for (i, (n0, n)) in chunks.into_iter().enumerate() {
+            let g = self.geom_for(n);
+            be.im2col(&be.view(x, n0 * inp, n * inp), &mut self.col, &g);
+            let dy = be.view(dy, n0 * out, n * out);
+            let dx = need_dx.then(|| Some(be.view(&self.dx, n0 * inp, n * inp)));
+            self.backward_chunk(be, &dy, &g, i > 0, dx);
         }
     }
     fn grad_input(&mut self) -> &mut B::Tensor {
@@ -611,5 +674,35 @@ impl<B: Backend> SoftmaxCrossEntropy<B> {
             Mat::new(batch, self.classes),
             false,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(n: usize, hw: usize, c: usize, stride: usize) -> ConvGeom {
+        ConvGeom {
+            n,
+            h: hw,
+            w: hw,
+            c,
+            k: 3,
+            stride,
+            pad: 1,
+        }
+    }
+
+    #[test]
+    fn conv_chunks_only_what_exceeds_the_binding_limit() {
+        let lavapipe = Some((128 << 20) / 4);
+        // cnn7-bn's second convolution at batch 2048: 2048 x 14 x 14 x 144 floats (231 MB).
+        assert_eq!(conv_chunk(lavapipe, &conv(2048, 28, 16, 2)), 1152);
+        // Its first (2048 x 28 x 28 x 9 floats, 58 MB) and any at batch 110 fit whole.
+        assert_eq!(conv_chunk(lavapipe, &conv(2048, 28, 1, 1)), 2048);
+        assert_eq!(conv_chunk(lavapipe, &conv(110, 28, 16, 2)), 110);
+        // No limit (the CPU): never chunked. A limit below one aligned chunk: the smallest chunk.
+        assert_eq!(conv_chunk(None, &conv(1 << 20, 28, 16, 2)), 1 << 20);
+        assert_eq!(conv_chunk(Some(1000), &conv(130, 28, 16, 2)), VIEW_ALIGN);
     }
 }

@@ -77,6 +77,9 @@ pub struct GpuBackend {
     scratch: RefCell<Vec<GpuTensor>>,
     /// The first uncaptured wgpu error (validation, out of memory, device lost), reported by `health`.
     error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Bytes one binding may span: the adapter's `max_storage_buffer_binding_size`, or less for tests
+    /// ([`GpuBackend::with_binding_limit`]), which makes layers chunk their batch at small shapes.
+    binding_limit: u64,
 }
 
 /// A dimension as the kernels take it.
@@ -131,13 +134,22 @@ impl GpuBackend {
         } else {
             KernelStyle::Tiled
         };
+        let binding_limit = l.device.limits().max_storage_buffer_binding_size;
         Ok(GpuBackend {
             l,
+            binding_limit,
             style,
             info,
             scratch: RefCell::new(vec![GpuTensor { buf: empty, len: 0 }; 3]),
             error,
         })
+    }
+
+    /// Pretends one binding may span at most `bytes` (less than the adapter allows): the chunked paths
+    /// that large batches take can then be tested at small shapes.
+    pub fn with_binding_limit(mut self, bytes: u64) -> Self {
+        self.binding_limit = bytes.min(self.binding_limit);
+        self
     }
 
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
@@ -308,6 +320,25 @@ impl Backend for GpuBackend {
             })
             .collect();
         Some((whole, views))
+    }
+    fn max_binding_len(&self) -> Option<usize> {
+        Some((self.binding_limit / 4) as usize)
+    }
+    fn view(&self, t: &GpuTensor, offset: usize, len: usize) -> GpuTensor {
+        let at = (offset * 4) as u64;
+        assert!(
+            offset.is_multiple_of(super::VIEW_ALIGN) && offset + len <= t.len,
+            "view {offset}+{len} of a tensor of {}",
+            t.len
+        );
+        // Rounded up to 16 bytes like every binding; the tensor's own range is, so this stays inside it.
+        let size = ((len.max(1) * 4) as u64)
+            .next_multiple_of(16)
+            .min(t.buf.size - at);
+        GpuTensor {
+            buf: t.buf.view(t.buf.offset + at, size),
+            len,
+        }
     }
     fn dispatch_count(&self) -> Option<u64> {
         Some(self.l.dispatches())
