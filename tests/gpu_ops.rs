@@ -13,6 +13,16 @@ use wgtrain::tools::gradcheck::max_rel_diff;
 
 const TOL: f32 = 1e-5;
 
+/// Every matmul kernel set this adapter runs: the real-GPU tiles, the vec4 kernels of CPU-emulated
+/// adapters, and their subgroup twins where the device has 8-lane subgroups (lavapipe).
+fn kernel_sets(g: &GpuBackend) -> Vec<(KernelStyle, bool)> {
+    let mut sets = vec![(KernelStyle::Tiled, false), (KernelStyle::Direct, false)];
+    if g.subgroup_kernels {
+        sets.push((KernelStyle::Direct, true));
+    }
+    sets
+}
+
 fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: f32) {
     let err = max_rel_diff(gpu, cpu);
     assert!(err <= tol, "{what}: max rel diff {err:.3e} > {tol:.0e}");
@@ -46,8 +56,8 @@ fn check_matmul(
     g.matmul(&gemm, &ga, &gb, &mut gc);
     assert_close(
         &format!(
-            "matmul {m}x{k}x{n} {ta:?}{tb:?} acc={accumulate} {:?}",
-            g.style
+            "matmul {m}x{k}x{n} {ta:?}{tb:?} acc={accumulate} {:?} subgroups={}",
+            g.style, g.subgroup_kernels
         ),
         &g.read(&gc),
         &cc,
@@ -57,8 +67,9 @@ fn check_matmul(
 
 fn matmul_all_forms_and_odd_shapes() {
     let mut g = gpu();
-    for kernel in [KernelStyle::Direct, KernelStyle::Tiled] {
+    for (kernel, subgroups) in kernel_sets(&g) {
         g.style = kernel;
+        g.subgroup_kernels = subgroups;
         // Odd shapes (the f32 kernels), and shapes whose dimensions are multiples of 4 but not of the
         // 8x8 blocks (the vec4 kernels of CPU-emulated adapters, in every form they serve).
         let shapes = [
@@ -84,8 +95,9 @@ fn matmul_all_forms_and_odd_shapes() {
 /// dispatches instead of one), in every transposed form, overwriting or accumulating into C.
 fn matmul_split_k_long_k() {
     let mut g = gpu();
-    for kernel in [KernelStyle::Direct, KernelStyle::Tiled] {
+    for (kernel, subgroups) in kernel_sets(&g) {
         g.style = kernel;
+        g.subgroup_kernels = subgroups;
         for ta in [Trans::N, Trans::T] {
             for tb in [Trans::N, Trans::T] {
                 for accumulate in [false, true] {
@@ -106,8 +118,9 @@ fn matmul_split_k_long_k() {
 fn matmul_epilogue() {
     let mut g = gpu();
     let cpu = CpuBackend::new();
-    for style in [KernelStyle::Direct, KernelStyle::Tiled] {
+    for (style, subgroups) in kernel_sets(&g) {
         g.style = style;
+        g.subgroup_kernels = subgroups;
         for &(m, k, n) in &[(37, 20, 13), (16, 5000, 40)] {
             let (a, b, bias) = (rand_vec(m * k, 30), rand_vec(n * k, 31), rand_vec(n, 32));
             let gemm = Gemm::new(m, k, n).b_t();
@@ -130,8 +143,9 @@ fn matmul_epilogue() {
 
 fn matmul_layer_size() {
     let mut g = gpu();
-    for kernel in [KernelStyle::Direct, KernelStyle::Tiled] {
+    for (kernel, subgroups) in kernel_sets(&g) {
         g.style = kernel;
+        g.subgroup_kernels = subgroups;
         check_matmul(&g, 110, 784, 256, Trans::N, Trans::T, false);
     }
 }

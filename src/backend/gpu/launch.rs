@@ -79,6 +79,8 @@ impl GpuBuf {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     Matmul,
+    /// matmul.wgsl with the subgroup kernels of matmul_sg.wgsl appended (devices with SUBGROUP only).
+    MatmulSg,
     Elementwise,
     Reduce,
     BatchNorm,
@@ -91,8 +93,12 @@ pub enum Family {
 impl Family {
     /// The family's full WGSL: shaders/common.wgsl followed by its own file.
     pub fn wgsl(self) -> String {
+        let extra = match self {
+            Family::MatmulSg => include_str!("../../../shaders/matmul_sg.wgsl"),
+            _ => "",
+        };
         format!(
-            "{}\n{}",
+            "{}\n{}\n{extra}",
             include_str!("../../../shaders/common.wgsl"),
             self.source()
         )
@@ -100,7 +106,7 @@ impl Family {
 
     fn source(self) -> &'static str {
         match self {
-            Family::Matmul => include_str!("../../../shaders/matmul.wgsl"),
+            Family::Matmul | Family::MatmulSg => include_str!("../../../shaders/matmul.wgsl"),
             Family::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
             Family::Reduce => include_str!("../../../shaders/reduce.wgsl"),
             Family::BatchNorm => include_str!("../../../shaders/batchnorm.wgsl"),

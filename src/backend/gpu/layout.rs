@@ -110,6 +110,34 @@ mod tests {
         _pad1: f32,
     }
 
+    /// Every family's WGSL parses and validates (subgroup operations allowed, as on a device with
+    /// SUBGROUP): a shader error shows here, on any machine, not only where its kernel runs.
+    #[test]
+    fn every_family_validates() {
+        use wgpu::naga::valid::{
+            Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator,
+        };
+        for family in [
+            Family::Matmul,
+            Family::MatmulSg,
+            Family::Elementwise,
+            Family::Reduce,
+            Family::BatchNorm,
+            Family::Im2col,
+            Family::SoftmaxCe,
+            Family::Optim,
+            Family::Data,
+        ] {
+            let module = naga::front::wgsl::parse_str(&family.wgsl())
+                .unwrap_or_else(|e| panic!("{family:?}: {}", e.emit_to_string(&family.wgsl())));
+            Validator::new(ValidationFlags::all(), Capabilities::all())
+                .subgroup_stages(ShaderStages::COMPUTE)
+                .subgroup_operations(SubgroupOperationSet::all())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{family:?}: {e:?}"));
+        }
+    }
+
     /// The check can fail: two fields swapped and one retyped are caught.
     #[test]
     #[should_panic(expected = "differ")]

@@ -38,10 +38,20 @@ const TILE: usize = 64;
 /// K per slice is a multiple of this (the kernels' accumulation blocks).
 const K_BLOCK: usize = 256;
 
-/// `entry` specialised to the transposed form of `g`: a pipeline per form, fixed strides inside.
-fn kernel(entry: &'static str, g: &Gemm) -> Kernel {
+/// `entry` of `family` specialised to the transposed form of `g`: a pipeline per form, fixed strides
+/// inside.
+fn kernel(family: Family, entry: &'static str, g: &Gemm) -> Kernel {
     let t = |x: Trans| (x == Trans::T) as u32;
-    Kernel::new(Family::Matmul, entry).with_consts(&["A_T", "B_T"], &[t(g.ta), t(g.tb)])
+    Kernel::new(family, entry).with_consts(&["A_T", "B_T"], &[t(g.ta), t(g.tb)])
+}
+
+/// The subgroup twin (matmul_sg.wgsl) of a vec4 kernel: same blocking, shared A loads.
+fn subgroup_entry(vec4: &'static str) -> &'static str {
+    match vec4 {
+        "matmul_nn_v4" => "matmul_nn_sg",
+        "matmul_nt_v4" => "matmul_nt_sg",
+        _ => "matmul_tn_sg",
+    }
 }
 
 /// The vec4 kernel of a CPU-emulated adapter for `g`'s form, if the dimension it reads as vec4 is a
@@ -49,7 +59,13 @@ fn kernel(entry: &'static str, g: &Gemm) -> Kernel {
 fn vec4_entry(g: &Gemm) -> Option<&'static str> {
     let four = |x: usize| x.is_multiple_of(4);
     match (g.ta, g.tb) {
-        (Trans::N, Trans::N) if four(g.k) && four(g.n) => Some("matmul_nn_v4"),
+        (Trans::N, Trans::N) if four(g.k) && four(g.n) => {
+            Some(if std::env::var_os("SG").is_some() {
+                "matmul_nn_sg"
+            } else {
+                "matmul_nn_v4"
+            })
+        }
         (Trans::N, Trans::T) if four(g.k) => Some("matmul_nt_v4"),
         (Trans::T, Trans::N) if four(g.m) && four(g.n) => Some("matmul_tn_v4"),
         _ => None,
@@ -108,12 +124,15 @@ pub(super) fn matmul(
         _pad1: 0,
     };
     // The vec4 kernels bind A and B as arrays of vec4 (bindings 5 and 6), the others as f32 (1 and 2).
-    let (entry, ab) = match (be.style, vec4_entry(g)) {
-        (KernelStyle::Tiled, _) => ("matmul_tiled", (1, 2)),
-        (KernelStyle::Direct, Some(e)) => (e, (5, 6)),
-        (KernelStyle::Direct, None) => ("matmul_direct", (1, 2)),
+    let (family, entry, ab) = match (be.style, vec4_entry(g)) {
+        (KernelStyle::Tiled, _) => (Family::Matmul, "matmul_tiled", (1, 2)),
+        (KernelStyle::Direct, Some(e)) if be.subgroup_kernels => {
+            (Family::MatmulSg, subgroup_entry(e), (5, 6))
+        }
+        (KernelStyle::Direct, Some(e)) => (Family::Matmul, e, (5, 6)),
+        (KernelStyle::Direct, None) => (Family::Matmul, "matmul_direct", (1, 2)),
     };
-    let kernel = kernel(entry, g);
+    let kernel = kernel(family, entry, g);
     let groups = (u(tiles.0), u(tiles.1), u(splits));
     if splits == 1 {
         let bufs = [(ab.0, &a.buf), (ab.1, &b.buf), (3, &c.buf), (7, bias)];

@@ -77,6 +77,10 @@ pub struct GpuBackend {
     scratch: RefCell<Vec<GpuTensor>>,
     /// The first uncaptured wgpu error (validation, out of memory, device lost), reported by `health`.
     error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// The device has subgroup operations and its subgroups are exactly 8 lanes (lavapipe on AVX2): the
+    /// CPU-emulated matmuls then share loads across a subgroup (matmul_sg.wgsl). Can be switched off
+    /// (tests, benches) to run the plain vec4 kernels; never on where the device lacks it.
+    pub subgroup_kernels: bool,
     /// Bytes one binding may span: the adapter's `max_storage_buffer_binding_size`, or less for tests
     /// ([`GpuBackend::with_binding_limit`]), which makes layers chunk their batch at small shapes.
     binding_limit: u64,
@@ -104,7 +108,7 @@ impl GpuBackend {
         let info = adapter.get_info();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgtrain"),
-            required_features: wgpu::Features::empty(),
+            required_features: adapter.features() & wgpu::Features::SUBGROUP,
             required_limits: adapter.limits(),
             ..Default::default()
         }))
@@ -135,9 +139,12 @@ impl GpuBackend {
             KernelStyle::Tiled
         };
         let binding_limit = l.device.limits().max_storage_buffer_binding_size;
+        let subgroup_kernels = l.device.features().contains(wgpu::Features::SUBGROUP)
+            && (info.subgroup_min_size, info.subgroup_max_size) == (8, 8);
         Ok(GpuBackend {
             l,
             binding_limit,
+            subgroup_kernels,
             style,
             info,
             scratch: RefCell::new(vec![GpuTensor { buf: empty, len: 0 }; 3]),
