@@ -10,9 +10,9 @@
 // per 4 k instead of 16, and 1.66x the GFLOP/s of matmul_nn_v4 at 512^3.
 //
 //   matmul_nn_sg, matmul_nt_sg, matmul_tn_sg: the blocking of matmul_nn_v4 / _nt_v4 / _tn_v4 (8 rows x 8
-//   consecutive columns per invocation, 64x64 per workgroup), the same shape conditions, the same
-//   dispatch (ceil(n / 64), ceil(m / 64), splits). Workgroup of 64 = 8 subgroups of 8: subgroup s takes
-//   rows 8s.., lane l columns 8l.. of the tile. Every lane runs every loop (no early return), since a
+//   consecutive columns per invocation), the same shape conditions; a workgroup of 64 = 8 subgroups
+//   of 8 covers 8 RG x 512 / RG of C (64x64 at RG = 8; see RG below), lane l of a subgroup columns
+//   8l.. of its 64. Every lane runs every loop (no early return), since a
 //   broadcast reads all of them; out-of-range rows and columns are clamped on load, skipped on store.
 
 // The subgroup's 8 lanes' values of `v`, in lane order (a broadcast needs a constant lane).
@@ -36,9 +36,19 @@ fn nt_row(acc: ptr<function, array<vec4<f32>, 16>>, r: u32, a: vec4<f32>, b: arr
     (*acc)[2u * r + 1u] += vec4<f32>(dot(a, b[4]), dot(a, b[5]), dot(a, b[6]), dot(a, b[7]));
 }
 
+// Row blocks of 8 per workgroup tile (1, 2, 4 or 8): the tile is 8 RG rows x 512 / RG columns, so a
+// product with few rows (a convolution's weight gradient: 16 or 32 output channels) keeps every lane
+// on real rows instead of clamped copies of the last one. Subgroup s takes row block s % RG and the
+// s / RG-th 64 columns. Dispatch (ceil(n / (512 / RG)), ceil(m / (8 RG)), splits).
+override RG: u32 = 8u;
+
+// matmul_nt_sg_cols only: column blocks of 8 per tile (1, 2, 4 or 8); the tile is 512 / CG rows x 8 CG
+// columns, subgroup s taking column block s % CG and the s / CG-th 64 rows, lane l rows 8l.. of them.
+override CG: u32 = 8u;
+
 // Rows row0.. and columns col0.. of the lane's 8x8 block of C.
 fn sg_origin(wid: vec3<u32>, sg: u32, lane: u32) -> vec2<u32> {
-    return vec2<u32>(wid.y * 64u + sg * 8u, wid.x * 64u + lane * 8u);
+    return vec2<u32>(wid.y * 8u * RG + (sg % RG) * 8u, wid.x * (512u / RG) + (sg / RG) * 64u + lane * 8u);
 }
 
 // NN: A [m x k], B [k x n]; k and n multiples of 4. Lane l loads A's row row0 + l.
@@ -121,6 +131,47 @@ fn matmul_nt_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg:
         block_end(&sum, &acc);
     }
     store_block(wid.z, o.x, o.y, &sum);
+}
+
+// NT with few columns (a convolution's forward: C has one column per output channel, 16 or 32): the
+// lanes of a subgroup take 8 different row blocks and share the same 8 columns, so B's 8 rows are the
+// shared vectors (lane l loads row col0 + l) and no lane sits on clamped copies of the last column.
+// Dispatch (ceil(n / (8 CG)), ceil(m / (512 / CG)), splits).
+@compute @workgroup_size(64)
+fn matmul_nt_sg_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) lane: u32) {
+    let row0 = wid.y * (512u / CG) + (sg / CG) * 64u + lane * 8u;
+    let col0 = wid.x * 8u * CG + (sg % CG) * 8u;
+    let kr = k_range(wid.z);
+    let k4 = p.k / 4u;
+    let my_col = min(col0 + lane, p.n - 1u) * k4;
+    let last = p.m - 1u;
+    let ra0 = min(row0, last) * k4;
+    let ra1 = min(row0 + 1u, last) * k4;
+    let ra2 = min(row0 + 2u, last) * k4;
+    let ra3 = min(row0 + 3u, last) * k4;
+    let ra4 = min(row0 + 4u, last) * k4;
+    let ra5 = min(row0 + 5u, last) * k4;
+    let ra6 = min(row0 + 6u, last) * k4;
+    let ra7 = min(row0 + 7u, last) * k4;
+    var acc: array<vec4<f32>, 16>;
+    var sum: array<vec4<f32>, 16>;
+    for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
+        block_start(&acc);
+        for (var kk = k0; kk < min(k0 + 256u, kr.y); kk += 4u) {
+            let q = kk / 4u;
+            let bv = lanes8(b4[my_col + q]);
+            nt_row(&acc, 0u, a4[ra0 + q], bv);
+            nt_row(&acc, 1u, a4[ra1 + q], bv);
+            nt_row(&acc, 2u, a4[ra2 + q], bv);
+            nt_row(&acc, 3u, a4[ra3 + q], bv);
+            nt_row(&acc, 4u, a4[ra4 + q], bv);
+            nt_row(&acc, 5u, a4[ra5 + q], bv);
+            nt_row(&acc, 6u, a4[ra6 + q], bv);
+            nt_row(&acc, 7u, a4[ra7 + q], bv);
+        }
+        block_end(&sum, &acc);
+    }
+    store_block(wid.z, row0, col0, &sum);
 }
 
 // acc += the outer product of one k: rows a0 (0-3) and a1 (4-7) of A, columns b0 (0-3) and b1 (4-7).

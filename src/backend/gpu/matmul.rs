@@ -110,7 +110,30 @@ pub(super) fn matmul(
     let flags = epi.bias.is_some() as u32 | (epi.relu as u32) << 1;
     // Every kernel declares the bias binding; without a bias it gets B again (never read).
     let bias = epi.bias.map_or(&b.buf, |t| &t.buf);
-    let tiles = (n.div_ceil(TILE), m.div_ceil(TILE));
+    let (family, entry, ab) = match (be.style, vec4_entry(g)) {
+        (KernelStyle::Tiled, _) => (Family::Matmul, "matmul_tiled", (1, 2)),
+        (KernelStyle::Direct, Some(e)) if be.subgroup_kernels => {
+            (Family::MatmulSg, subgroup_entry(e), (5, 6))
+        }
+        (KernelStyle::Direct, Some(e)) => (Family::Matmul, e, (5, 6)),
+        (KernelStyle::Direct, None) => (Family::Matmul, "matmul_direct", (1, 2)),
+    };
+    // The subgroup kernels' tile: 8 RG rows x 512 / RG columns, as few row blocks as cover m; an NT
+    // product with fewer columns than rows and under 64 of them shares B instead (matmul_nt_sg_cols):
+    // 512 / CG rows x 8 CG columns.
+    let blocks = |x: usize| x.div_ceil(8).next_power_of_two().min(8);
+    let (entry, rg, cg) = match family {
+        Family::MatmulSg if entry == "matmul_nt_sg" && n < TILE && n < m => {
+            ("matmul_nt_sg_cols", 8, blocks(n))
+        }
+        Family::MatmulSg => (entry, blocks(m), 8),
+        _ => (entry, TILE / 8, 8),
+    };
+    let tiles = if entry == "matmul_nt_sg_cols" {
+        (n.div_ceil(8 * cg), m.div_ceil(TILE * 8 / cg))
+    } else {
+        (n.div_ceil(TILE * 8 / rg), m.div_ceil(8 * rg))
+    };
     let (splits, k_split) = split_k(k, tiles.0 * tiles.1, be.style.target_workgroups());
     let params = Params {
         m: u(m),
@@ -124,15 +147,16 @@ pub(super) fn matmul(
         _pad1: 0,
     };
     // The vec4 kernels bind A and B as arrays of vec4 (bindings 5 and 6), the others as f32 (1 and 2).
-    let (family, entry, ab) = match (be.style, vec4_entry(g)) {
-        (KernelStyle::Tiled, _) => (Family::Matmul, "matmul_tiled", (1, 2)),
-        (KernelStyle::Direct, Some(e)) if be.subgroup_kernels => {
-            (Family::MatmulSg, subgroup_entry(e), (5, 6))
+    let kernel = match family {
+        Family::MatmulSg => {
+            let t = |x: Trans| (x == Trans::T) as u32;
+            Kernel::new(family, entry).with_consts(
+                &["A_T", "B_T", "RG", "CG"],
+                &[t(g.ta), t(g.tb), rg as u32, cg as u32],
+            )
         }
-        (KernelStyle::Direct, Some(e)) => (Family::Matmul, e, (5, 6)),
-        (KernelStyle::Direct, None) => (Family::Matmul, "matmul_direct", (1, 2)),
+        _ => kernel(family, entry, g),
     };
-    let kernel = kernel(family, entry, g);
     let groups = (u(tiles.0), u(tiles.1), u(splits));
     if splits == 1 {
         let bufs = [(ab.0, &a.buf), (ab.1, &b.buf), (3, &c.buf), (7, bias)];
