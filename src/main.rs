@@ -756,6 +756,10 @@ struct ProfileArgs {
     /// Print one JSON object per backend instead of the tables.
     #[arg(long)]
     json: bool,
+    /// How each op is timed: auto (GPU timestamps where the adapter has them, else syncs) or sync
+    /// (each op alone, the device synced before and after it).
+    #[arg(long, value_enum, default_value_t = wgtrain::tools::profile::Timing::Auto)]
+    timing: wgtrain::tools::profile::Timing,
 }
 
 fn cmd_profile(a: ProfileArgs) -> Result<()> {
@@ -771,8 +775,14 @@ fn cmd_profile(a: ProfileArgs) -> Result<()> {
     };
     let (data, desc) = bench::load_data(a.data.as_deref())?;
     notice(&format!("data: {desc}"));
-    let profiles =
-        profile::profile_backends(&backends, spec, optim, batch, steps, &data, &mut notice)?;
+    let run = profile::ProfileRun {
+        spec,
+        optim,
+        batch,
+        steps,
+        timing: a.timing,
+    };
+    let profiles = profile::profile_backends(&backends, &run, &data, &mut notice)?;
     for p in &profiles {
         if a.json {
             println!("{}", serde_json::to_string(p)?);

@@ -14,7 +14,7 @@ use wgtrain::optim::OptimKind;
 use wgtrain::study::grid::grid;
 use wgtrain::study::sweep::{run_sweep, Budget, SweepConfig, SweepObserver};
 use wgtrain::tools::bench::{self, BackendSel, BenchConfig};
-use wgtrain::tools::profile::profile;
+use wgtrain::tools::profile::{profile, Timing};
 use wgtrain::train::{Observer, Silent};
 
 /// Bench rows on the GPU name the adapter, every figure is finite and ordered, and each GPU row carries
@@ -61,17 +61,37 @@ fn checkpoints_move_between_cpu_and_gpu() {
     cross_backend(&g, &CpuBackend::new());
 }
 
-/// The GPU profile counts dispatches, and the step's total is the sum of its ops'.
+/// The GPU profile counts dispatches, and the step's total is the sum of its ops'. With `--timing
+/// auto` each op is timed by device timestamps where the adapter writes them (lavapipe does), else
+/// between syncs; `--timing sync` always syncs. Both give every op a time.
 fn gpu_profile_counts_dispatches() {
     let set = data::synthetic(64, 3);
     let spec = ModelSpec::parse("fc8-bn").unwrap();
-    let p = profile(gpu(), spec, OptimKind::Adam, 16, 2, 1, &set).unwrap();
-    support::check_fc8_bn_profile(&p, 1.0);
-    let per_op: f64 = p.ops.iter().filter_map(|r| r.dispatches_per_step).sum();
-    assert_eq!(p.dispatches_per_step, Some(per_op));
-    // Batch norm forward: two column reductions (2 dispatches each) and 3 more kernels.
-    let bn = p.ops.iter().find(|r| r.op == "bn_forward_train").unwrap();
-    assert_eq!(bn.dispatches_per_step, Some(7.0 * 5.0));
+    let has_timestamps = {
+        let g = gpu();
+        let started = g.timer_start();
+        let marks = (g.timer_mark(), g.timer_mark());
+        let times = g.timer_finish().unwrap();
+        assert_eq!(times.len(), if started { 2 } else { 0 }, "{marks:?}");
+        started
+    };
+    for timing in [Timing::Auto, Timing::Sync] {
+        let p = profile(gpu(), &support::profile_run(spec, timing), 1, &set).unwrap();
+        support::check_fc8_bn_profile(&p, 1.0);
+        let per_op: f64 = p.ops.iter().filter_map(|r| r.dispatches_per_step).sum();
+        assert_eq!(p.dispatches_per_step, Some(per_op));
+        // Batch norm forward: two column reductions (2 dispatches each) and 3 more kernels.
+        let bn = p.ops.iter().find(|r| r.op == "bn_forward_train").unwrap();
+        assert_eq!(bn.dispatches_per_step, Some(7.0 * 5.0));
+        let stamped = timing == Timing::Auto && has_timestamps;
+        assert_eq!(p.timing.contains("timestamps"), stamped, "{}", p.timing);
+        assert_eq!(
+            p.timing.contains("synced before and after"),
+            !stamped,
+            "{}",
+            p.timing
+        );
+    }
 }
 
 struct Quiet;

@@ -4,8 +4,7 @@
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::io::data;
 use wgtrain::model::ModelSpec;
-use wgtrain::optim::OptimKind;
-use wgtrain::tools::profile::profile;
+use wgtrain::tools::profile::{profile, Timing};
 
 mod support;
 use support::{assert_input_error, ok, wgtrain};
@@ -14,7 +13,13 @@ use support::{assert_input_error, ok, wgtrain};
 fn cpu_profile_counts_every_op_of_a_step() {
     let set = data::synthetic(64, 3);
     let spec = ModelSpec::parse("fc8-bn").unwrap();
-    let p = profile(CpuBackend::new(), spec, OptimKind::Adam, 16, 2, 1, &set).unwrap();
+    let p = profile(
+        CpuBackend::new(),
+        &support::profile_run(spec, Timing::Auto),
+        1,
+        &set,
+    )
+    .unwrap();
     support::check_fc8_bn_profile(&p, 23.0);
     assert_eq!(p.dispatches_per_step, None);
 }

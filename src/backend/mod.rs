@@ -247,6 +247,21 @@ pub trait Backend {
         let _ = (t, offset, len);
         unreachable!("views are only taken on backends with a binding limit")
     }
+    /// Starts timing on the device itself (a GPU with timestamp queries between passes), for the
+    /// profiler: false, and nothing started, on a backend that cannot.
+    fn timer_start(&self) -> bool {
+        false
+    }
+    /// Records a device timestamp at this point of the queued work: its index, or `None` when no timer
+    /// runs or it is full.
+    fn timer_mark(&self) -> Option<usize> {
+        None
+    }
+    /// Waits for the queued work, stops the timer and returns every mark's time in seconds (from an
+    /// arbitrary origin), in mark order.
+    fn timer_finish(&self) -> anyhow::Result<Vec<f64>> {
+        Ok(Vec::new())
+    }
     /// Compute dispatches recorded so far, on a backend that has them (a GPU); the profiler reads it.
     fn dispatch_count(&self) -> Option<u64> {
         None

@@ -43,10 +43,32 @@ struct Acc {
     bytes: f64,
 }
 
-/// A backend whose ops are timed one by one while `on` is set.
+/// How `wgtrain profile` times each op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Timing {
+    /// Device timestamps around each op where the backend has them (a GPU with timestamp queries),
+    /// else syncs.
+    Auto,
+    /// Each op alone: the device synced before and after it, timed on the host.
+    Sync,
+}
+
+/// An op timed with device timestamps: its label, work, dispatches and its two marks.
+struct Pending {
+    label: String,
+    work: Work,
+    dispatches: u64,
+    marks: (Option<usize>, Option<usize>),
+}
+
+/// A backend whose ops are timed one by one while profiling is on.
 pub struct Profiled<B: Backend> {
     pub inner: B,
     on: Cell<bool>,
+    /// Timing with device timestamps (no syncs) rather than host clocks between syncs.
+    timestamps: Cell<bool>,
+    pending: RefCell<Vec<Pending>>,
     acc: RefCell<BTreeMap<String, Acc>>,
 }
 
@@ -55,36 +77,79 @@ impl<B: Backend> Profiled<B> {
         Profiled {
             inner,
             on: Cell::new(false),
+            timestamps: Cell::new(false),
+            pending: RefCell::new(Vec::new()),
             acc: RefCell::new(BTreeMap::new()),
         }
     }
 
-    /// Starts (or stops) timing ops; what was recorded stays.
-    pub fn set_profiling(&self, on: bool) {
-        self.on.set(on);
+    /// Starts timing ops: with device timestamps if `timing` allows and the backend has them, else
+    /// between syncs. Returns whether timestamps are used.
+    pub fn start_profiling(&self, timing: Timing) -> bool {
+        let timestamps = timing == Timing::Auto && self.inner.timer_start();
+        self.timestamps.set(timestamps);
+        self.on.set(true);
+        timestamps
     }
 
-    /// Runs `f` (one op); with profiling on, alone between two syncs, charged to `label`.
+    /// Stops timing; with timestamps, waits for the device and charges each op its interval. What was
+    /// recorded stays.
+    pub fn stop_profiling(&self) -> Result<()> {
+        self.on.set(false);
+        if !self.timestamps.replace(false) {
+            return Ok(());
+        }
+        let times = self.inner.timer_finish()?;
+        for p in self.pending.take() {
+            let (Some(t0), Some(t1)) = (p.marks.0.map(|i| times[i]), p.marks.1.map(|i| times[i]))
+            else {
+                anyhow::bail!(
+                    "more ops than the profiler's timestamps can hold: use fewer --steps"
+                );
+            };
+            self.charge(p.label, p.work, p.dispatches, (t1 - t0).max(0.0));
+        }
+        Ok(())
+    }
+
+    fn charge(&self, label: String, work: Work, dispatches: u64, seconds: f64) {
+        let mut acc = self.acc.borrow_mut();
+        let a = acc.entry(label).or_default();
+        a.calls += 1;
+        a.seconds += seconds;
+        a.dispatches += dispatches;
+        match work {
+            Work::Flops(v) => a.flops += v,
+            Work::Bytes(v) => a.bytes += v,
+        }
+    }
+
+    /// Runs `f` (one op); with profiling on, charged to `label`: between two device timestamps, or
+    /// alone between two syncs.
     fn op<R>(&self, label: impl FnOnce() -> String, work: Work, f: impl FnOnce() -> R) -> R {
         if !self.on.get() {
             return f();
         }
-        self.inner.sync();
         let d0 = self.inner.dispatch_count().unwrap_or(0);
+        if self.timestamps.get() {
+            let m0 = self.inner.timer_mark();
+            let r = f();
+            let m1 = self.inner.timer_mark();
+            self.pending.borrow_mut().push(Pending {
+                label: label(),
+                work,
+                dispatches: self.inner.dispatch_count().unwrap_or(0) - d0,
+                marks: (m0, m1),
+            });
+            return r;
+        }
+        self.inner.sync();
         let t0 = Instant::now();
         let r = f();
         self.inner.sync();
         let seconds = t0.elapsed().as_secs_f64();
         let d = self.inner.dispatch_count().unwrap_or(0) - d0;
-        let mut acc = self.acc.borrow_mut();
-        let a = acc.entry(label()).or_default();
-        a.calls += 1;
-        a.seconds += seconds;
-        a.dispatches += d;
-        match work {
-            Work::Flops(v) => a.flops += v,
-            Work::Bytes(v) => a.bytes += v,
-        }
+        self.charge(label(), work, d, seconds);
         r
     }
 
@@ -171,6 +236,12 @@ impl<B: Backend> Backend for Profiled<B> {
     }
     fn arena(&self, lens: &[usize]) -> Option<(B::Tensor, Vec<B::Tensor>)> {
         self.inner.arena(lens)
+    }
+    fn max_binding_len(&self) -> Option<usize> {
+        self.inner.max_binding_len()
+    }
+    fn view(&self, t: &B::Tensor, offset: usize, len: usize) -> B::Tensor {
+        self.inner.view(t, offset, len)
     }
     fn release_cached(&self) {
         self.inner.release_cached()
@@ -386,7 +457,7 @@ pub struct Profile {
     /// How each op was timed.
     pub timing: String,
     pub steps: usize,
-    /// The sum of the ops' times per step (synced after each op).
+    /// The sum of the ops' times per step (as `timing` says).
     pub ops_ms_per_step: f64,
     /// A training step without per-op syncs, timed over the same number of steps.
     pub step_ms: f64,
@@ -394,16 +465,21 @@ pub struct Profile {
     pub ops: Vec<OpRow>,
 }
 
-/// Profiles `steps` training steps of `spec` at `batch` on `be`, after `warmup` unprofiled steps.
+/// Profiles `run.steps` training steps of `run.spec` at `run.batch` on `be`, after `warmup` unprofiled
+/// steps.
 pub fn profile<B: Backend + 'static>(
     be: B,
-    spec: ModelSpec,
-    optim: OptimKind,
-    batch: usize,
-    steps: usize,
+    run: &ProfileRun,
     warmup: usize,
     data: &ImageSet,
 ) -> Result<Profile> {
+    let ProfileRun {
+        spec,
+        optim,
+        batch,
+        steps,
+        timing,
+    } = *run;
     if batch > data.len() {
         return Err(InputError::value(format!(
             "--batch {batch}: the data set has only {} images",
@@ -434,11 +510,11 @@ pub fn profile<B: Backend + 'static>(
     be.sync();
     let step_ms = t0.elapsed().as_secs_f64() * 1e3 / steps as f64;
     let d0 = be.dispatch_count();
-    be.set_profiling(true);
+    let timestamps = be.start_profiling(timing);
     for _ in 0..steps {
         step(&mut model, &mut opt, &mut bufs);
     }
-    be.set_profiling(false);
+    be.stop_profiling()?;
     let dispatches = be
         .dispatch_count()
         .zip(d0)
@@ -453,7 +529,12 @@ pub fn profile<B: Backend + 'static>(
         batch,
         backend: be.kind().to_string(),
         device: be.device_name(),
-        timing: "each op alone: the device synced before and after it".into(),
+        timing: if timestamps {
+            "device timestamps before and after each op; the step runs unsynced, as in training"
+        } else {
+            "each op alone: the device synced before and after it"
+        }
+        .into(),
         steps,
         ops_ms_per_step: ops.iter().map(|r| r.ms_per_step).sum(),
         step_ms,
@@ -477,33 +558,33 @@ pub fn default_backends(notice: &mut dyn FnMut(&str)) -> Vec<BackendSel> {
     out
 }
 
+/// What `wgtrain profile` runs on each backend.
+#[derive(Clone, Copy, Debug)]
+pub struct ProfileRun {
+    pub spec: ModelSpec,
+    pub optim: OptimKind,
+    pub batch: usize,
+    pub steps: usize,
+    pub timing: Timing,
+}
+
 /// Profiles on each backend selected (`cpu`, `gpu`, `gpu:NAME`), in turn.
 pub fn profile_backends(
     backends: &[BackendSel],
-    spec: ModelSpec,
-    optim: OptimKind,
-    batch: usize,
-    steps: usize,
+    run: &ProfileRun,
     data: &ImageSet,
     notice: &mut dyn FnMut(&str),
 ) -> Result<Vec<Profile>> {
+    let r = run;
     let mut out = Vec::new();
     for sel in backends {
-        notice(&format!("profiling {} on {}", spec.name(), sel.label()));
+        notice(&format!("profiling {} on {}", r.spec.name(), sel.label()));
         match sel {
-            BackendSel::Cpu => out.push(profile(
-                CpuBackend::new(),
-                spec,
-                optim,
-                batch,
-                steps,
-                1,
-                data,
-            )?),
+            BackendSel::Cpu => out.push(profile(CpuBackend::new(), r, 1, data)?),
             #[cfg(feature = "gpu")]
             BackendSel::Gpu(filter) => {
                 let gpu = crate::backend::gpu::GpuBackend::new(filter.as_deref(), true)?;
-                out.push(profile(gpu, spec, optim, batch, steps, 2, data)?);
+                out.push(profile(gpu, r, 2, data)?);
             }
             #[cfg(not(feature = "gpu"))]
             BackendSel::Gpu(_) => return Err(InputError::value(

@@ -11,7 +11,7 @@ use wgtrain::io::checkpoint::Checkpoint;
 use wgtrain::io::data;
 use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;
-use wgtrain::tools::profile::{format_profile, Profile};
+use wgtrain::tools::profile::{format_profile, Profile, ProfileRun, Timing};
 use wgtrain::train::{train_with, Persist, Silent, TrainConfig};
 
 /// Runs the `wgtrain` binary. Backtraces are switched on, so that any panic or `{:?}`-printed error
@@ -276,4 +276,15 @@ pub fn measure_each_epoch<B: Backend + 'static>(
     train_with(be, &data, &cfg, &mut obs, persist).unwrap();
     assert_eq!(obs.values.len(), epochs);
     obs.values
+}
+
+/// The profile the tests run: Adam, batch 16, 2 profiled steps.
+pub fn profile_run(spec: ModelSpec, timing: Timing) -> ProfileRun {
+    ProfileRun {
+        spec,
+        optim: OptimKind::Adam,
+        batch: 16,
+        steps: 2,
+        timing,
+    }
 }

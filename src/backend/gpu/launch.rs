@@ -203,7 +203,18 @@ pub struct Launcher {
     dispatches: Cell<u64>,
     /// Bytes of every [`DeviceBuffer`] alive: tensors, uniforms, staging.
     live: Arc<AtomicU64>,
+    /// The profiler's timestamp queries while it times (see [`Launcher::timer_start`]).
+    timer: RefCell<Option<Timer>>,
 }
+
+/// Timestamps written into the command stream between passes, read back at the end.
+struct Timer {
+    set: wgpu::QuerySet,
+    next: u32,
+}
+
+/// Timestamps one profiling run may record (wgpu's most per query set).
+const TIMER_CAPACITY: u32 = 4096;
 
 impl Launcher {
     pub fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
@@ -218,7 +229,62 @@ impl Launcher {
             serial: Cell::new(1),
             dispatches: Cell::new(0),
             live: Arc::new(AtomicU64::new(0)),
+            timer: RefCell::new(None),
         }
+    }
+
+    /// Starts recording timestamps, if the device can write them between passes (features
+    /// TIMESTAMP_QUERY and TIMESTAMP_QUERY_INSIDE_ENCODERS); false otherwise.
+    pub fn timer_start(&self) -> bool {
+        let needed =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        if !self.device.features().contains(needed) {
+            return false;
+        }
+        let set = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profiler timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: TIMER_CAPACITY,
+        });
+        *self.timer.borrow_mut() = Some(Timer { set, next: 0 });
+        true
+    }
+
+    /// Writes a timestamp after the work recorded so far: its index, or `None` (no timer, or full).
+    pub fn timer_mark(&self) -> Option<usize> {
+        let mut slot = self.timer.borrow_mut();
+        let timer = slot.as_mut()?;
+        if timer.next == TIMER_CAPACITY {
+            return None;
+        }
+        let index = timer.next;
+        self.with_encoder(|enc| enc.write_timestamp(&timer.set, index));
+        timer.next += 1;
+        Some(index as usize)
+    }
+
+    /// Resolves the timestamps, waits for them and returns them in seconds; the timer stops.
+    pub fn timer_finish(&self, timeout: std::time::Duration) -> Result<Vec<f64>, String> {
+        let Some(timer) = self.timer.borrow_mut().take() else {
+            return Ok(Vec::new());
+        };
+        if timer.next == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = timer.next as u64 * 8;
+        let resolved = GpuBuf::new(self.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("resolved timestamps"),
+            size: bytes.next_multiple_of(16),
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }));
+        self.with_encoder(|enc| enc.resolve_query_set(&timer.set, 0..timer.next, &resolved.buf, 0));
+        let raw = self.read_bytes(&resolved, bytes, timeout)?;
+        let period_s = self.queue.get_timestamp_period() as f64 * 1e-9;
+        Ok(raw
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as f64 * period_s)
+            .collect())
     }
 
     /// Creates a buffer counted in [`Launcher::live_bytes`] (every buffer of the backend goes through
@@ -394,15 +460,27 @@ impl Launcher {
         };
         entry.used_in = self.serial.get();
         self.dispatches.set(self.dispatches.get() + 1);
-        self.with_encoder(|enc| {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: None,
+        let mut pass = self.pass.borrow_mut();
+        if pass.is_none() {
+            let mut slot = self.encoder.borrow_mut();
+            let enc = slot.get_or_insert_with(|| {
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("wgtrain"),
+                    })
             });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &entry.group, &[]);
-            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-        });
+            *pass = Some(
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: None,
+                })
+                .forget_lifetime(),
+            );
+        }
+        let pass = pass.as_mut().expect("a compute pass was just opened");
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &entry.group, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
     }
 
     /// Workgroups for a 1-d launch of `total` invocations, spilling into y past 65535 (see `flat_index`).

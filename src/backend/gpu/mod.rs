@@ -108,7 +108,12 @@ impl GpuBackend {
         let info = adapter.get_info();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgtrain"),
-            required_features: adapter.features() & wgpu::Features::SUBGROUP,
+            // Where the adapter has them: subgroups (the matmul kernels for lavapipe use them) and
+            // timestamps between passes (`wgtrain profile`).
+            required_features: adapter.features()
+                & (wgpu::Features::SUBGROUP
+                    | wgpu::Features::TIMESTAMP_QUERY
+                    | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS),
             required_limits: adapter.limits(),
             ..Default::default()
         }))
@@ -346,6 +351,17 @@ impl Backend for GpuBackend {
             buf: t.buf.view(t.buf.offset + at, size),
             len,
         }
+    }
+    fn timer_start(&self) -> bool {
+        self.l.timer_start()
+    }
+    fn timer_mark(&self) -> Option<usize> {
+        self.l.timer_mark()
+    }
+    fn timer_finish(&self) -> anyhow::Result<Vec<f64>> {
+        self.l
+            .timer_finish(READ_TIMEOUT)
+            .map_err(|e| anyhow::anyhow!("GPU timestamps: {e}"))
     }
     fn dispatch_count(&self) -> Option<u64> {
         Some(self.l.dispatches())
