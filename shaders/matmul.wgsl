@@ -16,6 +16,9 @@
 //   matmul_tiled:  16x16 workgroup, 64x64 tile of C (4x4 per invocation, vec4 accumulators); K walked
 //                  in slices of 16 staged in workgroup memory (for real GPUs).
 //                  Dispatch (ceil(n / 64), ceil(m / 64), splits).
+//   matmul_tiled_small: 16x16 workgroup, 16x16 tile (one element per invocation), for a C with fewer than
+//                  64 rows or columns where 64x64 tiles would not fill the GPU. Dispatch
+//                  (ceil(n / 16), ceil(m / 16), splits).
 //   matmul_direct: 8x8 workgroup, 64x64 tile of C (8x8 per invocation), operands read straight from
 //                  memory with no barriers (for CPU-emulated adapters such as lavapipe, where a barrier
 //                  is costly and memory is the CPU's cache anyway). Dispatch (ceil(n / 64), ceil(m / 64), splits).
@@ -347,6 +350,55 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     store_row(wid.z, row0 + lid.y + 16u, col0 + lid.x, 16u, sum1 + acc1);
     store_row(wid.z, row0 + lid.y + 32u, col0 + lid.x, 16u, sum2 + acc2);
     store_row(wid.z, row0 + lid.y + 48u, col0 + lid.x, 16u, sum3 + acc3);
+}
+
+// A 16x16 tile, one element of C per invocation: for a product with few rows or columns (a layer's
+// last outputs, a convolution's 16 channels), where 64x64 tiles would leave most invocations idle and too
+// few workgroups to fill a GPU. K in slices of 16 staged in workgroup memory, as matmul_tiled.
+const ST: u32 = 16u;
+var<workgroup> a_small: array<f32, 256>; // [ST k][ST rows]
+var<workgroup> b_small: array<f32, 256>; // [ST k][ST columns]
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled_small(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wid.y * ST;
+    let col0 = wid.x * ST;
+    let kr = k_range(wid.z);
+    var acc = 0.0;
+    var sum = 0.0;
+    for (var k0 = kr.x; k0 < kr.y; k0 += ST) {
+        if ((k0 - kr.x) % 256u == 0u) {
+            sum += acc;
+            acc = 0.0;
+        }
+        // Invocation (y, x) stages A[row0 + y, k0 + x] and B[k0 + y, col0 + x] (transposed forms read
+        // the same elements; zero outside C or past this slice's K).
+        var va = 0.0;
+        if (row0 + lid.y < p.m && k0 + lid.x < kr.y) {
+            va = a_at(row0 + lid.y, k0 + lid.x);
+        }
+        a_small[lid.x * ST + lid.y] = va;
+        var vb = 0.0;
+        if (col0 + lid.x < p.n && k0 + lid.y < kr.y) {
+            vb = b_at(k0 + lid.y, col0 + lid.x);
+        }
+        b_small[lid.y * ST + lid.x] = vb;
+        workgroupBarrier();
+        for (var kk = 0u; kk < ST; kk++) {
+            acc = fma(a_small[kk * ST + lid.y], b_small[kk * ST + lid.x], acc);
+        }
+        workgroupBarrier();
+    }
+    let row = row0 + lid.y;
+    let col = col0 + lid.x;
+    if (row < p.m && col < p.n) {
+        let at = wid.z * p.m * p.n + row * p.n + col;
+        var r = sum + acc;
+        if (p.accumulate != 0u) {
+            r += c[at];
+        }
+        c[at] = epilogue(r, col);
+    }
 }
 
 @compute @workgroup_size(256)

@@ -33,8 +33,10 @@ impl KernelStyle {
     }
 }
 
-/// Rows and columns of C per workgroup (both kernels).
+/// Rows and columns of C per workgroup (64x64 tiles; the subgroup kernels' default shape).
 const TILE: usize = 64;
+/// Rows and columns of C per workgroup of `matmul_tiled_small`.
+const SMALL_TILE: usize = 16;
 /// K per slice is a multiple of this (the kernels' accumulation blocks).
 const K_BLOCK: usize = 256;
 
@@ -83,14 +85,71 @@ pub(super) fn split_k(k: usize, tiles: usize, target: usize) -> (usize, usize) {
     (k.div_ceil(k_split), k_split)
 }
 
-/// Records `c = op(a) * op(b) (+ c)`, then `+ bias` and ReLU as `epi` asks: one dispatch of 64x64 tiles of C times the split-K slices, and,
-/// when K is split, `splitk_sum` adding the slices' partials (in a scratch buffer) in order into C.
+/// Which kernel runs a product, with which tile, and how many tiles cover C.
+#[derive(Debug, PartialEq)]
+struct Plan {
+    family: Family,
+    entry: &'static str,
+    /// The bindings of A and B: 5 and 6 for the kernels that read them as vec4, else 1 and 2.
+    ab: (u32, u32),
+    /// The subgroup kernels' override constants RG and CG (see matmul_sg.wgsl).
+    rg: usize,
+    cg: usize,
+    /// Workgroups along n and m (before split-K).
+    tiles: (usize, usize),
+}
+
+/// Picks the kernel for `g` on an adapter of `style` (`subgroups`: it has 8-lane subgroups).
+/// Real GPUs: 64x64 tiles, or 16x16 where C has fewer than 64 rows or columns and 64x64 tiles would
+/// not reach the target number of workgroups. CPU-emulated adapters: the subgroup or vec4 kernels
+/// where the vec4 dimension allows, tiled 8 RG rows x 512 / RG columns (as few row blocks as cover m),
+/// or for an NT product with fewer columns than rows and under 64 of them, B shared
+/// (matmul_nt_sg_cols: 512 / CG rows x 8 CG columns); else matmul_direct.
+fn plan(style: KernelStyle, subgroups: bool, g: &Gemm) -> Plan {
+    let (m, n) = (g.m, g.n);
+    let small =
+        (m < TILE || n < TILE) && n.div_ceil(TILE) * m.div_ceil(TILE) < style.target_workgroups();
+    let (family, entry, ab) = match (style, vec4_entry(g)) {
+        (KernelStyle::Tiled, _) if small => (Family::Matmul, "matmul_tiled_small", (1, 2)),
+        (KernelStyle::Tiled, _) => (Family::Matmul, "matmul_tiled", (1, 2)),
+        (KernelStyle::Direct, Some(e)) if subgroups => {
+            (Family::MatmulSg, subgroup_entry(e), (5, 6))
+        }
+        (KernelStyle::Direct, Some(e)) => (Family::Matmul, e, (5, 6)),
+        (KernelStyle::Direct, None) => (Family::Matmul, "matmul_direct", (1, 2)),
+    };
+    let blocks = |x: usize| x.div_ceil(8).next_power_of_two().min(8);
+    let (entry, rg, cg) = match family {
+        Family::MatmulSg if entry == "matmul_nt_sg" && n < TILE && n < m => {
+            ("matmul_nt_sg_cols", 8, blocks(n))
+        }
+        Family::MatmulSg => (entry, blocks(m), 8),
+        _ => (entry, TILE / 8, 8),
+    };
+    let tiles = match entry {
+        "matmul_nt_sg_cols" => (n.div_ceil(8 * cg), m.div_ceil(TILE * 8 / cg)),
+        "matmul_tiled_small" => (n.div_ceil(SMALL_TILE), m.div_ceil(SMALL_TILE)),
+        _ => (n.div_ceil(TILE * 8 / rg), m.div_ceil(8 * rg)),
+    };
+    Plan {
+        family,
+        entry,
+        ab,
+        rg,
+        cg,
+        tiles,
+    }
+}
+
 /// What a matmul adds to each finished element of C (the `epilogue` flags of the WGSL).
 pub(super) struct Epilogue<'a> {
     pub bias: Option<&'a GpuTensor>,
     pub relu: bool,
 }
 
+/// Records `c = op(a) * op(b) (+ c)`, then `+ bias` and ReLU as `epi` asks: one dispatch of the
+/// [`plan`]'s tiles times the split-K slices, and, when K is split, `splitk_sum` adding the slices'
+/// partials (in a scratch buffer) in order into C.
 pub(super) fn matmul(
     be: &GpuBackend,
     g: &Gemm,
@@ -110,31 +169,16 @@ pub(super) fn matmul(
     let flags = epi.bias.is_some() as u32 | (epi.relu as u32) << 1;
     // Every kernel declares the bias binding; without a bias it gets B again (never read).
     let bias = epi.bias.map_or(&b.buf, |t| &t.buf);
-    let (family, entry, ab) = match (be.style, vec4_entry(g)) {
-        (KernelStyle::Tiled, _) => (Family::Matmul, "matmul_tiled", (1, 2)),
-        (KernelStyle::Direct, Some(e)) if be.subgroup_kernels => {
-            (Family::MatmulSg, subgroup_entry(e), (5, 6))
-        }
-        (KernelStyle::Direct, Some(e)) => (Family::Matmul, e, (5, 6)),
-        (KernelStyle::Direct, None) => (Family::Matmul, "matmul_direct", (1, 2)),
-    };
-    // The subgroup kernels' tile: 8 RG rows x 512 / RG columns, as few row blocks as cover m; an NT
-    // product with fewer columns than rows and under 64 of them shares B instead (matmul_nt_sg_cols):
-    // 512 / CG rows x 8 CG columns.
-    let blocks = |x: usize| x.div_ceil(8).next_power_of_two().min(8);
-    let (entry, rg, cg) = match family {
-        Family::MatmulSg if entry == "matmul_nt_sg" && n < TILE && n < m => {
-            ("matmul_nt_sg_cols", 8, blocks(n))
-        }
-        Family::MatmulSg => (entry, blocks(m), 8),
-        _ => (entry, TILE / 8, 8),
-    };
-    let tiles = if entry == "matmul_nt_sg_cols" {
-        (n.div_ceil(8 * cg), m.div_ceil(TILE * 8 / cg))
-    } else {
-        (n.div_ceil(TILE * 8 / rg), m.div_ceil(8 * rg))
-    };
-    let (splits, k_split) = split_k(k, tiles.0 * tiles.1, be.style.target_workgroups());
+    let target = be.style.target_workgroups();
+    let Plan {
+        family,
+        entry,
+        ab,
+        rg,
+        cg,
+        tiles,
+    } = plan(be.style, be.subgroup_kernels, g);
+    let (splits, k_split) = split_k(k, tiles.0 * tiles.1, target);
     let params = Params {
         m: u(m),
         k: u(k),
@@ -182,7 +226,36 @@ pub(super) fn matmul(
 
 #[cfg(test)]
 mod tests {
-    use super::split_k;
+    use super::*;
+
+    /// The kernel each layer shape of the models gets, and that every lane of a tile has real work.
+    #[test]
+    fn plans_fit_the_shape() {
+        let nt = |m, k, n| Gemm::new(m, k, n).b_t();
+        let tn = |m, k, n| Gemm::new(m, k, n).a_t();
+        let real = |g: &Gemm| plan(KernelStyle::Tiled, false, g);
+        // fc8's first layer on a GPU: 64x64 tiles. A conv's dW (16 x 144, K = 86,240): 16x16 tiles,
+        // one row of them instead of a 64-row tile with 48 empty rows.
+        assert_eq!(real(&nt(110, 784, 256)).entry, "matmul_tiled");
+        let dw = real(&tn(16, 86_240, 144));
+        assert_eq!((dw.entry, dw.tiles), ("matmul_tiled_small", (9, 1)));
+        // Big enough in both dimensions, or enough 64x64 tiles anyway: the big tile.
+        assert_eq!(real(&nt(32_768, 64, 32)).entry, "matmul_tiled");
+        assert_eq!(real(&nt(4096, 64, 32)).entry, "matmul_tiled_small");
+        // lavapipe: the same dW with 2 row blocks (16 rows) per tile, the conv forward (86,240 x 16)
+        // with B shared across lanes and 2 column blocks, and no subgroups: the vec4 kernels.
+        let emu = |g: &Gemm, sg| plan(KernelStyle::Direct, sg, g);
+        let dw = emu(&tn(16, 86_240, 144), true);
+        assert_eq!((dw.entry, dw.rg, dw.tiles), ("matmul_tn_sg", 2, (1, 1)));
+        let fwd = emu(&nt(86_240, 144, 16), true);
+        assert_eq!(
+            (fwd.entry, fwd.cg, fwd.tiles),
+            ("matmul_nt_sg_cols", 2, (1, 337))
+        );
+        assert_eq!(emu(&nt(110, 784, 256), false).entry, "matmul_nt_v4");
+        // conv1's K = 9 taps is no multiple of 4: the scalar kernel.
+        assert_eq!(emu(&nt(86_240, 9, 16), true).entry, "matmul_direct");
+    }
 
     #[test]
     fn split_k_fills_the_target_in_whole_blocks() {
