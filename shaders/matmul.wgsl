@@ -166,6 +166,63 @@ fn store_block(z: u32, row0: u32, col0: u32, acc: ptr<function, array<vec4<f32>,
     }
 }
 
+// The inner steps of the 8x8-block kernels (here and in matmul_sg.wgsl), written so that every index
+// into a local array is a constant at each call: a dynamic one is a lane-by-lane loop on lavapipe.
+
+// Offsets of the 8 rows first.. (clamped to last) of a matrix with `stride` vec4 per row.
+fn rows8(first: u32, last: u32, stride: u32) -> array<u32, 8> {
+    return array<u32, 8>(
+        min(first, last) * stride, min(first + 1u, last) * stride, min(first + 2u, last) * stride,
+        min(first + 3u, last) * stride, min(first + 4u, last) * stride, min(first + 5u, last) * stride,
+        min(first + 6u, last) * stride, min(first + 7u, last) * stride,
+    );
+}
+
+// Vector q of the 8 rows at offsets r, of A or of B.
+fn a_rows8(r: array<u32, 8>, q: u32) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(a4[r[0] + q], a4[r[1] + q], a4[r[2] + q], a4[r[3] + q], a4[r[4] + q], a4[r[5] + q], a4[r[6] + q], a4[r[7] + q]);
+}
+fn b_rows8(r: array<u32, 8>, q: u32) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(b4[r[0] + q], b4[r[1] + q], b4[r[2] + q], b4[r[3] + q], b4[r[4] + q], b4[r[5] + q], b4[r[6] + q], b4[r[7] + q]);
+}
+
+// NN: B's rows k..k+3 (from offset bo, n4 vectors per row) at the vector columns cv0 and cv1, as
+// b[2t] (row k + t, columns 0-3) and b[2t + 1] (columns 4-7).
+fn nn_b(bo: u32, n4: u32, cv0: u32, cv1: u32) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(
+        b4[bo + cv0], b4[bo + cv1], b4[bo + n4 + cv0], b4[bo + n4 + cv1],
+        b4[bo + 2u * n4 + cv0], b4[bo + 2u * n4 + cv1], b4[bo + 3u * n4 + cv0], b4[bo + 3u * n4 + cv1],
+    );
+}
+
+// Row r of the block, NN: acc[2r], acc[2r + 1] += a (4 k of A's row r) times b (as nn_b gives it).
+fn nn_row(acc: ptr<function, array<vec4<f32>, 16>>, r: u32, a: vec4<f32>, b: array<vec4<f32>, 8>) {
+    (*acc)[2u * r] = fma(vec4<f32>(a.w), b[6], fma(vec4<f32>(a.z), b[4], fma(vec4<f32>(a.y), b[2], fma(vec4<f32>(a.x), b[0], (*acc)[2u * r]))));
+    (*acc)[2u * r + 1u] = fma(vec4<f32>(a.w), b[7], fma(vec4<f32>(a.z), b[5], fma(vec4<f32>(a.y), b[3], fma(vec4<f32>(a.x), b[1], (*acc)[2u * r + 1u]))));
+}
+
+// Row r of the block, NT: 4 k of A's row r dotted with 4 k of each of B's 8 rows (C's columns).
+fn nt_row(acc: ptr<function, array<vec4<f32>, 16>>, r: u32, a: vec4<f32>, b: array<vec4<f32>, 8>) {
+    (*acc)[2u * r] += vec4<f32>(dot(a, b[0]), dot(a, b[1]), dot(a, b[2]), dot(a, b[3]));
+    (*acc)[2u * r + 1u] += vec4<f32>(dot(a, b[4]), dot(a, b[5]), dot(a, b[6]), dot(a, b[7]));
+}
+
+// TN: acc += the outer product of one k: rows a0 (0-3) and a1 (4-7) of A, columns b0 (0-3) and b1 (4-7).
+fn tn_outer(acc: ptr<function, array<vec4<f32>, 16>>, a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>) {
+    tn_row(acc, 0u, a0.x, b0, b1);
+    tn_row(acc, 1u, a0.y, b0, b1);
+    tn_row(acc, 2u, a0.z, b0, b1);
+    tn_row(acc, 3u, a0.w, b0, b1);
+    tn_row(acc, 4u, a1.x, b0, b1);
+    tn_row(acc, 5u, a1.y, b0, b1);
+    tn_row(acc, 6u, a1.z, b0, b1);
+    tn_row(acc, 7u, a1.w, b0, b1);
+}
+fn tn_row(acc: ptr<function, array<vec4<f32>, 16>>, r: u32, a: f32, b0: vec4<f32>, b1: vec4<f32>) {
+    (*acc)[2u * r] = fma(vec4<f32>(a), b0, (*acc)[2u * r]);
+    (*acc)[2u * r + 1u] = fma(vec4<f32>(a), b1, (*acc)[2u * r + 1u]);
+}
+
 // NN: A [m x k], B [k x n]; k and n multiples of 4. Per 4 k: 8 row vectors of A, 8 vectors of B.
 @compute @workgroup_size(8, 8)
 fn matmul_nn_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -176,10 +233,7 @@ fn matmul_nn_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let kr = k_range(wid.z);
     let k4 = p.k / 4u;
     let n4 = p.n / 4u;
-    var ra: array<u32, 8>; // row i of A as a vec4 index (plus k / 4)
-    for (var i = 0u; i < 8u; i++) {
-        ra[i] = min(o.x + i, p.m - 1u) * k4;
-    }
+    let ra = rows8(o.x, p.m - 1u, k4); // A's rows as vec4 offsets (plus k / 4)
     let cv0 = min(o.y / 4u, n4 - 1u);
     let cv1 = min(o.y / 4u + 1u, n4 - 1u);
     var acc: array<vec4<f32>, 16>;
@@ -187,20 +241,16 @@ fn matmul_nn_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
         block_start(&acc);
         for (var kk = k0; kk < min(k0 + 256u, kr.y); kk += 4u) {
-            let bo = kk * n4;
-            let b00 = b4[bo + cv0];
-            let b01 = b4[bo + cv1];
-            let b10 = b4[bo + n4 + cv0];
-            let b11 = b4[bo + n4 + cv1];
-            let b20 = b4[bo + 2u * n4 + cv0];
-            let b21 = b4[bo + 2u * n4 + cv1];
-            let b30 = b4[bo + 3u * n4 + cv0];
-            let b31 = b4[bo + 3u * n4 + cv1];
-            for (var i = 0u; i < 8u; i++) {
-                let av = a4[ra[i] + kk / 4u];
-                acc[2u * i] = fma(vec4<f32>(av.w), b30, fma(vec4<f32>(av.z), b20, fma(vec4<f32>(av.y), b10, fma(vec4<f32>(av.x), b00, acc[2u * i]))));
-                acc[2u * i + 1u] = fma(vec4<f32>(av.w), b31, fma(vec4<f32>(av.z), b21, fma(vec4<f32>(av.y), b11, fma(vec4<f32>(av.x), b01, acc[2u * i + 1u]))));
-            }
+            let b = nn_b(kk * n4, n4, cv0, cv1);
+            let av = a_rows8(ra, kk / 4u);
+            nn_row(&acc, 0u, av[0], b);
+            nn_row(&acc, 1u, av[1], b);
+            nn_row(&acc, 2u, av[2], b);
+            nn_row(&acc, 3u, av[3], b);
+            nn_row(&acc, 4u, av[4], b);
+            nn_row(&acc, 5u, av[5], b);
+            nn_row(&acc, 6u, av[6], b);
+            nn_row(&acc, 7u, av[7], b);
         }
         block_end(&sum, &acc);
     }
@@ -216,27 +266,24 @@ fn matmul_nt_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     }
     let kr = k_range(wid.z);
     let k4 = p.k / 4u;
-    var ra: array<u32, 8>;
-    var rb: array<u32, 8>;
-    for (var i = 0u; i < 8u; i++) {
-        ra[i] = min(o.x + i, p.m - 1u) * k4;
-        rb[i] = min(o.y + i, p.n - 1u) * k4;
-    }
+    let ra = rows8(o.x, p.m - 1u, k4);
+    let rb = rows8(o.y, p.n - 1u, k4);
     var acc: array<vec4<f32>, 16>;
     var sum: array<vec4<f32>, 16>;
     for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
         block_start(&acc);
         for (var kk = k0; kk < min(k0 + 256u, kr.y); kk += 4u) {
             let q = kk / 4u;
-            var bv: array<vec4<f32>, 8>;
-            for (var j = 0u; j < 8u; j++) {
-                bv[j] = b4[rb[j] + q];
-            }
-            for (var i = 0u; i < 8u; i++) {
-                let av = a4[ra[i] + q];
-                acc[2u * i] += vec4<f32>(dot(av, bv[0]), dot(av, bv[1]), dot(av, bv[2]), dot(av, bv[3]));
-                acc[2u * i + 1u] += vec4<f32>(dot(av, bv[4]), dot(av, bv[5]), dot(av, bv[6]), dot(av, bv[7]));
-            }
+            let bv = b_rows8(rb, q);
+            let av = a_rows8(ra, q);
+            nt_row(&acc, 0u, av[0], bv);
+            nt_row(&acc, 1u, av[1], bv);
+            nt_row(&acc, 2u, av[2], bv);
+            nt_row(&acc, 3u, av[3], bv);
+            nt_row(&acc, 4u, av[4], bv);
+            nt_row(&acc, 5u, av[5], bv);
+            nt_row(&acc, 6u, av[6], bv);
+            nt_row(&acc, 7u, av[7], bv);
         }
         block_end(&sum, &acc);
     }
@@ -262,16 +309,7 @@ fn matmul_tn_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
         block_start(&acc);
         for (var kk = k0; kk < min(k0 + 256u, kr.y); kk++) {
-            let a0 = a4[kk * m4 + rv0];
-            let a1 = a4[kk * m4 + rv1];
-            let b0 = b4[kk * n4 + cv0];
-            let b1 = b4[kk * n4 + cv1];
-            for (var i = 0u; i < 4u; i++) {
-                acc[2u * i] = fma(vec4<f32>(a0[i]), b0, acc[2u * i]);
-                acc[2u * i + 1u] = fma(vec4<f32>(a0[i]), b1, acc[2u * i + 1u]);
-                acc[2u * i + 8u] = fma(vec4<f32>(a1[i]), b0, acc[2u * i + 8u]);
-                acc[2u * i + 9u] = fma(vec4<f32>(a1[i]), b1, acc[2u * i + 9u]);
-            }
+            tn_outer(&acc, a4[kk * m4 + rv0], a4[kk * m4 + rv1], b4[kk * n4 + cv0], b4[kk * n4 + cv1]);
         }
         block_end(&sum, &acc);
     }

@@ -23,19 +23,6 @@ fn lanes8(v: vec4<f32>) -> array<vec4<f32>, 8> {
     );
 }
 
-// Row `r` (a constant at every call) of the block, NN: acc[2r], acc[2r + 1] += a (4 k of A's row r) times
-// b (B's rows k..k+3, columns 0-3 and 4-7: b[2t], b[2t + 1]).
-fn nn_row(acc: ptr<function, array<vec4<f32>, 16>>, r: u32, a: vec4<f32>, b: array<vec4<f32>, 8>) {
-    (*acc)[2u * r] = fma(vec4<f32>(a.w), b[6], fma(vec4<f32>(a.z), b[4], fma(vec4<f32>(a.y), b[2], fma(vec4<f32>(a.x), b[0], (*acc)[2u * r]))));
-    (*acc)[2u * r + 1u] = fma(vec4<f32>(a.w), b[7], fma(vec4<f32>(a.z), b[5], fma(vec4<f32>(a.y), b[3], fma(vec4<f32>(a.x), b[1], (*acc)[2u * r + 1u]))));
-}
-
-// Row `r` of the block, NT: 4 k of A's row r dotted with 4 k of each of B's 8 rows (C's columns).
-fn nt_row(acc: ptr<function, array<vec4<f32>, 16>>, r: u32, a: vec4<f32>, b: array<vec4<f32>, 8>) {
-    (*acc)[2u * r] += vec4<f32>(dot(a, b[0]), dot(a, b[1]), dot(a, b[2]), dot(a, b[3]));
-    (*acc)[2u * r + 1u] += vec4<f32>(dot(a, b[4]), dot(a, b[5]), dot(a, b[6]), dot(a, b[7]));
-}
-
 // Row blocks of 8 per workgroup tile (1, 2, 4 or 8): the tile is 8 RG rows x 512 / RG columns, so a
 // product with few rows (a convolution's weight gradient: 16 or 32 output channels) keeps every lane
 // on real rows instead of clamped copies of the last one. Subgroup s takes row block s % RG and the
@@ -66,17 +53,8 @@ fn matmul_nn_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg:
     for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
         block_start(&acc);
         for (var kk = k0; kk < min(k0 + 256u, kr.y); kk += 4u) {
-            let bo = kk * n4;
-            let b00 = b4[bo + cv0];
-            let b01 = b4[bo + cv1];
-            let b10 = b4[bo + n4 + cv0];
-            let b11 = b4[bo + n4 + cv1];
-            let b20 = b4[bo + 2u * n4 + cv0];
-            let b21 = b4[bo + 2u * n4 + cv1];
-            let b30 = b4[bo + 3u * n4 + cv0];
-            let b31 = b4[bo + 3u * n4 + cv1];
+            let b = nn_b(kk * n4, n4, cv0, cv1);
             let av = lanes8(a4[my_row + kk / 4u]);
-            let b = array<vec4<f32>, 8>(b00, b01, b10, b11, b20, b21, b30, b31);
             nn_row(&acc, 0u, av[0], b);
             nn_row(&acc, 1u, av[1], b);
             nn_row(&acc, 2u, av[2], b);
@@ -98,26 +76,14 @@ fn matmul_nt_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg:
     let kr = k_range(wid.z);
     let k4 = p.k / 4u;
     let my_row = min(o.x + lane, p.m - 1u) * k4;
-    // Rows of B (columns of C), clamped; scalars rather than an array, for constant indexing.
-    let last = p.n - 1u;
-    let rb0 = min(o.y, last) * k4;
-    let rb1 = min(o.y + 1u, last) * k4;
-    let rb2 = min(o.y + 2u, last) * k4;
-    let rb3 = min(o.y + 3u, last) * k4;
-    let rb4 = min(o.y + 4u, last) * k4;
-    let rb5 = min(o.y + 5u, last) * k4;
-    let rb6 = min(o.y + 6u, last) * k4;
-    let rb7 = min(o.y + 7u, last) * k4;
+    let rb = rows8(o.y, p.n - 1u, k4);
     var acc: array<vec4<f32>, 16>;
     var sum: array<vec4<f32>, 16>;
     for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
         block_start(&acc);
         for (var kk = k0; kk < min(k0 + 256u, kr.y); kk += 4u) {
             let q = kk / 4u;
-            let bv = array<vec4<f32>, 8>(
-                b4[rb0 + q], b4[rb1 + q], b4[rb2 + q], b4[rb3 + q],
-                b4[rb4 + q], b4[rb5 + q], b4[rb6 + q], b4[rb7 + q],
-            );
+            let bv = b_rows8(rb, q);
             let av = lanes8(a4[my_row + q]);
             nt_row(&acc, 0u, av[0], bv);
             nt_row(&acc, 1u, av[1], bv);
@@ -144,15 +110,7 @@ fn matmul_nt_sg_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
     let kr = k_range(wid.z);
     let k4 = p.k / 4u;
     let my_col = min(col0 + lane, p.n - 1u) * k4;
-    let last = p.m - 1u;
-    let ra0 = min(row0, last) * k4;
-    let ra1 = min(row0 + 1u, last) * k4;
-    let ra2 = min(row0 + 2u, last) * k4;
-    let ra3 = min(row0 + 3u, last) * k4;
-    let ra4 = min(row0 + 4u, last) * k4;
-    let ra5 = min(row0 + 5u, last) * k4;
-    let ra6 = min(row0 + 6u, last) * k4;
-    let ra7 = min(row0 + 7u, last) * k4;
+    let ra = rows8(row0, p.m - 1u, k4);
     var acc: array<vec4<f32>, 16>;
     var sum: array<vec4<f32>, 16>;
     for (var k0 = kr.x; k0 < kr.y; k0 += 256u) {
@@ -160,38 +118,19 @@ fn matmul_nt_sg_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
         for (var kk = k0; kk < min(k0 + 256u, kr.y); kk += 4u) {
             let q = kk / 4u;
             let bv = lanes8(b4[my_col + q]);
-            nt_row(&acc, 0u, a4[ra0 + q], bv);
-            nt_row(&acc, 1u, a4[ra1 + q], bv);
-            nt_row(&acc, 2u, a4[ra2 + q], bv);
-            nt_row(&acc, 3u, a4[ra3 + q], bv);
-            nt_row(&acc, 4u, a4[ra4 + q], bv);
-            nt_row(&acc, 5u, a4[ra5 + q], bv);
-            nt_row(&acc, 6u, a4[ra6 + q], bv);
-            nt_row(&acc, 7u, a4[ra7 + q], bv);
+            let av = a_rows8(ra, q);
+            nt_row(&acc, 0u, av[0], bv);
+            nt_row(&acc, 1u, av[1], bv);
+            nt_row(&acc, 2u, av[2], bv);
+            nt_row(&acc, 3u, av[3], bv);
+            nt_row(&acc, 4u, av[4], bv);
+            nt_row(&acc, 5u, av[5], bv);
+            nt_row(&acc, 6u, av[6], bv);
+            nt_row(&acc, 7u, av[7], bv);
         }
         block_end(&sum, &acc);
     }
     store_block(wid.z, row0, col0, &sum);
-}
-
-// acc += the outer product of one k: rows a0 (0-3) and a1 (4-7) of A, columns b0 (0-3) and b1 (4-7).
-fn tn_outer(acc: ptr<function, array<vec4<f32>, 16>>, a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>) {
-    (*acc)[0] = fma(vec4<f32>(a0.x), b0, (*acc)[0]);
-    (*acc)[1] = fma(vec4<f32>(a0.x), b1, (*acc)[1]);
-    (*acc)[2] = fma(vec4<f32>(a0.y), b0, (*acc)[2]);
-    (*acc)[3] = fma(vec4<f32>(a0.y), b1, (*acc)[3]);
-    (*acc)[4] = fma(vec4<f32>(a0.z), b0, (*acc)[4]);
-    (*acc)[5] = fma(vec4<f32>(a0.z), b1, (*acc)[5]);
-    (*acc)[6] = fma(vec4<f32>(a0.w), b0, (*acc)[6]);
-    (*acc)[7] = fma(vec4<f32>(a0.w), b1, (*acc)[7]);
-    (*acc)[8] = fma(vec4<f32>(a1.x), b0, (*acc)[8]);
-    (*acc)[9] = fma(vec4<f32>(a1.x), b1, (*acc)[9]);
-    (*acc)[10] = fma(vec4<f32>(a1.y), b0, (*acc)[10]);
-    (*acc)[11] = fma(vec4<f32>(a1.y), b1, (*acc)[11]);
-    (*acc)[12] = fma(vec4<f32>(a1.z), b0, (*acc)[12]);
-    (*acc)[13] = fma(vec4<f32>(a1.z), b1, (*acc)[13]);
-    (*acc)[14] = fma(vec4<f32>(a1.w), b0, (*acc)[14]);
-    (*acc)[15] = fma(vec4<f32>(a1.w), b1, (*acc)[15]);
 }
 
 // TN: A [k x m], B [k x n]; m and n multiples of 4. Per 4 k the subgroup needs 8 vectors of A (k + l / 2,

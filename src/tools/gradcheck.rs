@@ -246,6 +246,7 @@ fn align_relu_kinks<C: Backend + 'static, G: Backend + 'static>(
 
 /// `max |a - b| / max |b|`: the error of `a` relative to the reference `b` (0 when both are all zero).
 /// Used by gradcheck (GPU against CPU) and by the finite-difference tests (analytic against numeric).
+/// A NaN anywhere (a failed read-back gives NaNs) is an infinite error: `f32::max` would skip it.
 pub fn max_rel_diff(a: &[f32], reference: &[f32]) -> f32 {
     assert_eq!(
         a.len(),
@@ -253,15 +254,34 @@ pub fn max_rel_diff(a: &[f32], reference: &[f32]) -> f32 {
         "compared tensors differ in length"
     );
     let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let diff = a
-        .iter()
-        .zip(reference)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    let diff = a.iter().zip(reference).fold(0.0f32, |m, (x, y)| {
+        let d = (x - y).abs();
+        if d.is_nan() {
+            f32::INFINITY
+        } else {
+            m.max(d)
+        }
+    });
     if diff == 0.0 {
         0.0
     } else if scale == 0.0 || !diff.is_finite() {
         f32::INFINITY
     } else {
         diff / scale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_rel_diff;
+
+    #[test]
+    fn a_nan_is_an_infinite_error_not_a_skipped_one() {
+        assert_eq!(max_rel_diff(&[1.0, 2.0], &[1.0, 2.0]), 0.0);
+        assert!((max_rel_diff(&[1.0, 2.2], &[1.0, 2.0]) - 0.1).abs() < 1e-6);
+        assert_eq!(max_rel_diff(&[f32::NAN, 2.0], &[1.0, 2.0]), f32::INFINITY);
+        assert_eq!(max_rel_diff(&[1.0, f32::NAN], &[1.0, 2.0]), f32::INFINITY);
+        assert_eq!(max_rel_diff(&[1.0, 2.0], &[f32::NAN, 2.0]), f32::INFINITY);
+        assert_eq!(max_rel_diff(&[f32::INFINITY], &[1.0]), f32::INFINITY);
     }
 }
