@@ -207,6 +207,28 @@ fn nt_row(acc: ptr<function, array<vec4<f32>, 16>>, r: u32, a: vec4<f32>, b: arr
     (*acc)[2u * r + 1u] += vec4<f32>(dot(a, b[4]), dot(a, b[5]), dot(a, b[6]), dot(a, b[7]));
 }
 
+// All 8 rows of the block: nn_row / nt_row for av[0..7] (8 calls, so each index stays a constant).
+fn nn_block(acc: ptr<function, array<vec4<f32>, 16>>, av: array<vec4<f32>, 8>, b: array<vec4<f32>, 8>) {
+    nn_row(acc, 0u, av[0], b);
+    nn_row(acc, 1u, av[1], b);
+    nn_row(acc, 2u, av[2], b);
+    nn_row(acc, 3u, av[3], b);
+    nn_row(acc, 4u, av[4], b);
+    nn_row(acc, 5u, av[5], b);
+    nn_row(acc, 6u, av[6], b);
+    nn_row(acc, 7u, av[7], b);
+}
+fn nt_block(acc: ptr<function, array<vec4<f32>, 16>>, av: array<vec4<f32>, 8>, bv: array<vec4<f32>, 8>) {
+    nt_row(acc, 0u, av[0], bv);
+    nt_row(acc, 1u, av[1], bv);
+    nt_row(acc, 2u, av[2], bv);
+    nt_row(acc, 3u, av[3], bv);
+    nt_row(acc, 4u, av[4], bv);
+    nt_row(acc, 5u, av[5], bv);
+    nt_row(acc, 6u, av[6], bv);
+    nt_row(acc, 7u, av[7], bv);
+}
+
 // TN: acc += the outer product of one k: rows a0 (0-3) and a1 (4-7) of A, columns b0 (0-3) and b1 (4-7).
 fn tn_outer(acc: ptr<function, array<vec4<f32>, 16>>, a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>) {
     tn_row(acc, 0u, a0.x, b0, b1);
@@ -243,14 +265,7 @@ fn matmul_nn_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         for (var kk = k0; kk < min(k0 + 256u, kr.y); kk += 4u) {
             let b = nn_b(kk * n4, n4, cv0, cv1);
             let av = a_rows8(ra, kk / 4u);
-            nn_row(&acc, 0u, av[0], b);
-            nn_row(&acc, 1u, av[1], b);
-            nn_row(&acc, 2u, av[2], b);
-            nn_row(&acc, 3u, av[3], b);
-            nn_row(&acc, 4u, av[4], b);
-            nn_row(&acc, 5u, av[5], b);
-            nn_row(&acc, 6u, av[6], b);
-            nn_row(&acc, 7u, av[7], b);
+            nn_block(&acc, av, b);
         }
         block_end(&sum, &acc);
     }
@@ -276,14 +291,7 @@ fn matmul_nt_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             let q = kk / 4u;
             let bv = b_rows8(rb, q);
             let av = a_rows8(ra, q);
-            nt_row(&acc, 0u, av[0], bv);
-            nt_row(&acc, 1u, av[1], bv);
-            nt_row(&acc, 2u, av[2], bv);
-            nt_row(&acc, 3u, av[3], bv);
-            nt_row(&acc, 4u, av[4], bv);
-            nt_row(&acc, 5u, av[5], bv);
-            nt_row(&acc, 6u, av[6], bv);
-            nt_row(&acc, 7u, av[7], bv);
+            nt_block(&acc, av, bv);
         }
         block_end(&sum, &acc);
     }

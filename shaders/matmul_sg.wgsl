@@ -55,14 +55,7 @@ fn matmul_nn_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg:
         for (var kk = k0; kk < min(k0 + 256u, kr.y); kk += 4u) {
             let b = nn_b(kk * n4, n4, cv0, cv1);
             let av = lanes8(a4[my_row + kk / 4u]);
-            nn_row(&acc, 0u, av[0], b);
-            nn_row(&acc, 1u, av[1], b);
-            nn_row(&acc, 2u, av[2], b);
-            nn_row(&acc, 3u, av[3], b);
-            nn_row(&acc, 4u, av[4], b);
-            nn_row(&acc, 5u, av[5], b);
-            nn_row(&acc, 6u, av[6], b);
-            nn_row(&acc, 7u, av[7], b);
+            nn_block(&acc, av, b);
         }
         block_end(&sum, &acc);
     }
@@ -85,14 +78,7 @@ fn matmul_nt_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg:
             let q = kk / 4u;
             let bv = b_rows8(rb, q);
             let av = lanes8(a4[my_row + q]);
-            nt_row(&acc, 0u, av[0], bv);
-            nt_row(&acc, 1u, av[1], bv);
-            nt_row(&acc, 2u, av[2], bv);
-            nt_row(&acc, 3u, av[3], bv);
-            nt_row(&acc, 4u, av[4], bv);
-            nt_row(&acc, 5u, av[5], bv);
-            nt_row(&acc, 6u, av[6], bv);
-            nt_row(&acc, 7u, av[7], bv);
+            nt_block(&acc, av, bv);
         }
         block_end(&sum, &acc);
     }
@@ -119,14 +105,7 @@ fn matmul_nt_sg_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
             let q = kk / 4u;
             let bv = lanes8(b4[my_col + q]);
             let av = a_rows8(ra, q);
-            nt_row(&acc, 0u, av[0], bv);
-            nt_row(&acc, 1u, av[1], bv);
-            nt_row(&acc, 2u, av[2], bv);
-            nt_row(&acc, 3u, av[3], bv);
-            nt_row(&acc, 4u, av[4], bv);
-            nt_row(&acc, 5u, av[5], bv);
-            nt_row(&acc, 6u, av[6], bv);
-            nt_row(&acc, 7u, av[7], bv);
+            nt_block(&acc, av, bv);
         }
         block_end(&sum, &acc);
     }
