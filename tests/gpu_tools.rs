@@ -70,7 +70,7 @@ fn gpu_profile_counts_dispatches() {
     let has_timestamps = {
         let g = gpu();
         let started = g.timer_start();
-        let marks = (g.timer_mark(), g.timer_mark());
+        let marks = (g.timer_mark(false), g.timer_mark(true));
         let times = g.timer_finish().unwrap();
         assert_eq!(times.len(), if started { 2 } else { 0 }, "{marks:?}");
         started

@@ -253,8 +253,9 @@ pub trait Backend {
         false
     }
     /// Records a device timestamp at this point of the queued work: its index, or `None` when no timer
-    /// runs or it is full.
-    fn timer_mark(&self) -> Option<usize> {
+    /// runs or it is full. `submit`: then submit the queued work (an op's end mark, so that no op's
+    /// interval spans a submission and so a wait on the host).
+    fn timer_mark(&self, _submit: bool) -> Option<usize> {
         None
     }
     /// Waits for the queued work, stops the timer and returns every mark's time in seconds (from an

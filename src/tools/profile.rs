@@ -132,9 +132,9 @@ impl<B: Backend> Profiled<B> {
         }
         let d0 = self.inner.dispatch_count().unwrap_or(0);
         if self.timestamps.get() {
-            let m0 = self.inner.timer_mark();
+            let m0 = self.inner.timer_mark(false);
             let r = f();
-            let m1 = self.inner.timer_mark();
+            let m1 = self.inner.timer_mark(true);
             self.pending.borrow_mut().push(Pending {
                 label: label(),
                 work,

@@ -174,7 +174,8 @@ pub enum ParamsKind {
 #[derive(Hash, PartialEq, Eq)]
 struct BindKey {
     kernel: Kernel,
-    buffers: Vec<(u32, u64, u64)>,
+    /// (binding, buffer id, offset, size) of each bound range: two views of one buffer differ.
+    buffers: Vec<(u32, u64, u64, u64)>,
     params: Vec<u8>,
 }
 
@@ -193,10 +194,10 @@ pub struct Launcher {
     modules: RefCell<HashMap<Family, wgpu::ShaderModule>>,
     pipelines: RefCell<HashMap<Kernel, wgpu::ComputePipeline>>,
     binds: RefCell<HashMap<BindKey, BindEntry>>,
-    encoder: RefCell<Option<wgpu::CommandEncoder>>,
-    /// The open compute pass on `encoder`: consecutive dispatches share one pass (wgpu still orders
+    /// The open compute pass on `encoder` (declared first, so it is dropped before the encoder): consecutive dispatches share one pass (wgpu still orders
     /// them), and it is closed before any copy or clear and before submitting.
     pass: RefCell<Option<wgpu::ComputePass<'static>>>,
+    encoder: RefCell<Option<wgpu::CommandEncoder>>,
     /// Incremented at each submit; identifies the pending encoder.
     serial: Cell<u64>,
     /// Dispatches recorded so far (read by the profiler: dispatches per op and per step).
@@ -251,15 +252,24 @@ impl Launcher {
     }
 
     /// Writes a timestamp after the work recorded so far: its index, or `None` (no timer, or full).
-    pub fn timer_mark(&self) -> Option<usize> {
-        let mut slot = self.timer.borrow_mut();
-        let timer = slot.as_mut()?;
-        if timer.next == TIMER_CAPACITY {
-            return None;
+    /// `submit`: then hand everything recorded to the device (an op's end mark), so that an op's
+    /// start mark, its work and its end mark share one submission and the device never waits on the
+    /// host in between (a launch whose dynamic params changed would otherwise submit mid-op).
+    pub fn timer_mark(&self, submit: bool) -> Option<usize> {
+        let index = {
+            let mut slot = self.timer.borrow_mut();
+            let timer = slot.as_mut()?;
+            if timer.next == TIMER_CAPACITY {
+                return None;
+            }
+            let index = timer.next;
+            self.with_encoder(|enc| enc.write_timestamp(&timer.set, index));
+            timer.next += 1;
+            index
+        };
+        if submit {
+            self.flush();
         }
-        let index = timer.next;
-        self.with_encoder(|enc| enc.write_timestamp(&timer.set, index));
-        timer.next += 1;
         Some(index as usize)
     }
 
@@ -408,7 +418,7 @@ impl Launcher {
             kernel,
             buffers: buffers
                 .iter()
-                .map(|(b, buf)| (*b, buf.id, buf.offset))
+                .map(|(b, buf)| (*b, buf.id, buf.offset, buf.size))
                 .collect(),
             params: if kind == ParamsKind::Static {
                 bytes.clone()

@@ -54,7 +54,8 @@ fn subgroup_entry(vec4: &'static str) -> &'static str {
     match vec4 {
         "matmul_nn_v4" => "matmul_nn_sg",
         "matmul_nt_v4" => "matmul_nt_sg",
-        _ => "matmul_tn_sg",
+        "matmul_tn_v4" => "matmul_tn_sg",
+        other => unreachable!("{other} has no subgroup twin"),
     }
 }
 
@@ -63,13 +64,7 @@ fn subgroup_entry(vec4: &'static str) -> &'static str {
 fn vec4_entry(g: &Gemm) -> Option<&'static str> {
     let four = |x: usize| x.is_multiple_of(4);
     match (g.ta, g.tb) {
-        (Trans::N, Trans::N) if four(g.k) && four(g.n) => {
-            Some(if std::env::var_os("SG").is_some() {
-                "matmul_nn_sg"
-            } else {
-                "matmul_nn_v4"
-            })
-        }
+        (Trans::N, Trans::N) if four(g.k) && four(g.n) => Some("matmul_nn_v4"),
         (Trans::N, Trans::T) if four(g.k) => Some("matmul_nt_v4"),
         (Trans::T, Trans::N) if four(g.m) && four(g.n) => Some("matmul_tn_v4"),
         _ => None,
@@ -255,6 +250,12 @@ mod tests {
             ("matmul_nt_sg_cols", 2, (1, 337))
         );
         assert_eq!(emu(&nt(110, 784, 256), false).entry, "matmul_nt_v4");
+        // Each vec4 kernel and its subgroup twin, NN included.
+        let nn = Gemm::new(8, 8, 8);
+        assert_eq!(emu(&nn, false).entry, "matmul_nn_v4");
+        assert_eq!(emu(&nn, true).entry, "matmul_nn_sg");
+        assert_eq!(emu(&nt(8, 8, 8), true).entry, "matmul_nt_sg");
+        assert_eq!(emu(&tn(8, 8, 8), false).entry, "matmul_tn_v4");
         // conv1's K = 9 taps is no multiple of 4: the scalar kernel.
         assert_eq!(emu(&nt(86_240, 9, 16), true).entry, "matmul_direct");
     }

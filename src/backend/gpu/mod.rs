@@ -355,8 +355,8 @@ impl Backend for GpuBackend {
     fn timer_start(&self) -> bool {
         self.l.timer_start()
     }
-    fn timer_mark(&self) -> Option<usize> {
-        self.l.timer_mark()
+    fn timer_mark(&self, submit: bool) -> Option<usize> {
+        self.l.timer_mark(submit)
     }
     fn timer_finish(&self) -> anyhow::Result<Vec<f64>> {
         self.l
