@@ -11,6 +11,21 @@ fn synthetic_data(dir: &Path) {
     synthetic_dir(dir, 300, 100, 1);
 }
 
+/// `train` on the CPU over the set `synthetic_data` wrote to `data`: 100 images held out, batches of 10.
+fn tiny_train(data: &str) -> Vec<&str> {
+    vec![
+        "train",
+        "--backend",
+        "cpu",
+        "--data",
+        data,
+        "--val-size",
+        "100",
+        "--batch",
+        "10",
+    ]
+}
+
 #[test]
 fn help_lists_commands_and_options() {
     let out = wgtrain(&["--help"]);
@@ -412,17 +427,7 @@ fn a_resumed_run_says_where_it_resumed() {
     synthetic_data(&data_dir);
     let ck = tmp.path().join("ck.st");
     let (d, c) = (data_dir.to_str().unwrap(), ck.to_str().unwrap());
-    let base = [
-        "train",
-        "--backend",
-        "cpu",
-        "--data",
-        d,
-        "--val-size",
-        "100",
-        "--batch",
-        "10",
-    ];
+    let base = tiny_train(d);
     let first = wgtrain(&[&base[..], &["--steps", "4", "--save", c]].concat());
     assert!(first.status.success(), "{}", text(&first.stderr));
     assert!(
@@ -478,21 +483,9 @@ fn piped_progress_follows_log_every_and_names_a_partial_epoch() {
     synthetic_data(&data_dir);
     let d = data_dir.to_str().unwrap();
     let run = |steps: &str| {
-        let out = wgtrain(&[
-            "train",
-            "--backend",
-            "cpu",
-            "--data",
-            d,
-            "--val-size",
-            "100",
-            "--batch",
-            "10",
-            "--log-every",
-            "3",
-            "--steps",
-            steps,
-        ]);
+        let mut args = tiny_train(d);
+        args.extend(["--log-every", "3", "--steps", steps]);
+        let out = wgtrain(&args);
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stderr)
     };

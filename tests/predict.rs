@@ -308,9 +308,17 @@ fn cli_predict() {
     let inv_path = dir.path().join("inverted.png");
     inv.save(&inv_path).unwrap();
 
-    let mut args = vec!["predict", "--checkpoint", ck, "--backend", "cpu"];
-    args.extend(paths.iter().map(String::as_str));
-    let out = wgtrain(&args);
+    let predict = |extra: &[&str]| {
+        wgtrain(
+            &[
+                &["predict", "--checkpoint", ck, "--backend", "cpu"][..],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    let all: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let out = predict(&all);
     assert!(
         out.status.success(),
         "{}",
@@ -323,17 +331,7 @@ fn cli_predict() {
         assert_eq!(line.matches('%').count(), 3, "top 3: {line}");
     }
 
-    let out = wgtrain(&[
-        "predict",
-        "--checkpoint",
-        ck,
-        "--backend",
-        "cpu",
-        "--json",
-        "--top",
-        "2",
-        &paths[0],
-    ]);
+    let out = predict(&["--json", "--top", "2", &paths[0]]);
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let first = &json[0];
@@ -341,16 +339,7 @@ fn cli_predict() {
     assert_eq!(first["top"].as_array().unwrap().len(), 2);
     assert_eq!(first["probs"].as_array().unwrap().len(), 10);
 
-    let out = wgtrain(&[
-        "predict",
-        "--checkpoint",
-        ck,
-        "--backend",
-        "cpu",
-        "--json",
-        "--invert",
-        inv_path.to_str().unwrap(),
-    ]);
+    let out = predict(&["--json", "--invert", inv_path.to_str().unwrap()]);
     assert!(out.status.success());
     let inv_json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -359,14 +348,7 @@ fn cli_predict() {
     );
 
     // Dark on light without --invert: still answered, with a note that names the file and the flag.
-    let out = wgtrain(&[
-        "predict",
-        "--checkpoint",
-        ck,
-        "--backend",
-        "cpu",
-        inv_path.to_str().unwrap(),
-    ]);
+    let out = predict(&[inv_path.to_str().unwrap()]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

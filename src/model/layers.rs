@@ -261,15 +261,15 @@ impl<B: Backend> Conv2d<B> {
     fn out_per_image(&self) -> usize {
         self.geom.out_h() * self.geom.out_w() * self.out_c
     }
-    /// dW (+)= dy^T col (K = every output pixel of the chunk), and if `dx` is asked for, dcol = dy W
-    /// folded back by col2im into it (`Some(view)`) or into `self.dx` (`None`: the whole batch).
+    /// dW (+)= dy^T col (K = every output pixel of the chunk); if `need_dcol`, dcol = dy W (the caller
+    /// folds it into dx with col2im).
     fn backward_chunk(
         &mut self,
         be: &B,
         dy: &B::Tensor,
         g: &ConvGeom,
         accumulate: bool,
-        dx: Option<Option<B::Tensor>>,
+        need_dcol: bool,
     ) {
         let (rows, taps) = (g.col_rows(), g.col_cols());
         let mut dw = Gemm::new(self.out_c, rows, taps).a_t();
@@ -277,13 +277,13 @@ impl<B: Backend> Conv2d<B> {
             dw = dw.accumulate();
         }
         be.matmul(&dw, dy, &self.col, &mut self.w.grad);
-        if let Some(view) = dx {
-            let dcol = Gemm::new(rows, self.out_c, taps);
-            be.matmul(&dcol, dy, &self.w.value, &mut self.dcol);
-            match view {
-                Some(mut v) => be.col2im(&self.dcol, &mut v, g),
-                None => be.col2im(&self.dcol, &mut self.dx, g),
-            }
+        if need_dcol {
+            be.matmul(
+                &Gemm::new(rows, self.out_c, taps),
+                dy,
+                &self.w.value,
+                &mut self.dcol,
+            );
         }
     }
 }
@@ -365,7 +365,10 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
         }
         if batch <= self.chunk {
             // `col` still holds this batch's columns from the forward pass.
-            self.backward_chunk(be, dy, &g, false, need_dx.then_some(None));
+            self.backward_chunk(be, dy, &g, false, need_dx);
+            if need_dx {
+                be.col2im(&self.dcol, &mut self.dx, &g);
+            }
             return;
         }
         // Chunk by chunk: the columns again (the forward pass kept only the last chunk's), dW summed
@@ -375,9 +378,10 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
         for (i, (n0, n)) in chunks.into_iter().enumerate() {
             let g = self.geom_for(n);
             be.im2col(&be.view(x, n0 * inp, n * inp), &mut self.col, &g);
-            let dy = be.view(dy, n0 * out, n * out);
-            let dx = need_dx.then(|| Some(be.view(&self.dx, n0 * inp, n * inp)));
-            self.backward_chunk(be, &dy, &g, i > 0, dx);
+            self.backward_chunk(be, &be.view(dy, n0 * out, n * out), &g, i > 0, need_dx);
+            if need_dx {
+                be.col2im(&self.dcol, &mut be.view(&self.dx, n0 * inp, n * inp), &g);
+            }
         }
     }
     fn grad_input(&mut self) -> &mut B::Tensor {

@@ -21,7 +21,6 @@ pub fn wgtrain(args: &[&str]) -> Output {
         .args(args)
         .env("RUST_BACKTRACE", "1")
         .env("RUST_LIB_BACKTRACE", "1")
-        .env("NODEVICE_SELECT", "1")
         .output()
         .expect("run wgtrain")
 }
