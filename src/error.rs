@@ -19,6 +19,13 @@ impl InputError {
             problem: problem.into(),
         }
     }
+    /// The file this error is about, if it is about one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            InputError::File { path, .. } => Some(path),
+            InputError::Value(_) => None,
+        }
+    }
     pub fn value(msg: impl Into<String>) -> Self {
         InputError::Value(msg.into())
     }
@@ -45,4 +52,34 @@ pub fn at_least_one(flag: &str, v: usize) -> Result<usize, InputError> {
         return Err(InputError::value(format!("{flag} must be at least 1")));
     }
     Ok(v)
+}
+
+/// This machine's physical memory in bytes (None where it cannot be read).
+pub fn host_memory_bytes() -> Option<u128> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysinfo fills the zeroed struct it is given and touches nothing else.
+        let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+        if unsafe { libc::sysinfo(&mut info) } == 0 {
+            return Some(info.totalram as u128 * info.mem_unit.max(1) as u128);
+        }
+    }
+    None
+}
+
+/// A one-line error, before anything is allocated, when `what` would need more than this machine's
+/// memory: an absurd size from the command line must not abort the process.
+pub fn check_memory(what: &str, bytes: u128) -> Result<(), InputError> {
+    let Some(total) = host_memory_bytes() else {
+        return Ok(());
+    };
+    if bytes > total {
+        const GIB: f64 = (1u64 << 30) as f64;
+        return Err(InputError::value(format!(
+            "{what} would need {:.1} GiB of memory; this machine has {:.1} GiB",
+            bytes as f64 / GIB,
+            total as f64 / GIB
+        )));
+    }
+    Ok(())
 }

@@ -197,10 +197,11 @@ impl Checkpoint {
     }
 
     /// Writes the checkpoint to `path` atomically (a temporary file, then a rename).
-    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let bytes = self.to_bytes()?;
+    pub fn save(&self, path: &Path) -> Result<(), InputError> {
+        let bytes = self
+            .to_bytes()
+            .map_err(|e| InputError::file(path, format!("cannot encode the checkpoint: {e:#}")))?;
         crate::io::atomic::write_atomic(path, &bytes)
-            .map_err(|e| InputError::file(path, format!("cannot write checkpoint: {e:#}")).into())
     }
 
     /// Reads a checkpoint; any problem with the file is an [`InputError`] naming it.
@@ -311,6 +312,13 @@ impl Checkpoint {
         let mut model = Model::new(be, self.spec()?, capacity, self.meta.seed);
         self.load_into(be, &mut model, false)?;
         Ok(model)
+    }
+
+    /// Checks, before any device is chosen, that the checkpoint's tensors fit its model (names,
+    /// shapes, optimizer moments): restores it once on the CPU at batch 1, which costs little.
+    pub fn check(&self) -> Result<(), InputError> {
+        self.restore(&crate::backend::cpu::CpuBackend::new(), 1)
+            .map(|_| ())
     }
 
     /// Builds the model and the optimizer exactly as they were, moments included, to continue training.

@@ -6,3 +6,5 @@ pub mod data;
 pub mod digit;
 pub mod font;
 pub mod markdown;
+pub mod output;
+pub mod plot_file;

@@ -79,6 +79,43 @@ impl ModelSpec {
         }
     }
 
+    /// An upper bound on the f32 values a model built for batch `n` holds per image of `n` (layer
+    /// outputs and their gradients, batch-norm copies, im2col columns): what a large `--batch` costs,
+    /// checked against memory before anything is built. `tests/gpu_tools.rs` keeps it within 4x of
+    /// what the GPU backend really allocates.
+    pub fn floats_per_image(&self) -> usize {
+        match self.arch {
+            // Each layer: output, gradient, and batch norm's output, gradient and a saved copy.
+            Arch::Fc8 => 2 * FC8[0] + 6 * FC8[1..].iter().sum::<usize>(),
+            Arch::Cnn(_) => {
+                let (mut side, mut chans, mut total) = (IMAGE_SIDE, 1, 2 * IMAGE_SIDE * IMAGE_SIDE);
+                for &(out_c, stride) in self.convs() {
+                    let out_side = (side + 2 - 3) / stride + 1;
+                    let pixels = out_side * out_side;
+                    // Columns and their gradient; output, gradient and batch norm's copies.
+                    total += 2 * pixels * 9 * chans + 6 * pixels * out_c;
+                    side = out_side;
+                    chans = out_c;
+                }
+                total + 6 * side * side * chans + 4 * CLASSES
+            }
+        }
+    }
+
+    /// Whether a model built for `batch` images fits in this machine's memory (see
+    /// [`ModelSpec::floats_per_image`]); `flag` names the option that asked for it.
+    pub fn check_batch_memory(
+        &self,
+        flag: &str,
+        batch: usize,
+    ) -> Result<(), crate::error::InputError> {
+        let bytes = (self.floats_per_image() as u128) * 4 * batch as u128;
+        crate::error::check_memory(
+            &format!("{flag} {batch}: {} at this batch", self.name()),
+            bytes,
+        )
+    }
+
     fn convs(&self) -> &'static [(usize, usize)] {
         match self.arch {
             Arch::Cnn(3) => &CNN3,

@@ -5,7 +5,8 @@ use super::grid::{RunSpec, StudyTable};
 use super::store::RunRecord;
 use crate::error::InputError;
 use crate::io::font::register_font;
-use anyhow::{anyhow, Context, Result};
+use crate::io::plot_file::{plot_err, save_figure, Figure};
+use anyhow::{Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::collections::HashMap;
@@ -142,8 +143,17 @@ struct Curve {
     smooth: Vec<(f64, f64)>,
 }
 
-fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow!("drawing a figure: {e:?}")
+/// One figure's panels, ready to draw on any backend.
+struct LossFigure<'a> {
+    title: &'a str,
+    panels: &'a [(String, Vec<Curve>)],
+    window: usize,
+}
+
+impl Figure for LossFigure<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()> {
+        draw_figure(root, self.title, self.panels, self.window)
+    }
 }
 
 fn draw_figure<DB: DrawingBackend>(
@@ -283,19 +293,16 @@ pub fn render_figure(
     }
     let figdir = dir.join(FIGURES_DIR);
     std::fs::create_dir_all(&figdir)
-        .with_context(|| format!("{}: cannot create", figdir.display()))?;
+        .map_err(|e| InputError::file(&figdir, format!("cannot create: {e}")))?;
     let size = ((620 * fig.panels.len()) as u32, 560u32);
-    let png = figdir.join(format!("{}.png", fig.name));
-    let svg = figdir.join(format!("{}.svg", fig.name));
-    {
-        let root = BitMapBackend::new(&png, size).into_drawing_area();
-        draw_figure(root, &fig.title, &panels, window)
-            .with_context(|| format!("{}", png.display()))?;
-    }
-    {
-        let root = SVGBackend::new(&svg, size).into_drawing_area();
-        draw_figure(root, &fig.title, &panels, window)
-            .with_context(|| format!("{}", svg.display()))?;
+    let figure = LossFigure {
+        title: &fig.title,
+        panels: &panels,
+        window,
+    };
+    for ext in ["png", "svg"] {
+        let path = figdir.join(format!("{}.{ext}", fig.name));
+        save_figure(&figure, &path, size).with_context(|| format!("{}", path.display()))?;
     }
     Ok(Some(format!("{FIGURES_DIR}/{}.png", fig.name)))
 }

@@ -10,6 +10,7 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::error::InputError;
+use crate::io::atomic::write_atomic;
 use crate::model::layers::BatchNorm;
 use crate::model::{Model, ModelSpec, CLASSES, IMAGE_SIDE};
 use anyhow::{Context, Result};
@@ -27,17 +28,22 @@ pub enum GraphFormat {
 }
 
 impl GraphFormat {
-    /// The format a file name asks for: `.svg`, `.png`, else DOT.
-    pub fn from_path(path: &Path) -> GraphFormat {
+    /// The format a file name asks for: `.svg`, `.png`, `.dot` or `.gv`; any other name is an error
+    /// listing them (DOT text in a `.jpg` would only puzzle whoever opens it).
+    pub fn from_path(path: &Path) -> Result<GraphFormat, InputError> {
         match path
             .extension()
             .and_then(|e| e.to_str())
             .map(|e| e.to_ascii_lowercase())
             .as_deref()
         {
-            Some("svg") => GraphFormat::Svg,
-            Some("png") => GraphFormat::Png,
-            _ => GraphFormat::Dot,
+            Some("svg") => Ok(GraphFormat::Svg),
+            Some("png") => Ok(GraphFormat::Png),
+            Some("dot") | Some("gv") => Ok(GraphFormat::Dot),
+            _ => Err(InputError::file(
+                path,
+                "-o: unknown format: name the file .dot, .gv, .svg or .png (or give --format)",
+            )),
         }
     }
     pub fn name(&self) -> &'static str {
@@ -559,30 +565,22 @@ pub struct GraphvizMissing {
 
 /// Writes `dot` to `out` as `format`: DOT as is, SVG and PNG through Graphviz's `dot`. Without `dot`
 /// installed, the DOT goes to `out` with the extension `.dot` and the error says how to get Graphviz.
+/// Every file is written whole (see [`write_atomic`]): a full disk leaves no truncated image.
 pub fn render(dot: &str, format: GraphFormat, out: &Path) -> Result<()> {
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.is_dir() {
-            return Err(InputError::file(out, "cannot write: directory not found").into());
-        }
-    }
     if format == GraphFormat::Dot {
-        return std::fs::write(out, dot)
-            .map_err(|e| InputError::file(out, format!("cannot write: {e}")).into());
+        return Ok(write_atomic(out, dot.as_bytes())?);
     }
     let spawned = Command::new("dot")
         .arg(format!("-T{}", format.name()))
-        .arg("-o")
-        .arg(out)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let dot_path = out.with_extension("dot");
-            std::fs::write(&dot_path, dot)
-                .map_err(|e| InputError::file(&dot_path, format!("cannot write: {e}")))?;
+            write_atomic(&dot_path, dot.as_bytes())?;
             return Err(GraphvizMissing {
                 format: format.name(),
                 dot_path,
@@ -591,13 +589,15 @@ pub fn render(dot: &str, format: GraphFormat, out: &Path) -> Result<()> {
         }
         Err(e) => return Err(e).context("cannot run Graphviz's `dot`"),
     };
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(dot.as_bytes())
-        .context("cannot send the graph to `dot`")?;
+    // Written from another thread: `dot` may fill its stdout pipe before it has read all its input.
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let text = dot.to_string();
+    let feeder = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
     let done = child.wait_with_output().context("`dot` did not finish")?;
+    feeder
+        .join()
+        .expect("the feeding thread does not panic")
+        .context("cannot send the graph to `dot`")?;
     if !done.status.success() {
         let msg = String::from_utf8_lossy(&done.stderr);
         anyhow::bail!(
@@ -607,5 +607,5 @@ pub fn render(dot: &str, format: GraphFormat, out: &Path) -> Result<()> {
             msg.lines().next().unwrap_or("no message")
         );
     }
-    Ok(())
+    Ok(write_atomic(out, &done.stdout)?)
 }

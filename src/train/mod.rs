@@ -88,6 +88,9 @@ pub struct TrainResult {
     pub seconds: f64,
     /// Training images per second (training steps only, evaluation excluded).
     pub images_per_s: f64,
+    /// Wall time of the training steps alone (`seconds` less evaluation and saving).
+    #[serde(default)]
+    pub train_seconds: f64,
     #[serde(skip)]
     pub losses: Vec<f32>,
     #[serde(skip)]
@@ -110,6 +113,8 @@ pub trait Observer {
     /// After a log point: the step count so far and the latest loss.
     fn log(&mut self, _step: usize, _loss: f32) {}
     fn epoch(&mut self, _m: &EpochMetrics) {}
+    /// A problem that does not stop the run (an output that could not be written).
+    fn warn(&mut self, _msg: &str) {}
     fn finish(&mut self) {}
 }
 
@@ -197,14 +202,19 @@ pub fn train_step<B: Backend>(
     opt.step(be, model);
 }
 
-/// Trains `cfg.model` on `data` and evaluates it on the validation and test sets.
+/// Trains `cfg.model` on `data` and evaluates it on the validation and test sets. An output that could
+/// not be written is an error here (see [`train_with`] to keep the figures as well).
 pub fn train<B: Backend + 'static>(
     be: &B,
     data: &Splits,
     cfg: &TrainConfig,
     obs: &mut dyn Observer,
 ) -> Result<TrainResult> {
-    train_with(be, data, cfg, obs, Persist::default()).map(|t| t.result)
+    let t = train_with(be, data, cfg, obs, Persist::default())?;
+    match t.write_failure {
+        Some(e) => Err(e.into()),
+        None => Ok(t.result),
+    }
 }
 
 /// Where a run starts and where it keeps its model, beyond [`TrainConfig`].
@@ -222,6 +232,9 @@ pub struct Trained<B: Backend> {
     pub result: TrainResult,
     pub model: Model<B>,
     pub optimizer: Optimizer,
+    /// The first output that could not be written (a full disk, a path gone read-only). Training went
+    /// on without that output, so the figures above are whole; the caller reports this after them.
+    pub write_failure: Option<InputError>,
 }
 
 /// [`train`], optionally continuing from a checkpoint and saving one; returns the final model too.
@@ -242,8 +255,9 @@ pub fn train_with<B: Backend + 'static>(
         ),
     };
     let start = opt.steps as usize;
-    if let Some(path) = persist.save {
-        check_writable(path)?;
+    let mut save = persist.save;
+    if let Some(path) = save {
+        crate::io::output::prepare_file(path, "--save")?;
     }
     let dev = DeviceData::upload(be, data);
     let mut bufs = BatchBuffers::new(be, cfg.batch, data.train.pixels());
@@ -258,7 +272,14 @@ pub fn train_with<B: Backend + 'static>(
     );
     let log_every = cfg.log_every.clamp(1, spe);
     let mut step_losses = be.zeros(spe);
-    let mut losses: Vec<f32> = Vec::with_capacity(cfg.steps - start);
+    // Grown as the run goes: `cfg.steps` may be far more than a run will reach before it is stopped.
+    let mut losses: Vec<f32> = Vec::new();
+    // The first write that failed; its output is dropped, training goes on (see `Trained`).
+    let mut write_failure: Option<InputError> = None;
+    let mut failed = |e: InputError, note: &str, obs: &mut dyn Observer| {
+        obs.warn(&format!("{e}; {note}"));
+        write_failure.get_or_insert(e);
+    };
     let mut epoch_metrics = Vec::new();
     let mut train_seconds = 0.0;
     let mut train_dev = dev.train;
@@ -288,7 +309,7 @@ pub fn train_with<B: Backend + 'static>(
                 let fresh = &all[logged % spe..logged % spe + (step - logged)];
                 for (i, &l) in fresh.iter().enumerate() {
                     if let Some(f) = files.as_mut() {
-                        f.loss(logged + i + 1, epoch + 1, l)?;
+                        f.loss(logged + i + 1, epoch + 1, l);
                     }
                     if !l.is_finite() {
                         if let Some(f) = files.as_mut() {
@@ -303,8 +324,9 @@ pub fn train_with<B: Backend + 'static>(
                     }
                 }
                 losses.extend_from_slice(fresh);
-                if let Some(f) = files.as_mut() {
-                    f.flush_losses()?;
+                if let Some(Err(e)) = files.as_mut().map(RunFiles::flush_losses) {
+                    files = None;
+                    failed(e, "training goes on without the run's files", obs);
                 }
                 logged = step;
                 obs.log(step, *losses.last().expect("at least one loss"));
@@ -324,15 +346,19 @@ pub fn train_with<B: Backend + 'static>(
                 val_acc: v.acc,
                 partial: step < (epoch + 1) * spe,
             };
-            if let Some(f) = files.as_mut() {
-                f.epoch(&m)?;
+            if let Some(Err(e)) = files.as_mut().map(|f| f.epoch(&m)) {
+                files = None;
+                failed(e, "training goes on without the run's files", obs);
             }
             obs.epoch(&m);
             epoch_metrics.push(m);
         }
-        if let Some(path) = persist.save {
+        if let Some(path) = save {
             let ck = Checkpoint::capture(be, &model, &opt, cfg.batch, cfg.seed, spe, dev.train_len);
-            ck.save(path)?;
+            if let Err(e) = ck.save(path) {
+                save = None;
+                failed(e, "training goes on without saving", obs);
+            }
         }
     }
     obs.finish();
@@ -360,17 +386,34 @@ pub fn train_with<B: Backend + 'static>(
         test_acc: test.acc,
         seconds: started.elapsed().as_secs_f64(),
         images_per_s: ((cfg.steps - start) * cfg.batch) as f64 / train_seconds.max(1e-9),
+        train_seconds,
         losses,
         epoch_metrics,
     };
-    if let Some(f) = files {
-        f.metrics(&result)?;
+    if let Some(Err(e)) = files.map(|f| f.metrics(&result)) {
+        write_failure.get_or_insert(e);
     }
     Ok(Trained {
         result,
         model,
         optimizer: opt,
+        write_failure,
     })
+}
+
+/// The most optimizer steps a run may ask for: its per-step losses are kept in memory (4 bytes each),
+/// so this bounds them to 4 GiB, and a count beyond it is a typo rather than a plan (at a million
+/// steps a second it would take 12 days).
+pub const MAX_STEPS: usize = 1 << 30;
+
+/// `steps` if at most [`MAX_STEPS`], else a one-line error naming `flag`.
+pub fn check_step_count(flag: &str, steps: usize) -> Result<(), InputError> {
+    if steps > MAX_STEPS {
+        return Err(InputError::value(format!(
+            "{flag}: {steps} steps is more than the {MAX_STEPS} a run may have (its per-step losses are kept in memory)"
+        )));
+    }
+    Ok(())
 }
 
 /// Whether `ck` can be continued by the run `cfg` describes on a training set of `train_len` images
@@ -445,23 +488,4 @@ fn resume_state<B: Backend + 'static>(
     let (model, mut opt) = ck.restore(be, cfg.batch)?;
     opt.lr = cfg.lr;
     Ok((model, opt))
-}
-
-/// Fails early, before any training, if a checkpoint could not be written to `path`.
-fn check_writable(path: &Path) -> Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !parent.is_dir() {
-        return Err(
-            InputError::file(path, "cannot save a checkpoint here: directory not found").into(),
-        );
-    }
-    if path.is_dir() {
-        return Err(
-            InputError::file(path, "cannot save a checkpoint here: it is a directory").into(),
-        );
-    }
-    Ok(())
 }

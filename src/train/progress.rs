@@ -96,12 +96,19 @@ impl Observer for TrainProgress {
             format!("epoch {}", m.epoch)
         };
         let line = format!(
-            "{}: {when} train loss {:.4}, val loss {:.4}, val acc {:.2}%",
+            "{}: {when} train loss {:.4}, {}",
             self.label,
             m.train_loss,
-            m.val_loss,
-            m.val_acc * 100.0
+            val_text(m.val_loss, m.val_acc)
         );
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    fn warn(&mut self, msg: &str) {
+        // Shown even with -q: it says an output the user asked for is missing.
+        let line = format!("warning: {msg}");
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
@@ -111,5 +118,15 @@ impl Observer for TrainProgress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// "val loss L, val acc A%", or "no validation set" where there was none to evaluate (`--val-size 0`:
+/// accuracy over no images is 0/0).
+pub fn val_text(loss: f64, acc: f64) -> String {
+    if acc.is_nan() {
+        "no validation set".to_string()
+    } else {
+        format!("val loss {loss:.4}, val acc {:.2}%", acc * 100.0)
     }
 }

@@ -42,6 +42,13 @@ impl TrainRequest {
     /// Loads the checkpoint and the data, fills in what was not given, checks every value, and returns
     /// the job to run.
     pub fn resolve(self) -> Result<TrainJob> {
+        // Output paths first: a path that cannot be written must not cost an epoch of training.
+        if let Some(dir) = &self.out {
+            crate::io::output::prepare_dir(dir, "--out")?;
+        }
+        if let Some(path) = &self.save {
+            crate::io::output::prepare_file(path, "--save")?;
+        }
         let resume = self.resume.as_deref().map(Checkpoint::load).transpose()?;
         let meta = resume.as_ref().map(|ck| &ck.meta);
         let model = match (&self.model, &resume) {
@@ -70,8 +77,19 @@ impl TrainRequest {
         let spe = TrainConfig::steps_per_epoch(data.train.len(), batch);
         let steps = match (self.steps, self.epochs) {
             (Some(s), _) => at_least_one("--steps", s)?,
-            (None, e) => at_least_one("--epochs", e.unwrap_or(1))? * spe,
+            (None, e) => {
+                let e = at_least_one("--epochs", e.unwrap_or(1))?;
+                e.checked_mul(spe).ok_or_else(|| {
+                    InputError::value(format!("--epochs {e}: too many steps to count"))
+                })?
+            }
         };
+        let flag = if self.steps.is_some() {
+            "--steps"
+        } else {
+            "--epochs"
+        };
+        super::check_step_count(flag, steps)?;
         if batch > data.train.len() {
             return Err(InputError::value(format!(
                 "--batch {batch} is larger than the {} training images",
@@ -79,6 +97,7 @@ impl TrainRequest {
             ))
             .into());
         }
+        model.check_batch_memory("--batch", batch)?;
         let cfg = TrainConfig {
             model,
             optim,
@@ -94,6 +113,7 @@ impl TrainRequest {
         // nothing else.
         if let Some(ck) = &resume {
             check_resume(ck, &cfg, data.train.len(), spe)?;
+            ck.check()?;
         }
         Ok(TrainJob {
             data,
@@ -114,9 +134,16 @@ pub struct TrainJob {
     pub save: Option<PathBuf>,
 }
 
+/// A finished `wgtrain train`: its figures, and the first output that could not be written, if any
+/// (reported after the figures: the run itself went on).
+pub struct TrainOutcome {
+    pub result: TrainResult,
+    pub write_failure: Option<InputError>,
+}
+
 impl OnBackend for TrainJob {
-    type Output = TrainResult;
-    fn run<B: Backend + 'static>(self, be: &B) -> Result<TrainResult> {
+    type Output = TrainOutcome;
+    fn run<B: Backend + 'static>(self, be: &B) -> Result<TrainOutcome> {
         let label = format!(
             "{} {} {}",
             self.cfg.model.name(),
@@ -128,6 +155,10 @@ impl OnBackend for TrainJob {
             resume: self.resume.as_ref(),
             save: self.save.as_deref(),
         };
-        train_with(be, &self.data, &self.cfg, &mut progress, persist).map(|t| t.result)
+        let t = train_with(be, &self.data, &self.cfg, &mut progress, persist)?;
+        Ok(TrainOutcome {
+            result: t.result,
+            write_failure: t.write_failure,
+        })
     }
 }

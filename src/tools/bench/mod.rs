@@ -114,6 +114,15 @@ impl BenchConfig {
                 "--batch {b}: the data set has only {data_len} images"
             )));
         }
+        if let Some(&b) = self.batches.iter().max() {
+            for m in &self.models {
+                m.check_batch_memory("--batch", b)?;
+            }
+        }
+        for &(m, k, n) in &self.matmuls {
+            let floats = m as u128 * k as u128 + k as u128 * n as u128 + m as u128 * n as u128;
+            crate::error::check_memory(&format!("--matmul {m}x{k}x{n}"), 4 * floats)?;
+        }
         Ok(())
     }
 }

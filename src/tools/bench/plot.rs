@@ -3,6 +3,7 @@
 use super::measure::Measurement;
 use super::tables::num;
 use crate::error::InputError;
+use crate::io::plot_file::{save_figure, Figure};
 use anyhow::Result;
 use std::path::Path;
 
@@ -19,7 +20,6 @@ const COLORS: [plotters::style::RGBColor; 6] = [
 /// Draws images/s against batch size (both axes logarithmic), one line per backend and model: SVG
 /// when `path` ends in `.svg`, else PNG.
 pub fn plot(rows: &[Measurement], path: &Path) -> Result<()> {
-    use plotters::prelude::*;
     let train: Vec<&Measurement> = rows
         .iter()
         .filter(|r| r.kind == "train" && r.error.is_none())
@@ -55,24 +55,30 @@ pub fn plot(rows: &[Measurement], path: &Path) -> Result<()> {
     let mut batches: Vec<f64> = pts().map(|p| p.0).collect();
     batches.sort_by(f64::total_cmp);
     batches.dedup();
-    let size = (960, 640);
-    let svg = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-    if svg {
-        draw(
-            SVGBackend::new(path, size).into_drawing_area(),
-            &series,
+    save_figure(
+        &ThroughputFigure {
+            series: &series,
             batches,
             path,
-        )
-    } else {
-        draw(
-            BitMapBackend::new(path, size).into_drawing_area(),
-            &series,
-            batches,
-            path,
-        )
+        },
+        path,
+        (960, 640),
+    )
+}
+
+/// The throughput lines, ready to draw on any backend.
+struct ThroughputFigure<'a> {
+    series: &'a [Series],
+    batches: Vec<f64>,
+    path: &'a Path,
+}
+
+impl Figure for ThroughputFigure<'_> {
+    fn draw<DB: plotters::prelude::DrawingBackend>(
+        &self,
+        root: plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    ) -> Result<()> {
+        draw(root, self.series, self.batches.clone(), self.path)
     }
 }
 
