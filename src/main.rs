@@ -25,26 +25,36 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model on MNIST (or any IDX data set) and report validation and test accuracy.
+    #[command(allow_negative_numbers = true)]
     Train(TrainArgs),
     /// Run the study's grid (Tables I-IV) headless and resumable, then write its report and figures.
+    #[command(allow_negative_numbers = true)]
     Sweep(SweepArgs),
     /// (Re)build a sweep's report.md and figures from its results, merging shards.
+    #[command(allow_negative_numbers = true)]
     Report(ReportArgs),
     /// Training-step and matmul throughput of each backend (CPU and every GPU adapter), median of
     /// several repeats with min and max, and the GPU/CPU speed-up.
+    #[command(allow_negative_numbers = true)]
     Bench(BenchArgs),
     /// Where a training step's time goes: each op timed alone (synced before and after), per backend,
     /// with calls, GPU dispatches, ms per step, share and GFLOP/s or GB/s.
+    #[command(allow_negative_numbers = true)]
     Profile(ProfileArgs),
     /// Draw a model's computational graph (or batch norm's own) as Graphviz DOT, SVG or PNG.
+    #[command(allow_negative_numbers = true)]
     Graph(GraphArgs),
     /// Test accuracy, loss and confusion matrix of a checkpoint.
+    #[command(allow_negative_numbers = true)]
     Eval(EvalArgs),
     /// Classify PNG images with a checkpoint: the top classes and their probabilities.
+    #[command(allow_negative_numbers = true)]
     Predict(PredictArgs),
     /// List the GPU adapters wgpu sees and say which one `--backend auto` would use.
+    #[command(allow_negative_numbers = true)]
     Devices(DevicesArgs),
     /// Check the GPU against the CPU reference on one model: loss, every gradient, one step of each optimizer.
+    #[command(allow_negative_numbers = true)]
     Gradcheck(GradcheckArgs),
 }
 
@@ -135,8 +145,7 @@ struct TrainArgs {
     #[arg(long)]
     optim: Option<String>,
     /// Learning rate [default: sgd 0.01, rmsprop 0.001, adam 0.001; with --resume, the checkpoint's].
-    /// A negative value is taken as a value (and refused as one), not as an unknown option.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     lr: Option<f32>,
     /// Passes over the training set, with --resume counting those already done [default: 1].
     #[arg(long, conflicts_with = "steps")]
@@ -181,7 +190,10 @@ fn main() -> ExitCode {
     if std::env::var_os("NODEVICE_SELECT").is_none() {
         std::env::set_var("NODEVICE_SELECT", "1");
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(e),
+    };
     let result = match cli.cmd {
         Command::Train(a) => cmd_train(a),
         Command::Sweep(a) => cmd_sweep(a),
@@ -201,6 +213,29 @@ fn main() -> ExitCode {
             ExitCode::from(if is_input_error(&e) { 2 } else { 1 })
         }
     }
+}
+
+/// Help and version as clap prints them (exit 0); a usage error as one line, exit 2, like every other
+/// bad input (clap's own rendering adds a usage block and a hint).
+fn clap_exit(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(2);
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("error: invalid arguments");
+    let line = if first.starts_with("error:") {
+        first.to_string()
+    } else {
+        format!("error: {first}")
+    };
+    eprintln!("{} (see --help)", line.trim_end());
+    ExitCode::from(2)
 }
 
 /// The error and its causes on one line.
@@ -230,45 +265,58 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         quiet: a.quiet,
     };
     let quiet = request.quiet;
-    let r = a.device.run(request.resolve()?, quiet)?;
+    let job = request.resolve()?;
+    let outcome = a.device.run(job, quiet)?;
+    let r = &outcome.result;
+    let steps = if r.start_step > 0 {
+        format!(
+            "steps {}-{} (resumed at step {})",
+            r.start_step + 1,
+            r.steps,
+            r.start_step
+        )
+    } else {
+        format!("{} steps", r.steps)
+    };
     println!(
-        "{} {} lr {} on {} ({}): {} in {:.1}s, {:.0} images/s",
+        "{} {} lr {} on {} ({}): {steps} in {:.1}s: training {:.1}s at {:.0} images/s, evaluation and saving {:.1}s",
         r.model,
         r.optim,
         r.lr,
         r.backend,
         r.device,
-        if r.start_step > 0 {
-            format!(
-                "steps {}-{} (resumed at step {})",
-                r.start_step + 1,
-                r.steps,
-                r.start_step
-            )
-        } else {
-            format!("{} steps", r.steps)
-        },
         r.seconds,
-        r.images_per_s
+        r.train_seconds,
+        r.images_per_s,
+        (r.seconds - r.train_seconds).max(0.0)
     );
     println!(
-        "train loss {:.4} | val loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}%",
+        "train loss {:.4} | {} | test loss {:.4} acc {:.2}%",
         r.train_loss,
-        r.val_loss,
-        r.val_acc * 100.0,
+        wgtrain::train::progress::val_text(r.val_loss, r.val_acc),
         r.test_loss,
         r.test_acc * 100.0
     );
-    if let Some(dir) = &a.out {
+    // An output that failed mid-run was warned about then; the figures above are whole.
+    let failed = |p: &std::path::Path| {
+        outcome
+            .write_failure
+            .as_ref()
+            .is_some_and(|e| e.path().is_some_and(|f| f.starts_with(p)))
+    };
+    if let Some(dir) = a.out.as_deref().filter(|d| !failed(d)) {
         println!("wrote {}", dir.display());
     }
-    if let Some(path) = &a.save {
+    if let Some(path) = a.save.as_deref().filter(|p| !failed(p)) {
         println!("saved checkpoint {}", path.display());
     }
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        println!("{}", serde_json::to_string(r)?);
     }
-    Ok(())
+    match outcome.write_failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 #[derive(Args)]
@@ -298,11 +346,14 @@ fn cmd_graph(a: GraphArgs) -> Result<()> {
         None => graph::model_dot(spec, a.backward),
         Some(LayerGraph::Batchnorm) => graph::batchnorm_dot(spec, a.backward)?,
     };
-    let format = a.format.unwrap_or_else(|| {
-        a.output
-            .as_deref()
-            .map_or(GraphFormat::Dot, GraphFormat::from_path)
-    });
+    let format = match (a.format, &a.output) {
+        (Some(f), _) => f,
+        (None, Some(path)) => GraphFormat::from_path(path)?,
+        (None, None) => GraphFormat::Dot,
+    };
+    if let Some(path) = &a.output {
+        wgtrain::io::output::prepare_file(path, "-o")?;
+    }
     match &a.output {
         None if format == GraphFormat::Dot => print!("{dot}"),
         None => {
@@ -334,26 +385,38 @@ struct EvalArgs {
     batch: usize,
     #[command(flatten)]
     device: DeviceArgs,
-    /// Also draw the confusion matrix as a PNG image here.
+    /// Also draw the confusion matrix here: PNG, or SVG for a .svg name.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
     /// Print the results as one JSON object instead.
     #[arg(long)]
     json: bool,
+    /// No notes (such as the CPU fallback).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
+    use wgtrain::io::plot_file::PlotFormat;
     use wgtrain::tools::predict::{plot_confusion, EvalJob};
+    if let Some(path) = &a.plot {
+        PlotFormat::from_path(path, "--plot")?;
+        wgtrain::io::output::prepare_file(path, "--plot")?;
+    }
     let checkpoint = Checkpoint::load(&a.checkpoint)?;
+    checkpoint.check()?;
     let batch = at_least_one("--batch", a.batch)?;
     let dir = a.data.clone().unwrap_or_else(data::default_data_dir);
     let test = data::load_set(&dir, data::TEST_FILES)?;
+    checkpoint
+        .spec()?
+        .check_batch_memory("--batch", batch.min(test.len()))?;
     let job = EvalJob {
         checkpoint,
         test,
         batch,
     };
-    let r = a.device.run(job, false)?;
+    let r = a.device.run(job, a.quiet)?;
     if let Some(path) = &a.plot {
         plot_confusion(&r, path)?;
     }
@@ -399,30 +462,59 @@ struct PredictArgs {
     /// Print the results as one JSON array instead.
     #[arg(long)]
     json: bool,
+    /// No notes (such as the CPU fallback or a light background).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 fn cmd_predict(a: PredictArgs) -> Result<()> {
     use wgtrain::io::digit::load_digit;
     use wgtrain::tools::predict::PredictJob;
     let checkpoint = Checkpoint::load(&a.checkpoint)?;
+    checkpoint.check()?;
     let top = at_least_one("--top", a.top)?.min(wgtrain::model::CLASSES);
+    // Every image is tried: those that cannot be read are reported, the others still classified, and
+    // the exit code says that some failed. One failure is the one error line, at the end; several are
+    // each a line, then a count.
     let mut images = Vec::new();
+    let mut unreadable = Vec::new();
     for path in &a.images {
-        let digit = load_digit(path, a.invert)?;
-        if let Some(h) = &digit.hint {
-            notice(h);
+        match load_digit(path, a.invert) {
+            Ok(digit) => {
+                if let (Some(h), false) = (&digit.hint, a.quiet) {
+                    notice(h);
+                }
+                images.push((path.clone(), digit.pixels));
+            }
+            Err(e) => unreadable.push(e),
         }
-        images.push((path.clone(), digit.pixels));
+    }
+    let total = a.images.len();
+    let failed = move || -> Result<()> {
+        match unreadable.len() {
+            0 => Ok(()),
+            1 => Err(unreadable.remove(0).into()),
+            n => {
+                for e in &unreadable {
+                    eprintln!("error: {e}");
+                }
+                Err(InputError::value(format!("{n} of {total} images could not be read")).into())
+            }
+        }
+    };
+    let mut failed = failed;
+    if images.is_empty() {
+        return failed();
     }
     let job = PredictJob {
         checkpoint,
         images,
         top,
     };
-    let preds = a.device.run(job, false)?;
+    let preds = a.device.run(job, a.quiet)?;
     if a.json {
         println!("{}", serde_json::to_string(&preds)?);
-        return Ok(());
+        return failed();
     }
     for p in &preds {
         let classes: Vec<String> = p
@@ -432,7 +524,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
             .collect();
         println!("{}: {}", p.image, classes.join(", "));
     }
-    Ok(())
+    failed()
 }
 
 #[derive(Args)]
@@ -506,6 +598,7 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
     cfg.log_every = at_least_one("--log-every", a.log_every)?;
     cfg.report = cfg.shard.count == 1;
     cfg.validate()?;
+    wgtrain::io::output::prepare_dir(&a.out, "--out")?;
     let data_dir = a.data.dir();
     cfg.data_label = data_dir.display().to_string();
     let data = data::load_dir(&data_dir, a.data.val_size)?;
@@ -520,15 +613,20 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
         observer: &mut progress,
     };
     let s = a.device.run(job, a.quiet)?;
+    let mut also = String::new();
+    if !s.diverged.is_empty() {
+        also += &format!(", {} diverged", s.diverged.len());
+    }
+    if !s.elsewhere.is_empty() {
+        also += &format!(
+            ", {} trained by another sweep process on this directory",
+            s.elsewhere.len()
+        );
+    }
     println!(
-        "{} runs trained, {} already done{}; results in {}",
+        "{} runs trained, {} already done{also}; results in {}",
         s.executed.len(),
         s.skipped.len(),
-        if s.diverged.is_empty() {
-            String::new()
-        } else {
-            format!(", {} diverged", s.diverged.len())
-        },
         a.out.join(RESULTS_FILE).display()
     );
     match s.report {
@@ -599,6 +697,12 @@ fn cmd_gradcheck(a: GradcheckArgs) -> Result<()> {
             train.len()
         ))
         .into());
+    }
+    spec.check_batch_memory("--batch", batch)?;
+    for (flag, v) in [("--tol", a.tol), ("--loss-tol", a.loss_tol)] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(InputError::value(format!("{flag} {v}: must be a positive number")).into());
+        }
     }
     let gpu = wgtrain::backend::gpu::GpuBackend::new(a.adapter.as_deref(), true)?;
     let tol = Tolerance {
@@ -714,6 +818,10 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             .transpose()?,
         ..Default::default()
     };
+    if let Some(path) = &a.plot {
+        wgtrain::io::plot_file::PlotFormat::from_path(path, "--plot")?;
+        wgtrain::io::output::prepare_file(path, "--plot")?;
+    }
     let (data, desc) = bench::load_data(a.data.as_deref())?;
     cfg.validate(data.len())?;
     notice(&format!("data: {desc}"));
@@ -769,6 +877,7 @@ fn cmd_profile(a: ProfileArgs) -> Result<()> {
     let optim = OptimKind::parse(&a.optim).map_err(|e| InputError::value(e.to_string()))?;
     let batch = at_least_one("--batch", a.batch)?;
     let steps = at_least_one("--steps", a.steps)?;
+    spec.check_batch_memory("--batch", batch)?;
     let backends = match &a.backend {
         Some(b) => bench::parse_backends(b)?,
         None => profile::default_backends(&mut notice),

@@ -84,7 +84,7 @@ fn software_hint(gpu: &crate::backend::gpu::GpuBackend, notice: &mut dyn FnMut(&
     let info = gpu.adapter_info();
     if info.device_type == wgpu::DeviceType::Cpu {
         notice(&format!(
-            "{} is a software adapter (it emulates a GPU on the CPU): expect it to be far slower than --backend cpu (26-33x in the README's benchmarks)",
+            "{} is a software adapter (it emulates a GPU on the CPU): expect it to be far slower than --backend cpu (`wgtrain bench` measures both here)",
             info.name
         ));
     }

@@ -184,6 +184,32 @@ pub fn find_file(dir: &Path, stem: &str) -> PathBuf {
     }
 }
 
+/// The contents of the file `stem` in `dir` (raw or `.gz`) and the path they came from. Where both
+/// are there, they must hold the same bytes (after decoding): otherwise which one was meant is not
+/// ours to guess.
+fn read_member(dir: &Path, stem: &str) -> Result<(PathBuf, Vec<u8>), InputError> {
+    let gz = dir.join(format!("{stem}.gz"));
+    let raw = dir.join(stem);
+    match (gz.exists(), raw.exists()) {
+        (true, true) => {
+            let (a, b) = (read_maybe_gz(&gz)?, read_maybe_gz(&raw)?);
+            if a != b {
+                return Err(InputError::file(
+                    dir,
+                    format!(
+                        "holds both {stem} and {stem}.gz, and they differ ({} and {} bytes after decoding): remove the one not meant",
+                        b.len(),
+                        a.len()
+                    ),
+                ));
+            }
+            Ok((gz, a))
+        }
+        (true, false) => Ok((gz.clone(), read_maybe_gz(&gz)?)),
+        _ => Ok((raw.clone(), read_maybe_gz(&raw)?)),
+    }
+}
+
 /// The standard names of the training pair of an IDX directory (each raw or with `.gz`).
 pub const TRAIN_FILES: (&str, &str) = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte");
 /// The standard names of the test pair.
@@ -194,9 +220,11 @@ pub fn load_set(dir: &Path, files: (&str, &str)) -> Result<ImageSet, InputError>
     if !dir.is_dir() {
         return Err(InputError::file(dir, "data directory not found"));
     }
-    load_pair(
-        &find_file(dir, files.0),
-        &find_file(dir, files.1),
+    let images = read_member(dir, files.0)?;
+    let labels = read_member(dir, files.1)?;
+    pair_from_bytes(
+        images,
+        labels,
         crate::model::IMAGE_SIDE,
         crate::model::CLASSES,
     )
@@ -209,14 +237,30 @@ pub fn load_pair(
     side: usize,
     classes: usize,
 ) -> Result<ImageSet, InputError> {
-    let (n, rows, cols, pixels) = parse_images(images, &read_maybe_gz(images)?)?;
+    pair_from_bytes(
+        (images.to_path_buf(), read_maybe_gz(images)?),
+        (labels.to_path_buf(), read_maybe_gz(labels)?),
+        side,
+        classes,
+    )
+}
+
+/// [`load_pair`] on contents already read, each with the path it came from.
+fn pair_from_bytes(
+    (images, image_bytes): (PathBuf, Vec<u8>),
+    (labels, label_bytes): (PathBuf, Vec<u8>),
+    side: usize,
+    classes: usize,
+) -> Result<ImageSet, InputError> {
+    let (images, labels) = (images.as_path(), labels.as_path());
+    let (n, rows, cols, pixels) = parse_images(images, &image_bytes)?;
     if rows != side || cols != side {
         return Err(InputError::file(
             images,
             format!("images are {rows}x{cols}, the models need {side}x{side}"),
         ));
     }
-    let labels_v = parse_labels(labels, &read_maybe_gz(labels)?, classes)?;
+    let labels_v = parse_labels(labels, &label_bytes, classes)?;
     if labels_v.len() != n {
         return Err(InputError::file(
             labels,

@@ -53,13 +53,22 @@ pub fn load_digit(path: &Path, invert: bool) -> Result<Digit, InputError> {
         let v = (l as u16 * a as u16 + bg * (255 - a as u16) + 127) / 255;
         image::Luma([if invert { 255 - v as u8 } else { v as u8 }])
     });
-    let hint = light_background(&grey).then(|| {
-        let fix = if invert { "drop --invert" } else { "pass --invert" };
-        format!(
-            "{}: its background is light, but the network reads a white digit on black: {fix} if the digit is dark",
-            path.display()
-        )
-    });
+    let blank = !grey.pixels().any(|p| p.0[0] >= INK);
+    let hint = if blank {
+        Some(format!(
+            "{}: the image is blank (no pixel as bright as {INK}/255{}): its prediction means nothing",
+            path.display(),
+            if invert { " after --invert" } else { "" }
+        ))
+    } else {
+        light_background(&grey).then(|| {
+            let fix = if invert { "drop --invert" } else { "pass --invert" };
+            format!(
+                "{}: its background is light, but the network reads a white digit on black: {fix} if the digit is dark",
+                path.display()
+            )
+        })
+    };
     let side = IMAGE_SIDE as u32;
     let scaled = if (w, h) == (side, side) {
         grey

@@ -262,7 +262,12 @@ pub fn read_records(path: &Path, warn: &mut dyn FnMut(&str)) -> Result<Vec<RunRe
             .read_to_end(&mut bytes)
             .with_context(|| format!("{}: cannot read", path.display()))?;
     }
-    let text = String::from_utf8_lossy(&bytes);
+    Ok(parse_records(path, &bytes, warn))
+}
+
+/// The well-formed records of a results file's contents (see [`read_records`]).
+fn parse_records(path: &Path, bytes: &[u8], warn: &mut dyn FnMut(&str)) -> Vec<RunRecord> {
+    let text = String::from_utf8_lossy(bytes);
     let mut out = Vec::new();
     for (i, line) in text.split('\n').enumerate() {
         let line = line.trim();
@@ -278,5 +283,112 @@ pub fn read_records(path: &Path, warn: &mut dyn FnMut(&str)) -> Result<Vec<RunRe
             )),
         }
     }
-    Ok(out)
+    out
+}
+
+/// The folder of claims in a sweep directory: `claims/<key>` says which process is training that run.
+pub const CLAIMS_DIR: &str = "claims";
+
+/// A run this process has claimed; the claim file goes when this is dropped (after its record is
+/// appended, or when the process gives up on it).
+pub struct Claim {
+    pub key: String,
+    path: std::path::PathBuf,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Who holds a claim: a host name, a process id and that process's start time (so a recycled pid is
+/// not mistaken for the claimant).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claimant {
+    pub host: String,
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl Claimant {
+    /// This process.
+    pub fn me() -> Claimant {
+        let pid = std::process::id();
+        Claimant {
+            host: host_name(),
+            pid,
+            start: process_start(pid).unwrap_or(0),
+        }
+    }
+
+    /// Whether the claimant may still be training. A process on this host is checked; one on another
+    /// host (a shared file system) cannot be, and counts as alive.
+    pub fn alive(&self) -> bool {
+        if self.host != host_name() {
+            return true;
+        }
+        process_start(self.pid).is_some_and(|s| self.start == 0 || s == self.start)
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+/// A live process's start time (clock ticks since boot, field 22 of /proc/PID/stat); None if there is
+/// no such process. Off Linux, a process is taken to be alive whenever it is asked about.
+fn process_start(pid: u32) -> Option<u64> {
+    if !Path::new("/proc/self/stat").exists() {
+        return Some(0);
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Under the results file's exclusive lock, claims the first of `keys` that has no record and no
+/// live claimant, so that concurrent sweeps on one directory split the grid instead of each training
+/// all of it. A claim whose process has died is taken over. Returns None when every key is done or
+/// held by another live process.
+pub fn claim_next(dir: &Path, keys: &[String]) -> Result<Option<Claim>> {
+    let results = dir.join(RESULTS_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(&results)
+        .with_context(|| format!("{}: cannot open", results.display()))?;
+    let _lock = FileLock::new(&file, true)
+        .with_context(|| format!("{}: cannot lock", results.display()))?;
+    let mut bytes = Vec::new();
+    (&file)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{}: cannot read", results.display()))?;
+    let done: std::collections::HashSet<String> = parse_records(&results, &bytes, &mut |_| {})
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    let claims = dir.join(CLAIMS_DIR);
+    std::fs::create_dir_all(&claims)
+        .map_err(|e| InputError::file(&claims, format!("cannot create: {e}")))?;
+    for key in keys.iter().filter(|k| !done.contains(*k)) {
+        let path = claims.join(key);
+        let held = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Claimant>(&b).ok());
+        if held.is_some_and(|c| c.alive() && c != Claimant::me()) {
+            continue;
+        }
+        let me = serde_json::to_vec(&Claimant::me())?;
+        crate::io::atomic::write_atomic(&path, &me)?;
+        return Ok(Some(Claim {
+            key: key.clone(),
+            path,
+        }));
+    }
+    Ok(None)
 }

@@ -16,7 +16,8 @@
 use super::grid::{grid, GridRun, RunSpec, Shard, STUDY_BATCH, TABLES};
 use super::report::write_report;
 use super::store::{
-    append_record, read_records, repair_tail, unix_now, RunRecord, RunStatus, RESULTS_FILE,
+    append_record, claim_next, read_records, repair_tail, unix_now, RunRecord, RunStatus,
+    RESULTS_FILE,
 };
 use crate::backend::select::OnBackend;
 use crate::backend::Backend;
@@ -172,6 +173,8 @@ pub struct SweepSummary {
     pub skipped: Vec<String>,
     /// Of `executed`, those whose loss diverged.
     pub diverged: Vec<String>,
+    /// Keys another sweep process on the same directory trained, or is training (their claims).
+    pub elsewhere: Vec<String>,
     /// The report, if one was built.
     pub report: Option<PathBuf>,
 }
@@ -241,8 +244,19 @@ pub fn run_sweep<B: Backend + 'static>(
         })
         .collect();
     obs.plan(mine.len(), summary.skipped.len());
+    let todo_keys: Vec<String> = todo.iter().map(|(_, k)| k.clone()).collect();
 
-    for (n, (g, key)) in todo.iter().enumerate() {
+    // Each run is claimed under the store's lock before it is trained, so that several sweeps on one
+    // directory (by hand, or Slurm tasks without --shard) share the grid; the claim goes once the
+    // run's record is in.
+    let mut n = 0;
+    while let Some(claim) = claim_next(&cfg.out, &todo_keys)? {
+        let (g, key) = todo
+            .iter()
+            .map(|(g, k)| (g, k))
+            .find(|(_, k)| **k == claim.key)
+            .expect("claimed keys come from the list");
+        n += 1;
         let tcfg = TrainConfig {
             model: g.spec.model,
             optim: g.spec.optim,
@@ -254,7 +268,7 @@ pub fn run_sweep<B: Backend + 'static>(
             eval_each_epoch: true,
             out: Some(cfg.out.join("runs").join(key)),
         };
-        let mut run_obs = obs.run_started(n + 1, todo.len(), key);
+        let mut run_obs = obs.run_started(n, todo.len(), key);
         let t0 = Instant::now();
         let outcome = train(be, &data, &tcfg, run_obs.as_mut());
         drop(run_obs);
@@ -309,9 +323,15 @@ pub fn run_sweep<B: Backend + 'static>(
             },
         };
         append_record(&results, &record)?;
+        drop(claim);
         summary.executed.push(key.clone());
         obs.run_finished(&record);
     }
+    summary.elsewhere = todo_keys
+        .iter()
+        .filter(|k| !summary.executed.contains(k))
+        .cloned()
+        .collect();
     obs.finish();
 
     if cfg.report {

@@ -3,9 +3,9 @@
 
 use crate::backend::select::OnBackend;
 use crate::backend::Backend;
-use crate::error::InputError;
 use crate::io::checkpoint::Checkpoint;
 use crate::io::data::ImageSet;
+use crate::io::plot_file::{plot_err, save_figure, Figure};
 use crate::model::{Model, CLASSES, IMAGE_SIDE};
 use crate::train::BatchBuffers;
 use anyhow::Result;
@@ -67,7 +67,12 @@ impl EvalReport {
             for v in row {
                 s += &format!(" {v:>width$}");
             }
-            s += &format!(" {:>7.2}%\n", recall[i] * 100.0);
+            // A class absent from the data has no recall: "-", not NaN%.
+            if recall[i].is_nan() {
+                s += &format!(" {:>8}\n", "-");
+            } else {
+                s += &format!(" {:>7.2}%\n", recall[i] * 100.0);
+            }
         }
         s
     }
@@ -157,15 +162,29 @@ impl OnBackend for EvalJob {
     }
 }
 
-/// Draws the confusion matrix as a PNG heat map with the counts written in the cells.
+/// Draws the confusion matrix as a heat map with the counts written in the cells: PNG, or SVG for a
+/// `.svg` name (see [`save_figure`]).
 pub fn plot_confusion(report: &EvalReport, path: &Path) -> Result<()> {
-    use plotters::prelude::*;
     crate::io::font::register_font();
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.is_dir() {
-            return Err(InputError::file(path, "cannot write: directory not found").into());
-        }
+    save_figure(&ConfusionFigure(report), path, (760, 760))
+}
+
+struct ConfusionFigure<'a>(&'a EvalReport);
+
+impl Figure for ConfusionFigure<'_> {
+    fn draw<DB: plotters::prelude::DrawingBackend>(
+        &self,
+        root: plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    ) -> Result<()> {
+        draw_confusion(self.0, root).map_err(plot_err)
     }
+}
+
+fn draw_confusion<DB: plotters::prelude::DrawingBackend>(
+    report: &EvalReport,
+    root: plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+) -> Result<(), plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>> {
+    use plotters::prelude::*;
     let k = report.confusion.len();
     let top = k as f64 - 0.5;
     // Row `t` (true class) is drawn at height k-1-t, so class 0 is at the top as in the printed matrix.
@@ -173,68 +192,64 @@ pub fn plot_confusion(report: &EvalReport, path: &Path) -> Result<()> {
         let r = v.round();
         ((v - r).abs() < 1e-6 && r >= 0.0 && r < k as f64).then_some(r as usize)
     };
-    let draw = || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let root = BitMapBackend::new(path, (760, 760)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let title = format!(
-            "{} step {}: test accuracy {:.2}% ({} images)",
-            report.model,
-            report.step,
-            report.test_acc * 100.0,
-            report.images
-        );
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
-            .margin(16)
-            .x_label_area_size(56)
-            .y_label_area_size(56)
-            .build_cartesian_2d(-0.5f64..top, -0.5f64..top)?;
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_labels(k)
-            .y_labels(k)
-            .x_desc("predicted class")
-            .y_desc("true class")
-            .x_label_formatter(&|v| class_at(*v).map_or(String::new(), |c| c.to_string()))
-            .y_label_formatter(&|v| class_at(*v).map_or(String::new(), |c| (k - 1 - c).to_string()))
-            .label_style(("sans-serif", 16))
-            .axis_desc_style(("sans-serif", 18))
-            .draw()?;
-        // Shade by the share of the true class's row, so rare classes read as well as common ones.
-        let (light, dark) = ((247.0, 251.0, 255.0), (8.0, 48.0, 107.0));
-        for (t, row) in report.confusion.iter().enumerate() {
-            let total: u64 = row.iter().sum::<u64>().max(1);
-            for (p, &v) in row.iter().enumerate() {
-                let share = v as f64 / total as f64;
-                let mix = |a: f64, b: f64| (a + (b - a) * share) as u8;
-                let fill = RGBColor(
-                    mix(light.0, dark.0),
-                    mix(light.1, dark.1),
-                    mix(light.2, dark.2),
-                );
-                let (x, y) = (p as f64, (k - 1 - t) as f64);
-                let cell = [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)];
-                chart.draw_series([
-                    Rectangle::new(cell, fill.filled()),
-                    Rectangle::new(cell, RGBColor(200, 200, 200).stroke_width(1)),
-                ])?;
-                if v > 0 {
-                    let colour = if share > 0.5 { WHITE } else { BLACK };
-                    let style = TextStyle::from(("sans-serif", 15).into_font())
-                        .color(&colour)
-                        .pos(plotters::style::text_anchor::Pos::new(
-                            plotters::style::text_anchor::HPos::Center,
-                            plotters::style::text_anchor::VPos::Center,
-                        ));
-                    chart.draw_series(std::iter::once(Text::new(v.to_string(), (x, y), style)))?;
-                }
+    root.fill(&WHITE)?;
+    let title = format!(
+        "{} step {}: test accuracy {:.2}% ({} images)",
+        report.model,
+        report.step,
+        report.test_acc * 100.0,
+        report.images
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(56)
+        .y_label_area_size(56)
+        .build_cartesian_2d(-0.5f64..top, -0.5f64..top)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(k)
+        .y_labels(k)
+        .x_desc("predicted class")
+        .y_desc("true class")
+        .x_label_formatter(&|v| class_at(*v).map_or(String::new(), |c| c.to_string()))
+        .y_label_formatter(&|v| class_at(*v).map_or(String::new(), |c| (k - 1 - c).to_string()))
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .draw()?;
+    // Shade by the share of the true class's row, so rare classes read as well as common ones.
+    let (light, dark) = ((247.0, 251.0, 255.0), (8.0, 48.0, 107.0));
+    for (t, row) in report.confusion.iter().enumerate() {
+        let total: u64 = row.iter().sum::<u64>().max(1);
+        for (p, &v) in row.iter().enumerate() {
+            let share = v as f64 / total as f64;
+            let mix = |a: f64, b: f64| (a + (b - a) * share) as u8;
+            let fill = RGBColor(
+                mix(light.0, dark.0),
+                mix(light.1, dark.1),
+                mix(light.2, dark.2),
+            );
+            let (x, y) = (p as f64, (k - 1 - t) as f64);
+            let cell = [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)];
+            chart.draw_series([
+                Rectangle::new(cell, fill.filled()),
+                Rectangle::new(cell, RGBColor(200, 200, 200).stroke_width(1)),
+            ])?;
+            if v > 0 {
+                let colour = if share > 0.5 { WHITE } else { BLACK };
+                let style = TextStyle::from(("sans-serif", 15).into_font())
+                    .color(&colour)
+                    .pos(plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Center,
+                        plotters::style::text_anchor::VPos::Center,
+                    ));
+                chart.draw_series(std::iter::once(Text::new(v.to_string(), (x, y), style)))?;
             }
         }
-        root.present()?;
-        Ok(())
-    };
-    draw().map_err(|e| anyhow::anyhow!("{}: cannot draw the confusion matrix: {e}", path.display()))
+    }
+    root.present()?;
+    Ok(())
 }
 
 /// A class and its probability.

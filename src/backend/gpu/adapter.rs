@@ -71,7 +71,7 @@ pub fn choose_adapter(
     let info = best.get_info();
     if is_software(info.device_type) && !allow_software && filter.is_none() {
         return Err(InputError::value(format!(
-            "no real GPU adapter found, only the software adapter {} (use --backend gpu to train on it)",
+            "no real GPU adapter found, only the software adapter {} (--backend gpu uses it)",
             info.name
         ))
         .into());
