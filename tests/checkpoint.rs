@@ -391,10 +391,15 @@ fn resume_checks_the_run_matches() {
     let c = cfg("fc8", OptimKind::Adam, 60);
     assert!(try_resume(&c, &other).contains("training set of 300 images"));
 
-    // A save path in a missing directory fails before any training.
+    // A save path that cannot be written (under a regular file) fails before any training; a missing
+    // directory is created instead (issue 16).
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let under_file = file.join("ck.safetensors");
     let persist = Persist {
         resume: None,
-        save: Some(Path::new("/nonexistent-wgtrain-dir/ck.safetensors")),
+        save: Some(&under_file),
     };
     let err = train_with(
         &be,
@@ -406,7 +411,7 @@ fn resume_checks_the_run_matches() {
     .err()
     .unwrap();
     assert!(is_input_error(&err));
-    assert!(format!("{err}").contains("directory not found"));
+    assert!(format!("{err}").contains("not a directory"), "{err}");
 }
 
 // ---- the CLI ----

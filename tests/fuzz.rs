@@ -286,3 +286,329 @@ fn predict_prepares_any_valid_image() {
         Ok(())
     });
 }
+
+/// Invocations of the command-line fuzz (`WGTRAIN_CLI_FUZZ_CASES` overrides it, for longer runs).
+const CLI_CASES: usize = 200;
+
+/// Values tried for any option: edge numbers, overflows, non-numbers, lists, names and paths. `{tmp}`
+/// and `{ck}` are replaced by a scratch directory and a valid checkpoint.
+const CLI_VALUES: &[&str] = &[
+    "0",
+    "1",
+    "2",
+    "7",
+    "-1",
+    "-0",
+    "0.5",
+    "1e-3",
+    "1e30",
+    "nan",
+    "inf",
+    "-inf",
+    "18446744073709551615",
+    "18446744073709551616",
+    "4000000000",
+    "99999999999",
+    "abc",
+    "",
+    " ",
+    "1,2",
+    "3x3x3",
+    "100000x100000x100000",
+    "0x1x1",
+    "none",
+    "fc8",
+    "cnn7-bn",
+    "cnn3",
+    "adam",
+    "sgd",
+    "rmsprop",
+    "gpu",
+    "cpu",
+    "auto",
+    "1/2",
+    "2/2",
+    "0/0",
+    "cpu,gpu",
+    "gpu:nothing",
+    "/nonexistent/x",
+    "/proc/version",
+    "/dev/full",
+    "/",
+    "{tmp}/o1",
+    "{tmp}/a-file",
+    "{tmp}/a-file/x",
+    "{tmp}/p.svg",
+    "{tmp}/p.jpg",
+    "{ck}",
+];
+
+/// Per command: the options fuzzed, and base options (overridden when fuzzed) that keep a valid run
+/// tiny and on the CPU.
+fn cli_commands() -> Vec<(
+    &'static str,
+    Vec<&'static str>,
+    Vec<(&'static str, &'static str)>,
+)> {
+    vec![
+        (
+            "train",
+            vec![
+                "--model",
+                "--optim",
+                "--lr",
+                "--epochs",
+                "--steps",
+                "--batch",
+                "--seed",
+                "--val-size",
+                "--log-every",
+                "--save",
+                "--out",
+                "--resume",
+                "--backend",
+                "--data",
+            ],
+            vec![
+                ("--backend", "cpu"),
+                ("--data", "{data}"),
+                ("--val-size", "100"),
+                ("--batch", "10"),
+                ("--steps", "3"),
+                ("-q", ""),
+            ],
+        ),
+        (
+            "eval",
+            vec!["--checkpoint", "--batch", "--plot", "--data", "--backend"],
+            vec![
+                ("--checkpoint", "{ck}"),
+                ("--data", "{data}"),
+                ("--backend", "cpu"),
+                ("-q", ""),
+            ],
+        ),
+        (
+            "bench",
+            vec![
+                "--models",
+                "--batch",
+                "--steps",
+                "--images",
+                "--repeats",
+                "--warmup",
+                "--matmul",
+                "--backend",
+                "--plot",
+                "--data",
+            ],
+            vec![
+                ("--models", "fc8"),
+                ("--batch", "10"),
+                ("--steps", "1"),
+                ("--repeats", "1"),
+                ("--warmup", "0"),
+                ("--matmul", "none"),
+                ("--backend", "cpu"),
+                ("--data", "{data}"),
+            ],
+        ),
+        (
+            "sweep",
+            vec![
+                "--tables",
+                "--epochs",
+                "--steps",
+                "--seed",
+                "--shard",
+                "--log-every",
+                "--val-size",
+                "--out",
+                "--data",
+                "--backend",
+            ],
+            vec![
+                ("--quick", ""),
+                ("--tables", "1"),
+                ("--out", "{tmp}/sweep"),
+                ("--data", "{data}"),
+                ("--val-size", "100"),
+                ("--backend", "cpu"),
+                ("-q", ""),
+            ],
+        ),
+    ]
+}
+
+/// How one invocation ended.
+enum CliOutcome {
+    Ok,
+    /// Exit 2 with one `error:` line.
+    InputError,
+    /// Exit 1 because training diverged (an absurd learning rate).
+    Diverged,
+    /// Still running at the time limit: a valid, long request (killed).
+    TimedOut,
+}
+
+/// Random option values for train, eval, bench and sweep: every invocation must exit 0, or 2 with
+/// exactly one `error:` line (1 only for a diverged run), with no panic, abort or backtrace.
+#[test]
+fn command_line_survives_random_option_values() {
+    use rand::{Rng, SeedableRng};
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    support::synthetic_dir(&data_dir, 300, 100, 1);
+    std::fs::write(tmp.path().join("a-file"), "x").unwrap();
+    let ck = tmp.path().join("ck.safetensors");
+    let ok = support::wgtrain(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--data",
+        data_dir.to_str().unwrap(),
+        "--val-size",
+        "100",
+        "--batch",
+        "10",
+        "--steps",
+        "2",
+        "-q",
+        "--save",
+        ck.to_str().unwrap(),
+    ]);
+    assert!(ok.status.success(), "{}", support::text(&ok.stderr));
+    let fill = |v: &str, i: usize| {
+        v.replace("{tmp}", tmp.path().to_str().unwrap())
+            .replace("{ck}", ck.to_str().unwrap())
+            .replace("{data}", data_dir.to_str().unwrap())
+            .replace("/sweep", &format!("/sweep{i}"))
+    };
+    let cases = std::env::var("WGTRAIN_CLI_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CLI_CASES);
+    let commands = cli_commands();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(16);
+    let invocations: Vec<Vec<String>> = (0..cases)
+        .map(|i| {
+            let (cmd, fuzzed, base) = &commands[rng.random_range(0..commands.len())];
+            // A base option with an empty value is a switch (`-q`, `--quick`): it takes no value.
+            let mut opts: Vec<(String, Option<String>)> = base
+                .iter()
+                .map(|(k, v)| (k.to_string(), (!v.is_empty()).then(|| fill(v, i))))
+                .collect();
+            for _ in 0..rng.random_range(1..=3) {
+                let flag = fuzzed[rng.random_range(0..fuzzed.len())];
+                let value = fill(CLI_VALUES[rng.random_range(0..CLI_VALUES.len())], i);
+                opts.retain(|(k, _)| k != flag && !(flag == "--epochs" && k == "--steps"));
+                opts.push((flag.to_string(), Some(value)));
+            }
+            let mut args = vec![cmd.to_string()];
+            for (k, v) in opts {
+                args.push(k);
+                args.extend(v);
+            }
+            args
+        })
+        .collect();
+    let t = Instant::now();
+    let outcomes: Vec<Result<CliOutcome, String>> = std::thread::scope(|s| {
+        let chunks: Vec<_> = invocations.chunks(cases.div_ceil(2).max(1)).collect();
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let cwd = tmp.path();
+                s.spawn(move || chunk.iter().map(|a| run_cli(a, cwd)).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let count =
+        |f: fn(&CliOutcome) -> bool| outcomes.iter().filter(|o| o.as_ref().is_ok_and(f)).count();
+    let failures: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    eprintln!(
+        "fuzz command line: {} invocations in {:.1} s: {} ok, {} input errors, {} diverged, {} timed out, {} failures",
+        outcomes.len(),
+        t.elapsed().as_secs_f64(),
+        count(|o| matches!(o, CliOutcome::Ok)),
+        count(|o| matches!(o, CliOutcome::InputError)),
+        count(|o| matches!(o, CliOutcome::Diverged)),
+        count(|o| matches!(o, CliOutcome::TimedOut)),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Runs one invocation in `cwd` (relative paths among the values land there) with a time limit, and
+/// judges how it ended.
+fn run_cli(args: &[String], cwd: &Path) -> Result<CliOutcome, String> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed().as_secs() >= 8 {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let stderr = reader.join().unwrap();
+    let shown = format!("wgtrain {}\n  -> {status:?}\n{stderr}", args.join(" "));
+    for bad in [
+        "panicked",
+        "backtrace",
+        "RUST_BACKTRACE",
+        "memory allocation",
+    ] {
+        if stderr.contains(bad) {
+            return Err(shown);
+        }
+    }
+    let Some(status) = status else {
+        return Ok(CliOutcome::TimedOut);
+    };
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    let last_is_error = stderr
+        .lines()
+        .last()
+        .is_some_and(|l| l.starts_with("error: "));
+    match status.code() {
+        Some(0) if errors.is_empty() => Ok(CliOutcome::Ok),
+        Some(2) if errors.len() == 1 && last_is_error => Ok(CliOutcome::InputError),
+        Some(1) if errors.len() == 1 && stderr.contains("training diverged") => {
+            Ok(CliOutcome::Diverged)
+        }
+        _ => Err(shown),
+    }
+}

@@ -1,7 +1,6 @@
 //! `wgtrain graph`: the DOT of every model (layers, parameters, loss, gradient flow), batch norm's own
 //! graph, rendering through Graphviz, and the CLI's handling of bad input.
 
-use std::path::Path;
 use std::process::Command;
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::model::{Model, ModelSpec, MODEL_NAMES};
@@ -389,9 +388,13 @@ fn cli_graph_bad_input_is_one_line_exit_2() {
         &["no batch-norm layer"],
     );
     assert_input_error(&wgtrain(&["graph", "--format", "png"]), &["-o FILE"]);
-    let missing = Path::new("/nonexistent-dir-wgtrain/g.dot");
+    // A missing directory is created (issue 16); one under a regular file cannot be.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let under_file = file.join("g.dot");
     assert_input_error(
-        &wgtrain(&["graph", "-o", missing.to_str().unwrap()]),
-        &["directory not found"],
+        &wgtrain(&["graph", "-o", under_file.to_str().unwrap()]),
+        &["a-file is not a directory"],
     );
 }

@@ -366,6 +366,17 @@ fn cli_predict() {
         &paths[0],
         text_file.to_str().unwrap(),
     ]);
+    // The readable image is still classified; each bad one is an error line; exit 2 at the end.
+    assert_eq!(out.status.code(), Some(2));
+    let (stdout, stderr) = (support::text(&out.stdout), support::text(&out.stderr));
+    assert!(stdout.contains(&format!("{}: ", paths[0])), "{stdout}");
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: ") && last.contains("notes.png: cannot decode image"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    let out = wgtrain(&["predict", "--checkpoint", ck, text_file.to_str().unwrap()]);
     assert_input_error(&out, &["notes.png: cannot decode image"]);
     let out = wgtrain(&["predict", "--checkpoint", ck, "/nonexistent/seven.png"]);
     assert_input_error(&out, &["seven.png: image not found"]);
