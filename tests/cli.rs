@@ -4,26 +4,11 @@
 use std::path::Path;
 
 mod support;
-use support::{assert_input_error, synthetic_dir, text, wgtrain};
+use support::{assert_input_error, synthetic_dir, text, tiny_train, wgtrain};
 
 /// A data directory of raw IDX files: 300 synthetic training images and 100 test images.
 fn synthetic_data(dir: &Path) {
     synthetic_dir(dir, 300, 100, 1);
-}
-
-/// `train` on the CPU over the set `synthetic_data` wrote to `data`: 100 images held out, batches of 10.
-fn tiny_train(data: &str) -> Vec<&str> {
-    vec![
-        "train",
-        "--backend",
-        "cpu",
-        "--data",
-        data,
-        "--val-size",
-        "100",
-        "--batch",
-        "10",
-    ]
 }
 
 #[test]

@@ -343,13 +343,16 @@ const CLI_VALUES: &[&str] = &[
     "{ck}",
 ];
 
-/// Per command: the options fuzzed, and base options (overridden when fuzzed) that keep a valid run
-/// tiny and on the CPU.
-fn cli_commands() -> Vec<(
+/// A command, the options fuzzed on it, and its base options.
+type CliCommand = (
     &'static str,
     Vec<&'static str>,
     Vec<(&'static str, &'static str)>,
-)> {
+);
+
+/// Per command: the options fuzzed, and base options (overridden when fuzzed) that keep a valid run
+/// tiny and on the CPU.
+fn cli_commands() -> Vec<CliCommand> {
     vec![
         (
             "train",

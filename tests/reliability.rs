@@ -48,21 +48,23 @@ fn data_dir(tmp: &Path) -> String {
     d.to_str().unwrap().to_string()
 }
 
-/// `train` on the CPU over the synthetic set: 100 images held out, batches of 10 (20 steps an epoch).
+/// The synthetic data set and a 2-step fc8-bn checkpoint trained on it, in `tmp`.
+fn data_and_checkpoint(tmp: &Path) -> (String, String) {
+    let d = data_dir(tmp);
+    let ck = tmp.join("c.st").to_str().unwrap().to_string();
+    ok(run(&with(
+        train_args(&d),
+        &["--steps", "2", "-q", "--save", &ck],
+    )));
+    (d, ck)
+}
+
+/// [`support::tiny_train`] as owned strings, to extend.
 fn train_args(data: &str) -> Vec<String> {
-    [
-        "train",
-        "--backend",
-        "cpu",
-        "--data",
-        data,
-        "--val-size",
-        "100",
-        "--batch",
-        "10",
-    ]
-    .map(String::from)
-    .to_vec()
+    support::tiny_train(data)
+        .into_iter()
+        .map(String::from)
+        .collect()
 }
 
 fn run(args: &[String]) -> std::process::Output {
@@ -73,6 +75,25 @@ fn run(args: &[String]) -> std::process::Output {
 fn with(mut base: Vec<String>, extra: &[&str]) -> Vec<String> {
     base.extend(extra.iter().map(|s| s.to_string()));
     base
+}
+
+/// `sweep --quick` of table 1 into `out` on the CPU over the synthetic set `data`.
+fn quick_sweep<'a>(out: &'a str, data: &'a str) -> [&'a str; 13] {
+    [
+        "sweep",
+        "--quick",
+        "--tables",
+        "1",
+        "--out",
+        out,
+        "--data",
+        data,
+        "--val-size",
+        "100",
+        "--backend",
+        "cpu",
+        "-q",
+    ]
 }
 
 /// Files under `dir` whose names say they are temporaries or probes left behind.
@@ -203,21 +224,7 @@ fn report_on_a_full_disk_leaves_no_truncated_figure() {
     let d = data_dir(tmp.path());
     let sweep = tmp.path().join("sweep");
     let s = sweep.to_str().unwrap();
-    ok(wgtrain(&[
-        "sweep",
-        "--quick",
-        "--tables",
-        "1",
-        "--out",
-        s,
-        "--data",
-        &d,
-        "--val-size",
-        "100",
-        "--backend",
-        "cpu",
-        "-q",
-    ]));
+    ok(wgtrain(&quick_sweep(s, &d)));
     let Some(fs) = TinyFs::mount(
         1024,
         false,
@@ -337,13 +344,8 @@ fn the_batch_memory_bound_is_of_the_right_size() {
 #[test]
 fn plot_and_graph_formats_are_checked_first() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = data_dir(tmp.path());
-    let ck = tmp.path().join("c.st");
-    let c = ck.to_str().unwrap();
-    ok(run(&with(
-        train_args(&d),
-        &["--steps", "2", "-q", "--save", c],
-    )));
+    let (d, c) = data_and_checkpoint(tmp.path());
+    let c = c.as_str();
     let eval = |plot: &str| {
         wgtrain(&[
             "eval",
@@ -383,21 +385,7 @@ fn concurrent_sweeps_share_the_grid() {
     let d = data_dir(tmp.path());
     let sweep = tmp.path().join("sweep");
     let s = sweep.to_str().unwrap();
-    let args = [
-        "sweep",
-        "--quick",
-        "--tables",
-        "1",
-        "--out",
-        s,
-        "--data",
-        &d,
-        "--val-size",
-        "100",
-        "--backend",
-        "cpu",
-        "-q",
-    ];
+    let args = quick_sweep(s, &d);
     let spawn = || {
         Command::new(env!("CARGO_BIN_EXE_wgtrain"))
             .args(args)
@@ -457,7 +445,7 @@ fn concurrent_sweeps_share_the_grid() {
 #[test]
 fn errors_come_before_notes_and_eval_is_quiet_with_q() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = data_dir(tmp.path());
+    let (d, c) = data_and_checkpoint(tmp.path());
     let file = tmp.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     let auto = |extra: &[&str]| {
@@ -478,13 +466,7 @@ fn errors_come_before_notes_and_eval_is_quiet_with_q() {
         &auto(&["--save", file.join("c.st").to_str().unwrap()]),
         &["a-file"],
     );
-    let ck = tmp.path().join("c.st");
-    let c = ck.to_str().unwrap();
-    ok(run(&with(
-        train_args(&d),
-        &["--steps", "2", "-q", "--save", c],
-    )));
-    let out = wgtrain(&["eval", "--checkpoint", c, "--data", &d, "-q"]);
+    let out = wgtrain(&["eval", "--checkpoint", &c, "--data", &d, "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "", "eval -q: nothing on stderr");
 }
@@ -574,13 +556,8 @@ fn an_interrupted_run_leaves_csv_headers() {
 #[test]
 fn predict_reports_each_file_and_names_a_blank_image() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = data_dir(tmp.path());
-    let ck = tmp.path().join("c.st");
-    let c = ck.to_str().unwrap();
-    ok(run(&with(
-        train_args(&d),
-        &["--steps", "2", "-q", "--save", c],
-    )));
+    let (_, c) = data_and_checkpoint(tmp.path());
+    let c = c.as_str();
     let good = tmp.path().join("good.png");
     let mut img = image::GrayImage::new(28, 28);
     for y in 6..22 {

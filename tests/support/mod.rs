@@ -71,6 +71,22 @@ pub fn synthetic_dir(dir: &Path, train: usize, test: usize, seed: u64) {
     .unwrap();
 }
 
+/// `train` on the CPU over a set `synthetic_dir` wrote to `data` (300 training and 100 test images):
+/// 100 images held out, batches of 10.
+pub fn tiny_train(data: &str) -> Vec<&str> {
+    vec![
+        "train",
+        "--backend",
+        "cpu",
+        "--data",
+        data,
+        "--val-size",
+        "100",
+        "--batch",
+        "10",
+    ]
+}
+
 /// Deterministic pseudo-random values in [-1, 1) from a seed (no RNG state to pass around).
 pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed
