@@ -41,6 +41,10 @@ enum Command {
     /// with calls, GPU dispatches, ms per step, share and GFLOP/s or GB/s.
     #[command(allow_negative_numbers = true)]
     Profile(ProfileArgs),
+    /// Check a model (a built-in name or a model file) and print its layers: output shapes and
+    /// parameter counts, and the total.
+    #[command(allow_negative_numbers = true)]
+    Model(ModelArgs),
     /// Draw a model's computational graph (or batch norm's own) as Graphviz DOT, SVG or PNG.
     #[command(allow_negative_numbers = true)]
     Graph(GraphArgs),
@@ -201,6 +205,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd_bench(a),
         Command::Profile(a) => cmd_profile(a),
         Command::Graph(a) => cmd_graph(a),
+        Command::Model(a) => cmd_model(a),
         Command::Eval(a) => cmd_eval(a),
         Command::Predict(a) => cmd_predict(a),
         Command::Devices(a) => cmd_devices(a),
@@ -317,6 +322,39 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         Some(e) => Err(e.into()),
         None => Ok(()),
     }
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A built-in model (fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn) or a model file (.toml).
+    #[arg(value_name = "NAME_OR_FILE")]
+    model: String,
+    /// The data set whose image shape and class count the model is checked against [default: the MNIST
+    /// copy in data/mnist].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Print the built-in model's file (to start your own from).
+    #[arg(long)]
+    show: bool,
+}
+
+fn cmd_model(a: ModelArgs) -> Result<()> {
+    use wgtrain::model::file::{parse_network, read_model, Shape};
+    let (name, text) = read_model(&a.model)?;
+    let dir = a.data.clone().unwrap_or_else(data::default_data_dir);
+    let test = data::load_set(&dir, data::TEST_FILES)?;
+    let input = Shape::Image {
+        h: test.rows,
+        w: test.cols,
+        c: 1,
+    };
+    let net = parse_network(&name, &text, input, wgtrain::model::CLASSES)?;
+    if a.show {
+        print!("{text}");
+    } else {
+        print!("{}", net.summary());
+    }
+    Ok(())
 }
 
 #[derive(Args)]

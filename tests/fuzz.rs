@@ -242,6 +242,39 @@ fn predict_image_reader_survives_mutated_and_random_files() {
     });
 }
 
+/// Model files (issue 18): every built-in file, mutated, through the parser and the shape inference
+/// on two input shapes: a network, or one line naming the file.
+#[test]
+fn model_file_reader_survives_mutated_files() {
+    use wgtrain::model::file::{parse_network, Shape, BUILTINS};
+    let path = Path::new("models/fuzzed.toml");
+    for (i, (_, text)) in BUILTINS.iter().enumerate().step_by(3) {
+        fuzz(
+            "model file",
+            7 + i as u8,
+            mutated(text.as_bytes().to_vec()),
+            |bytes| {
+                let text = String::from_utf8_lossy(bytes);
+                for (n, input) in [
+                    Shape::Image { h: 28, w: 28, c: 1 },
+                    Shape::Image { h: 5, w: 3, c: 3 },
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    match parse_network("models/fuzzed.toml", &text, input, 10) {
+                        Ok(net) => {
+                            prop_assert_eq!(net.layers.last().unwrap().output, Shape::Flat(10))
+                        }
+                        Err(e) => one_line_naming(&e.to_string(), path, n == 0)?,
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+}
+
 /// A valid PNG of `w` x `h` pixels in one of four colour types, its bytes from `seed`: the decoder
 /// accepts it, so the digit code (crop to the ink, scale, centre by mass) meets every shape, thin
 /// strips, blank and saturated images included.

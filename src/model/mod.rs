@@ -1,5 +1,6 @@
 //! The reference models of docs/MODELS.md, built from [`layers`] on any backend.
 
+pub mod file;
 pub mod layers;
 
 use crate::backend::{Backend, ConvGeom};
