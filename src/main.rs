@@ -71,7 +71,7 @@ struct DevicesArgs {
 
 #[derive(Args)]
 struct GradcheckArgs {
-    /// Model: fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn.
+    /// Model: a built-in (fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn) or a model file (.toml).
     #[arg(long, default_value = "fc8-bn")]
     model: String,
     /// Samples in the batch (the first ones of the training file).
@@ -141,7 +141,8 @@ impl DataArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Model: fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn [default: fc8-bn; with
+    /// Model: a built-in (fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn) or a model file
+    /// (.toml; see `wgtrain model`) [default: fc8-bn; with
     /// --resume, the checkpoint's].
     #[arg(long)]
     model: Option<String>,
@@ -359,7 +360,7 @@ fn cmd_model(a: ModelArgs) -> Result<()> {
 
 #[derive(Args)]
 struct GraphArgs {
-    /// Model: fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn.
+    /// Model: a built-in (fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn) or a model file (.toml).
     #[arg(long, default_value = "fc8-bn")]
     model: String,
     /// Show the backward pass too: gradient edges (dL/dh) and parameter gradients.
@@ -381,8 +382,8 @@ fn cmd_graph(a: GraphArgs) -> Result<()> {
     use wgtrain::tools::graph::{self, GraphFormat, LayerGraph};
     let spec = ModelSpec::parse(&a.model).map_err(|e| InputError::value(e.to_string()))?;
     let dot = match a.layer {
-        None => graph::model_dot(spec, a.backward),
-        Some(LayerGraph::Batchnorm) => graph::batchnorm_dot(spec, a.backward)?,
+        None => graph::model_dot(&spec, a.backward),
+        Some(LayerGraph::Batchnorm) => graph::batchnorm_dot(&spec, a.backward)?,
     };
     let format = match (a.format, &a.output) {
         (Some(f), _) => f,
@@ -802,7 +803,8 @@ fn cmd_gradcheck(_: GradcheckArgs) -> Result<()> {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Models, comma separated (fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn), or "none".
+    /// Models, comma separated: built-ins (fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn) or
+    /// model files (.toml), or "none".
     #[arg(long, default_value = wgtrain::tools::bench::DEFAULT_MODELS)]
     models: String,
     /// Batch sizes, comma separated.
@@ -880,7 +882,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
 
 #[derive(Args)]
 struct ProfileArgs {
-    /// Model: fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn.
+    /// Model: a built-in (fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn) or a model file (.toml).
     #[arg(long, default_value = "cnn7-bn")]
     model: String,
     /// Optimizer: sgd, rmsprop or adam.

@@ -76,7 +76,7 @@ fn gpu_profile_counts_dispatches() {
         started
     };
     for timing in [Timing::Auto, Timing::Sync] {
-        let p = profile(gpu(), &support::profile_run(spec, timing), 1, &set).unwrap();
+        let p = profile(gpu(), &support::profile_run(spec.clone(), timing), 1, &set).unwrap();
         support::check_fc8_bn_profile(&p, 1.0);
         let per_op: f64 = p.ops.iter().filter_map(|r| r.dispatches_per_step).sum();
         assert_eq!(p.dispatches_per_step, Some(per_op));

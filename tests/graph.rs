@@ -49,8 +49,8 @@ fn every_model_graph_has_its_layers_params_and_loss() {
     let be = CpuBackend::new();
     for name in MODEL_NAMES {
         let spec = ModelSpec::parse(name).unwrap();
-        let model = Model::new(&be, spec, 1, 0);
-        let dot = model_dot(spec, false);
+        let model = Model::new(&be, spec.clone(), 1, 0);
+        let dot = model_dot(&spec, false);
         let texts = labels(&dot);
         assert!(dot.starts_with("digraph"), "{name}");
         for layer in &model.layers {
@@ -88,11 +88,11 @@ fn every_model_graph_has_its_layers_params_and_loss() {
 
 #[test]
 fn graph_shapes_follow_the_tensors() {
-    let dot = model_dot(ModelSpec::parse("cnn7").unwrap(), false);
+    let dot = model_dot(&ModelSpec::parse("cnn7").unwrap(), false);
     for shape in ["N×28×28×1", "N×14×14×16", "N×7×7×32", "N×4×4×128", "N×2048"] {
         assert!(dot.contains(shape), "cnn7 graph lacks {shape}");
     }
-    let fc = model_dot(ModelSpec::parse("fc8").unwrap(), false);
+    let fc = model_dot(&ModelSpec::parse("fc8").unwrap(), false);
     for shape in ["N×784", "N×256", "N×4", "fc1.weight  256×784"] {
         assert!(fc.contains(shape), "fc8 graph lacks {shape}");
     }
@@ -103,8 +103,8 @@ fn backward_graph_has_gradient_edges_and_param_gradients() {
     let be = CpuBackend::new();
     for name in ["fc8", "cnn3-bn"] {
         let spec = ModelSpec::parse(name).unwrap();
-        let model = Model::new(&be, spec, 1, 0);
-        let dot = model_dot(spec, true);
+        let model = Model::new(&be, spec.clone(), 1, 0);
+        let dot = model_dot(&spec, true);
         assert!(dot.contains("dL/dh"), "{name}");
         assert!(dot.contains("(p - y)/N"), "{name}: softmax-CE gradient");
         for p in model.params() {
@@ -147,7 +147,7 @@ fn has_edge(dot: &str, edge: &str) -> bool {
 
 #[test]
 fn batchnorm_layer_graph_is_fig_2() {
-    let dot = batchnorm_dot(ModelSpec::parse("fc8-bn").unwrap(), false).unwrap();
+    let dot = batchnorm_dot(&ModelSpec::parse("fc8-bn").unwrap(), false).unwrap();
     let texts = labels(&dot);
     for name in ["x", "mu", "sigma^2", "x-hat", "gamma γ", "beta β", "y"] {
         assert!(
@@ -176,7 +176,7 @@ fn batchnorm_layer_graph_is_fig_2() {
     assert!(dot.contains("ε = 1e-5"), "eps read from the layer");
     assert!(!dot.contains("dL/d"));
 
-    let back = batchnorm_dot(ModelSpec::parse("cnn3-bn").unwrap(), true).unwrap();
+    let back = batchnorm_dot(&ModelSpec::parse("cnn3-bn").unwrap(), true).unwrap();
     for g in [
         "dL/dy_i",
         "dL/dx̂_i",
@@ -192,7 +192,7 @@ fn batchnorm_layer_graph_is_fig_2() {
     assert!(back.contains("m = N·14·14"));
     assert!(back.contains("dx -> dmu [dir=back, style=dashed"));
 
-    let err = batchnorm_dot(ModelSpec::parse("cnn5").unwrap(), false).unwrap_err();
+    let err = batchnorm_dot(&ModelSpec::parse("cnn5").unwrap(), false).unwrap_err();
     assert!(err.to_string().contains("no batch-norm layer"), "{err}");
 }
 
@@ -204,10 +204,10 @@ fn every_graph_is_valid_dot() {
     let mut graphs: Vec<String> = Vec::new();
     for name in MODEL_NAMES {
         let spec = ModelSpec::parse(name).unwrap();
-        graphs.push(model_dot(spec, false));
-        graphs.push(model_dot(spec, true));
+        graphs.push(model_dot(&spec, false));
+        graphs.push(model_dot(&spec, true));
     }
-    graphs.push(batchnorm_dot(ModelSpec::parse("cnn7-bn").unwrap(), true).unwrap());
+    graphs.push(batchnorm_dot(&ModelSpec::parse("cnn7-bn").unwrap(), true).unwrap());
     let dir = tempfile::tempdir().unwrap();
     for (i, g) in graphs.iter().enumerate() {
         let out = dir.path().join(format!("g{i}.svg"));
@@ -228,19 +228,19 @@ fn edges_stay_between_the_nodes_they_join() {
     let graphs = [
         (
             "bn",
-            batchnorm_dot(ModelSpec::parse("fc8-bn").unwrap(), false).unwrap(),
+            batchnorm_dot(&ModelSpec::parse("fc8-bn").unwrap(), false).unwrap(),
         ),
         (
             "bn backward",
-            batchnorm_dot(ModelSpec::parse("cnn7-bn").unwrap(), true).unwrap(),
+            batchnorm_dot(&ModelSpec::parse("cnn7-bn").unwrap(), true).unwrap(),
         ),
         (
             "cnn7-bn backward",
-            model_dot(ModelSpec::parse("cnn7-bn").unwrap(), true),
+            model_dot(&ModelSpec::parse("cnn7-bn").unwrap(), true),
         ),
         (
             "fc8-bn",
-            model_dot(ModelSpec::parse("fc8-bn").unwrap(), false),
+            model_dot(&ModelSpec::parse("fc8-bn").unwrap(), false),
         ),
     ];
     for (what, g) in graphs {

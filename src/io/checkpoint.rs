@@ -51,6 +51,10 @@ pub struct CheckpointMeta {
     pub epoch_step: usize,
     /// Where it was trained ("cpu" or "gpu"); informative only.
     pub backend: String,
+    /// The model file's text, for a model that is not a built-in (a built-in's name says it all), so
+    /// that `eval`, `predict` and `--resume` need nothing but the checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_file: Option<String>,
 }
 
 impl CheckpointMeta {
@@ -117,6 +121,7 @@ impl Checkpoint {
             epoch: step / spe,
             epoch_step: step % spe,
             backend: be.kind().to_string(),
+            model_file: (!model.spec.is_builtin()).then(|| model.spec.text().to_string()),
         };
         let mut tensors = BTreeMap::new();
         let moments = moment_names(opt.kind);
@@ -162,7 +167,11 @@ impl Checkpoint {
 
     /// The model the checkpoint holds.
     pub fn spec(&self) -> Result<ModelSpec, InputError> {
-        ModelSpec::parse(&self.meta.model).map_err(|e| self.err(format!("{e:#}")))
+        let spec = match &self.meta.model_file {
+            Some(text) => ModelSpec::from_text(&self.meta.model, text),
+            None => ModelSpec::parse(&self.meta.model),
+        };
+        spec.map_err(|e| self.err(format!("{e:#}")))
     }
 
     /// The optimizer as it was when the checkpoint was taken (its moments live in the model's params).

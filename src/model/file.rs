@@ -381,6 +381,14 @@ pub fn parse_network(
         });
         shape = output;
     }
+    if !layers
+        .iter()
+        .any(|l| matches!(l.spec, LayerSpec::Dense { .. } | LayerSpec::Conv2d { .. }))
+    {
+        return Err(at.file_err(
+            "no dense or conv2d layer: a network needs at least one layer with weights",
+        ));
+    }
     if shape != Shape::Flat(classes) {
         let last = layers.last().expect("at least one layer");
         return Err(at.layer_err(
@@ -400,6 +408,20 @@ pub fn parse_network(
     })
 }
 
+/// A convolution's padding in pixels (0 for any other layer).
+pub fn conv_padding(spec: &LayerSpec) -> usize {
+    match spec {
+        LayerSpec::Conv2d {
+            kernel, padding, ..
+        } => match padding {
+            Padding::Size(p) => *p,
+            Padding::Same => (kernel - 1) / 2,
+            Padding::Valid => 0,
+        },
+        _ => 0,
+    }
+}
+
 /// A positive count from the file, or the problem with it.
 fn positive(key: &str, v: i64) -> Result<usize, String> {
     if v < 1 {
@@ -415,9 +437,11 @@ fn check_values(raw: &RawLayer) -> Result<LayerSpec, String> {
             units: match units {
                 toml::Value::Integer(n) => Units::Count(positive("units", *n)?),
                 toml::Value::String(s) if s == "classes" => Units::Classes,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "units = {other}: a positive number, or \"classes\" for the data's class count"
-                )),
+                ))
+                }
             },
             bias: *bias,
             name: name.clone(),
@@ -497,20 +521,16 @@ fn infer(
             filters,
             kernel,
             stride,
-            padding,
             bias,
             name,
+            ..
         } => {
             let Shape::Image { h, w, c } = input else {
                 return Err(format!(
                     "input is {input} values, not an image: a convolution needs height x width x channels"
                 ));
             };
-            let pad = match padding {
-                Padding::Size(p) => *p,
-                Padding::Same => (kernel - 1) / 2,
-                Padding::Valid => 0,
-            };
+            let pad = conv_padding(spec);
             if h + 2 * pad < *kernel || w + 2 * pad < *kernel {
                 return Err(format!(
                     "input {h}x{w} (padded by {pad}) is smaller than the {kernel}x{kernel} kernel"

@@ -4,14 +4,16 @@ pub mod file;
 pub mod layers;
 
 use crate::backend::{Backend, ConvGeom};
-use anyhow::{bail, Result};
+use crate::error::InputError;
+use file::{LayerSpec, Network, Shape};
 use layers::{
-    BatchNorm, Buffer, Conv2d, Epilogue, Flatten, Layer, Linear, Param, SoftmaxCrossEntropy,
+    BatchNorm, Buffer, Conv2d, Epilogue, Flatten, Layer, Linear, Param, Relu, SoftmaxCrossEntropy,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
 
-/// Every model name `--model` accepts.
+/// The built-in models' names (their files are in `models/`, see [`file::BUILTINS`]).
 pub const MODEL_NAMES: [&str; 8] = [
     "fc8", "fc8-bn", "cnn3", "cnn3-bn", "cnn5", "cnn5-bn", "cnn7", "cnn7-bn",
 ];
@@ -20,109 +22,95 @@ pub const MODEL_NAMES: [&str; 8] = [
 pub const IMAGE_SIDE: usize = 28;
 pub const CLASSES: usize = 10;
 
-/// Which network, and whether it has batch norm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The input every model is built for today: the data sets wgtrain reads are MNIST-shaped.
+pub const INPUT: Shape = Shape::Image {
+    h: IMAGE_SIDE,
+    w: IMAGE_SIDE,
+    c: 1,
+};
+
+/// A network to build: a built-in model's name or a model file's path, with the file's text (checked
+/// when the spec is made).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ModelSpec {
-    pub arch: Arch,
-    pub batchnorm: bool,
+    name: Arc<str>,
+    text: Arc<str>,
 }
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Arch {
-    /// Fully connected 784-256-128-64-32-16-8-4-10.
-    Fc8,
-    /// CNN with 3, 5 or 7 convolution layers.
-    Cnn(usize),
-}
-
-/// A conv of the CNN family: output channels and stride (kernel 3, padding 1).
-const CNN7: [(usize, usize); 7] = [
-    (16, 1),
-    (16, 2),
-    (32, 1),
-    (32, 2),
-    (64, 1),
-    (64, 2),
-    (128, 1),
-];
-const CNN5: [(usize, usize); 5] = [(16, 1), (16, 2), (32, 1), (32, 2), (64, 2)];
-const CNN3: [(usize, usize); 3] = [(16, 2), (32, 2), (64, 2)];
-const FC8: [usize; 9] = [784, 256, 128, 64, 32, 16, 8, 4, 10];
 
 impl ModelSpec {
-    pub fn parse(name: &str) -> Result<Self> {
-        let (base, batchnorm) = match name.strip_suffix("-bn") {
-            Some(b) => (b, true),
-            None => (name, false),
-        };
-        let arch = match base {
-            "fc8" => Arch::Fc8,
-            "cnn3" => Arch::Cnn(3),
-            "cnn5" => Arch::Cnn(5),
-            "cnn7" => Arch::Cnn(7),
-            _ => bail!(
-                "unknown model '{name}': expected one of {}",
-                MODEL_NAMES.join(", ")
-            ),
-        };
-        Ok(ModelSpec { arch, batchnorm })
+    /// A built-in name (`cnn7-bn`) or a model file's path, read and checked.
+    pub fn parse(name: &str) -> Result<Self, InputError> {
+        let (name, text) = file::read_model(name)?;
+        Self::from_text(&name, &text)
     }
 
+    /// The model file `text`, called `name` (a path or a built-in name), checked.
+    pub fn from_text(name: &str, text: &str) -> Result<Self, InputError> {
+        file::parse_network(name, text, INPUT, CLASSES)?;
+        Ok(ModelSpec {
+            name: name.into(),
+            text: text.into(),
+        })
+    }
+
+    /// The built-in name or the file's path, as `--model` took it.
     pub fn name(&self) -> String {
-        let base = match self.arch {
-            Arch::Fc8 => "fc8".to_string(),
-            Arch::Cnn(l) => format!("cnn{l}"),
-        };
-        if self.batchnorm {
-            format!("{base}-bn")
-        } else {
-            base
-        }
+        self.name.to_string()
     }
 
-    /// An upper bound on the f32 values a model built for batch `n` holds per image of `n` (layer
-    /// outputs and their gradients, batch-norm copies, im2col columns): what a large `--batch` costs,
-    /// checked against memory before anything is built. `tests/gpu_tools.rs` keeps it within 4x of
-    /// what the GPU backend really allocates.
+    /// The model file's text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether this is a built-in model, unchanged (its name alone says what it is).
+    pub fn is_builtin(&self) -> bool {
+        file::builtin(&self.name) == Some(&*self.text)
+    }
+
+    /// The checked network with its shapes and parameters.
+    pub fn network(&self) -> Network {
+        file::parse_network(&self.name, &self.text, INPUT, CLASSES)
+            .expect("a ModelSpec is checked when it is made")
+    }
+
+    /// Whether any layer is a batch norm.
+    pub fn batchnorm(&self) -> bool {
+        self.network()
+            .layers
+            .iter()
+            .any(|l| matches!(l.spec, LayerSpec::BatchNorm { .. }))
+    }
+
+    /// An upper bound on the f32 values a model built for batch `n` holds per image of `n`: each
+    /// layer's input gradient and output, and a convolution's columns and their gradient. What a large
+    /// `--batch` costs, checked against memory before anything is built; `tests/reliability.rs` keeps it
+    /// between 2 and 20 times the layer outputs the CPU backend really holds.
     pub fn floats_per_image(&self) -> usize {
-        match self.arch {
-            // Each layer: output, gradient, and batch norm's output, gradient and a saved copy.
-            Arch::Fc8 => 2 * FC8[0] + 6 * FC8[1..].iter().sum::<usize>(),
-            Arch::Cnn(_) => {
-                let (mut side, mut chans, mut total) = (IMAGE_SIDE, 1, 2 * IMAGE_SIDE * IMAGE_SIDE);
-                for &(out_c, stride) in self.convs() {
-                    let out_side = (side + 2 - 3) / stride + 1;
-                    let pixels = out_side * out_side;
-                    // Columns and their gradient; output, gradient and batch norm's copies.
-                    total += 2 * pixels * 9 * chans + 6 * pixels * out_c;
-                    side = out_side;
-                    chans = out_c;
-                }
-                total + 6 * side * side * chans + 4 * CLASSES
+        let net = self.network();
+        let mut total = 2 * net.input.len();
+        for l in &net.layers {
+            total += 2 * l.input.len() + 2 * l.output.len();
+            if let (
+                LayerSpec::Conv2d { kernel, .. },
+                Shape::Image { c, .. },
+                Shape::Image { h, w, .. },
+            ) = (&l.spec, l.input, l.output)
+            {
+                total += 2 * h * w * kernel * kernel * c;
             }
         }
+        total + 4 * net.classes
     }
 
     /// Whether a model built for `batch` images fits in this machine's memory (see
     /// [`ModelSpec::floats_per_image`]); `flag` names the option that asked for it.
-    pub fn check_batch_memory(
-        &self,
-        flag: &str,
-        batch: usize,
-    ) -> Result<(), crate::error::InputError> {
+    pub fn check_batch_memory(&self, flag: &str, batch: usize) -> Result<(), InputError> {
         let bytes = (self.floats_per_image() as u128) * 4 * batch as u128;
         crate::error::check_memory(
             &format!("{flag} {batch}: {} at this batch", self.name()),
             bytes,
         )
-    }
-
-    fn convs(&self) -> &'static [(usize, usize)] {
-        match self.arch {
-            Arch::Cnn(3) => &CNN3,
-            Arch::Cnn(5) => &CNN5,
-            _ => &CNN7,
-        }
     }
 }
 
@@ -147,98 +135,107 @@ pub struct FlatParams<T> {
 }
 
 impl<B: Backend + 'static> Model<B> {
-    /// Builds `spec` for batches of up to `capacity`, with He-uniform weights drawn from `seed`.
+    /// Builds `spec` for batches of up to `capacity`, with He-uniform weights drawn from `seed` in layer
+    /// order. A ReLU right after a dense, conv2d or batchnorm layer is fused into it (its epilogue); a
+    /// flatten of the input costs nothing (the batch is already `[N, h*w*c]`).
     pub fn new(be: &B, spec: ModelSpec, capacity: usize, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let bn = spec.batchnorm;
+        let net = spec.network();
         let mut layers: Vec<Box<dyn Layer<B>>> = Vec::new();
-        match spec.arch {
-            Arch::Fc8 => {
-                for i in 0..FC8.len() - 1 {
-                    let last = i == FC8.len() - 2;
-                    let name = format!("fc{}", i + 1);
-                    let hidden_bn = bn && !last;
+        let mut i = 0;
+        while i < net.layers.len() {
+            let l = &net.layers[i];
+            let fuse_relu = net
+                .layers
+                .get(i + 1)
+                .is_some_and(|next| next.spec == LayerSpec::Relu)
+                && matches!(
+                    l.spec,
+                    LayerSpec::Dense { .. }
+                        | LayerSpec::Conv2d { .. }
+                        | LayerSpec::BatchNorm { .. }
+                );
+            // A layer's name is its parameters' prefix (`fc1` of `fc1.weight`).
+            let name = l
+                .params
+                .first()
+                .map(|(p, _)| {
+                    p.rsplit_once('.')
+                        .map_or(p.as_str(), |(n, _)| n)
+                        .to_string()
+                })
+                .unwrap_or_default();
+            match (&l.spec, l.input, l.output) {
+                (LayerSpec::Dense { bias, .. }, input, output) => {
                     let epilogue = Epilogue {
-                        bias: !hidden_bn,
-                        relu: !last && !bn,
+                        bias: *bias,
+                        relu: fuse_relu,
                     };
-                    let linear = Linear::new(
+                    layers.push(Box::new(Linear::new(
                         be,
                         &name,
-                        (FC8[i], FC8[i + 1]),
+                        (input.len(), output.len()),
                         epilogue,
                         capacity,
                         &mut rng,
-                    );
-                    layers.push(Box::new(linear));
-                    if hidden_bn {
-                        layers.push(Box::new(BatchNorm::new(
-                            be,
-                            &format!("bn{}", i + 1),
-                            FC8[i + 1],
-                            1,
-                            true,
-                            capacity,
-                        )));
-                    }
+                    )));
                 }
-            }
-            Arch::Cnn(_) => {
-                let (mut side, mut chans) = (IMAGE_SIDE, 1);
-                for (i, &(out_c, stride)) in spec.convs().iter().enumerate() {
+                (
+                    LayerSpec::Conv2d {
+                        filters,
+                        kernel,
+                        stride,
+                        bias,
+                        ..
+                    },
+                    Shape::Image { h, w, c },
+                    _,
+                ) => {
                     let geom = ConvGeom {
                         n: capacity,
-                        c: chans,
-                        h: side,
-                        w: side,
-                        k: 3,
-                        stride,
-                        pad: 1,
+                        c,
+                        h,
+                        w,
+                        k: *kernel,
+                        stride: *stride,
+                        pad: file::conv_padding(&l.spec),
                     };
-                    let name = format!("conv{}", i + 1);
-                    // Without batch norm the convolution has its bias and ReLU; with it, BN does both.
                     let epilogue = Epilogue {
-                        bias: !bn,
-                        relu: !bn,
+                        bias: *bias,
+                        relu: fuse_relu,
                     };
                     layers.push(Box::new(Conv2d::new(
-                        be, &name, geom, out_c, epilogue, &mut rng,
+                        be, &name, geom, *filters, epilogue, &mut rng,
                     )));
-                    side = geom.out_h();
-                    chans = out_c;
-                    if bn {
-                        let norm = BatchNorm::new(
-                            be,
-                            &format!("bn{}", i + 1),
-                            out_c,
-                            side * side,
-                            true,
-                            capacity,
-                        );
-                        layers.push(Box::new(norm));
+                }
+                (LayerSpec::BatchNorm { .. }, input, _) => {
+                    let (channels, spatial) = match input {
+                        Shape::Image { h, w, c } => (c, h * w),
+                        Shape::Flat(n) => (n, 1),
+                    };
+                    layers.push(Box::new(BatchNorm::new(
+                        be, &name, channels, spatial, fuse_relu, capacity,
+                    )));
+                }
+                (LayerSpec::Relu, input, _) => {
+                    layers.push(Box::new(Relu::new(be, input.len(), capacity)));
+                }
+                (LayerSpec::Flatten, _, output) => {
+                    if !layers.is_empty() {
+                        layers.push(Box::new(Flatten::new(be, output.len(), capacity)));
                     }
                 }
-                let features = side * side * chans;
-                layers.push(Box::new(Flatten::new(be, features, capacity)));
-                let logits = Epilogue {
-                    bias: true,
-                    relu: false,
-                };
-                layers.push(Box::new(Linear::new(
-                    be,
-                    "fc",
-                    (features, CLASSES),
-                    logits,
-                    capacity,
-                    &mut rng,
-                )));
+                (LayerSpec::Conv2d { .. }, Shape::Flat(_), _) => {
+                    unreachable!("a checked network convolves images only")
+                }
             }
+            i += if fuse_relu { 2 } else { 1 };
         }
         let mut model = Model {
             spec,
             capacity,
             layers,
-            head: SoftmaxCrossEntropy::new(be, CLASSES, capacity),
+            head: SoftmaxCrossEntropy::new(be, net.classes, capacity),
             flat: None,
         };
         model.flat = model.pack_params(be);

@@ -41,7 +41,7 @@ pub fn figure_of(t: &StudyTable) -> FigureSpec {
                 lines: t
                     .columns
                     .iter()
-                    .map(|c| (label(&c.header), c.runs[row]))
+                    .map(|c| (label(&c.header), c.runs[row].clone()))
                     .collect(),
             })
             .collect()
@@ -63,8 +63,8 @@ pub fn figure_of(t: &StudyTable) -> FigureSpec {
                 .map(|c| Panel {
                     title: c.header.clone(),
                     lines: vec![
-                        (rows[0].to_string(), c.runs[0]),
-                        (rows[1].to_string(), c.runs[1]),
+                        (rows[0].to_string(), c.runs[0].clone()),
+                        (rows[1].to_string(), c.runs[1].clone()),
                     ],
                 })
                 .collect(),

@@ -3,7 +3,7 @@
 //! that split it between processes.
 
 use crate::error::InputError;
-use crate::model::{Arch, ModelSpec};
+use crate::model::ModelSpec;
 use crate::optim::OptimKind;
 use std::collections::BTreeSet;
 
@@ -13,7 +13,7 @@ pub const STUDY_BATCH: usize = 110;
 pub const TABLES: [u8; 4] = [1, 2, 3, 4];
 
 /// One training run of the grid: which model, which optimizer, which learning rate.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RunSpec {
     pub model: ModelSpec,
     pub optim: OptimKind,
@@ -69,8 +69,10 @@ impl StudyTable {
     }
 }
 
-fn spec(arch: Arch, batchnorm: bool) -> ModelSpec {
-    ModelSpec { arch, batchnorm }
+/// The built-in model `base` (`fc8`, `cnn7`), with batch norm (`-bn`) or without.
+fn spec(base: &str, batchnorm: bool) -> ModelSpec {
+    let name = format!("{base}{}", if batchnorm { "-bn" } else { "" });
+    ModelSpec::parse(&name).expect("the study's models are built in")
 }
 
 /// Tables I-IV as docs/MODELS.md states them (the study's test accuracies in percent).
@@ -80,7 +82,7 @@ pub fn study_tables() -> Vec<StudyTable> {
         ("RMSProp", OptimKind::RmsProp),
         ("Adam", OptimKind::Adam),
     ];
-    let by_optim = |arch: Arch, study: [[f64; 2]; 3]| -> Vec<StudyColumn> {
+    let by_optim = |arch: &str, study: [[f64; 2]; 3]| -> Vec<StudyColumn> {
         optims
             .iter()
             .zip(study)
@@ -103,8 +105,8 @@ pub fn study_tables() -> Vec<StudyTable> {
     .map(|(l, s)| StudyColumn {
         header: l.to_string(),
         runs: [
-            RunSpec::new(spec(Arch::Cnn(l), false), OptimKind::Sgd),
-            RunSpec::new(spec(Arch::Cnn(l), true), OptimKind::Sgd),
+            RunSpec::new(spec(&format!("cnn{l}"), false), OptimKind::Sgd),
+            RunSpec::new(spec(&format!("cnn{l}"), true), OptimKind::Sgd),
         ],
         study: [Some(s[0]), Some(s[1])],
     })
@@ -122,8 +124,8 @@ pub fn study_tables() -> Vec<StudyTable> {
         .map(|(lr, study)| StudyColumn {
             header: lr.to_string(),
             runs: [
-                RunSpec::with_lr(spec(Arch::Cnn(7), false), OptimKind::Sgd, lr),
-                RunSpec::with_lr(spec(Arch::Cnn(7), true), OptimKind::Sgd, lr),
+                RunSpec::with_lr(spec("cnn7", false), OptimKind::Sgd, lr),
+                RunSpec::with_lr(spec("cnn7", true), OptimKind::Sgd, lr),
             ],
             study,
         })
@@ -133,16 +135,13 @@ pub fn study_tables() -> Vec<StudyTable> {
             number: 1,
             title: "Fully connected network, 8 layers (FC-8), by optimizer",
             varies: "optimizer",
-            columns: by_optim(Arch::Fc8, [[9.58, 17.60], [86.23, 97.31], [95.17, 97.21]]),
+            columns: by_optim("fc8", [[9.58, 17.60], [86.23, 97.31], [95.17, 97.21]]),
         },
         StudyTable {
             number: 2,
             title: "CNN with 7 convolution layers (CNN-7), by optimizer",
             varies: "optimizer",
-            columns: by_optim(
-                Arch::Cnn(7),
-                [[60.65, 80.69], [98.85, 99.02], [98.98, 98.82]],
-            ),
+            columns: by_optim("cnn7", [[60.65, 80.69], [98.85, 99.02], [98.98, 98.82]]),
         },
         StudyTable {
             number: 3,
@@ -174,11 +173,11 @@ pub fn grid(tables: &[u8]) -> Vec<GridRun> {
     let mut runs: Vec<GridRun> = Vec::new();
     for t in all.iter().filter(|t| tables.contains(&t.number)) {
         for c in &t.columns {
-            for r in c.runs {
+            for r in c.runs.iter().cloned() {
                 if !runs.iter().any(|g| g.spec.id() == r.id()) {
                     runs.push(GridRun {
-                        spec: r,
                         tables: tables_of(&all, &r),
+                        spec: r,
                     });
                 }
             }

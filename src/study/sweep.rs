@@ -258,7 +258,7 @@ pub fn run_sweep<B: Backend + 'static>(
             .expect("claimed keys come from the list");
         n += 1;
         let tcfg = TrainConfig {
-            model: g.spec.model,
+            model: g.spec.model.clone(),
             optim: g.spec.optim,
             lr: g.spec.lr,
             batch: cfg.batch,

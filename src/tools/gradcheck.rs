@@ -142,8 +142,8 @@ pub fn gradcheck<G: Backend + 'static>(
     tol: Tolerance,
 ) -> GradcheckReport {
     let cpu = CpuBackend::new();
-    let mut c = Side::new(&cpu, spec, batch, seed, data);
-    let mut g = Side::new(gpu, spec, batch, seed, data);
+    let mut c = Side::new(&cpu, spec.clone(), batch, seed, data);
+    let mut g = Side::new(gpu, spec.clone(), batch, seed, data);
     c.forward(&cpu);
     g.forward(gpu);
     let relu_kinks = align_relu_kinks(&cpu, &mut c, gpu, &mut g);

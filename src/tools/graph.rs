@@ -169,8 +169,8 @@ const PARAM: &str = "#2e7d32";
 const GRAD: &str = "#c62828";
 
 /// The computational graph of `spec` as DOT; with `backward`, the gradient flow too.
-pub fn model_dot(spec: ModelSpec, backward: bool) -> String {
-    let model = Model::new(&CpuBackend::new(), spec, 1, 0);
+pub fn model_dot(spec: &ModelSpec, backward: bool) -> String {
+    let model = Model::new(&CpuBackend::new(), spec.clone(), 1, 0);
     let input = input_shape(&model);
     let layers = nodes(&model, &input);
     let mut d = String::new();
@@ -348,9 +348,9 @@ pub enum LayerGraph {
 
 /// The graph of the first batch-norm layer of `spec` (x, mu, sigma^2, x-hat, gamma, beta, y), with the
 /// backward pass's formulas if `backward`.
-pub fn batchnorm_dot(spec: ModelSpec, backward: bool) -> Result<String, InputError> {
+pub fn batchnorm_dot(spec: &ModelSpec, backward: bool) -> Result<String, InputError> {
     let be = CpuBackend::new();
-    let model = Model::new(&be, spec, 1, 0);
+    let model = Model::new(&be, spec.clone(), 1, 0);
     let layers = nodes(&model, &input_shape(&model));
     let n = layers
         .iter()

@@ -479,7 +479,7 @@ pub fn profile<B: Backend + 'static>(
         batch,
         steps,
         timing,
-    } = *run;
+    } = run.clone();
     if batch > data.len() {
         return Err(InputError::value(format!(
             "--batch {batch}: the data set has only {} images",
@@ -489,7 +489,7 @@ pub fn profile<B: Backend + 'static>(
     }
     let be = Profiled::new(be);
     let ds = be.upload_dataset(&data.images, &data.labels, data.pixels());
-    let mut model = Model::new(&be, spec, batch, 1);
+    let mut model = Model::new(&be, spec.clone(), batch, 1);
     let mut opt = Optimizer::new(optim, optim.default_lr());
     let mut bufs = BatchBuffers::new(&be, batch, IMAGE_SIDE * IMAGE_SIDE);
     let batches = data.len() / batch;
@@ -559,7 +559,7 @@ pub fn default_backends(notice: &mut dyn FnMut(&str)) -> Vec<BackendSel> {
 }
 
 /// What `wgtrain profile` runs on each backend.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ProfileRun {
     pub spec: ModelSpec,
     pub optim: OptimKind,

@@ -250,7 +250,7 @@ pub fn train_with<B: Backend + 'static>(
     let (mut model, mut opt) = match persist.resume {
         Some(ck) => resume_state(be, ck, cfg, data.train.len(), spe)?,
         None => (
-            Model::new(be, cfg.model, cfg.batch, cfg.seed),
+            Model::new(be, cfg.model.clone(), cfg.batch, cfg.seed),
             Optimizer::new(cfg.optim, cfg.lr),
         ),
     };

@@ -164,7 +164,7 @@ pub fn bench_train<B: Backend + 'static>(
     ds: &B::Dataset,
     n: usize,
 ) -> Result<Measurement> {
-    let mut model = Model::new(be, spec, batch, cfg.seed);
+    let mut model = Model::new(be, spec.clone(), batch, cfg.seed);
     let mut opt = Optimizer::new(cfg.optim, cfg.optim.default_lr());
     let mut bufs = BatchBuffers::new(be, batch, IMAGE_SIDE * IMAGE_SIDE);
     let batches = n / batch;
@@ -301,7 +301,7 @@ pub fn bench_matmul<B: Backend + 'static>(
 }
 
 /// One measurement to make.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Job {
     Matmul((usize, usize, usize)),
     Train(ModelSpec, usize),
@@ -352,14 +352,14 @@ pub fn bench_backend<B: Backend + 'static>(
     on_row: &mut dyn FnMut(&Measurement),
 ) -> Result<Vec<Measurement>> {
     let mut jobs: Vec<Job> = cfg.matmuls.iter().map(|&s| Job::Matmul(s)).collect();
-    for &spec in &cfg.models {
-        jobs.extend(cfg.batches.iter().map(|&b| Job::Train(spec, b)));
+    for spec in &cfg.models {
+        jobs.extend(cfg.batches.iter().map(|&b| Job::Train(spec.clone(), b)));
     }
     let mut be = open()?;
     let mut ds: Option<B::Dataset> = None;
     let mut rows = Vec::new();
     for job in jobs {
-        let r = match job {
+        let r = match job.clone() {
             Job::Matmul(shape) => bench_matmul(&be, cfg, shape),
             Job::Train(spec, batch) => {
                 let ds = ds.get_or_insert_with(|| {
