@@ -53,6 +53,50 @@ fn gradcheck_cnn3_plain() {
     check_model("cnn3", 3);
 }
 
+/// A model file of the user's (issue 18) that uses every layer type and option the built-ins do not: a
+/// 5x5 "same" convolution with bias, a valid strided one without, batch norm 2d and 1d, a ReLU that is
+/// not fused (after flatten), dense layers with and without bias.
+const MIXED_MODEL: &str = r#"
+version = 1
+[[layer]]
+type = "conv2d"
+filters = 6
+kernel = 5
+padding = "same"
+[[layer]]
+type = "relu"
+[[layer]]
+type = "conv2d"
+filters = 8
+kernel = 3
+stride = 3
+bias = false
+[[layer]]
+type = "batchnorm"
+[[layer]]
+type = "flatten"
+[[layer]]
+type = "relu"
+[[layer]]
+type = "dense"
+units = 24
+bias = false
+[[layer]]
+type = "batchnorm"
+[[layer]]
+type = "relu"
+[[layer]]
+type = "dense"
+units = "classes"
+"#;
+
+fn gradcheck_a_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.toml");
+    std::fs::write(&path, MIXED_MODEL).unwrap();
+    check_model(path.to_str().unwrap(), 6);
+}
+
 /// cnn7 without batch norm, where (on lavapipe, seed 1) rounding leaves a conv7 output at 1.5e-6 on the
 /// CPU and clipped to 0 on the GPU: unaligned, that one ReLU kink moves conv7's weight gradient by 9e-2.
 fn gradcheck_cnn7_plain_across_relu_kinks() {
@@ -142,6 +186,7 @@ fn main() -> std::process::ExitCode {
         ("gradcheck_fc8_bn", gradcheck_fc8_bn),
         ("gradcheck_cnn7_bn", gradcheck_cnn7_bn),
         ("gradcheck_cnn3_plain", gradcheck_cnn3_plain),
+        ("gradcheck_a_model_file", gradcheck_a_model_file),
         (
             "gradcheck_cnn7_plain_across_relu_kinks",
             gradcheck_cnn7_plain_across_relu_kinks,

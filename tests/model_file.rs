@@ -148,3 +148,42 @@ fn bad_files_are_one_line_errors_naming_the_layer() {
         &["m.toml", "not found"],
     );
 }
+
+/// A model file trains, and its checkpoint carries the file: eval and --resume need nothing else, even
+/// once the file is gone.
+#[test]
+fn a_model_file_trains_and_its_checkpoint_carries_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::synthetic_dir(&data, 300, 100, 1);
+    let d = data.to_str().unwrap();
+    let file = dir.path().join("small.toml");
+    std::fs::write(
+        &file,
+        "version = 1\n[[layer]]\ntype = \"conv2d\"\nfilters = 4\nkernel = 3\nstride = 2\n[[layer]]\ntype = \"relu\"\n[[layer]]\ntype = \"flatten\"\n[[layer]]\ntype = \"dense\"\nunits = \"classes\"\n",
+    )
+    .unwrap();
+    let ck = dir.path().join("c.st");
+    let (f, c) = (file.to_str().unwrap(), ck.to_str().unwrap());
+    let mut args = support::tiny_train(d);
+    args.extend(["--model", f, "--steps", "4", "--save", c, "-q", "--json"]);
+    let out = ok(wgtrain(&args));
+    let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(json["model"], f);
+    std::fs::remove_file(&file).unwrap();
+    let eval = ok(wgtrain(&[
+        "eval",
+        "--checkpoint",
+        c,
+        "--data",
+        d,
+        "--backend",
+        "cpu",
+        "-q",
+    ]));
+    assert!(eval.contains(&format!("{c}: {f} adam step 4")), "{eval}");
+    let mut resume = support::tiny_train(d);
+    resume.extend(["--resume", c, "--steps", "6", "-q"]);
+    let out = ok(wgtrain(&resume));
+    assert!(out.contains("steps 5-6 (resumed at step 4)"), "{out}");
+}
