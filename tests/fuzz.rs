@@ -364,7 +364,7 @@ const CLI_VALUES: &[&str] = &[
     "0/0",
     "cpu,gpu",
     "gpu:nothing",
-    "/nonexistent/x",
+    "{tmp}/missing/x", "/proc/nope/x",
     "/proc/version",
     "/dev/full",
     "/",
