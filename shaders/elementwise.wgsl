@@ -46,3 +46,43 @@ fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         x[i] = 0.0;
     }
 }
+
+// The activation this pipeline computes (Act::code): 1 ReLU, 2 sigmoid, 3 tanh.
+override ACT: u32 = 1u;
+
+fn act_apply(x: f32) -> f32 {
+    switch ACT {
+        case 2u: { return 1.0 / (1.0 + exp(-x)); }
+        case 3u: { return tanh(x); }
+        default: { return max(x, 0.0); }
+    }
+}
+
+// dy * act'(x), from the output y = act(x).
+fn act_grad(y: f32, dy: f32) -> f32 {
+    switch ACT {
+        case 2u: { return dy * y * (1.0 - y); }
+        case 3u: { return dy * (1.0 - y * y); }
+        default: { return select(0.0, dy, y > 0.0); }
+    }
+}
+
+// x (binding 1) = act(v (binding 2)) over p.len elements: an activation layer's forward.
+@compute @workgroup_size(256)
+fn act_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_index(wid, nwg, lid);
+    if (i >= p.len) {
+        return;
+    }
+    x[i] = act_apply(v[i]);
+}
+
+// x (binding 1, dy) = act'(.) * dy from the output v (binding 2) over p.len elements.
+@compute @workgroup_size(256)
+fn act_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = flat_index(wid, nwg, lid);
+    if (i >= p.len) {
+        return;
+    }
+    x[i] = act_grad(v[i], x[i]);
+}

@@ -22,9 +22,9 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wgtrain::backend::cpu::CpuBackend;
-use wgtrain::backend::{Backend, ConvGeom};
+use wgtrain::backend::{Act, Backend, ConvGeom};
 use wgtrain::model::layers::{
-    BatchNorm, Conv2d, Epilogue, Flatten, Layer, Linear, Relu, SoftmaxCrossEntropy,
+    Activation, BatchNorm, Conv2d, Epilogue, Flatten, Layer, Linear, SoftmaxCrossEntropy,
 };
 use wgtrain::model::{Model, ModelSpec};
 use wgtrain::tools::gradcheck::max_rel_diff;
@@ -435,8 +435,24 @@ fn standalone_relu() {
                 }
             })
             .collect();
-        (Box::new(Relu::new(&CpuBackend::new(), 7, 3)), x)
+        (
+            Box::new(Activation::new(&CpuBackend::new(), Act::Relu, 7, 3)),
+            x,
+        )
     });
+}
+
+/// Sigmoid and tanh as layers of their own: smooth, so every element is checked (inputs up to 3 in
+/// size, where both saturate partly).
+#[test]
+fn standalone_sigmoid_and_tanh() {
+    for act in [Act::Sigmoid, Act::Tanh] {
+        check_layer(act.name(), 3, |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let x: Vec<f32> = (0..21).map(|_| rng.random_range(-3.0..3.0)).collect();
+            (Box::new(Activation::new(&CpuBackend::new(), act, 7, 3)), x)
+        });
+    }
 }
 
 #[test]

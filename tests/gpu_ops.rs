@@ -7,7 +7,7 @@ use support::{gpu, rand_vec};
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::gpu::{GpuBackend, KernelStyle};
 use wgtrain::backend::{
-    Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, Trans,
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, Trans,
 };
 use wgtrain::tools::gradcheck::max_rel_diff;
 
@@ -171,6 +171,28 @@ fn bias_relu_and_backward() {
     let mut gdy = g.upload(&dy);
     g.relu_backward(&g.upload(&x), &mut gdy);
     assert_close("relu_backward", &g.read(&gdy), &cdy, 0.0);
+}
+
+/// Every activation's forward and backward kernels against their CPU twins, on 1,000 values (4
+/// workgroups, the last partial) spread over both saturated ends and the kink.
+fn activations_forward_and_backward() {
+    let g = gpu();
+    let cpu = CpuBackend::new();
+    let n = 1000;
+    let x: Vec<f32> = rand_vec(n, 8).iter().map(|v| v * 8.0).collect();
+    let dy = rand_vec(n, 9);
+    for act in Act::ALL {
+        let mut cy = vec![0.0; n];
+        cpu.activation(act, &x, &mut cy, n);
+        let mut gy = g.zeros(n);
+        g.activation(act, &g.upload(&x), &mut gy, n);
+        assert_close(act.name(), &g.read(&gy), &cy, 1e-6);
+        let mut cdy = dy.clone();
+        cpu.activation_backward(act, &cy, &mut cdy, n);
+        let mut gdy = g.upload(&dy);
+        g.activation_backward(act, &g.upload(&cy), &mut gdy, n);
+        assert_close(act.name(), &g.read(&gdy), &cdy, 1e-6);
+    }
 }
 
 fn bias_grad_many_rows() {
@@ -502,6 +524,10 @@ fn main() -> std::process::ExitCode {
         ("matmul_epilogue", matmul_epilogue),
         ("matmul_layer_size", matmul_layer_size),
         ("bias_relu_and_backward", bias_relu_and_backward),
+        (
+            "activations_forward_and_backward",
+            activations_forward_and_backward,
+        ),
         ("bias_grad_many_rows", bias_grad_many_rows),
         (
             "im2col_col2im_stride_and_padding",

@@ -5,8 +5,8 @@
 //! it pays. Every output element is computed by one thread in a fixed order, so runs are bit-identical.
 
 use super::{
-    normalise_pixel, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep,
-    Trans,
+    normalise_pixel, Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat,
+    OptimStep, Trans,
 };
 use rayon::prelude::*;
 
@@ -174,6 +174,24 @@ impl Backend for CpuBackend {
                         *d = 0.0;
                     }
                 })
+            });
+    }
+
+    fn activation(&self, act: Act, x: &Vec<f32>, y: &mut Vec<f32>, len: usize) {
+        y[..len]
+            .par_chunks_mut(PAR_ELEMS)
+            .zip(x[..len].par_chunks(PAR_ELEMS))
+            .for_each(|(yc, xc)| yc.iter_mut().zip(xc).for_each(|(y, &x)| *y = act.apply(x)));
+    }
+
+    fn activation_backward(&self, act: Act, y: &Vec<f32>, dy: &mut Vec<f32>, len: usize) {
+        dy[..len]
+            .par_chunks_mut(PAR_ELEMS)
+            .zip(y[..len].par_chunks(PAR_ELEMS))
+            .for_each(|(dc, yc)| {
+                dc.iter_mut()
+                    .zip(yc)
+                    .for_each(|(d, &y)| *d = act.grad(y, *d))
             });
     }
 

@@ -101,6 +101,66 @@ impl Gemm {
     }
 }
 
+/// An element-wise activation. Its backward is written in terms of its output `y` (every one here has
+/// a derivative that is a function of `y`), so a layer keeps only its output. Adding one is a variant
+/// here (its code, `apply` and `grad`) and the same two cases in `shaders/elementwise.wgsl`
+/// (`act_apply`, `act_grad`): the kernels, the CPU twins and the tests take every variant from
+/// [`Act::ALL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Act {
+    /// `max(x, 0)`; gradient 1 where `y > 0`, else 0.
+    Relu,
+    /// `1 / (1 + e^-x)`; gradient `y (1 - y)`.
+    Sigmoid,
+    /// `tanh(x)`; gradient `1 - y^2`.
+    Tanh,
+}
+
+impl Act {
+    pub const ALL: [Act; 3] = [Act::Relu, Act::Sigmoid, Act::Tanh];
+
+    /// The value of the WGSL pipeline constant `ACT` that selects it.
+    pub fn code(self) -> u32 {
+        match self {
+            Act::Relu => 1,
+            Act::Sigmoid => 2,
+            Act::Tanh => 3,
+        }
+    }
+
+    /// Its `type` in a model file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Act::Relu => "relu",
+            Act::Sigmoid => "sigmoid",
+            Act::Tanh => "tanh",
+        }
+    }
+
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Act::Relu => x.max(0.0),
+            Act::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Act::Tanh => x.tanh(),
+        }
+    }
+
+    /// `dy * act'(x)` from the output `y = act(x)`.
+    pub fn grad(self, y: f32, dy: f32) -> f32 {
+        match self {
+            Act::Relu => {
+                if y > 0.0 {
+                    dy
+                } else {
+                    0.0
+                }
+            }
+            Act::Sigmoid => dy * y * (1.0 - y),
+            Act::Tanh => dy * (1.0 - y * y),
+        }
+    }
+}
+
 /// A row-major `[rows x cols]` view of a tensor: a batch of rows (samples, or NHWC pixels), one column
 /// per feature or channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -318,6 +378,12 @@ pub trait Backend {
     /// `dy *= (y > 0)`, in place: ReLU backward from its output. GPU: `elementwise.wgsl`
     /// `relu_backward`. Test: `bias_relu_and_backward`.
     fn relu_backward(&self, y: &Self::Tensor, dy: &mut Self::Tensor);
+    /// `y = act(x)` over the first `len` elements. GPU: `elementwise.wgsl` `act_forward` (pipeline
+    /// constant `ACT`). Test: `activations_forward_and_backward`.
+    fn activation(&self, act: Act, x: &Self::Tensor, y: &mut Self::Tensor, len: usize);
+    /// `dy = act'(x) * dy` in place over the first `len` elements, from the output `y`. GPU:
+    /// `elementwise.wgsl` `act_backward`. Test: `activations_forward_and_backward`.
+    fn activation_backward(&self, act: Act, y: &Self::Tensor, dy: &mut Self::Tensor, len: usize);
     /// `db[c] = sum_r dy[r, c]`. GPU: `reduce.wgsl` `sum_partials` then `column_sum`.
     /// Test: `bias_grad_many_rows`.
     fn bias_grad(&self, dy: &Self::Tensor, db: &mut Self::Tensor, shape: Mat);

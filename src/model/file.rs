@@ -22,6 +22,7 @@
 //! A file that cannot be used is one line naming the file, the layer (number, type and line) and the
 //! problem: `models/x.toml: layer 3 (dense, line 9): input is 14x14x16, not flat: add a flatten layer`.
 
+use crate::backend::Act;
 use crate::error::InputError;
 use serde::Deserialize;
 use std::fmt;
@@ -31,7 +32,15 @@ use std::path::Path;
 pub const FORMAT_VERSION: i64 = 1;
 
 /// The layer types a model file may use.
-pub const LAYER_TYPES: [&str; 5] = ["dense", "conv2d", "batchnorm", "relu", "flatten"];
+pub const LAYER_TYPES: [&str; 7] = [
+    "dense",
+    "conv2d",
+    "batchnorm",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "flatten",
+];
 
 /// The built-in models: their names and their files (in `models/`, compiled in).
 pub const BUILTINS: [(&str, &str); 8] = [
@@ -81,10 +90,9 @@ pub enum LayerSpec {
         name: Option<String>,
     },
     /// Batch norm over the channels: 1d on a flat input, 2d on an image.
-    BatchNorm {
-        name: Option<String>,
-    },
-    Relu,
+    BatchNorm { name: Option<String> },
+    /// An element-wise activation (`relu`, `sigmoid`, `tanh`).
+    Activation(Act),
     /// An image as a flat vector (free: NHWC rows are already contiguous).
     Flatten,
 }
@@ -96,7 +104,7 @@ impl LayerSpec {
             LayerSpec::Dense { .. } => "dense",
             LayerSpec::Conv2d { .. } => "conv2d",
             LayerSpec::BatchNorm { .. } => "batchnorm",
-            LayerSpec::Relu => "relu",
+            LayerSpec::Activation(act) => act.name(),
             LayerSpec::Flatten => "flatten",
         }
     }
@@ -275,6 +283,8 @@ enum RawLayer {
         name: Option<String>,
     },
     Relu {},
+    Sigmoid {},
+    Tanh {},
     Flatten {},
 }
 
@@ -481,7 +491,9 @@ fn check_values(raw: &RawLayer) -> Result<LayerSpec, String> {
             }
         }
         RawLayer::Batchnorm { name } => LayerSpec::BatchNorm { name: name.clone() },
-        RawLayer::Relu {} => LayerSpec::Relu,
+        RawLayer::Relu {} => LayerSpec::Activation(Act::Relu),
+        RawLayer::Sigmoid {} => LayerSpec::Activation(Act::Sigmoid),
+        RawLayer::Tanh {} => LayerSpec::Activation(Act::Tanh),
         RawLayer::Flatten {} => LayerSpec::Flatten,
     })
 }
@@ -568,7 +580,7 @@ fn infer(
                 ],
             )
         }
-        LayerSpec::Relu => (input, Vec::new()),
+        LayerSpec::Activation(_) => (input, Vec::new()),
         LayerSpec::Flatten => (Shape::Flat(input.len()), Vec::new()),
     })
 }

@@ -6,7 +6,7 @@
 //! and masks the incoming gradient with it, which is exactly ReLU's backward.
 
 use crate::backend::{
-    Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, VIEW_ALIGN,
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, VIEW_ALIGN,
 };
 use rand::Rng;
 
@@ -549,16 +549,19 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
     }
 }
 
-/// A stand-alone ReLU (the models fuse ReLU into the layer before it; this one serves tests and graphs).
-pub struct Relu<B: Backend> {
+/// An activation as a layer of its own (where it cannot be fused into the layer before it): keeps its
+/// output, from which its backward is computed (see [`Act`]).
+pub struct Activation<B: Backend> {
+    pub act: Act,
     pub features: usize,
     y: B::Tensor,
     dx: B::Tensor,
 }
 
-impl<B: Backend> Relu<B> {
-    pub fn new(be: &B, features: usize, capacity: usize) -> Self {
-        Relu {
+impl<B: Backend> Activation<B> {
+    pub fn new(be: &B, act: Act, features: usize, capacity: usize) -> Self {
+        Activation {
+            act,
             features,
             y: be.zeros(capacity * features),
             dx: be.zeros(capacity * features),
@@ -566,16 +569,20 @@ impl<B: Backend> Relu<B> {
     }
 }
 
-impl<B: Backend> Layer<B> for Relu<B> {
+impl<B: Backend> Layer<B> for Activation<B> {
     fn describe(&self) -> String {
-        format!("ReLU {}", self.features)
+        let name = match self.act {
+            Act::Relu => "ReLU",
+            Act::Sigmoid => "Sigmoid",
+            Act::Tanh => "Tanh",
+        };
+        format!("{name} {}", self.features)
     }
     fn out_per_sample(&self) -> usize {
         self.features
     }
     fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
-        be.copy(x, 0, &mut self.y, 0, batch * self.features);
-        be.bias_act(&mut self.y, None, Mat::new(batch, self.features), true);
+        be.activation(self.act, x, &mut self.y, batch * self.features);
     }
     fn output(&self) -> &B::Tensor {
         &self.y
@@ -591,8 +598,9 @@ impl<B: Backend> Layer<B> for Relu<B> {
         batch: usize,
         _need_dx: bool,
     ) {
-        be.relu_backward(&self.y, dy);
-        be.copy(dy, 0, &mut self.dx, 0, batch * self.features);
+        let n = batch * self.features;
+        be.activation_backward(self.act, &self.y, dy, n);
+        be.copy(dy, 0, &mut self.dx, 0, n);
     }
     fn grad_input(&mut self) -> &mut B::Tensor {
         &mut self.dx

@@ -3,11 +3,12 @@
 pub mod file;
 pub mod layers;
 
-use crate::backend::{Backend, ConvGeom};
+use crate::backend::{Act, Backend, ConvGeom};
 use crate::error::InputError;
 use file::{LayerSpec, Network, Shape};
 use layers::{
-    BatchNorm, Buffer, Conv2d, Epilogue, Flatten, Layer, Linear, Param, Relu, SoftmaxCrossEntropy,
+    Activation, BatchNorm, Buffer, Conv2d, Epilogue, Flatten, Layer, Linear, Param,
+    SoftmaxCrossEntropy,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -148,7 +149,7 @@ impl<B: Backend + 'static> Model<B> {
             let fuse_relu = net
                 .layers
                 .get(i + 1)
-                .is_some_and(|next| next.spec == LayerSpec::Relu)
+                .is_some_and(|next| next.spec == LayerSpec::Activation(Act::Relu))
                 && matches!(
                     l.spec,
                     LayerSpec::Dense { .. }
@@ -217,8 +218,8 @@ impl<B: Backend + 'static> Model<B> {
                         be, &name, channels, spatial, fuse_relu, capacity,
                     )));
                 }
-                (LayerSpec::Relu, input, _) => {
-                    layers.push(Box::new(Relu::new(be, input.len(), capacity)));
+                (LayerSpec::Activation(act), input, _) => {
+                    layers.push(Box::new(Activation::new(be, *act, input.len(), capacity)));
                 }
                 (LayerSpec::Flatten, _, output) => {
                     if !layers.is_empty() {

@@ -10,7 +10,7 @@
 use super::bench::BackendSel;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{
-    Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, Trans,
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, Trans,
 };
 use crate::error::InputError;
 use crate::io::data::ImageSet;
@@ -309,6 +309,20 @@ impl<B: Backend> Backend for Profiled<B> {
             || "relu_backward".into(),
             Work::Bytes(bytes),
             || self.inner.relu_backward(y, dy),
+        )
+    }
+    fn activation(&self, act: Act, x: &B::Tensor, y: &mut B::Tensor, len: usize) {
+        self.op(
+            || act.name().into(),
+            Work::Bytes(2.0 * len as f64 * F32),
+            || self.inner.activation(act, x, y, len),
+        )
+    }
+    fn activation_backward(&self, act: Act, y: &B::Tensor, dy: &mut B::Tensor, len: usize) {
+        self.op(
+            || format!("{}_backward", act.name()),
+            Work::Bytes(3.0 * len as f64 * F32),
+            || self.inner.activation_backward(act, y, dy, len),
         )
     }
     fn bias_grad(&self, dy: &B::Tensor, db: &mut B::Tensor, shape: Mat) {

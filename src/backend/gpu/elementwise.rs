@@ -1,10 +1,11 @@
 //! `shaders/elementwise.wgsl`: the epilogues over a `[rows x cols]` tensor, one invocation per element.
-//! CPU twins: `CpuBackend::bias_act`, `CpuBackend::relu_backward`. Test: `tests/gpu_ops.rs`
-//! `bias_relu_and_backward`.
+//! CPU twins: `CpuBackend::bias_act`, `CpuBackend::relu_backward`, `CpuBackend::activation`,
+//! `CpuBackend::activation_backward`. Tests: `tests/gpu_ops.rs` `bias_relu_and_backward`,
+//! `activations_forward_and_backward`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
 use super::{u, GpuBackend, GpuTensor};
-use crate::backend::Mat;
+use crate::backend::{Act, Mat};
 use bytemuck::{Pod, Zeroable};
 
 /// The uniform at binding 0 (WGSL `Params`).
@@ -65,6 +66,48 @@ pub(super) fn relu_backward(be: &GpuBackend, y: &GpuTensor, dy: &GpuTensor) {
         Kernel::new(Family::Elementwise, "relu_backward"),
         &[(1, &dy.buf), (2, &y.buf)],
         &params,
+        ParamsKind::Static,
+        Launcher::groups_1d(len),
+    );
+}
+
+/// The kernel `entry` specialised for `act` (the ACT pipeline constant).
+fn act_kernel(entry: &'static str, act: Act) -> Kernel {
+    Kernel::new(Family::Elementwise, entry).with_consts(&["ACT"], &[act.code()])
+}
+
+fn flat(len: usize) -> Params {
+    Params {
+        rows: u(len),
+        cols: 1,
+        relu: 0,
+        len: u(len),
+    }
+}
+
+/// `y = act(x)` over `len` elements.
+pub(super) fn activation(be: &GpuBackend, act: Act, x: &GpuTensor, y: &GpuTensor, len: usize) {
+    be.l.launch(
+        act_kernel("act_forward", act),
+        &[(1, &y.buf), (2, &x.buf)],
+        &flat(len),
+        ParamsKind::Static,
+        Launcher::groups_1d(len),
+    );
+}
+
+/// `dy = act'(.) * dy` from the output `y`, in place over `len` elements.
+pub(super) fn activation_backward(
+    be: &GpuBackend,
+    act: Act,
+    y: &GpuTensor,
+    dy: &GpuTensor,
+    len: usize,
+) {
+    be.l.launch(
+        act_kernel("act_backward", act),
+        &[(1, &dy.buf), (2, &y.buf)],
+        &flat(len),
         ParamsKind::Static,
         Launcher::groups_1d(len),
     );

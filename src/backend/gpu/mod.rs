@@ -35,7 +35,7 @@ mod softmax_ce;
 pub use adapter::{choose_adapter, list_adapters, AdapterSummary};
 use launch::{GpuBuf, Launcher};
 
-use super::{Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep};
+use super::{Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep};
 use std::cell::RefCell;
 use std::time::Duration;
 
@@ -441,6 +441,12 @@ impl Backend for GpuBackend {
     }
     fn relu_backward(&self, y: &GpuTensor, dy: &mut GpuTensor) {
         elementwise::relu_backward(self, y, dy);
+    }
+    fn activation(&self, act: Act, x: &GpuTensor, y: &mut GpuTensor, len: usize) {
+        elementwise::activation(self, act, x, y, len);
+    }
+    fn activation_backward(&self, act: Act, y: &GpuTensor, dy: &mut GpuTensor, len: usize) {
+        elementwise::activation_backward(self, act, y, dy, len);
     }
     fn bias_grad(&self, dy: &GpuTensor, db: &mut GpuTensor, shape: Mat) {
         reduce::bias_grad(self, dy, db, shape);
