@@ -20,6 +20,7 @@ fn tiny() -> BenchConfig {
         backends: Some(vec![BackendSel::Cpu]),
         optim: OptimKind::Adam,
         seed: 1,
+        kernels: Default::default(),
     }
 }
 

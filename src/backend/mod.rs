@@ -205,6 +205,10 @@ pub trait Backend {
     fn kind(&self) -> &'static str;
     /// What the work runs on, e.g. the CPU model or the adapter's name.
     fn device_name(&self) -> String;
+    /// The GPU kernel set the ops run (`--kernels`: "tiled" or "emulated"); `None` on the CPU.
+    fn kernels(&self) -> Option<&'static str> {
+        None
+    }
 
     fn zeros(&self, len: usize) -> Self::Tensor;
     fn upload(&self, data: &[f32]) -> Self::Tensor;

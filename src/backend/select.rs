@@ -2,7 +2,6 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
-#[cfg(not(feature = "gpu"))]
 use crate::error::InputError;
 use anyhow::Result;
 
@@ -19,36 +18,86 @@ pub enum BackendChoice {
     Gpu,
 }
 
+/// Which kernel set a GPU runs (`--kernels`). Only the matmuls differ between the sets; every other
+/// kernel is the same in both.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelChoice {
+    /// By the adapter's type: tiled on a real GPU, emulated on a CPU-emulated adapter (lavapipe,
+    /// SwiftShader).
+    #[default]
+    Auto,
+    /// The real-GPU kernels: 64x64 or 16x16 tiles staged in workgroup memory, split-K to 256 workgroups.
+    Tiled,
+    /// The CPU-emulated adapters' kernels: no workgroup memory or barriers, vec4 and (on 8-lane
+    /// subgroups) subgroup variants, split-K to 8 workgroups.
+    Emulated,
+}
+
+impl KernelChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelChoice::Auto => "auto",
+            KernelChoice::Tiled => "tiled",
+            KernelChoice::Emulated => "emulated",
+        }
+    }
+}
+
 /// Work to run on whichever backend was chosen (a generic closure, spelled as a trait).
 pub trait OnBackend {
     type Output;
     fn run<B: Backend + 'static>(self, be: &B) -> Result<Self::Output>;
 }
 
-/// Builds the backend `choice` asks for and runs `job` on it. `notice` receives one-line messages such
-/// as "no GPU adapter found; training on the CPU backend".
+/// `--kernels` with `--backend cpu`: the CPU backend runs no GPU kernels, so naming a set is a mistake.
+pub fn check_kernels(choice: BackendChoice, kernels: KernelChoice) -> Result<(), InputError> {
+    if choice == BackendChoice::Cpu && kernels != KernelChoice::Auto {
+        return Err(InputError::value(format!(
+            "--kernels {}: the CPU backend runs no GPU kernels (use --backend gpu)",
+            kernels.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Builds the backend `choice` asks for, with the GPU kernel set `kernels`, and runs `job` on it.
+/// `notice` receives one-line messages such as "no GPU adapter found; training on the CPU backend".
 pub fn run_on<J: OnBackend>(
     choice: BackendChoice,
     adapter: Option<&str>,
+    kernels: KernelChoice,
     notice: &mut dyn FnMut(&str),
     job: J,
 ) -> Result<J::Output> {
+    check_kernels(choice, kernels)?;
     match choice {
         BackendChoice::Cpu => job.run(&CpuBackend::new()),
         #[cfg(feature = "gpu")]
         BackendChoice::Gpu => {
-            let gpu = crate::backend::gpu::GpuBackend::new(adapter, true)?;
+            let gpu = crate::backend::gpu::GpuBackend::open(adapter, true, kernels)?;
             software_hint(&gpu, notice);
             job.run(&gpu)
         }
         #[cfg(feature = "gpu")]
-        BackendChoice::Auto => match crate::backend::gpu::GpuBackend::new(adapter, false) {
+        BackendChoice::Auto => match crate::backend::gpu::GpuBackend::open(adapter, false, kernels) {
             Ok(gpu) => {
                 software_hint(&gpu, notice);
                 job.run(&gpu)
             }
-            // An adapter the user named and that cannot be had is an error, not a reason to fall back.
-            Err(e) if adapter.is_some() => Err(e),
+            // An adapter or a kernel set the user named and that cannot be had is an error, not a
+            // reason to fall back.
+            Err(e) if adapter.is_some() || kernels != KernelChoice::Auto => Err(e),
             Err(e) => {
                 notice(&format!("{e:#}; using the CPU backend"));
                 job.run(&CpuBackend::new())

@@ -91,11 +91,26 @@ pub fn rand_uniform(rng: &mut impl rand::Rng, n: usize, lo: f32, hi: f32) -> Vec
     (0..n).map(|_| rng.random_range(lo..hi)).collect()
 }
 
-/// The GPU backend on any adapter (lavapipe included), for a test that `run_gpu_tests` runs: it has
-/// already checked that an adapter exists, so a failure here is a test failure.
+/// The adapter the GPU tests run on: the one whose name contains `WGTRAIN_TEST_ADAPTER` (CI runs the
+/// GPU test binaries once per Vulkan driver: `llvmpipe`, then `SwiftShader`), else the best one.
+pub fn test_adapter() -> Option<String> {
+    std::env::var("WGTRAIN_TEST_ADAPTER")
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// The GPU backend on the test adapter (any adapter, lavapipe included, unless `WGTRAIN_TEST_ADAPTER`
+/// names one), for a test that `run_gpu_tests` runs: it has already checked that the adapter exists,
+/// so a failure here is a test failure.
 #[cfg(feature = "gpu")]
 pub fn gpu() -> wgtrain::backend::gpu::GpuBackend {
-    wgtrain::backend::gpu::GpuBackend::new(None, true)
+    gpu_with(wgtrain::backend::select::KernelChoice::Auto)
+}
+
+/// [`gpu`] with the kernel set `kernels`.
+#[cfg(feature = "gpu")]
+pub fn gpu_with(kernels: wgtrain::backend::select::KernelChoice) -> wgtrain::backend::gpu::GpuBackend {
+    wgtrain::backend::gpu::GpuBackend::open(test_adapter().as_deref(), true, kernels)
         .unwrap_or_else(|e| panic!("no GPU adapter is usable: {e:#}"))
 }
 
@@ -109,9 +124,15 @@ pub fn run_gpu_tests(tests: &[(&'static str, fn())]) -> std::process::ExitCode {
     let args = Arguments::from_args();
     let required = std::env::var("WGTRAIN_REQUIRE_GPU").is_ok_and(|v| v == "1");
     // One probe for the binary; each test opens its own backend.
-    let missing = wgtrain::backend::gpu::GpuBackend::new(None, true)
-        .err()
-        .map(|e| format!("{e:#}"));
+    let probe = wgtrain::backend::gpu::GpuBackend::new(test_adapter().as_deref(), true);
+    if let Ok(g) = &probe {
+        let i = g.adapter_info();
+        eprintln!(
+            "note: GPU tests on {} ({:?} {:?}, driver {} {})",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        );
+    }
+    let missing = probe.err().map(|e| format!("{e:#}"));
     let skip = missing.is_some() && !required;
     if let (true, Some(why)) = (skip, &missing) {
         eprintln!(
@@ -285,5 +306,6 @@ pub fn profile_run(spec: ModelSpec, timing: Timing) -> ProfileRun {
         batch: 16,
         steps: 2,
         timing,
+        kernels: wgtrain::backend::select::KernelChoice::Auto,
     }
 }
