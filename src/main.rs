@@ -800,6 +800,8 @@ fn cmd_profile(a: ProfileArgs) -> Result<()> {
         Some(b) => bench::parse_backends(b)?,
         None => profile::default_backends(&mut notice),
     };
+    // Before any note, so that a bad --kernels is the one line on stderr.
+    bench::check_kernels(Some(&backends), a.kernels)?;
     let (data, desc) = bench::load_data(a.data.as_deref())?;
     notice(&format!("data: {desc}"));
     let run = profile::ProfileRun {

@@ -177,6 +177,10 @@ fn bad_input_is_one_line_and_exit_code_2() {
         (&["--repeats", "0"][..], "--repeats"),
         (&["--steps", "0"][..], "--steps"),
         (
+            &["--backend", "cpu", "--kernels", "emulated"][..],
+            "--kernels emulated",
+        ),
+        (
             &["--models", "none", "--matmul", "none"][..],
             "nothing to measure",
         ),

@@ -90,7 +90,8 @@ pub fn run_on<J: OnBackend>(
             job.run(&gpu)
         }
         #[cfg(feature = "gpu")]
-        BackendChoice::Auto => match crate::backend::gpu::GpuBackend::open(adapter, false, kernels) {
+        BackendChoice::Auto => match crate::backend::gpu::GpuBackend::open(adapter, false, kernels)
+        {
             Ok(gpu) => {
                 software_hint(&gpu, notice);
                 job.run(&gpu)

@@ -109,7 +109,9 @@ pub fn gpu() -> wgtrain::backend::gpu::GpuBackend {
 
 /// [`gpu`] with the kernel set `kernels`.
 #[cfg(feature = "gpu")]
-pub fn gpu_with(kernels: wgtrain::backend::select::KernelChoice) -> wgtrain::backend::gpu::GpuBackend {
+pub fn gpu_with(
+    kernels: wgtrain::backend::select::KernelChoice,
+) -> wgtrain::backend::gpu::GpuBackend {
     wgtrain::backend::gpu::GpuBackend::open(test_adapter().as_deref(), true, kernels)
         .unwrap_or_else(|e| panic!("no GPU adapter is usable: {e:#}"))
 }

@@ -33,6 +33,7 @@ mod reduce;
 mod softmax_ce;
 
 pub use adapter::{choose_adapter, list_adapters, AdapterSummary};
+pub use launch::PipelineInfo;
 use launch::{GpuBuf, Launcher};
 
 use super::select::KernelChoice;
@@ -206,6 +207,12 @@ impl GpuBackend {
     /// until [`Backend::release_cached`].
     pub fn cached_bind_groups(&self) -> usize {
         self.l.cached_binds()
+    }
+
+    /// Every compute pipeline this backend has made (each family, entry point and override set the
+    /// ops' plans asked for), sorted: what `tests/translate.rs` takes to MSL, HLSL and SPIR-V.
+    pub fn pipelines_made(&self) -> Vec<PipelineInfo> {
+        self.l.pipelines_made()
     }
 
     /// Bytes of device buffers this backend holds now (tensors, data sets, cached uniforms, staging):
@@ -566,7 +573,10 @@ mod tests {
                 KernelStyle::Tiled
             };
             assert_eq!(KernelStyle::pick(KernelChoice::Auto, d), auto, "{d:?}");
-            assert_eq!(KernelStyle::pick(KernelChoice::Tiled, d), KernelStyle::Tiled);
+            assert_eq!(
+                KernelStyle::pick(KernelChoice::Tiled, d),
+                KernelStyle::Tiled
+            );
             assert_eq!(
                 KernelStyle::pick(KernelChoice::Emulated, d),
                 KernelStyle::Direct
