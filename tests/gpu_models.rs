@@ -3,7 +3,7 @@
 mod support;
 
 use support::gpu;
-use wgtrain::backend::select::KernelChoice;
+use wgtrain::backend::KernelChoice;
 use wgtrain::io::data::{split, synthetic};
 use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;

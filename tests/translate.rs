@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use wgtrain::backend::gpu::{GpuBackend, PipelineInfo};
-use wgtrain::backend::select::KernelChoice;
+use wgtrain::backend::KernelChoice;
 use wgtrain::io::data::{split, synthetic};
 use wgtrain::model::{ModelSpec, MODEL_NAMES};
 use wgtrain::optim::OptimKind;

@@ -1,7 +1,7 @@
 //! Choosing where to run: `--backend auto|cpu|gpu` and `--adapter NAME`.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::Backend;
+use crate::backend::{Backend, KernelChoice};
 use crate::error::InputError;
 use anyhow::Result;
 
@@ -16,42 +16,6 @@ pub enum BackendChoice {
     Cpu,
     /// Any wgpu adapter, software ones included; an error if there is none.
     Gpu,
-}
-
-/// Which kernel set a GPU runs (`--kernels`). Only the matmuls differ between the sets; every other
-/// kernel is the same in both.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum KernelChoice {
-    /// By the adapter's type: tiled on a real GPU, emulated on a CPU-emulated adapter (lavapipe,
-    /// SwiftShader).
-    #[default]
-    Auto,
-    /// The real-GPU kernels: 64x64 or 16x16 tiles staged in workgroup memory, split-K to 256 workgroups.
-    Tiled,
-    /// The CPU-emulated adapters' kernels: no workgroup memory or barriers, vec4 and (on 8-lane
-    /// subgroups) subgroup variants, split-K to 8 workgroups.
-    Emulated,
-}
-
-impl KernelChoice {
-    pub fn name(self) -> &'static str {
-        match self {
-            KernelChoice::Auto => "auto",
-            KernelChoice::Tiled => "tiled",
-            KernelChoice::Emulated => "emulated",
-        }
-    }
 }
 
 /// Work to run on whichever backend was chosen (a generic closure, spelled as a trait).

@@ -9,7 +9,7 @@
 
 use super::bench::BackendSel;
 use crate::backend::cpu::CpuBackend;
-use crate::backend::select::KernelChoice;
+use crate::backend::KernelChoice;
 use crate::backend::{
     Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, Trans,
 };

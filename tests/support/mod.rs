@@ -17,12 +17,32 @@ use wgtrain::train::{train_with, Persist, Silent, TrainConfig};
 /// Runs the `wgtrain` binary. Backtraces are switched on, so that any panic or `{:?}`-printed error
 /// shows in stderr (and the input-error assertion rejects it).
 pub fn wgtrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+    let out = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
         .args(args)
         .env("RUST_BACKTRACE", "1")
         .env("RUST_LIB_BACKTRACE", "1")
         .output()
-        .expect("run wgtrain")
+        .expect("run wgtrain");
+    forward_validation_messages(&out.stdout);
+    out
+}
+
+/// Under the Vulkan validation layer (CI), a child process's messages land in its captured stdout;
+/// their first lines are copied to this process's stdout, past the test harness's capture, so that the
+/// CI log holds every message of the run (see `.ci/run`).
+fn forward_validation_messages(child_stdout: &[u8]) {
+    use std::io::Write as _;
+    let stdout = String::from_utf8_lossy(child_stdout);
+    let mut lines = stdout
+        .lines()
+        .filter(|l| l.contains("Validation") && l.contains("[ "))
+        .peekable();
+    if lines.peek().is_some() {
+        let mut out = std::io::stdout().lock();
+        for l in lines {
+            let _ = writeln!(out, "(child wgtrain) {l}");
+        }
+    }
 }
 
 pub fn text(bytes: &[u8]) -> String {
@@ -104,14 +124,12 @@ pub fn test_adapter() -> Option<String> {
 /// so a failure here is a test failure.
 #[cfg(feature = "gpu")]
 pub fn gpu() -> wgtrain::backend::gpu::GpuBackend {
-    gpu_with(wgtrain::backend::select::KernelChoice::Auto)
+    gpu_with(wgtrain::backend::KernelChoice::Auto)
 }
 
 /// [`gpu`] with the kernel set `kernels`.
 #[cfg(feature = "gpu")]
-pub fn gpu_with(
-    kernels: wgtrain::backend::select::KernelChoice,
-) -> wgtrain::backend::gpu::GpuBackend {
+pub fn gpu_with(kernels: wgtrain::backend::KernelChoice) -> wgtrain::backend::gpu::GpuBackend {
     wgtrain::backend::gpu::GpuBackend::open(test_adapter().as_deref(), true, kernels)
         .unwrap_or_else(|e| panic!("no GPU adapter is usable: {e:#}"))
 }
@@ -308,6 +326,6 @@ pub fn profile_run(spec: ModelSpec, timing: Timing) -> ProfileRun {
         batch: 16,
         steps: 2,
         timing,
-        kernels: wgtrain::backend::select::KernelChoice::Auto,
+        kernels: wgtrain::backend::KernelChoice::Auto,
     }
 }

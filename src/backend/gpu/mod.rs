@@ -36,7 +36,7 @@ pub use adapter::{choose_adapter, list_adapters, AdapterSummary};
 pub use launch::PipelineInfo;
 use launch::{GpuBuf, Launcher};
 
-use super::select::KernelChoice;
+use super::KernelChoice;
 use super::{Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep};
 use std::cell::RefCell;
 use std::time::Duration;

@@ -15,7 +15,7 @@ pub use plot::plot;
 pub use tables::format_tables;
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::select::KernelChoice;
+use crate::backend::KernelChoice;
 use crate::error::InputError;
 use crate::io::data::{self, ImageSet};
 use crate::model::{ModelSpec, CLASSES, IMAGE_SIDE};
