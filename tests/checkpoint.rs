@@ -391,10 +391,14 @@ fn resume_checks_the_run_matches() {
     let c = cfg("fc8", OptimKind::Adam, 60);
     assert!(try_resume(&c, &other).contains("training set of 300 images"));
 
-    // A save path in a missing directory fails before any training.
+    // A save path in a missing directory fails before any training. (The directory is one that cannot
+    // exist, inside a fresh temporary one: a fixed path at the file-system root was created on a shared
+    // machine by another run, as root, and the test then failed.)
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nonexistent-wgtrain-dir").join("ck.safetensors");
     let persist = Persist {
         resume: None,
-        save: Some(Path::new("/nonexistent-wgtrain-dir/ck.safetensors")),
+        save: Some(&missing),
     };
     let err = train_with(
         &be,
