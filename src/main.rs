@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use wgtrain::backend::select::{run_on, BackendChoice, OnBackend};
+use wgtrain::backend::KernelChoice;
 use wgtrain::error::{at_least_one, is_input_error, InputError};
 use wgtrain::io::checkpoint::Checkpoint;
 use wgtrain::io::data;
@@ -83,6 +84,10 @@ struct GradcheckArgs {
     /// Pick the GPU adapter whose name contains NAME (software adapters such as lavapipe included).
     #[arg(long, value_name = "NAME")]
     adapter: Option<String>,
+    /// GPU kernel set: auto (tiled on a real GPU, emulated on a CPU-emulated adapter such as lavapipe
+    /// or SwiftShader), tiled (the real-GPU kernels, on any adapter) or emulated.
+    #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
+    kernels: KernelChoice,
     /// Data directory [default: the MNIST copy in data/mnist].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
@@ -106,6 +111,10 @@ struct DeviceArgs {
     /// Pick the GPU adapter whose name contains NAME (case-insensitive); see `wgtrain devices`.
     #[arg(long, value_name = "NAME")]
     adapter: Option<String>,
+    /// GPU kernel set: auto (tiled on a real GPU, emulated on a CPU-emulated adapter such as lavapipe
+    /// or SwiftShader), tiled (the real-GPU kernels, on any adapter) or emulated.
+    #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
+    kernels: KernelChoice,
 }
 
 impl DeviceArgs {
@@ -117,7 +126,13 @@ impl DeviceArgs {
                 notice(m)
             }
         };
-        run_on(self.backend, self.adapter.as_deref(), &mut say, job)
+        run_on(
+            self.backend,
+            self.adapter.as_deref(),
+            self.kernels,
+            &mut say,
+            job,
+        )
     }
 }
 
@@ -285,12 +300,15 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         format!("{} steps", r.steps)
     };
     println!(
-        "{} {} lr {} on {} ({}): {steps} in {:.1}s: training {:.1}s at {:.0} images/s, evaluation and saving {:.1}s",
+        "{} {} lr {} on {} ({}{}): {steps} in {:.1}s: training {:.1}s at {:.0} images/s, evaluation and saving {:.1}s",
         r.model,
         r.optim,
         r.lr,
         r.backend,
         r.device,
+        r.kernels
+            .as_deref()
+            .map_or(String::new(), |k| format!(", {k} kernels")),
         r.seconds,
         r.train_seconds,
         r.images_per_s,
@@ -743,7 +761,7 @@ fn cmd_gradcheck(a: GradcheckArgs) -> Result<()> {
             return Err(InputError::value(format!("{flag} {v}: must be a positive number")).into());
         }
     }
-    let gpu = wgtrain::backend::gpu::GpuBackend::new(a.adapter.as_deref(), true)?;
+    let gpu = wgtrain::backend::gpu::GpuBackend::open(a.adapter.as_deref(), true, a.kernels)?;
     let tol = Tolerance {
         tensor: a.tol,
         loss: a.loss_tol,
@@ -753,8 +771,8 @@ fn cmd_gradcheck(a: GradcheckArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{} batch {} seed {} on {}",
-            r.model, r.batch, r.seed, r.device
+            "{} batch {} seed {} on {}, {} kernels",
+            r.model, r.batch, r.seed, r.device, r.kernels
         );
         println!(
             "loss cpu {:.7} gpu {:.7} rel {:.2e} (bound {:.0e})",
@@ -836,6 +854,10 @@ struct BenchArgs {
     /// Print one JSON object per measurement instead of the tables.
     #[arg(long)]
     json: bool,
+    /// GPU kernel set: auto (tiled on a real GPU, emulated on a CPU-emulated adapter such as lavapipe
+    /// or SwiftShader), tiled (the real-GPU kernels, on any adapter) or emulated.
+    #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
+    kernels: KernelChoice,
     /// Draw images/s against batch size per backend and model to this PNG file (SVG for a .svg name).
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
@@ -856,6 +878,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             .as_deref()
             .map(bench::parse_backends)
             .transpose()?,
+        kernels: a.kernels,
         ..Default::default()
     };
     if let Some(path) = &a.plot {
@@ -904,6 +927,11 @@ struct ProfileArgs {
     /// Print one JSON object per backend instead of the tables.
     #[arg(long)]
     json: bool,
+    /// GPU kernel set: auto (tiled on a real GPU, emulated on a CPU-emulated adapter such as lavapipe
+    /// or SwiftShader), tiled (the real-GPU kernels, on any adapter) or emulated.
+    #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
+    kernels: KernelChoice,
+
     /// How each op is timed: auto (GPU timestamps where the adapter has them, else syncs) or sync
     /// (each op alone, the device synced before and after it).
     #[arg(long, value_enum, default_value_t = wgtrain::tools::profile::Timing::Auto)]
@@ -922,6 +950,8 @@ fn cmd_profile(a: ProfileArgs) -> Result<()> {
         Some(b) => bench::parse_backends(b)?,
         None => profile::default_backends(&mut notice),
     };
+    // Before any note, so that a bad --kernels is the one line on stderr.
+    bench::check_kernels(Some(&backends), a.kernels)?;
     let (data, desc) = bench::load_data(a.data.as_deref())?;
     notice(&format!("data: {desc}"));
     let run = profile::ProfileRun {
@@ -930,6 +960,7 @@ fn cmd_profile(a: ProfileArgs) -> Result<()> {
         batch,
         steps,
         timing: a.timing,
+        kernels: a.kernels,
     };
     let profiles = profile::profile_backends(&backends, &run, &data, &mut notice)?;
     for p in &profiles {

@@ -20,6 +20,7 @@ fn tiny() -> BenchConfig {
         backends: Some(vec![BackendSel::Cpu]),
         optim: OptimKind::Adam,
         seed: 1,
+        kernels: Default::default(),
     }
 }
 
@@ -175,6 +176,10 @@ fn bad_input_is_one_line_and_exit_code_2() {
         (&["--matmul", "3x3"][..], "--matmul"),
         (&["--repeats", "0"][..], "--repeats"),
         (&["--steps", "0"][..], "--steps"),
+        (
+            &["--backend", "cpu", "--kernels", "emulated"][..],
+            "--kernels emulated",
+        ),
         (
             &["--models", "none", "--matmul", "none"][..],
             "nothing to measure",

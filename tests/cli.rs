@@ -235,6 +235,8 @@ fn bad_values_exit_2() {
         (&["--lr", "-1"][..], "--lr -1: must be a positive number"),
         (&["--lr", "nan"][..], "--lr"),
         (&["--batch", "500"][..], "--batch"),
+        // The CPU backend runs no GPU kernels: naming a set with it is a mistake.
+        (&["--kernels", "tiled"][..], "--kernels tiled"),
     ] {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
         let out = wgtrain(&args);

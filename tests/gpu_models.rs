@@ -3,6 +3,7 @@
 mod support;
 
 use support::gpu;
+use wgtrain::backend::KernelChoice;
 use wgtrain::io::data::{split, synthetic};
 use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;
@@ -142,6 +143,63 @@ fn gradcheck_rejects_what_it_cannot_vouch_for() {
     );
 }
 
+/// The real-GPU kernels (workgroup-memory tiles, split-K to 256 workgroups) on whole models, whatever
+/// the adapter: what every real GPU would run, checked here on the software drivers.
+fn gradcheck_tiled_kernels() {
+    let g = support::gpu_with(KernelChoice::Tiled);
+    assert_eq!(g.style.name(), "tiled");
+    for (name, batch) in [("fc8-bn", 8), ("cnn3-bn", 6), ("cnn5", 5)] {
+        check_model_on(&g, name, batch);
+    }
+}
+
+/// Eight Adam steps of `model` on the kernel set `kernels`.
+fn losses_with(kernels: KernelChoice, model: &str) -> Vec<f32> {
+    let g = support::gpu_with(kernels);
+    let data = split(synthetic(200, 3), synthetic(20, 4), 20).unwrap();
+    let cfg = TrainConfig {
+        model: ModelSpec::parse(model).unwrap(),
+        optim: OptimKind::Adam,
+        lr: 0.01,
+        batch: 16,
+        steps: 8,
+        seed: 7,
+        log_every: 4,
+        eval_each_epoch: false,
+        out: None,
+    };
+    let r = train(&g, &data, &cfg, &mut Silent).unwrap();
+    assert_eq!(r.kernels.as_deref(), Some(g.style.name()));
+    r.losses
+}
+
+/// Same seed, same losses, bit for bit, on a given adapter and kernel set: no atomics, and every sum
+/// in an order fixed by the shape (split-K slices, column chunks), for both kernel sets; cnn3-bn
+/// (convolutions, batch norm) and fc8.
+fn same_seed_same_losses_on_each_kernel_set() {
+    for kernels in [KernelChoice::Tiled, KernelChoice::Emulated] {
+        for model in ["cnn3-bn", "fc8"] {
+            let (a, b) = (losses_with(kernels, model), losses_with(kernels, model));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{model} on {kernels:?}: {a:?} vs {b:?}");
+        }
+    }
+}
+
+/// The two kernel sets sum in different orders, so their runs part by rounding only: the first
+/// losses agree within gradcheck's loss bound (1e-5).
+fn tiled_and_emulated_losses_agree_at_first() {
+    let tiled = losses_with(KernelChoice::Tiled, "cnn3-bn");
+    let emulated = losses_with(KernelChoice::Emulated, "cnn3-bn");
+    for (s, (t, e)) in tiled.iter().zip(&emulated).take(3).enumerate() {
+        let rel = (t - e).abs() / e.abs();
+        assert!(
+            rel <= 1e-5,
+            "step {s}: tiled {t} vs emulated {e} (rel {rel:.2e})"
+        );
+    }
+}
+
 fn fifty_gpu_steps_lower_the_loss_and_track_the_cpu() {
     let g = gpu();
     let all = synthetic(1700, 3);
@@ -198,6 +256,15 @@ fn main() -> std::process::ExitCode {
         (
             "gradcheck_rejects_what_it_cannot_vouch_for",
             gradcheck_rejects_what_it_cannot_vouch_for,
+        ),
+        ("gradcheck_tiled_kernels", gradcheck_tiled_kernels),
+        (
+            "same_seed_same_losses_on_each_kernel_set",
+            same_seed_same_losses_on_each_kernel_set,
+        ),
+        (
+            "tiled_and_emulated_losses_agree_at_first",
+            tiled_and_emulated_losses_agree_at_first,
         ),
         (
             "fifty_gpu_steps_lower_the_loss_and_track_the_cpu",

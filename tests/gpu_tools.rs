@@ -36,6 +36,7 @@ fn gpu_bench_rows_and_speedups() {
         ]),
         optim: OptimKind::Adam,
         seed: 1,
+        kernels: Default::default(),
     };
     let rows = bench::run(&cfg, &data::synthetic(64, 3), &mut |_: &str| {}).unwrap();
     assert_eq!(rows.len(), 4, "{rows:?}");
@@ -132,6 +133,7 @@ fn a_software_adapter_is_named_as_slow() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     support::synthetic_dir(&dir, 120, 20, 1);
+    let adapter = support::test_adapter();
     let run = |quiet: bool| {
         let mut args = vec![
             "train",
@@ -148,6 +150,9 @@ fn a_software_adapter_is_named_as_slow() {
         ];
         if quiet {
             args.push("-q");
+        }
+        if let Some(name) = &adapter {
+            args.extend(["--adapter", name.as_str()]);
         }
         let out = support::wgtrain(&args);
         assert!(out.status.success(), "{}", support::text(&out.stderr));

@@ -51,4 +51,8 @@ fn cli_profile_json_and_bad_input() {
         &["--steps"],
     );
     assert_input_error(&wgtrain(&["profile", "--backend", "tpu"]), &["tpu"]);
+    assert_input_error(
+        &wgtrain(&["profile", "--backend", "cpu", "--kernels", "tiled"]),
+        &["--kernels tiled"],
+    );
 }

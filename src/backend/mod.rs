@@ -247,6 +247,42 @@ pub enum OptimStep {
     },
 }
 
+/// Which kernel set a GPU runs (`--kernels`). Only the matmuls differ between the sets; every other
+/// kernel is the same in both. `gpu::KernelStyle::pick` turns it into the set an adapter runs.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelChoice {
+    /// By the adapter's type: tiled on a real GPU, emulated on a CPU-emulated adapter (lavapipe,
+    /// SwiftShader).
+    #[default]
+    Auto,
+    /// The real-GPU kernels: 64x64 or 16x16 tiles staged in workgroup memory, split-K to 256 workgroups.
+    Tiled,
+    /// The CPU-emulated adapters' kernels: no workgroup memory or barriers, vec4 and (on 8-lane
+    /// subgroups) subgroup variants, split-K to 8 workgroups.
+    Emulated,
+}
+
+impl KernelChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelChoice::Auto => "auto",
+            KernelChoice::Tiled => "tiled",
+            KernelChoice::Emulated => "emulated",
+        }
+    }
+}
+
 /// Views start at multiples of this many elements: 256 bytes, the largest storage-offset alignment
 /// WebGPU allows an adapter to require.
 pub const VIEW_ALIGN: usize = 64;
@@ -265,6 +301,10 @@ pub trait Backend {
     fn kind(&self) -> &'static str;
     /// What the work runs on, e.g. the CPU model or the adapter's name.
     fn device_name(&self) -> String;
+    /// The GPU kernel set the ops run (`--kernels`: "tiled" or "emulated"); `None` on the CPU.
+    fn kernels(&self) -> Option<&'static str> {
+        None
+    }
 
     fn zeros(&self, len: usize) -> Self::Tensor;
     fn upload(&self, data: &[f32]) -> Self::Tensor;

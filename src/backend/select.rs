@@ -1,8 +1,7 @@
 //! Choosing where to run: `--backend auto|cpu|gpu` and `--adapter NAME`.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::Backend;
-#[cfg(not(feature = "gpu"))]
+use crate::backend::{Backend, KernelChoice};
 use crate::error::InputError;
 use anyhow::Result;
 
@@ -25,30 +24,45 @@ pub trait OnBackend {
     fn run<B: Backend + 'static>(self, be: &B) -> Result<Self::Output>;
 }
 
-/// Builds the backend `choice` asks for and runs `job` on it. `notice` receives one-line messages such
-/// as "no GPU adapter found; training on the CPU backend".
+/// `--kernels` with `--backend cpu`: the CPU backend runs no GPU kernels, so naming a set is a mistake.
+pub fn check_kernels(choice: BackendChoice, kernels: KernelChoice) -> Result<(), InputError> {
+    if choice == BackendChoice::Cpu && kernels != KernelChoice::Auto {
+        return Err(InputError::value(format!(
+            "--kernels {}: the CPU backend runs no GPU kernels (use --backend gpu)",
+            kernels.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Builds the backend `choice` asks for, with the GPU kernel set `kernels`, and runs `job` on it.
+/// `notice` receives one-line messages such as "no GPU adapter found; training on the CPU backend".
 pub fn run_on<J: OnBackend>(
     choice: BackendChoice,
     adapter: Option<&str>,
+    kernels: KernelChoice,
     notice: &mut dyn FnMut(&str),
     job: J,
 ) -> Result<J::Output> {
+    check_kernels(choice, kernels)?;
     match choice {
         BackendChoice::Cpu => job.run(&CpuBackend::new()),
         #[cfg(feature = "gpu")]
         BackendChoice::Gpu => {
-            let gpu = crate::backend::gpu::GpuBackend::new(adapter, true)?;
+            let gpu = crate::backend::gpu::GpuBackend::open(adapter, true, kernels)?;
             software_hint(&gpu, notice);
             job.run(&gpu)
         }
         #[cfg(feature = "gpu")]
-        BackendChoice::Auto => match crate::backend::gpu::GpuBackend::new(adapter, false) {
+        BackendChoice::Auto => match crate::backend::gpu::GpuBackend::open(adapter, false, kernels)
+        {
             Ok(gpu) => {
                 software_hint(&gpu, notice);
                 job.run(&gpu)
             }
-            // An adapter the user named and that cannot be had is an error, not a reason to fall back.
-            Err(e) if adapter.is_some() => Err(e),
+            // An adapter or a kernel set the user named and that cannot be had is an error, not a
+            // reason to fall back.
+            Err(e) if adapter.is_some() || kernels != KernelChoice::Auto => Err(e),
             Err(e) => {
                 notice(&format!("{e:#}; using the CPU backend"));
                 job.run(&CpuBackend::new())

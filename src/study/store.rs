@@ -45,6 +45,9 @@ pub struct RunRecord {
     pub quick: bool,
     pub backend: String,
     pub device: String,
+    /// The GPU kernel set (`--kernels`: "tiled" or "emulated"); absent on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
     pub train_loss: Option<f64>,
     pub val_loss: Option<f64>,
     pub val_acc: Option<f64>,

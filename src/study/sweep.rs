@@ -289,6 +289,7 @@ pub fn run_sweep<B: Backend + 'static>(
             quick: cfg.quick,
             backend: be.kind().to_string(),
             device: be.device_name(),
+            kernels: be.kernels().map(String::from),
             train_loss: None,
             val_loss: None,
             val_acc: None,
@@ -356,6 +357,7 @@ fn from_result(base: RunRecord, r: TrainResult) -> RunRecord {
         epoch_metrics: r.epoch_metrics,
         backend: r.backend,
         device: r.device,
+        kernels: r.kernels,
         epochs: r.epochs,
         ..base
     }

@@ -41,6 +41,8 @@ pub struct GradcheckReport {
     pub batch: usize,
     pub seed: u64,
     pub device: String,
+    /// The GPU's kernel set (`--kernels`): "tiled" or "emulated".
+    pub kernels: String,
     pub loss_cpu: f32,
     pub loss_gpu: f32,
     pub loss_rel_err: f32,
@@ -198,6 +200,7 @@ pub fn gradcheck<G: Backend + 'static>(
         batch,
         seed,
         device: gpu.device_name(),
+        kernels: gpu.kernels().unwrap_or("none").to_string(),
         loss_cpu,
         loss_gpu,
         loss_rel_err,

@@ -9,6 +9,7 @@
 
 use super::bench::BackendSel;
 use crate::backend::cpu::CpuBackend;
+use crate::backend::KernelChoice;
 use crate::backend::{
     Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, Trans,
 };
@@ -194,6 +195,9 @@ impl<B: Backend> Backend for Profiled<B> {
     }
     fn device_name(&self) -> String {
         self.inner.device_name()
+    }
+    fn kernels(&self) -> Option<&'static str> {
+        self.inner.kernels()
     }
     fn zeros(&self, len: usize) -> B::Tensor {
         self.inner.zeros(len)
@@ -468,6 +472,9 @@ pub struct Profile {
     pub batch: usize,
     pub backend: String,
     pub device: String,
+    /// The GPU kernel set (`--kernels`: "tiled" or "emulated"); absent on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
     /// How each op was timed.
     pub timing: String,
     pub steps: usize,
@@ -493,6 +500,7 @@ pub fn profile<B: Backend + 'static>(
         batch,
         steps,
         timing,
+        kernels: _,
     } = run.clone();
     if batch > data.len() {
         return Err(InputError::value(format!(
@@ -543,6 +551,7 @@ pub fn profile<B: Backend + 'static>(
         batch,
         backend: be.kind().to_string(),
         device: be.device_name(),
+        kernels: be.kernels().map(String::from),
         timing: if timestamps {
             "device timestamps before and after each op; the step runs unsynced, as in training"
         } else {
@@ -580,6 +589,8 @@ pub struct ProfileRun {
     pub batch: usize,
     pub steps: usize,
     pub timing: Timing,
+    /// The GPU kernel set (`--kernels`).
+    pub kernels: KernelChoice,
 }
 
 /// Profiles on each backend selected (`cpu`, `gpu`, `gpu:NAME`), in turn.
@@ -590,6 +601,7 @@ pub fn profile_backends(
     notice: &mut dyn FnMut(&str),
 ) -> Result<Vec<Profile>> {
     let r = run;
+    super::bench::check_kernels(Some(backends), r.kernels)?;
     let mut out = Vec::new();
     for sel in backends {
         notice(&format!("profiling {} on {}", r.spec.name(), sel.label()));
@@ -597,7 +609,8 @@ pub fn profile_backends(
             BackendSel::Cpu => out.push(profile(CpuBackend::new(), r, 1, data)?),
             #[cfg(feature = "gpu")]
             BackendSel::Gpu(filter) => {
-                let gpu = crate::backend::gpu::GpuBackend::new(filter.as_deref(), true)?;
+                let gpu =
+                    crate::backend::gpu::GpuBackend::open(filter.as_deref(), true, r.kernels)?;
                 out.push(profile(gpu, r, 2, data)?);
             }
             #[cfg(not(feature = "gpu"))]
@@ -617,13 +630,16 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// A profile as a heading line and a markdown table, slowest op first, with a total row.
 pub fn format_profile(p: &Profile) -> String {
     let mut out = format!(
-        "{} {} batch {} on {} ({}), {} steps; {}.\n\
+        "{} {} batch {} on {} ({}{}), {} steps; {}.\n\
          Step without per-op syncs: {:.2} ms; sum of the ops: {:.2} ms{}.\n\n",
         p.model,
         p.optim,
         p.batch,
         p.backend,
         p.device,
+        p.kernels
+            .as_deref()
+            .map_or(String::new(), |k| format!(", {k} kernels")),
         p.steps,
         p.timing,
         p.step_ms,

@@ -78,6 +78,9 @@ pub struct TrainResult {
     pub seed: u64,
     pub backend: String,
     pub device: String,
+    /// The GPU kernel set (`--kernels`: "tiled" or "emulated"); absent on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
     /// Mean training loss over the last epoch (or the whole run, if shorter).
     pub train_loss: f64,
     pub val_loss: f64,
@@ -379,6 +382,7 @@ pub fn train_with<B: Backend + 'static>(
         seed: cfg.seed,
         backend: be.kind().to_string(),
         device: be.device_name(),
+        kernels: be.kernels().map(String::from),
         train_loss: last.train_loss,
         val_loss: last.val_loss,
         val_acc: last.val_acc,

@@ -17,12 +17,32 @@ use wgtrain::train::{train_with, Persist, Silent, TrainConfig};
 /// Runs the `wgtrain` binary. Backtraces are switched on, so that any panic or `{:?}`-printed error
 /// shows in stderr (and the input-error assertion rejects it).
 pub fn wgtrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+    let out = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
         .args(args)
         .env("RUST_BACKTRACE", "1")
         .env("RUST_LIB_BACKTRACE", "1")
         .output()
-        .expect("run wgtrain")
+        .expect("run wgtrain");
+    forward_validation_messages(&out.stdout);
+    out
+}
+
+/// Under the Vulkan validation layer (CI), a child process's messages land in its captured stdout;
+/// their first lines are copied to this process's stdout, past the test harness's capture, so that the
+/// CI log holds every message of the run (see `.ci/run`).
+fn forward_validation_messages(child_stdout: &[u8]) {
+    use std::io::Write as _;
+    let stdout = String::from_utf8_lossy(child_stdout);
+    let mut lines = stdout
+        .lines()
+        .filter(|l| l.contains("Validation") && l.contains("[ "))
+        .peekable();
+    if lines.peek().is_some() {
+        let mut out = std::io::stdout().lock();
+        for l in lines {
+            let _ = writeln!(out, "(child wgtrain) {l}");
+        }
+    }
 }
 
 pub fn text(bytes: &[u8]) -> String {
@@ -107,11 +127,26 @@ pub fn rand_uniform(rng: &mut impl rand::Rng, n: usize, lo: f32, hi: f32) -> Vec
     (0..n).map(|_| rng.random_range(lo..hi)).collect()
 }
 
-/// The GPU backend on any adapter (lavapipe included), for a test that `run_gpu_tests` runs: it has
-/// already checked that an adapter exists, so a failure here is a test failure.
+/// The adapter the GPU tests run on: the one whose name contains `WGTRAIN_TEST_ADAPTER` (CI runs the
+/// GPU test binaries once per Vulkan driver: `llvmpipe`, then `SwiftShader`), else the best one.
+pub fn test_adapter() -> Option<String> {
+    std::env::var("WGTRAIN_TEST_ADAPTER")
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// The GPU backend on the test adapter (any adapter, lavapipe included, unless `WGTRAIN_TEST_ADAPTER`
+/// names one), for a test that `run_gpu_tests` runs: it has already checked that the adapter exists,
+/// so a failure here is a test failure.
 #[cfg(feature = "gpu")]
 pub fn gpu() -> wgtrain::backend::gpu::GpuBackend {
-    wgtrain::backend::gpu::GpuBackend::new(None, true)
+    gpu_with(wgtrain::backend::KernelChoice::Auto)
+}
+
+/// [`gpu`] with the kernel set `kernels`.
+#[cfg(feature = "gpu")]
+pub fn gpu_with(kernels: wgtrain::backend::KernelChoice) -> wgtrain::backend::gpu::GpuBackend {
+    wgtrain::backend::gpu::GpuBackend::open(test_adapter().as_deref(), true, kernels)
         .unwrap_or_else(|e| panic!("no GPU adapter is usable: {e:#}"))
 }
 
@@ -125,9 +160,15 @@ pub fn run_gpu_tests(tests: &[(&'static str, fn())]) -> std::process::ExitCode {
     let args = Arguments::from_args();
     let required = std::env::var("WGTRAIN_REQUIRE_GPU").is_ok_and(|v| v == "1");
     // One probe for the binary; each test opens its own backend.
-    let missing = wgtrain::backend::gpu::GpuBackend::new(None, true)
-        .err()
-        .map(|e| format!("{e:#}"));
+    let probe = wgtrain::backend::gpu::GpuBackend::new(test_adapter().as_deref(), true);
+    if let Ok(g) = &probe {
+        let i = g.adapter_info();
+        eprintln!(
+            "note: GPU tests on {} ({:?} {:?}, driver {} {})",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        );
+    }
+    let missing = probe.err().map(|e| format!("{e:#}"));
     let skip = missing.is_some() && !required;
     if let (true, Some(why)) = (skip, &missing) {
         eprintln!(
@@ -301,5 +342,6 @@ pub fn profile_run(spec: ModelSpec, timing: Timing) -> ProfileRun {
         batch: 16,
         steps: 2,
         timing,
+        kernels: wgtrain::backend::KernelChoice::Auto,
     }
 }

@@ -161,6 +161,19 @@ impl Kernel {
     }
 }
 
+/// One pipeline as the launcher made it (see [`Launcher::pipelines_made`]): what a shader translator
+/// needs to rebuild it for another target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineInfo {
+    /// The kernel family, e.g. "Matmul".
+    pub family: String,
+    /// The family's whole WGSL module.
+    pub wgsl: String,
+    pub entry: &'static str,
+    /// The override constants' names and values.
+    pub constants: Vec<(&'static str, f64)>,
+}
+
 /// How the uniform parameters of a launch are treated by the bind-group cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamsKind {
@@ -354,6 +367,29 @@ impl Launcher {
             });
         self.pipelines.borrow_mut().insert(kernel, pipeline.clone());
         pipeline
+    }
+
+    /// Every pipeline made so far: its family's WGSL, entry point and override constants.
+    pub fn pipelines_made(&self) -> Vec<PipelineInfo> {
+        let mut out: Vec<PipelineInfo> = self
+            .pipelines
+            .borrow()
+            .keys()
+            .map(|k| PipelineInfo {
+                family: format!("{:?}", k.family),
+                wgsl: k.family.wgsl(),
+                entry: k.entry,
+                constants: k.constants(),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.family, a.entry, format!("{:?}", a.constants)).cmp(&(
+                &b.family,
+                b.entry,
+                format!("{:?}", b.constants),
+            ))
+        });
+        out
     }
 
     /// Runs `f` with the pending encoder (its compute pass closed), creating it if needed.

@@ -33,8 +33,10 @@ mod reduce;
 mod softmax_ce;
 
 pub use adapter::{choose_adapter, list_adapters, AdapterSummary};
+pub use launch::PipelineInfo;
 use launch::{GpuBuf, Launcher};
 
+use super::KernelChoice;
 use super::{Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep};
 use std::cell::RefCell;
 use std::time::Duration;
@@ -67,10 +69,33 @@ pub enum KernelStyle {
     Direct,
 }
 
+impl KernelStyle {
+    /// The kernel set `--kernels choice` runs on an adapter of type `device`: `auto` takes the tiled
+    /// kernels on real GPUs and the emulated ones on CPU-emulated adapters; `tiled` and `emulated` are
+    /// taken as asked, on any adapter.
+    pub fn pick(choice: KernelChoice, device: wgpu::DeviceType) -> Self {
+        match choice {
+            KernelChoice::Tiled => KernelStyle::Tiled,
+            KernelChoice::Emulated => KernelStyle::Direct,
+            KernelChoice::Auto if device == wgpu::DeviceType::Cpu => KernelStyle::Direct,
+            KernelChoice::Auto => KernelStyle::Tiled,
+        }
+    }
+
+    /// The set's name, as `--kernels` spells it: "tiled" or "emulated".
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelStyle::Tiled => "tiled",
+            KernelStyle::Direct => "emulated",
+        }
+    }
+}
+
 /// The wgpu backend on one adapter.
 pub struct GpuBackend {
     l: Launcher,
-    /// Chosen from the adapter's type; settable for tests and benches.
+    /// Chosen by `--kernels` and the adapter's type ([`KernelStyle::pick`]); settable for tests and
+    /// benches.
     pub style: KernelStyle,
     info: wgpu::AdapterInfo,
     /// Scratch for reductions and per-row values, grown on demand; one per use so no two live ops share.
@@ -100,11 +125,25 @@ pub(super) enum Scratch {
 }
 
 impl GpuBackend {
-    /// Opens the adapter `choose_adapter` picks. `allow_software`: accept a CPU-emulated adapter
-    /// (lavapipe) when no real GPU exists.
+    /// Opens the adapter `choose_adapter` picks, with the kernels `--kernels auto` gives it.
+    /// `allow_software`: accept a CPU-emulated adapter (lavapipe) when no real GPU exists.
     pub fn new(name_filter: Option<&str>, allow_software: bool) -> anyhow::Result<Self> {
+        Self::open(name_filter, allow_software, KernelChoice::Auto)
+    }
+
+    /// [`GpuBackend::new`] with the kernel set `kernels`.
+    pub fn open(
+        name_filter: Option<&str>,
+        allow_software: bool,
+        kernels: KernelChoice,
+    ) -> anyhow::Result<Self> {
         let instance = adapter::instance();
         let adapter = choose_adapter(&instance, name_filter, allow_software)?;
+        Self::on_adapter(&adapter, kernels)
+    }
+
+    /// The backend on `adapter` (any wgpu adapter: the translation test uses wgpu's noop backend).
+    pub fn on_adapter(adapter: &wgpu::Adapter, kernels: KernelChoice) -> anyhow::Result<Self> {
         let info = adapter.get_info();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgtrain"),
@@ -138,11 +177,7 @@ impl GpuBackend {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         }));
-        let style = if info.device_type == wgpu::DeviceType::Cpu {
-            KernelStyle::Direct
-        } else {
-            KernelStyle::Tiled
-        };
+        let style = KernelStyle::pick(kernels, info.device_type);
         let binding_limit = l.device.limits().max_storage_buffer_binding_size;
         let subgroup_kernels = l.device.features().contains(wgpu::Features::SUBGROUP)
             && (info.subgroup_min_size, info.subgroup_max_size) == (8, 8);
@@ -172,6 +207,12 @@ impl GpuBackend {
     /// until [`Backend::release_cached`].
     pub fn cached_bind_groups(&self) -> usize {
         self.l.cached_binds()
+    }
+
+    /// Every compute pipeline this backend has made (each family, entry point and override set the
+    /// ops' plans asked for), sorted: what `tests/translate.rs` takes to MSL, HLSL and SPIR-V.
+    pub fn pipelines_made(&self) -> Vec<PipelineInfo> {
+        self.l.pipelines_made()
     }
 
     /// Bytes of device buffers this backend holds now (tensors, data sets, cached uniforms, staging):
@@ -224,6 +265,9 @@ impl Backend for GpuBackend {
     }
     fn device_name(&self) -> String {
         format!("{} ({:?})", self.info.name, self.info.backend)
+    }
+    fn kernels(&self) -> Option<&'static str> {
+        Some(self.style.name())
     }
     fn zeros(&self, len: usize) -> GpuTensor {
         let limit = self.l.device.limits().max_storage_buffer_binding_size;
@@ -510,5 +554,41 @@ impl Backend for GpuBackend {
         state: &mut [GpuTensor],
     ) {
         optim::step(self, step, w, g, state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgpu::DeviceType as D;
+
+    /// `--kernels`: auto follows the adapter type; tiled and emulated are taken as asked, anywhere.
+    #[test]
+    fn kernel_choice_plan() {
+        let all = [
+            D::DiscreteGpu,
+            D::IntegratedGpu,
+            D::VirtualGpu,
+            D::Other,
+            D::Cpu,
+        ];
+        for d in all {
+            let auto = if d == D::Cpu {
+                KernelStyle::Direct
+            } else {
+                KernelStyle::Tiled
+            };
+            assert_eq!(KernelStyle::pick(KernelChoice::Auto, d), auto, "{d:?}");
+            assert_eq!(
+                KernelStyle::pick(KernelChoice::Tiled, d),
+                KernelStyle::Tiled
+            );
+            assert_eq!(
+                KernelStyle::pick(KernelChoice::Emulated, d),
+                KernelStyle::Direct
+            );
+        }
+        assert_eq!(KernelStyle::Tiled.name(), KernelChoice::Tiled.name());
+        assert_eq!(KernelStyle::Direct.name(), KernelChoice::Emulated.name());
     }
 }

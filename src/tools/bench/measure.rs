@@ -71,6 +71,9 @@ pub struct Measurement {
     pub backend: &'static str,
     /// The CPU model or the GPU adapter's name.
     pub device: String,
+    /// The GPU kernel set (`--kernels`: "tiled" or "emulated"); absent on the CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -220,6 +223,7 @@ pub fn bench_train<B: Backend + 'static>(
         kind: "train",
         backend: be.kind(),
         device: be.device_name(),
+        kernels: be.kernels(),
         model: Some(spec.name()),
         batch: Some(batch),
         optim: Some(cfg.optim.name()),
@@ -281,6 +285,7 @@ pub fn bench_matmul<B: Backend + 'static>(
         kind: "matmul",
         backend: be.kind(),
         device: be.device_name(),
+        kernels: be.kernels(),
         model: None,
         batch: None,
         optim: None,
@@ -322,6 +327,7 @@ fn failed_row<B: Backend>(be: &B, cfg: &BenchConfig, job: Job, err: &anyhow::Err
         kind: if model.is_some() { "train" } else { "matmul" },
         backend: be.kind(),
         device: be.device_name(),
+        kernels: be.kernels(),
         model,
         batch,
         optim,

@@ -15,6 +15,7 @@ pub use plot::plot;
 pub use tables::format_tables;
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::KernelChoice;
 use crate::error::InputError;
 use crate::io::data::{self, ImageSet};
 use crate::model::{ModelSpec, CLASSES, IMAGE_SIDE};
@@ -73,6 +74,8 @@ pub struct BenchConfig {
     pub backends: Option<Vec<BackendSel>>,
     pub optim: OptimKind,
     pub seed: u64,
+    /// The kernel set of every GPU backend (`--kernels`).
+    pub kernels: KernelChoice,
 }
 
 impl Default for BenchConfig {
@@ -88,6 +91,7 @@ impl Default for BenchConfig {
             backends: None,
             optim: OptimKind::Adam,
             seed: 1,
+            kernels: KernelChoice::Auto,
         }
     }
 }
@@ -109,6 +113,7 @@ impl BenchConfig {
                 "--models none and --matmul none: nothing to measure",
             ));
         }
+        check_kernels(self.backends.as_deref(), self.kernels)?;
         if let Some(&b) = self.batches.iter().find(|&&b| b > data_len) {
             return Err(InputError::value(format!(
                 "--batch {b}: the data set has only {data_len} images"
@@ -211,6 +216,22 @@ pub fn parse_backends(s: &str) -> Result<Vec<BackendSel>, InputError> {
     Ok(out)
 }
 
+/// `--kernels` names a GPU kernel set: an input error when `backends` (`None`: the default list,
+/// which takes every GPU) has no GPU on it.
+pub fn check_kernels(
+    backends: Option<&[BackendSel]>,
+    kernels: KernelChoice,
+) -> Result<(), InputError> {
+    let no_gpu = backends.is_some_and(|b| b.iter().all(|s| *s == BackendSel::Cpu));
+    if no_gpu && kernels != KernelChoice::Auto {
+        return Err(InputError::value(format!(
+            "--kernels {}: the CPU backend runs no GPU kernels (add gpu to --backend)",
+            kernels.name()
+        )));
+    }
+    Ok(())
+}
+
 /// The data set the steps gather from: the MNIST training file of `dir` (or of the default data
 /// directory), else, when no directory was named and the default one has no MNIST, a synthetic set.
 /// Returns the set and a one-word description of it.
@@ -275,17 +296,20 @@ pub fn run(
             #[cfg(feature = "gpu")]
             BackendSel::Gpu(filter) => {
                 use crate::backend::gpu::GpuBackend;
-                match GpuBackend::new(filter.as_deref(), true) {
+                match GpuBackend::open(filter.as_deref(), true, cfg.kernels) {
                     Ok(gpu) => {
                         let info = gpu.adapter_info();
                         notice(&format!(
-                            "gpu: {} ({:?} {:?}, matmul kernel {:?})",
-                            info.name, info.backend, info.device_type, gpu.style
+                            "gpu: {} ({:?} {:?}, {} kernels)",
+                            info.name,
+                            info.backend,
+                            info.device_type,
+                            gpu.style.name()
                         ));
                         let mut first = Some(gpu);
                         let mut open = || match first.take() {
                             Some(g) => Ok(g),
-                            None => GpuBackend::new(filter.as_deref(), true),
+                            None => GpuBackend::open(filter.as_deref(), true, cfg.kernels),
                         };
                         let mut on_row = |r: &Measurement| notice(&progress_line(r));
                         rows.extend(bench_backend(&mut open, cfg, data, &mut on_row)?);

@@ -86,14 +86,16 @@ fn speedup(r: &Measurement) -> String {
 /// a legend naming each device.
 pub fn format_tables(rows: &[Measurement]) -> String {
     let mut out = String::new();
-    let mut devices: Vec<(&str, &str)> = Vec::new();
+    let mut devices: Vec<(&str, &str, Option<&str>)> = Vec::new();
     for r in rows {
-        if !devices.contains(&(r.backend, r.device.as_str())) {
-            devices.push((r.backend, r.device.as_str()));
+        let d = (r.backend, r.device.as_str(), r.kernels);
+        if !devices.contains(&d) {
+            devices.push(d);
         }
     }
-    for (b, d) in &devices {
-        out += &format!("{b}: {d}\n");
+    for (b, d, k) in &devices {
+        let kernels = k.map_or(String::new(), |k| format!(", {k} kernels"));
+        out += &format!("{b}: {d}{kernels}\n");
     }
     // Training rows grouped by model and batch, so each GPU row sits under its CPU twin.
     let first = |f: &dyn Fn(&Measurement) -> String, r: &Measurement| {
