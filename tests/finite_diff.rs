@@ -22,9 +22,9 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wgtrain::backend::cpu::CpuBackend;
-use wgtrain::backend::{Act, Backend, ConvGeom};
+use wgtrain::backend::{Act, Backend, ConvGeom, PoolGeom, PoolKind};
 use wgtrain::model::layers::{
-    Activation, BatchNorm, Conv2d, Epilogue, Flatten, Layer, Linear, SoftmaxCrossEntropy,
+    Activation, BatchNorm, Conv2d, Epilogue, Flatten, Layer, Linear, Pool2d, SoftmaxCrossEntropy,
 };
 use wgtrain::model::{Model, ModelSpec};
 use wgtrain::tools::gradcheck::max_rel_diff;
@@ -455,6 +455,49 @@ fn standalone_sigmoid_and_tanh() {
     }
 }
 
+/// A pooling layer on `batch` images of `h x w x c` whose values are distinct multiples of 0.05, so no
+/// `+-eps` move changes which element is a window's maximum.
+fn pool_case(kind: PoolKind, geom: PoolGeom) -> impl Fn(u64) -> Case {
+    move |seed| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let n = geom.in_len();
+        let mut x: Vec<f32> = (0..n).map(|i| (i as f32 - n as f32 / 2.0) * 0.05).collect();
+        for i in (1..n).rev() {
+            x.swap(i, rng.random_range(0..=i));
+        }
+        (Box::new(Pool2d::new(&CpuBackend::new(), kind, geom)), x)
+    }
+}
+
+fn pool_geom(n: usize, c: usize, h: usize, w: usize, k: usize, stride: usize) -> PoolGeom {
+    PoolGeom {
+        n,
+        c,
+        h,
+        w,
+        kh: k,
+        kw: k,
+        stride,
+    }
+}
+
+/// Max and average pooling: windows side by side, overlapping (3x3 every 2), and leaving the last row
+/// and column out (5x5 by 2x2 every 2); a global average over a 3x4 image.
+#[test]
+fn pooling() {
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        for (h, w, k, s) in [(4, 4, 2, 2), (5, 5, 3, 2), (5, 5, 2, 2)] {
+            check_layer(kind.name(), 2, pool_case(kind, pool_geom(2, 3, h, w, k, s)));
+        }
+    }
+    let global = PoolGeom {
+        kh: 3,
+        kw: 4,
+        ..pool_geom(2, 3, 3, 4, 1, 1)
+    };
+    check_layer("global avg", 2, pool_case(PoolKind::Avg, global));
+}
+
 #[test]
 fn flatten() {
     check_layer("flatten", 2, |seed| {
@@ -662,6 +705,12 @@ fn whole_model_cnn3() {
 #[test]
 fn whole_model_cnn3_bn() {
     check_model("cnn3-bn", 2, 83);
+}
+
+/// The seed's three-layer network (sigmoid, tanh): docs/MODELS.md derives these gradients by hand.
+#[test]
+fn whole_model_mlp3() {
+    check_model("mlp3", 4, 84);
 }
 
 // ---- The check can fail: the same function rejects deliberately wrong gradients. ----

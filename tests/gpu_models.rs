@@ -54,10 +54,54 @@ fn gradcheck_cnn3_plain() {
     check_model("cnn3", 3);
 }
 
-/// A model file of the user's (issue 18) that uses every layer type and option the built-ins do not: a
-/// 5x5 "same" convolution with bias, a valid strided one without, batch norm 2d and 1d, a ReLU that is
-/// not fused (after flatten), dense layers with and without bias.
+/// A model file of the user's (issue 18) that uses every layer type and option the study's models do
+/// not: a 5x5 "same" convolution with bias, a valid strided one without, batch norm 2d and 1d, max,
+/// average and global average pooling (overlapping windows too), sigmoid and tanh, a ReLU that is not
+/// fused (after flatten), dense layers with and without bias.
 const MIXED_MODEL: &str = r#"
+version = 1
+[[layer]]
+type = "conv2d"
+filters = 6
+kernel = 5
+padding = "same"
+[[layer]]
+type = "tanh"
+[[layer]]
+type = "maxpool2d"
+size = 3
+stride = 2
+[[layer]]
+type = "conv2d"
+filters = 8
+kernel = 3
+padding = 1
+[[layer]]
+type = "sigmoid"
+[[layer]]
+type = "avgpool2d"
+size = 2
+[[layer]]
+type = "conv2d"
+filters = 8
+kernel = 3
+padding = 1
+[[layer]]
+type = "globalavgpool"
+[[layer]]
+type = "relu"
+[[layer]]
+type = "dense"
+units = 12
+[[layer]]
+type = "sigmoid"
+[[layer]]
+type = "dense"
+units = "classes"
+"#;
+
+/// The same layers as [`MIXED_MODEL`] with the study's: batch norm, fused ReLUs, flatten.
+const MIXED_MODEL_BN: &str = r#"
 version = 1
 [[layer]]
 type = "conv2d"
@@ -91,11 +135,22 @@ type = "dense"
 units = "classes"
 "#;
 
-fn gradcheck_a_model_file() {
+fn gradcheck_model_files() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mixed.toml");
-    std::fs::write(&path, MIXED_MODEL).unwrap();
-    check_model(path.to_str().unwrap(), 6);
+    for (name, text) in [
+        ("mixed.toml", MIXED_MODEL),
+        ("mixed-bn.toml", MIXED_MODEL_BN),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        check_model(path.to_str().unwrap(), 6);
+    }
+}
+
+/// The built-ins beyond the study: the seed's three-layer network and LeNet-5.
+fn gradcheck_mlp3_and_lenet5() {
+    check_model("mlp3", 8);
+    check_model("lenet5", 4);
 }
 
 /// cnn7 without batch norm, where (on lavapipe, seed 1) rounding leaves a conv7 output at 1.5e-6 on the
@@ -244,7 +299,8 @@ fn main() -> std::process::ExitCode {
         ("gradcheck_fc8_bn", gradcheck_fc8_bn),
         ("gradcheck_cnn7_bn", gradcheck_cnn7_bn),
         ("gradcheck_cnn3_plain", gradcheck_cnn3_plain),
-        ("gradcheck_a_model_file", gradcheck_a_model_file),
+        ("gradcheck_model_files", gradcheck_model_files),
+        ("gradcheck_mlp3_and_lenet5", gradcheck_mlp3_and_lenet5),
         (
             "gradcheck_cnn7_plain_across_relu_kinks",
             gradcheck_cnn7_plain_across_relu_kinks,

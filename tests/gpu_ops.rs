@@ -7,7 +7,8 @@ use support::{gpu, rand_vec};
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::gpu::{GpuBackend, KernelStyle};
 use wgtrain::backend::{
-    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, Trans,
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, PoolGeom,
+    PoolKind, Trans,
 };
 use wgtrain::tools::gradcheck::max_rel_diff;
 
@@ -192,6 +193,53 @@ fn activations_forward_and_backward() {
         let mut gdy = g.upload(&dy);
         g.activation_backward(act, &g.upload(&cy), &mut gdy, n);
         assert_close(act.name(), &g.read(&gdy), &cdy, 1e-6);
+    }
+}
+
+/// Pooling kernels against their CPU twins, exactly (the same comparisons and the same sums in the same
+/// order): windows side by side, overlapping, leaving pixels out, a global average over a rectangle,
+/// and values with ties (max pooling keeps the first maximum on both).
+fn pooling_forward_and_backward() {
+    let g = gpu();
+    let cpu = CpuBackend::new();
+    let geoms = [
+        (3, 4, 4, 2, 2, 2, 2),
+        (2, 5, 7, 3, 3, 2, 5),
+        (1, 7, 7, 2, 2, 2, 1),
+        (2, 3, 5, 3, 5, 1, 13),
+    ];
+    for (n, h, w, kh, kw, stride, c) in geoms {
+        let geom = PoolGeom {
+            n,
+            c,
+            h,
+            w,
+            kh,
+            kw,
+            stride,
+        };
+        // Values on a coarse grid, so many windows hold ties.
+        let x: Vec<f32> = rand_vec(geom.in_len(), 10)
+            .iter()
+            .map(|v| (v * 4.0).round() / 4.0)
+            .collect();
+        let dy = rand_vec(geom.out_len(), 11);
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            let what = format!("{}pool {geom:?}", kind.name());
+            let (mut cy, mut carg) = (vec![0.0; geom.out_len()], vec![0.0; geom.out_len()]);
+            cpu.pool(kind, &geom, &x, &mut cy, &mut carg);
+            let (mut gy, mut garg) = (g.zeros(geom.out_len()), g.zeros(geom.out_len()));
+            g.pool(kind, &geom, &g.upload(&x), &mut gy, &mut garg);
+            assert_close(&what, &g.read(&gy), &cy, 0.0);
+            if kind == PoolKind::Max {
+                assert_close(&what, &g.read(&garg), &carg, 0.0);
+            }
+            let mut cdx = vec![0.0; geom.in_len()];
+            cpu.pool_backward(kind, &geom, &dy, &carg, &mut cdx);
+            let mut gdx = g.zeros(geom.in_len());
+            g.pool_backward(kind, &geom, &g.upload(&dy), &garg, &mut gdx);
+            assert_close(&what, &g.read(&gdx), &cdx, 0.0);
+        }
     }
 }
 
@@ -528,6 +576,7 @@ fn main() -> std::process::ExitCode {
             "activations_forward_and_backward",
             activations_forward_and_backward,
         ),
+        ("pooling_forward_and_backward", pooling_forward_and_backward),
         ("bias_grad_many_rows", bias_grad_many_rows),
         (
             "im2col_col2im_stride_and_padding",

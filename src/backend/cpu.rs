@@ -6,7 +6,7 @@
 
 use super::{
     normalise_pixel, Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat,
-    OptimStep, Trans,
+    OptimStep, PoolGeom, PoolKind, Trans,
 };
 use rayon::prelude::*;
 
@@ -193,6 +193,87 @@ impl Backend for CpuBackend {
                     .zip(yc)
                     .for_each(|(d, &y)| *d = act.grad(y, *d))
             });
+    }
+
+    fn pool(
+        &self,
+        kind: PoolKind,
+        g: &PoolGeom,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+        arg: &mut Vec<f32>,
+    ) {
+        let (oh, ow, c) = (g.out_h(), g.out_w(), g.c);
+        for i in 0..g.out_len() {
+            let (ch, ox, oy, n) = (i % c, (i / c) % ow, (i / (c * ow)) % oh, i / (c * ow * oh));
+            let base = ((n * g.h + oy * g.stride) * g.w + ox * g.stride) * c + ch;
+            let at = |ky: usize, kx: usize| x[base + (ky * g.w + kx) * c];
+            match kind {
+                PoolKind::Max => {
+                    let (mut best, mut pos) = (at(0, 0), 0);
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            if at(ky, kx) > best {
+                                best = at(ky, kx);
+                                pos = ky * g.kw + kx;
+                            }
+                        }
+                    }
+                    y[i] = best;
+                    arg[i] = pos as f32;
+                }
+                PoolKind::Avg => {
+                    let mut sum = 0.0f32;
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            sum += at(ky, kx);
+                        }
+                    }
+                    y[i] = sum / (g.kh * g.kw) as f32;
+                }
+            }
+        }
+    }
+
+    fn pool_backward(
+        &self,
+        kind: PoolKind,
+        g: &PoolGeom,
+        dy: &Vec<f32>,
+        arg: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) {
+        let (oh, ow, c, s) = (g.out_h(), g.out_w(), g.c, g.stride);
+        // The first window holding position `pos` along a side with windows of `k`.
+        let first = |pos: usize, k: usize| {
+            if pos < k {
+                0
+            } else {
+                (pos + 1 - k).div_ceil(s)
+            }
+        };
+        for (i, d) in dx[..g.in_len()].iter_mut().enumerate() {
+            let (ch, ix, iy, n) = (
+                i % c,
+                (i / c) % g.w,
+                (i / (c * g.w)) % g.h,
+                i / (c * g.w * g.h),
+            );
+            let mut sum = 0.0f32;
+            for oy in first(iy, g.kh)..(iy / s + 1).min(oh) {
+                for ox in first(ix, g.kw)..(ix / s + 1).min(ow) {
+                    let o = ((n * oh + oy) * ow + ox) * c + ch;
+                    let pos = (iy - oy * s) * g.kw + (ix - ox * s);
+                    if kind == PoolKind::Avg || arg[o] as usize == pos {
+                        sum += dy[o];
+                    }
+                }
+            }
+            *d = match kind {
+                PoolKind::Max => sum,
+                PoolKind::Avg => sum / (g.kh * g.kw) as f32,
+            };
+        }
     }
 
     fn bias_grad(&self, dy: &Vec<f32>, db: &mut Vec<f32>, shape: Mat) {

@@ -48,6 +48,54 @@ impl ConvGeom {
     }
 }
 
+/// Max or average pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PoolKind {
+    /// The window's first maximum (row-major); the gradient goes to it alone.
+    Max,
+    /// The window's mean; the gradient is shared equally.
+    Avg,
+}
+
+impl PoolKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolKind::Max => "max",
+            PoolKind::Avg => "avg",
+        }
+    }
+}
+
+/// Pooling windows over an NHWC batch: `kh x kw` windows every `stride` pixels, no padding (a global
+/// average pool is one `h x w` window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PoolGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+}
+
+impl PoolGeom {
+    pub fn out_h(&self) -> usize {
+        (self.h - self.kh) / self.stride + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.w - self.kw) / self.stride + 1
+    }
+    /// Elements of the output: `n * out_h * out_w * c`.
+    pub fn out_len(&self) -> usize {
+        self.n * self.out_h() * self.out_w() * self.c
+    }
+    /// Elements of the input: `n * h * w * c`.
+    pub fn in_len(&self) -> usize {
+        self.n * self.h * self.w * self.c
+    }
+}
+
 /// One matrix product: `c[m x n] = op(a)[m x k] * op(b)[k x n]`, plus the old `c` if `accumulate`.
 /// Read as a sentence: `Gemm::new(m, k, n).b_t()` is "a times b transposed".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -424,6 +472,27 @@ pub trait Backend {
     /// `dy = act'(x) * dy` in place over the first `len` elements, from the output `y`. GPU:
     /// `elementwise.wgsl` `act_backward`. Test: `activations_forward_and_backward`.
     fn activation_backward(&self, act: Act, y: &Self::Tensor, dy: &mut Self::Tensor, len: usize);
+    /// Pools `x` into `y` (`g.out_len()` values); for max pooling `arg` receives each window's position
+    /// of its first maximum (as f32), which the backward reads. GPU: `pool.wgsl` `max_forward`,
+    /// `avg_forward`. Test: `pooling_forward_and_backward`.
+    fn pool(
+        &self,
+        kind: PoolKind,
+        g: &PoolGeom,
+        x: &Self::Tensor,
+        y: &mut Self::Tensor,
+        arg: &mut Self::Tensor,
+    );
+    /// `dx` (`g.in_len()`) from `dy`: each input gathers the windows that hold it, in window order. GPU:
+    /// `pool.wgsl` `max_backward`, `avg_backward`. Test: `pooling_forward_and_backward`.
+    fn pool_backward(
+        &self,
+        kind: PoolKind,
+        g: &PoolGeom,
+        dy: &Self::Tensor,
+        arg: &Self::Tensor,
+        dx: &mut Self::Tensor,
+    );
     /// `db[c] = sum_r dy[r, c]`. GPU: `reduce.wgsl` `sum_partials` then `column_sum`.
     /// Test: `bias_grad_many_rows`.
     fn bias_grad(&self, dy: &Self::Tensor, db: &mut Self::Tensor, shape: Mat);

@@ -22,7 +22,7 @@
 //! A file that cannot be used is one line naming the file, the layer (number, type and line) and the
 //! problem: `models/x.toml: layer 3 (dense, line 9): input is 14x14x16, not flat: add a flatten layer`.
 
-use crate::backend::Act;
+use crate::backend::{Act, PoolKind};
 use crate::error::InputError;
 use serde::Deserialize;
 use std::fmt;
@@ -32,18 +32,22 @@ use std::path::Path;
 pub const FORMAT_VERSION: i64 = 1;
 
 /// The layer types a model file may use.
-pub const LAYER_TYPES: [&str; 7] = [
+pub const LAYER_TYPES: [&str; 10] = [
     "dense",
     "conv2d",
     "batchnorm",
     "relu",
     "sigmoid",
     "tanh",
+    "maxpool2d",
+    "avgpool2d",
+    "globalavgpool",
     "flatten",
 ];
 
-/// The built-in models: their names and their files (in `models/`, compiled in).
-pub const BUILTINS: [(&str, &str); 8] = [
+/// The built-in models: their names and their files (in `models/`, compiled in). The study's 8 first,
+/// in the order of [`crate::model::MODEL_NAMES`].
+pub const BUILTINS: [(&str, &str); 10] = [
     ("fc8", include_str!("../../models/fc8.toml")),
     ("fc8-bn", include_str!("../../models/fc8-bn.toml")),
     ("cnn3", include_str!("../../models/cnn3.toml")),
@@ -52,6 +56,8 @@ pub const BUILTINS: [(&str, &str); 8] = [
     ("cnn5-bn", include_str!("../../models/cnn5-bn.toml")),
     ("cnn7", include_str!("../../models/cnn7.toml")),
     ("cnn7-bn", include_str!("../../models/cnn7-bn.toml")),
+    ("mlp3", include_str!("../../models/mlp3.toml")),
+    ("lenet5", include_str!("../../models/lenet5.toml")),
 ];
 
 /// A dense layer's width: a number, or `"classes"` (the data's class count).
@@ -93,6 +99,14 @@ pub enum LayerSpec {
     BatchNorm { name: Option<String> },
     /// An element-wise activation (`relu`, `sigmoid`, `tanh`).
     Activation(Act),
+    /// Max or average pooling of `size x size` windows every `stride` pixels (no padding).
+    Pool2d {
+        kind: PoolKind,
+        size: usize,
+        stride: usize,
+    },
+    /// The mean of each channel over the whole image: image HxWxC to flat C.
+    GlobalAvgPool,
     /// An image as a flat vector (free: NHWC rows are already contiguous).
     Flatten,
 }
@@ -105,6 +119,15 @@ impl LayerSpec {
             LayerSpec::Conv2d { .. } => "conv2d",
             LayerSpec::BatchNorm { .. } => "batchnorm",
             LayerSpec::Activation(act) => act.name(),
+            LayerSpec::Pool2d {
+                kind: PoolKind::Max,
+                ..
+            } => "maxpool2d",
+            LayerSpec::Pool2d {
+                kind: PoolKind::Avg,
+                ..
+            } => "avgpool2d",
+            LayerSpec::GlobalAvgPool => "globalavgpool",
             LayerSpec::Flatten => "flatten",
         }
     }
@@ -285,6 +308,16 @@ enum RawLayer {
     Relu {},
     Sigmoid {},
     Tanh {},
+    Maxpool2d {
+        size: i64,
+        /// Defaults to `size` (windows side by side).
+        stride: Option<i64>,
+    },
+    Avgpool2d {
+        size: i64,
+        stride: Option<i64>,
+    },
+    Globalavgpool {},
     Flatten {},
 }
 
@@ -494,6 +527,19 @@ fn check_values(raw: &RawLayer) -> Result<LayerSpec, String> {
         RawLayer::Relu {} => LayerSpec::Activation(Act::Relu),
         RawLayer::Sigmoid {} => LayerSpec::Activation(Act::Sigmoid),
         RawLayer::Tanh {} => LayerSpec::Activation(Act::Tanh),
+        RawLayer::Maxpool2d { size, stride } | RawLayer::Avgpool2d { size, stride } => {
+            let size = positive("size", *size)?;
+            LayerSpec::Pool2d {
+                kind: if matches!(raw, RawLayer::Maxpool2d { .. }) {
+                    PoolKind::Max
+                } else {
+                    PoolKind::Avg
+                },
+                size,
+                stride: stride.map_or(Ok(size), |s| positive("stride", s))?,
+            }
+        }
+        RawLayer::Globalavgpool {} => LayerSpec::GlobalAvgPool,
         RawLayer::Flatten {} => LayerSpec::Flatten,
     })
 }
@@ -581,6 +627,32 @@ fn infer(
             )
         }
         LayerSpec::Activation(_) => (input, Vec::new()),
+        LayerSpec::Pool2d { size, stride, .. } => {
+            let Shape::Image { h, w, c } = input else {
+                return Err(format!(
+                    "input is {input} values, not an image: pooling needs height x width x channels"
+                ));
+            };
+            if h < *size || w < *size {
+                return Err(format!("input {h}x{w} is smaller than size {size}"));
+            }
+            (
+                Shape::Image {
+                    h: (h - size) / stride + 1,
+                    w: (w - size) / stride + 1,
+                    c,
+                },
+                Vec::new(),
+            )
+        }
+        LayerSpec::GlobalAvgPool => {
+            let Shape::Image { c, .. } = input else {
+                return Err(format!(
+                    "input is {input} values, not an image: pooling needs height x width x channels"
+                ));
+            };
+            (Shape::Flat(c), Vec::new())
+        }
         LayerSpec::Flatten => (Shape::Flat(input.len()), Vec::new()),
     })
 }

@@ -6,7 +6,8 @@
 //! and masks the incoming gradient with it, which is exactly ReLU's backward.
 
 use crate::backend::{
-    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, VIEW_ALIGN,
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, PoolGeom, PoolKind,
+    VIEW_ALIGN,
 };
 use rand::Rng;
 
@@ -601,6 +602,88 @@ impl<B: Backend> Layer<B> for Activation<B> {
         let n = batch * self.features;
         be.activation_backward(self.act, &self.y, dy, n);
         be.copy(dy, 0, &mut self.dx, 0, n);
+    }
+    fn grad_input(&mut self) -> &mut B::Tensor {
+        &mut self.dx
+    }
+}
+
+/// Max or average pooling over NHWC images (a global average pool is one window the size of the image):
+/// keeps its output and, for max pooling, each window's position of its maximum for the backward pass.
+pub struct Pool2d<B: Backend> {
+    pub kind: PoolKind,
+    /// The geometry at full capacity (`n` is the capacity).
+    pub geom: PoolGeom,
+    y: B::Tensor,
+    arg: B::Tensor,
+    dx: B::Tensor,
+}
+
+impl<B: Backend> Pool2d<B> {
+    pub fn new(be: &B, kind: PoolKind, geom: PoolGeom) -> Self {
+        Pool2d {
+            kind,
+            geom,
+            y: be.zeros(geom.out_len()),
+            arg: be.zeros(if kind == PoolKind::Max {
+                geom.out_len()
+            } else {
+                1
+            }),
+            dx: be.zeros(geom.in_len()),
+        }
+    }
+    fn geom_for(&self, batch: usize) -> PoolGeom {
+        PoolGeom {
+            n: batch,
+            ..self.geom
+        }
+    }
+}
+
+impl<B: Backend> Layer<B> for Pool2d<B> {
+    fn describe(&self) -> String {
+        let g = &self.geom;
+        let kind = match self.kind {
+            PoolKind::Max => "MaxPool2d",
+            PoolKind::Avg => "AvgPool2d",
+        };
+        format!(
+            "{kind} {}x{} s{} {}x{}x{}->{}x{}x{}",
+            g.kh,
+            g.kw,
+            g.stride,
+            g.h,
+            g.w,
+            g.c,
+            g.out_h(),
+            g.out_w(),
+            g.c
+        )
+    }
+    fn out_per_sample(&self) -> usize {
+        self.geom.out_h() * self.geom.out_w() * self.geom.c
+    }
+    fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
+        let g = self.geom_for(batch);
+        be.pool(self.kind, &g, x, &mut self.y, &mut self.arg);
+    }
+    fn output(&self) -> &B::Tensor {
+        &self.y
+    }
+    fn output_mut(&mut self) -> &mut B::Tensor {
+        &mut self.y
+    }
+    fn backward(
+        &mut self,
+        be: &B,
+        _x: &B::Tensor,
+        dy: &mut B::Tensor,
+        batch: usize,
+        _need_dx: bool,
+    ) {
+        let g = self.geom_for(batch);
+        be.pool_backward(self.kind, &g, dy, &self.arg, &mut self.dx);
     }
     fn grad_input(&mut self) -> &mut B::Tensor {
         &mut self.dx

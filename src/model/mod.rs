@@ -3,18 +3,19 @@
 pub mod file;
 pub mod layers;
 
-use crate::backend::{Act, Backend, ConvGeom};
+use crate::backend::{Act, Backend, ConvGeom, PoolGeom, PoolKind};
 use crate::error::InputError;
 use file::{LayerSpec, Network, Shape};
 use layers::{
-    Activation, BatchNorm, Buffer, Conv2d, Epilogue, Flatten, Layer, Linear, Param,
+    Activation, BatchNorm, Buffer, Conv2d, Epilogue, Flatten, Layer, Linear, Param, Pool2d,
     SoftmaxCrossEntropy,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 
-/// The built-in models' names (their files are in `models/`, see [`file::BUILTINS`]).
+/// The study's models, by name (their files are in `models/`, see [`file::BUILTINS`], which has others
+/// too).
 pub const MODEL_NAMES: [&str; 8] = [
     "fc8", "fc8-bn", "cnn3", "cnn3-bn", "cnn5", "cnn5-bn", "cnn7", "cnn7-bn",
 ];
@@ -221,13 +222,41 @@ impl<B: Backend + 'static> Model<B> {
                 (LayerSpec::Activation(act), input, _) => {
                     layers.push(Box::new(Activation::new(be, *act, input.len(), capacity)));
                 }
+                (LayerSpec::Pool2d { kind, size, stride }, Shape::Image { h, w, c }, _) => {
+                    let geom = PoolGeom {
+                        n: capacity,
+                        c,
+                        h,
+                        w,
+                        kh: *size,
+                        kw: *size,
+                        stride: *stride,
+                    };
+                    layers.push(Box::new(Pool2d::new(be, *kind, geom)));
+                }
+                (LayerSpec::GlobalAvgPool, Shape::Image { h, w, c }, _) => {
+                    let geom = PoolGeom {
+                        n: capacity,
+                        c,
+                        h,
+                        w,
+                        kh: h,
+                        kw: w,
+                        stride: 1,
+                    };
+                    layers.push(Box::new(Pool2d::new(be, PoolKind::Avg, geom)));
+                }
                 (LayerSpec::Flatten, _, output) => {
                     if !layers.is_empty() {
                         layers.push(Box::new(Flatten::new(be, output.len(), capacity)));
                     }
                 }
-                (LayerSpec::Conv2d { .. }, Shape::Flat(_), _) => {
-                    unreachable!("a checked network convolves images only")
+                (
+                    LayerSpec::Conv2d { .. } | LayerSpec::Pool2d { .. } | LayerSpec::GlobalAvgPool,
+                    Shape::Flat(_),
+                    _,
+                ) => {
+                    unreachable!("a checked network convolves and pools images only")
                 }
             }
             i += if fuse_relu { 2 } else { 1 };

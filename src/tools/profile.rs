@@ -11,7 +11,8 @@ use super::bench::BackendSel;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::KernelChoice;
 use crate::backend::{
-    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, Trans,
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, PoolGeom,
+    PoolKind, Trans,
 };
 use crate::error::InputError;
 use crate::io::data::ImageSet;
@@ -313,6 +314,36 @@ impl<B: Backend> Backend for Profiled<B> {
             || "relu_backward".into(),
             Work::Bytes(bytes),
             || self.inner.relu_backward(y, dy),
+        )
+    }
+    fn pool(
+        &self,
+        kind: PoolKind,
+        g: &PoolGeom,
+        x: &B::Tensor,
+        y: &mut B::Tensor,
+        arg: &mut B::Tensor,
+    ) {
+        let bytes = (g.in_len() + 2 * g.out_len()) as f64 * F32;
+        self.op(
+            || format!("{}pool", kind.name()),
+            Work::Bytes(bytes),
+            || self.inner.pool(kind, g, x, y, arg),
+        )
+    }
+    fn pool_backward(
+        &self,
+        kind: PoolKind,
+        g: &PoolGeom,
+        dy: &B::Tensor,
+        arg: &B::Tensor,
+        dx: &mut B::Tensor,
+    ) {
+        let bytes = (g.in_len() + 2 * g.out_len()) as f64 * F32;
+        self.op(
+            || format!("{}pool_backward", kind.name()),
+            Work::Bytes(bytes),
+            || self.inner.pool_backward(kind, g, dy, arg, dx),
         )
     }
     fn activation(&self, act: Act, x: &B::Tensor, y: &mut B::Tensor, len: usize) {

@@ -88,9 +88,25 @@ pub enum Family {
     SoftmaxCe,
     Optim,
     Data,
+    Pool,
 }
 
 impl Family {
+    /// Every family, for the checks that go over all of them.
+    #[cfg(test)]
+    pub const ALL: [Family; 10] = [
+        Family::Matmul,
+        Family::MatmulSg,
+        Family::Elementwise,
+        Family::Reduce,
+        Family::BatchNorm,
+        Family::Im2col,
+        Family::SoftmaxCe,
+        Family::Optim,
+        Family::Data,
+        Family::Pool,
+    ];
+
     /// The family's full WGSL: shaders/common.wgsl followed by its own file.
     pub fn wgsl(self) -> String {
         let extra = match self {
@@ -114,6 +130,7 @@ impl Family {
             Family::SoftmaxCe => include_str!("../../../shaders/softmax_ce.wgsl"),
             Family::Optim => include_str!("../../../shaders/optim.wgsl"),
             Family::Data => include_str!("../../../shaders/data.wgsl"),
+            Family::Pool => include_str!("../../../shaders/pool.wgsl"),
         }
     }
 }

@@ -117,17 +117,7 @@ mod tests {
         use wgpu::naga::valid::{
             Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator,
         };
-        for family in [
-            Family::Matmul,
-            Family::MatmulSg,
-            Family::Elementwise,
-            Family::Reduce,
-            Family::BatchNorm,
-            Family::Im2col,
-            Family::SoftmaxCe,
-            Family::Optim,
-            Family::Data,
-        ] {
+        for family in Family::ALL {
             let module = naga::front::wgsl::parse_str(&family.wgsl())
                 .unwrap_or_else(|e| panic!("{family:?}: {}", e.emit_to_string(&family.wgsl())));
             Validator::new(ValidationFlags::all(), Capabilities::all())

@@ -29,6 +29,7 @@ mod launch;
 mod layout;
 mod matmul;
 mod optim;
+mod pool;
 mod reduce;
 mod softmax_ce;
 
@@ -37,7 +38,10 @@ pub use launch::PipelineInfo;
 use launch::{GpuBuf, Launcher};
 
 use super::KernelChoice;
-use super::{Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep};
+use super::{
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, PoolGeom,
+    PoolKind,
+};
 use std::cell::RefCell;
 use std::time::Duration;
 
@@ -491,6 +495,26 @@ impl Backend for GpuBackend {
     }
     fn activation_backward(&self, act: Act, y: &GpuTensor, dy: &mut GpuTensor, len: usize) {
         elementwise::activation_backward(self, act, y, dy, len);
+    }
+    fn pool(
+        &self,
+        kind: PoolKind,
+        g: &PoolGeom,
+        x: &GpuTensor,
+        y: &mut GpuTensor,
+        arg: &mut GpuTensor,
+    ) {
+        pool::forward(self, kind, g, x, y, arg);
+    }
+    fn pool_backward(
+        &self,
+        kind: PoolKind,
+        g: &PoolGeom,
+        dy: &GpuTensor,
+        arg: &GpuTensor,
+        dx: &mut GpuTensor,
+    ) {
+        pool::backward(self, kind, g, dy, arg, dx);
     }
     fn bias_grad(&self, dy: &GpuTensor, db: &mut GpuTensor, shape: Mat) {
         reduce::bias_grad(self, dy, db, shape);
