@@ -121,6 +121,10 @@ pub struct Model<B: Backend> {
     pub spec: ModelSpec,
     pub capacity: usize,
     pub layers: Vec<Box<dyn Layer<B>>>,
+    /// What the first layer receives per sample (flat where the file flattens the input first, a free
+    /// step that builds no layer), and each layer's output shape: the structured shapes tools read.
+    pub input: Shape,
+    pub shapes: Vec<Shape>,
     pub head: SoftmaxCrossEntropy<B>,
     /// On a backend with arenas (a GPU): every parameter's value, gradient and optimizer moments as
     /// views into one buffer each, so that one dispatch updates them all.
@@ -144,6 +148,8 @@ impl<B: Backend + 'static> Model<B> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let net = spec.network();
         let mut layers: Vec<Box<dyn Layer<B>>> = Vec::new();
+        let mut shapes = Vec::new();
+        let mut input = net.input;
         let mut i = 0;
         while i < net.layers.len() {
             let l = &net.layers[i];
@@ -247,7 +253,9 @@ impl<B: Backend + 'static> Model<B> {
                     layers.push(Box::new(Pool2d::new(be, PoolKind::Avg, geom)));
                 }
                 (LayerSpec::Flatten, _, output) => {
-                    if !layers.is_empty() {
+                    if layers.is_empty() {
+                        input = output;
+                    } else {
                         layers.push(Box::new(Flatten::new(be, output.len(), capacity)));
                     }
                 }
@@ -259,12 +267,17 @@ impl<B: Backend + 'static> Model<B> {
                     unreachable!("a checked network convolves and pools images only")
                 }
             }
+            if shapes.len() < layers.len() {
+                shapes.push(l.output);
+            }
             i += if fuse_relu { 2 } else { 1 };
         }
         let mut model = Model {
             spec,
             capacity,
             layers,
+            input,
+            shapes,
             head: SoftmaxCrossEntropy::new(be, net.classes, capacity),
             flat: None,
         };

@@ -12,7 +12,8 @@ use crate::backend::cpu::CpuBackend;
 use crate::error::InputError;
 use crate::io::atomic::write_atomic;
 use crate::model::layers::BatchNorm;
-use crate::model::{Model, ModelSpec, CLASSES, IMAGE_SIDE};
+use crate::model::file::Shape;
+use crate::model::{Model, ModelSpec, CLASSES};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -91,22 +92,18 @@ fn esc(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The `HxWxC` after `->` in a Conv2d description, e.g. `28x28x1->14x14x16`.
-fn conv_out_shape(describe: &str) -> Option<Vec<usize>> {
-    let after = describe.split("->").nth(1)?;
-    let token = after.split_whitespace().next()?;
-    let v: Vec<usize> = token
-        .split('x')
-        .map(|d| d.parse().ok())
-        .collect::<Option<_>>()?;
-    (v.len() == 3).then_some(v)
+/// `[1, h, w, c]` or `[1, n]`: a shape per sample with the batch in front.
+fn batch_shape(s: Shape) -> Vec<usize> {
+    match s {
+        Shape::Image { h, w, c } => vec![1, h, w, c],
+        Shape::Flat(n) => vec![1, n],
+    }
 }
 
-/// The layers of `model` with their shapes, traced from the input `[N, 28, 28, 1]`.
-fn nodes(model: &Model<CpuBackend>, input: &[usize]) -> Vec<Node> {
-    let mut cur = input.to_vec();
+/// The layers of `model` with the shapes the model was built with.
+fn nodes(model: &Model<CpuBackend>) -> Vec<Node> {
     let mut out = Vec::new();
-    for layer in &model.layers {
+    for (layer, &shape) in model.layers.iter().zip(&model.shapes) {
         let describe = layer.describe();
         let ops = layer.out_per_sample();
         let params: Vec<(String, Vec<usize>)> = layer
@@ -127,41 +124,21 @@ fn nodes(model: &Model<CpuBackend>, input: &[usize]) -> Vec<Node> {
                 let kind = describe.split_whitespace().next().unwrap_or("layer");
                 kind.to_ascii_lowercase()
             });
-        let next = if describe.starts_with("Conv2d") {
-            conv_out_shape(&describe).map(|v| [vec![1], v].concat())
-        } else if describe.starts_with("Flatten") {
-            Some(vec![1, ops])
-        } else {
-            None
-        };
-        cur = match next {
-            Some(v) => v,
-            None if cur[1..].iter().product::<usize>() == ops => cur,
-            None => vec![1, ops],
-        };
         out.push(Node {
             name,
             describe,
             params,
             buffers,
-            out: cur.clone(),
+            out: batch_shape(shape),
             out_per_sample: ops,
         });
     }
     out
 }
 
-/// The input a model sees: NHWC images for the CNNs, flattened pixels for the fully connected net.
+/// The input a model's first layer sees: NHWC images, or the images flattened.
 fn input_shape(model: &Model<CpuBackend>) -> Vec<usize> {
-    let conv = model
-        .layers
-        .first()
-        .is_some_and(|l| l.describe().starts_with("Conv2d"));
-    if conv {
-        vec![1, IMAGE_SIDE, IMAGE_SIDE, 1]
-    } else {
-        vec![1, IMAGE_SIDE * IMAGE_SIDE]
-    }
+    batch_shape(model.input)
 }
 
 const FWD: &str = "#1f4e79";
@@ -172,7 +149,7 @@ const GRAD: &str = "#c62828";
 pub fn model_dot(spec: &ModelSpec, backward: bool) -> String {
     let model = Model::new(&CpuBackend::new(), spec.clone(), 1, 0);
     let input = input_shape(&model);
-    let layers = nodes(&model, &input);
+    let layers = nodes(&model);
     let mut d = String::new();
     let title = if backward {
         format!(
@@ -190,13 +167,12 @@ pub fn model_dot(spec: &ModelSpec, backward: bool) -> String {
     );
     let _ = writeln!(d, "  node [fontname=\"Helvetica\", fontsize=11];");
     let _ = writeln!(d, "  edge [fontname=\"Helvetica\", fontsize=10];");
-    let input_label = if input.len() == 4 {
-        format!("x: images\n{}", shape_str(&input))
-    } else {
-        format!(
-            "x: images, flattened\n{} ({IMAGE_SIDE}×{IMAGE_SIDE})",
+    let input_label = match spec.network().input {
+        Shape::Image { h, w, .. } if input.len() == 2 => format!(
+            "x: images, flattened\n{} ({h}×{w})",
             shape_str(&input)
-        )
+        ),
+        _ => format!("x: images\n{}", shape_str(&input)),
     };
     let _ = writeln!(
         d,
@@ -351,7 +327,7 @@ pub enum LayerGraph {
 pub fn batchnorm_dot(spec: &ModelSpec, backward: bool) -> Result<String, InputError> {
     let be = CpuBackend::new();
     let model = Model::new(&be, spec.clone(), 1, 0);
-    let layers = nodes(&model, &input_shape(&model));
+    let layers = nodes(&model);
     let n = layers
         .iter()
         .find(|n| n.describe.starts_with("BatchNorm"))
