@@ -24,7 +24,8 @@ use rand_chacha::ChaCha8Rng;
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::{Act, Backend, ConvGeom, PoolGeom, PoolKind};
 use wgtrain::model::layers::{
-    Activation, BatchNorm, Conv2d, Epilogue, Flatten, Layer, Linear, Pool2d, SoftmaxCrossEntropy,
+    Activation, BatchNorm, Conv2d, Dropout, Epilogue, Flatten, Layer, Linear, Pool2d,
+    SoftmaxCrossEntropy,
 };
 use wgtrain::model::{Model, ModelSpec};
 use wgtrain::tools::gradcheck::max_rel_diff;
@@ -496,6 +497,18 @@ fn pooling() {
         ..pool_geom(2, 3, 3, 4, 1, 1)
     };
     check_layer("global avg", 2, pool_case(PoolKind::Avg, global));
+}
+
+/// Dropout at a fixed step (its mask is then fixed): dx is dy times the mask.
+#[test]
+fn dropout() {
+    check_layer("dropout", 3, |seed| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let x = rand_uniform(&mut rng, 3 * 12, -1.0, 1.0);
+        let mut layer = Dropout::new(&CpuBackend::new(), 0.3, seed + 7, 12, 3);
+        layer.set_step(5);
+        (Box::new(layer), x)
+    });
 }
 
 #[test]

@@ -56,8 +56,8 @@ fn gradcheck_cnn3_plain() {
 
 /// A model file of the user's (issue 18) that uses every layer type and option the study's models do
 /// not: a 5x5 "same" convolution with bias, a valid strided one without, batch norm 2d and 1d, max,
-/// average and global average pooling (overlapping windows too), sigmoid and tanh, a ReLU that is not
-/// fused (after flatten), dense layers with and without bias.
+/// average and global average pooling (overlapping windows too), sigmoid and tanh, dropout, a ReLU that
+/// is not fused (after flatten), dense layers with and without bias.
 const MIXED_MODEL: &str = r#"
 version = 1
 [[layer]]
@@ -90,6 +90,9 @@ padding = 1
 type = "globalavgpool"
 [[layer]]
 type = "relu"
+[[layer]]
+type = "dropout"
+p = 0.25
 [[layer]]
 type = "dense"
 units = 12

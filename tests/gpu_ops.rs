@@ -243,6 +243,46 @@ fn pooling_forward_and_backward() {
     }
 }
 
+/// Dropout's masks, outputs and gradients on the GPU equal the CPU twin's exactly (the same u32 hash),
+/// for several probabilities, layers (keys) and steps; the dropped share is near p; another step or
+/// another layer drops other elements.
+fn dropout_masks_agree() {
+    use wgtrain::backend::dropout::DropoutStep;
+    let g = gpu();
+    let cpu = CpuBackend::new();
+    let n = 10_007;
+    let x = rand_vec(n, 12);
+    let dy = rand_vec(n, 13);
+    let mut masks = Vec::new();
+    for (p, key, step) in [
+        (0.0, 1, 0),
+        (0.25, 1, 0),
+        (0.5, 1, 0),
+        (0.5, 1, 1),
+        (0.5, 2, 0),
+        (0.9, 3, 1 << 40),
+    ] {
+        let d = DropoutStep { key, step, p };
+        let (mut cy, mut cm) = (vec![0.0; n], vec![0.0; n]);
+        cpu.dropout(&d, &x, &mut cy, &mut cm, n);
+        let (mut gy, mut gm) = (g.zeros(n), g.zeros(n));
+        g.dropout(&d, &g.upload(&x), &mut gy, &mut gm, n);
+        let what = format!("dropout {d:?}");
+        assert_close(&what, &g.read(&gm), &cm, 0.0);
+        assert_close(&what, &g.read(&gy), &cy, 0.0);
+        let mut cdy = dy.clone();
+        cpu.dropout_backward(&cm, &mut cdy, n);
+        let mut gdy = g.upload(&dy);
+        g.dropout_backward(&g.upload(&cm), &mut gdy, n);
+        assert_close(&what, &g.read(&gdy), &cdy, 0.0);
+        let dropped = cm.iter().filter(|&&m| m == 0.0).count() as f32 / n as f32;
+        assert!((dropped - p).abs() < 0.02, "{what}: dropped {dropped}");
+        masks.push(cm);
+    }
+    assert_ne!(masks[2], masks[3], "another step, another mask");
+    assert_ne!(masks[2], masks[4], "another layer, another mask");
+}
+
 fn bias_grad_many_rows() {
     let g = gpu();
     let cpu = CpuBackend::new();
@@ -577,6 +617,7 @@ fn main() -> std::process::ExitCode {
             activations_forward_and_backward,
         ),
         ("pooling_forward_and_backward", pooling_forward_and_backward),
+        ("dropout_masks_agree", dropout_masks_agree),
         ("bias_grad_many_rows", bias_grad_many_rows),
         (
             "im2col_col2im_stride_and_padding",

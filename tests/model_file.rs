@@ -211,3 +211,35 @@ fn lenet5_shapes() {
     );
     assert_eq!(net.param_count(), 61_706);
 }
+
+/// Dropout's masks are a function of (seed, layer, step): a run resumed from a checkpoint drops the
+/// same elements as the run that never stopped, so its losses are the same, bit for bit.
+#[test]
+fn a_resumed_dropout_run_matches_the_run_that_never_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    support::synthetic_dir(&data, 300, 100, 1);
+    let d = data.to_str().unwrap();
+    let file = dir.path().join("drop.toml");
+    std::fs::write(
+        &file,
+        "version = 1\n[[layer]]\ntype = \"flatten\"\n[[layer]]\ntype = \"dense\"\nunits = 32\n[[layer]]\ntype = \"relu\"\n[[layer]]\ntype = \"dropout\"\np = 0.5\n[[layer]]\ntype = \"dense\"\nunits = \"classes\"\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = support::tiny_train(d);
+        args.extend(["--model", f, "-q", "--log-every", "1"]);
+        args.extend(extra);
+        ok(wgtrain(&args));
+    };
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (whole, first, second, ck) = (path("whole"), path("first"), path("second"), path("c.st"));
+    run(&["--steps", "8", "--out", &whole]);
+    run(&["--steps", "4", "--out", &first, "--save", &ck]);
+    run(&["--steps", "8", "--out", &second, "--resume", &ck]);
+    let losses = |dir: &str| std::fs::read_to_string(format!("{dir}/losses.csv")).unwrap();
+    let (w, a, b) = (losses(&whole), losses(&first), losses(&second));
+    let joined: Vec<&str> = a.lines().chain(b.lines().skip(1)).collect();
+    assert_eq!(w.lines().collect::<Vec<_>>(), joined);
+}

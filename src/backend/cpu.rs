@@ -4,6 +4,7 @@
 //! is honest; the other ops are direct loops, parallel over independent rows or samples with rayon where
 //! it pays. Every output element is computed by one thread in a fixed order, so runs are bit-identical.
 
+use super::dropout::DropoutStep;
 use super::{
     normalise_pixel, Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat,
     OptimStep, PoolGeom, PoolKind, Trans,
@@ -274,6 +275,24 @@ impl Backend for CpuBackend {
                 PoolKind::Avg => sum / (g.kh * g.kw) as f32,
             };
         }
+    }
+
+    fn dropout(
+        &self,
+        d: &DropoutStep,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+        mask: &mut Vec<f32>,
+        len: usize,
+    ) {
+        for i in 0..len {
+            mask[i] = d.mask(i);
+            y[i] = x[i] * mask[i];
+        }
+    }
+
+    fn dropout_backward(&self, mask: &Vec<f32>, dy: &mut Vec<f32>, len: usize) {
+        dy[..len].iter_mut().zip(mask).for_each(|(d, m)| *d *= m);
     }
 
     fn bias_grad(&self, dy: &Vec<f32>, db: &mut Vec<f32>, shape: Mat) {

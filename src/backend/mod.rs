@@ -8,6 +8,7 @@
 //! linear layer's output `[N, C]` are both "rows x channels" and one batch-norm kernel serves 1d and 2d.
 
 pub mod cpu;
+pub mod dropout;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod select;
@@ -493,6 +494,19 @@ pub trait Backend {
         arg: &Self::Tensor,
         dx: &mut Self::Tensor,
     );
+    /// Dropout over `len` elements: `mask[i]` = 0 or `1 / (1 - p)` from the counter-based generator of
+    /// `d` (see [`dropout`]), `y = x * mask`. GPU: `dropout.wgsl` `dropout_forward`. Test:
+    /// `dropout_masks_agree`.
+    fn dropout(
+        &self,
+        d: &dropout::DropoutStep,
+        x: &Self::Tensor,
+        y: &mut Self::Tensor,
+        mask: &mut Self::Tensor,
+        len: usize,
+    );
+    /// `dy *= mask` in place over `len` elements. GPU: `dropout.wgsl` `dropout_backward`.
+    fn dropout_backward(&self, mask: &Self::Tensor, dy: &mut Self::Tensor, len: usize);
     /// `db[c] = sum_r dy[r, c]`. GPU: `reduce.wgsl` `sum_partials` then `column_sum`.
     /// Test: `bias_grad_many_rows`.
     fn bias_grad(&self, dy: &Self::Tensor, db: &mut Self::Tensor, shape: Mat);

@@ -32,7 +32,7 @@ use std::path::Path;
 pub const FORMAT_VERSION: i64 = 1;
 
 /// The layer types a model file may use.
-pub const LAYER_TYPES: [&str; 10] = [
+pub const LAYER_TYPES: [&str; 11] = [
     "dense",
     "conv2d",
     "batchnorm",
@@ -42,6 +42,7 @@ pub const LAYER_TYPES: [&str; 10] = [
     "maxpool2d",
     "avgpool2d",
     "globalavgpool",
+    "dropout",
     "flatten",
 ];
 
@@ -78,7 +79,7 @@ pub enum Padding {
 }
 
 /// One layer as the file gives it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum LayerSpec {
     /// A fully connected layer on a flat input.
     Dense {
@@ -107,6 +108,8 @@ pub enum LayerSpec {
     },
     /// The mean of each channel over the whole image: image HxWxC to flat C.
     GlobalAvgPool,
+    /// In training, drops each value with probability `p` (and scales the rest by `1 / (1 - p)`).
+    Dropout { p: f32 },
     /// An image as a flat vector (free: NHWC rows are already contiguous).
     Flatten,
 }
@@ -128,6 +131,7 @@ impl LayerSpec {
                 ..
             } => "avgpool2d",
             LayerSpec::GlobalAvgPool => "globalavgpool",
+            LayerSpec::Dropout { .. } => "dropout",
             LayerSpec::Flatten => "flatten",
         }
     }
@@ -168,7 +172,7 @@ impl fmt::Display for Shape {
 }
 
 /// One layer of a checked network: what the file says, where, and the shapes it works on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NetLayer {
     pub spec: LayerSpec,
     /// 1-based line of its `[[layer]]` header (0 for a network not read from text).
@@ -189,7 +193,7 @@ impl NetLayer {
 }
 
 /// A model file, checked against an input shape and a class count.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Network {
     /// The built-in name, or the file's path.
     pub name: String,
@@ -318,6 +322,9 @@ enum RawLayer {
         stride: Option<i64>,
     },
     Globalavgpool {},
+    Dropout {
+        p: f64,
+    },
     Flatten {},
 }
 
@@ -540,6 +547,12 @@ fn check_values(raw: &RawLayer) -> Result<LayerSpec, String> {
             }
         }
         RawLayer::Globalavgpool {} => LayerSpec::GlobalAvgPool,
+        RawLayer::Dropout { p } => {
+            if !(0.0..1.0).contains(p) {
+                return Err(format!("p = {p}: a probability in [0, 1)"));
+            }
+            LayerSpec::Dropout { p: *p as f32 }
+        }
         RawLayer::Flatten {} => LayerSpec::Flatten,
     })
 }
@@ -626,7 +639,7 @@ fn infer(
                 ],
             )
         }
-        LayerSpec::Activation(_) => (input, Vec::new()),
+        LayerSpec::Activation(_) | LayerSpec::Dropout { .. } => (input, Vec::new()),
         LayerSpec::Pool2d { size, stride, .. } => {
             let Shape::Image { h, w, c } = input else {
                 return Err(format!(

@@ -5,6 +5,7 @@
 //! ReLU can be fused into the layer before it (`relu: true`): the fused layer keeps its post-ReLU output
 //! and masks the incoming gradient with it, which is exactly ReLU's backward.
 
+use crate::backend::dropout::DropoutStep;
 use crate::backend::{
     Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, PoolGeom, PoolKind,
     VIEW_ALIGN,
@@ -46,6 +47,8 @@ pub trait Layer<B: Backend> {
     /// if `need_dx`, the input gradient.
     fn backward(&mut self, be: &B, x: &B::Tensor, dy: &mut B::Tensor, batch: usize, need_dx: bool);
     fn grad_input(&mut self) -> &mut B::Tensor;
+    /// The optimizer step the next training forward belongs to (dropout's masks depend on it).
+    fn set_step(&mut self, _step: u64) {}
     fn params(&self) -> Vec<&Param<B::Tensor>> {
         Vec::new()
     }
@@ -687,6 +690,79 @@ impl<B: Backend> Layer<B> for Pool2d<B> {
     }
     fn grad_input(&mut self) -> &mut B::Tensor {
         &mut self.dx
+    }
+}
+
+/// Dropout: in training, each element is dropped with probability `p` and the rest scaled by
+/// `1 / (1 - p)`, by a counter-based mask of (key, step, element) that both backends compute alike; in
+/// evaluation, the identity.
+pub struct Dropout<B: Backend> {
+    pub p: f32,
+    pub features: usize,
+    key: u64,
+    step: u64,
+    y: B::Tensor,
+    mask: B::Tensor,
+    dx: B::Tensor,
+}
+
+impl<B: Backend> Dropout<B> {
+    pub fn new(be: &B, p: f32, key: u64, features: usize, capacity: usize) -> Self {
+        Dropout {
+            p,
+            features,
+            key,
+            step: 0,
+            y: be.zeros(capacity * features),
+            mask: be.zeros(capacity * features),
+            dx: be.zeros(capacity * features),
+        }
+    }
+}
+
+impl<B: Backend> Layer<B> for Dropout<B> {
+    fn describe(&self) -> String {
+        format!("Dropout p={} {}", self.p, self.features)
+    }
+    fn out_per_sample(&self) -> usize {
+        self.features
+    }
+    fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, train: bool) {
+        let n = batch * self.features;
+        if train {
+            let d = DropoutStep {
+                key: self.key,
+                step: self.step,
+                p: self.p,
+            };
+            be.dropout(&d, x, &mut self.y, &mut self.mask, n);
+        } else {
+            be.copy(x, 0, &mut self.y, 0, n);
+        }
+    }
+    fn output(&self) -> &B::Tensor {
+        &self.y
+    }
+    fn output_mut(&mut self) -> &mut B::Tensor {
+        &mut self.y
+    }
+    fn backward(
+        &mut self,
+        be: &B,
+        _x: &B::Tensor,
+        dy: &mut B::Tensor,
+        batch: usize,
+        _need_dx: bool,
+    ) {
+        let n = batch * self.features;
+        be.dropout_backward(&self.mask, dy, n);
+        be.copy(dy, 0, &mut self.dx, 0, n);
+    }
+    fn grad_input(&mut self) -> &mut B::Tensor {
+        &mut self.dx
+    }
+    fn set_step(&mut self, step: u64) {
+        self.step = step;
     }
 }
 

@@ -7,8 +7,8 @@ use crate::backend::{Act, Backend, ConvGeom, PoolGeom, PoolKind};
 use crate::error::InputError;
 use file::{LayerSpec, Network, Shape};
 use layers::{
-    Activation, BatchNorm, Buffer, Conv2d, Epilogue, Flatten, Layer, Linear, Param, Pool2d,
-    SoftmaxCrossEntropy,
+    Activation, BatchNorm, Buffer, Conv2d, Dropout, Epilogue, Flatten, Layer, Linear, Param,
+    Pool2d, SoftmaxCrossEntropy,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -252,6 +252,11 @@ impl<B: Backend + 'static> Model<B> {
                     };
                     layers.push(Box::new(Pool2d::new(be, PoolKind::Avg, geom)));
                 }
+                (LayerSpec::Dropout { p }, input, _) => {
+                    // Each dropout layer has its own stream: the seed and the layer's position.
+                    let key = seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    layers.push(Box::new(Dropout::new(be, *p, key, input.len(), capacity)));
+                }
                 (LayerSpec::Flatten, _, output) => {
                     if layers.is_empty() {
                         input = output;
@@ -323,6 +328,13 @@ impl<B: Backend> Model<B> {
             rest[0].forward(be, input, batch, train);
         }
         self.logits()
+    }
+
+    /// The optimizer step the next training forward belongs to (dropout's masks depend on it).
+    pub fn set_step(&mut self, step: u64) {
+        for l in &mut self.layers {
+            l.set_step(step);
+        }
     }
 
     pub fn logits(&self) -> &B::Tensor {

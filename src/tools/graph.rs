@@ -11,8 +11,8 @@
 use crate::backend::cpu::CpuBackend;
 use crate::error::InputError;
 use crate::io::atomic::write_atomic;
-use crate::model::layers::BatchNorm;
 use crate::model::file::Shape;
+use crate::model::layers::BatchNorm;
 use crate::model::{Model, ModelSpec, CLASSES};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
@@ -168,10 +168,9 @@ pub fn model_dot(spec: &ModelSpec, backward: bool) -> String {
     let _ = writeln!(d, "  node [fontname=\"Helvetica\", fontsize=11];");
     let _ = writeln!(d, "  edge [fontname=\"Helvetica\", fontsize=10];");
     let input_label = match spec.network().input {
-        Shape::Image { h, w, .. } if input.len() == 2 => format!(
-            "x: images, flattened\n{} ({h}×{w})",
-            shape_str(&input)
-        ),
+        Shape::Image { h, w, .. } if input.len() == 2 => {
+            format!("x: images, flattened\n{} ({h}×{w})", shape_str(&input))
+        }
         _ => format!("x: images\n{}", shape_str(&input)),
     };
     let _ = writeln!(

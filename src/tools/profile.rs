@@ -346,6 +346,27 @@ impl<B: Backend> Backend for Profiled<B> {
             || self.inner.pool_backward(kind, g, dy, arg, dx),
         )
     }
+    fn dropout(
+        &self,
+        d: &crate::backend::dropout::DropoutStep,
+        x: &B::Tensor,
+        y: &mut B::Tensor,
+        mask: &mut B::Tensor,
+        len: usize,
+    ) {
+        self.op(
+            || "dropout".into(),
+            Work::Bytes(3.0 * len as f64 * F32),
+            || self.inner.dropout(d, x, y, mask, len),
+        )
+    }
+    fn dropout_backward(&self, mask: &B::Tensor, dy: &mut B::Tensor, len: usize) {
+        self.op(
+            || "dropout_backward".into(),
+            Work::Bytes(3.0 * len as f64 * F32),
+            || self.inner.dropout_backward(mask, dy, len),
+        )
+    }
     fn activation(&self, act: Act, x: &B::Tensor, y: &mut B::Tensor, len: usize) {
         self.op(
             || act.name().into(),

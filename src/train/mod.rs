@@ -200,6 +200,7 @@ pub fn train_step<B: Backend>(
 ) {
     let batch = model.capacity;
     be.gather_batch(ds, start, batch, &mut bufs.x, &mut bufs.y);
+    model.set_step(opt.steps);
     model.forward(be, &bufs.x, batch, true);
     model.backward(be, &bufs.x, &bufs.y, batch);
     opt.step(be, model);

@@ -89,12 +89,13 @@ pub enum Family {
     Optim,
     Data,
     Pool,
+    Dropout,
 }
 
 impl Family {
     /// Every family, for the checks that go over all of them.
     #[cfg(test)]
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Matmul,
         Family::MatmulSg,
         Family::Elementwise,
@@ -105,6 +106,7 @@ impl Family {
         Family::Optim,
         Family::Data,
         Family::Pool,
+        Family::Dropout,
     ];
 
     /// The family's full WGSL: shaders/common.wgsl followed by its own file.
@@ -131,6 +133,7 @@ impl Family {
             Family::Optim => include_str!("../../../shaders/optim.wgsl"),
             Family::Data => include_str!("../../../shaders/data.wgsl"),
             Family::Pool => include_str!("../../../shaders/pool.wgsl"),
+            Family::Dropout => include_str!("../../../shaders/dropout.wgsl"),
         }
     }
 }

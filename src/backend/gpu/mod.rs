@@ -22,6 +22,7 @@ macro_rules! params_layout_test {
 mod adapter;
 mod batchnorm;
 mod data;
+mod dropout;
 mod elementwise;
 mod im2col;
 mod launch;
@@ -515,6 +516,19 @@ impl Backend for GpuBackend {
         dx: &mut GpuTensor,
     ) {
         pool::backward(self, kind, g, dy, arg, dx);
+    }
+    fn dropout(
+        &self,
+        d: &super::dropout::DropoutStep,
+        x: &GpuTensor,
+        y: &mut GpuTensor,
+        mask: &mut GpuTensor,
+        len: usize,
+    ) {
+        dropout::forward(self, d, x, y, mask, len);
+    }
+    fn dropout_backward(&self, mask: &GpuTensor, dy: &mut GpuTensor, len: usize) {
+        dropout::backward(self, mask, dy, len);
     }
     fn bias_grad(&self, dy: &GpuTensor, db: &mut GpuTensor, shape: Mat) {
         reduce::bias_grad(self, dy, db, shape);
