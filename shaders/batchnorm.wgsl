@@ -1,10 +1,10 @@
 // Batch norm over the rows of x[rows x cols] (BatchNorm1d on [N, C], BatchNorm2d on NHWC as [N*H*W, C]).
 // The column sums come from reduce.wgsl's partial kernels; the kernels here finish the statistics
 // (1-d launch over cols) and apply them (1-d launch over rows * cols).
-// RELU (a pipeline constant) fuses the ReLU that follows: the forward clamps at 0 and the backward
-// masks dy by the forward output, in the same passes.
+// ACT (a pipeline constant, Act::code; 0: none) fuses the activation that follows: the forward applies
+// it and the backward takes dy through it from the forward output, in the same passes.
 
-override RELU: bool = false;
+override ACT: u32 = 0u;
 
 struct Params {
     rows: u32,
@@ -62,13 +62,10 @@ fn bn_var(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 @group(0) @binding(9) var<storage, read> scale: array<f32>;    // invstd, or running variance (eval)
 @group(0) @binding(10) var<storage, read> dy: array<f32>;
 @group(0) @binding(11) var<storage, read> dgamma: array<f32>;
-@group(0) @binding(12) var<storage, read> relu_out: array<f32>; // backward with RELU: the forward output
+@group(0) @binding(12) var<storage, read> act_out: array<f32>; // backward with ACT: the forward output
 
-fn relu(v: f32) -> f32 {
-    if (RELU) {
-        return max(v, 0.0);
-    }
-    return v;
+fn act(v: f32) -> f32 {
+    return act_fwd(v, ACT);
 }
 
 // y = gamma * (x - mean) * invstd + beta  (training: batch statistics)
@@ -79,7 +76,7 @@ fn bn_normalise(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let c = i % p.cols;
-    y[i] = relu(gamma[c] * (x[i] - mean[c]) * scale[c] + beta[c]);
+    y[i] = act(gamma[c] * (x[i] - mean[c]) * scale[c] + beta[c]);
 }
 
 // y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta  (evaluation)
@@ -90,7 +87,7 @@ fn bn_eval(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         return;
     }
     let c = i % p.cols;
-    y[i] = relu(gamma[c] * (x[i] - mean[c]) * (1.0 / sqrt(scale[c] + p.eps)) + beta[c]);
+    y[i] = act(gamma[c] * (x[i] - mean[c]) * (1.0 / sqrt(scale[c] + p.eps)) + beta[c]);
 }
 
 // dx = gamma * invstd / R * (R * dy - dbeta - xhat * dgamma)   (Ioffe & Szegedy 2015)
@@ -104,8 +101,8 @@ fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let r = f32(p.rows);
     let xhat = (x[i] - mean[c]) * scale[c];
     var g = dy[i];
-    if (RELU && relu_out[i] <= 0.0) {
-        g = 0.0;
+    if (ACT != 0u) {
+        g = act_bwd(act_out[i], g, ACT);
     }
     y[i] = gamma[c] * scale[c] / r * (r * g - beta[c] - xhat * dgamma[c]);
 }

@@ -1,5 +1,5 @@
 // C[m x n] = op(A)[m x k] * op(B)[k x n] (+ C if accumulate), row-major, then optionally + bias[col] and
-// ReLU (the epilogue of a Linear or Conv2d layer, fused into the store).
+// activation (the epilogue of a Linear or Conv2d layer, fused into the store).
 //
 // Each transposed form is its own pipeline: the override constants A_T and B_T fix how the operands
 // are stored, so the inner loops index with constant strides.
@@ -39,7 +39,7 @@ struct Params {
     accumulate: u32, // 1: add to C instead of overwriting it (the matmul kernels get 0 when split)
     k_split: u32,    // K per slice (a multiple of 256); k when not split
     splits: u32,     // slices; 1: write C directly
-    epilogue: u32,   // bit 0: add bias[col]; bit 1: then ReLU (applied where C is finished, never to partials)
+    epilogue: u32,   // bit 0: add bias[col]; bits 1-2: then the activation of that code (Act::code; common.wgsl), where C is finished, never to partials
     _pad1: u32,
 }
 
@@ -52,16 +52,13 @@ struct Params {
 @group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;    // the *_v4 kernels: B as vec4
 @group(0) @binding(7) var<storage, read> bias: array<f32>;        // the epilogue's bias (bound always)
 
-// The fused epilogue of a finished element of C in column `col`: bias, then ReLU, as the flags say.
+// The fused epilogue of a finished element of C in column `col`: bias, then the activation, as the flags say.
 fn epilogue(v: f32, col: u32) -> f32 {
     var r = v;
     if ((p.epilogue & 1u) != 0u) {
         r += bias[col];
     }
-    if ((p.epilogue & 2u) != 0u) {
-        r = max(r, 0.0);
-    }
-    return r;
+    return act_fwd(r, p.epilogue >> 1u);
 }
 
 // op(A)[r, kk] and op(B)[kk, col].

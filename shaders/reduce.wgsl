@@ -3,10 +3,10 @@
 //               writes partial[chunk, col]; dispatch (ceil(cols / 16), chunks, 1).
 //   column_sum: one invocation per column adds its chunks in order; 1-d launch over cols.
 
-// MASK (a pipeline constant): the reduced dy is that of a fused ReLU, counted as 0 where the forward
-// output (binding 7) was not positive. Every partials kernel reads its term through `masked`, so all of
-// them declare binding 7 (the host binds the reduced tensor there when there is no mask).
-override MASK: bool = false;
+// ACT (a pipeline constant, Act::code; 0: none): the reduced dy is that of a fused activation, taken
+// through it from the forward output (binding 7). Every partials kernel reads its term through
+// `masked`, so all of them declare binding 7 (the host binds the reduced tensor there without one).
+override ACT: u32 = 0u;
 
 struct Params {
     rows: u32,
@@ -21,11 +21,11 @@ struct Params {
 @group(0) @binding(3) var<storage, read> mean: array<f32>;          // per-column mean
 @group(0) @binding(4) var<storage, read> invstd: array<f32>;        // per-column 1/sqrt(var + eps)
 @group(0) @binding(5) var<storage, read_write> partial: array<f32>; // [chunks x cols]
-@group(0) @binding(7) var<storage, read> relu_out: array<f32>;      // with MASK: the forward output
+@group(0) @binding(7) var<storage, read> act_out: array<f32>;       // with ACT: the forward output
 
 fn masked(v: f32, at: u32) -> f32 {
-    if (MASK && relu_out[at] <= 0.0) {
-        return 0.0;
+    if (ACT != 0u) {
+        return act_bwd(act_out[at], v, ACT);
     }
     return v;
 }

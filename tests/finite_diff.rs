@@ -231,7 +231,7 @@ fn randomise_params(layer: &mut dyn Layer<Cpu>, rng: &mut impl Rng, lo: f32, hi:
 fn linear(
     (inputs, outputs): (usize, usize),
     bias: bool,
-    relu: bool,
+    act: Option<Act>,
     (batch, capacity): (usize, usize),
 ) -> impl Fn(u64) -> Case {
     move |seed| {
@@ -241,7 +241,7 @@ fn linear(
             &be,
             "fc",
             (inputs, outputs),
-            Epilogue { bias, relu },
+            Epilogue { bias, act },
             capacity,
             &mut rng,
         );
@@ -254,26 +254,30 @@ fn linear(
 
 #[test]
 fn linear_with_bias() {
-    check_layer("linear", 4, linear((7, 5), true, false, (4, 4)));
+    check_layer("linear", 4, linear((7, 5), true, None, (4, 4)));
 }
 
 #[test]
 fn linear_without_bias() {
-    check_layer("linear (no bias)", 3, linear((6, 4), false, false, (3, 3)));
+    check_layer("linear (no bias)", 3, linear((6, 4), false, None, (3, 3)));
 }
 
 #[test]
 fn linear_with_fused_relu() {
     // Both sides of the ReLU are exercised: some outputs are clipped, most are not.
-    let (mut l, x) = linear((8, 6), true, true, (5, 5))(0);
+    let (mut l, x) = linear((8, 6), true, Some(Act::Relu), (5, 5))(0);
     l.forward(&CpuBackend::new(), &x, 5, true);
     let zeros = l.output().iter().filter(|&&v| v == 0.0).count();
     assert!(zeros > 3 && zeros < 27, "{zeros} of 30 outputs are clipped");
-    check_layer("linear+relu", 5, linear((8, 6), true, true, (5, 5)));
+    check_layer(
+        "linear+relu",
+        5,
+        linear((8, 6), true, Some(Act::Relu), (5, 5)),
+    );
     check_layer(
         "linear (no bias)+relu",
         5,
-        linear((8, 6), false, true, (5, 5)),
+        linear((8, 6), false, Some(Act::Relu), (5, 5)),
     );
 }
 
@@ -283,7 +287,7 @@ fn linear_short_batch() {
     check_layer(
         "linear+relu batch 4 of 6",
         4,
-        linear((5, 3), true, true, (4, 6)),
+        linear((5, 3), true, Some(Act::Relu), (4, 6)),
     );
 }
 
@@ -301,7 +305,13 @@ fn geom(n: usize, c: usize, side: usize, stride: usize, pad: usize) -> ConvGeom 
 
 /// A 3x3 convolution with random weights (and bias) for `geom` (capacity `geom.n`), and an input of
 /// `batch` NHWC images.
-fn conv(g: ConvGeom, out_c: usize, bias: bool, relu: bool, batch: usize) -> impl Fn(u64) -> Case {
+fn conv(
+    g: ConvGeom,
+    out_c: usize,
+    bias: bool,
+    act: Option<Act>,
+    batch: usize,
+) -> impl Fn(u64) -> Case {
     move |seed| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut c = Conv2d::new(
@@ -309,7 +319,7 @@ fn conv(g: ConvGeom, out_c: usize, bias: bool, relu: bool, batch: usize) -> impl
             "conv",
             g,
             out_c,
-            Epilogue { bias, relu },
+            Epilogue { bias, act },
             &mut rng,
         );
         randomise_params(&mut c, &mut rng, -0.5, 0.5);
@@ -323,14 +333,14 @@ fn conv(g: ConvGeom, out_c: usize, bias: bool, relu: bool, batch: usize) -> impl
 fn conv_stride1_pad1() {
     let g = geom(2, 2, 5, 1, 1);
     assert_eq!((g.out_h(), g.out_w()), (5, 5));
-    check_layer("conv s1 p1", 2, conv(g, 3, true, false, 2));
+    check_layer("conv s1 p1", 2, conv(g, 3, true, None, 2));
 }
 
 #[test]
 fn conv_stride2_pad1() {
     let g = geom(2, 3, 6, 2, 1);
     assert_eq!((g.out_h(), g.out_w()), (3, 3));
-    check_layer("conv s2 p1", 2, conv(g, 2, true, false, 2));
+    check_layer("conv s2 p1", 2, conv(g, 2, true, None, 2));
 }
 
 #[test]
@@ -338,21 +348,21 @@ fn conv_stride2_pad1_odd_side() {
     // 5x5 at stride 2: (5 + 2 - 3) / 2 + 1 = 3, like 7x7 -> 4x4 in the CNNs.
     let g = geom(2, 2, 5, 2, 1);
     assert_eq!((g.out_h(), g.out_w()), (3, 3));
-    check_layer("conv s2 p1 5x5", 2, conv(g, 3, true, false, 2));
+    check_layer("conv s2 p1 5x5", 2, conv(g, 3, true, None, 2));
 }
 
 #[test]
 fn conv_stride1_pad0() {
     let g = geom(2, 2, 5, 1, 0);
     assert_eq!((g.out_h(), g.out_w()), (3, 3));
-    check_layer("conv s1 p0", 2, conv(g, 3, true, false, 2));
+    check_layer("conv s1 p0", 2, conv(g, 3, true, None, 2));
 }
 
 #[test]
 fn conv_stride2_pad0() {
     let g = geom(2, 3, 6, 2, 0);
     assert_eq!((g.out_h(), g.out_w()), (2, 2));
-    check_layer("conv s2 p0", 2, conv(g, 2, true, false, 2));
+    check_layer("conv s2 p0", 2, conv(g, 2, true, None, 2));
 }
 
 #[test]
@@ -360,12 +370,12 @@ fn conv_fused_relu_and_no_bias() {
     check_layer(
         "conv s1 p1 +relu",
         2,
-        conv(geom(2, 2, 5, 1, 1), 3, true, true, 2),
+        conv(geom(2, 2, 5, 1, 1), 3, true, Some(Act::Relu), 2),
     );
     check_layer(
         "conv s2 p1 no bias +relu",
         2,
-        conv(geom(2, 2, 6, 2, 1), 3, false, true, 2),
+        conv(geom(2, 2, 6, 2, 1), 3, false, Some(Act::Relu), 2),
     );
 }
 
@@ -374,7 +384,7 @@ fn conv_short_batch() {
     check_layer(
         "conv batch 2 of 3",
         2,
-        conv(geom(3, 2, 5, 2, 1), 2, true, true, 2),
+        conv(geom(3, 2, 5, 2, 1), 2, true, Some(Act::Relu), 2),
     );
 }
 
@@ -382,12 +392,12 @@ fn conv_short_batch() {
 fn batchnorm(
     channels: usize,
     spatial: usize,
-    relu: bool,
+    act: Option<Act>,
     (batch, capacity): (usize, usize),
 ) -> impl Fn(u64) -> Case {
     move |seed| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut bn = BatchNorm::new(&CpuBackend::new(), "bn", channels, spatial, relu, capacity);
+        let mut bn = BatchNorm::new(&CpuBackend::new(), "bn", channels, spatial, act, capacity);
         bn.params_mut()[0].value = rand_uniform(&mut rng, channels, 0.5, 1.5);
         bn.params_mut()[1].value = rand_uniform(&mut rng, channels, -0.5, 0.5);
         let x = rand_uniform(&mut rng, batch * spatial * channels, -1.0, 2.0);
@@ -397,28 +407,45 @@ fn batchnorm(
 
 #[test]
 fn batchnorm_1d() {
-    check_layer("batchnorm1d", 6, batchnorm(4, 1, false, (6, 6)));
+    check_layer("batchnorm1d", 6, batchnorm(4, 1, None, (6, 6)));
 }
 
 #[test]
 fn batchnorm_2d() {
     // Batch 2 of 3x3 images with 3 channels: 18 rows per channel.
-    check_layer("batchnorm2d", 2, batchnorm(3, 9, false, (2, 2)));
+    check_layer("batchnorm2d", 2, batchnorm(3, 9, None, (2, 2)));
+}
+
+/// Sigmoid and tanh fused into the layer before them (their backward from the layer's output), in a
+/// Linear, a Conv2d and a BatchNorm, as ReLU is.
+#[test]
+fn fused_sigmoid_and_tanh() {
+    for act in [Act::Sigmoid, Act::Tanh] {
+        let name = act.name();
+        check_layer(name, 4, linear((7, 5), true, Some(act), (4, 4)));
+        check_layer(name, 2, conv(geom(2, 2, 5, 2, 1), 3, false, Some(act), 2));
+        check_layer(name, 6, batchnorm(3, 1, Some(act), (6, 6)));
+        check_layer(name, 2, batchnorm(2, 4, Some(act), (2, 2)));
+    }
 }
 
 #[test]
 fn batchnorm_with_fused_relu() {
-    check_layer("batchnorm1d +relu", 8, batchnorm(3, 1, true, (8, 8)));
-    check_layer("batchnorm2d +relu", 3, batchnorm(2, 4, true, (3, 3)));
+    check_layer(
+        "batchnorm1d +relu",
+        8,
+        batchnorm(3, 1, Some(Act::Relu), (8, 8)),
+    );
+    check_layer(
+        "batchnorm2d +relu",
+        3,
+        batchnorm(2, 4, Some(Act::Relu), (3, 3)),
+    );
 }
 
 #[test]
 fn batchnorm_short_batch() {
-    check_layer(
-        "batchnorm2d batch 3 of 5",
-        3,
-        batchnorm(3, 4, false, (3, 5)),
-    );
+    check_layer("batchnorm2d batch 3 of 5", 3, batchnorm(3, 4, None, (3, 5)));
 }
 
 #[test]
@@ -746,13 +773,13 @@ fn check_rejects_a_gradient_scaled_by_1_05_in_one_element() {
     let cases: [(&str, Maker, usize, &[&'static str]); 2] = [
         (
             "linear",
-            Box::new(linear((7, 5), true, false, (4, 4))),
+            Box::new(linear((7, 5), true, None, (4, 4))),
             4,
             &["x", "fc.weight", "fc.bias"],
         ),
         (
             "conv s2 p1",
-            Box::new(conv(geom(2, 2, 5, 2, 1), 3, true, false, 2)),
+            Box::new(conv(geom(2, 2, 5, 2, 1), 3, true, None, 2)),
             2,
             &["x", "conv.weight", "conv.bias"],
         ),
@@ -812,7 +839,7 @@ fn model_check_rejects_a_scaled_or_misplaced_gradient() {
 #[test]
 fn check_rejects_batchnorm_dx_without_mean_and_variance_terms() {
     let (channels, spatial, batch) = (3, 4, 2);
-    let make = batchnorm(channels, spatial, false, (batch, batch));
+    let make = batchnorm(channels, spatial, None, (batch, batch));
     let r_seed = 7;
     let (mut bn, x) = make(0);
     check_layer_with("batchnorm2d", bn.as_mut(), &x, batch, r_seed, &|_, _, _| {})

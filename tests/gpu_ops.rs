@@ -115,7 +115,8 @@ fn matmul_split_k_long_k() {
     }
 }
 
-/// The fused epilogue (bias, ReLU, both) of a layer's forward matmul, split or not, on both styles.
+/// The fused epilogue (bias, an activation, both; every activation) of a layer's forward matmul, split
+/// or not, on both styles.
 fn matmul_epilogue() {
     let mut g = gpu();
     let cpu = CpuBackend::new();
@@ -125,16 +126,30 @@ fn matmul_epilogue() {
         for &(m, k, n) in &[(37, 20, 13), (16, 5000, 40)] {
             let (a, b, bias) = (rand_vec(m * k, 30), rand_vec(n * k, 31), rand_vec(n, 32));
             let gemm = Gemm::new(m, k, n).b_t();
-            for (with_bias, relu) in [(true, false), (false, true), (true, true)] {
+            let acts = [
+                (true, None),
+                (false, Some(Act::Relu)),
+                (true, Some(Act::Relu)),
+                (true, Some(Act::Sigmoid)),
+                (false, Some(Act::Tanh)),
+            ];
+            for (with_bias, act) in acts {
                 let mut cc = vec![0.0; m * n];
-                cpu.matmul_bias_act(&gemm, &a, &b, &mut cc, with_bias.then_some(&bias), relu);
+                cpu.matmul_bias_act(&gemm, &a, &b, &mut cc, with_bias.then_some(&bias), act);
                 let gbias = g.upload(&bias);
                 let mut gc = g.zeros(m * n);
                 let (ga, gb) = (g.upload(&a), g.upload(&b));
-                g.matmul_bias_act(&gemm, &ga, &gb, &mut gc, with_bias.then_some(&gbias), relu);
-                let what = format!("{m}x{k}x{n} bias={with_bias} relu={relu} {style:?}");
-                assert_close(&what, &g.read(&gc), &cc, TOL);
-                if relu {
+                g.matmul_bias_act(&gemm, &ga, &gb, &mut gc, with_bias.then_some(&gbias), act);
+                let what = format!("{m}x{k}x{n} bias={with_bias} act={act:?} {style:?}");
+                // Sigmoid and tanh squash the product's values into [-1, 1] but keep its absolute
+                // rounding differences (a sum over K = 5000 here): relative to their outputs, those are
+                // gradcheck's size, not the matmul's.
+                let tol = match act {
+                    Some(Act::Sigmoid | Act::Tanh) => 1e-4,
+                    _ => TOL,
+                };
+                assert_close(&what, &g.read(&gc), &cc, tol);
+                if act == Some(Act::Relu) {
                     assert!(cc.contains(&0.0), "{what}: some outputs clip");
                 }
             }
@@ -151,27 +166,31 @@ fn matmul_layer_size() {
     }
 }
 
-fn bias_relu_and_backward() {
+/// The epilogue on its own (`bias_act`, and `act_in_place` without a bias), for every activation.
+fn bias_act_every_activation() {
     let g = gpu();
     let cpu = CpuBackend::new();
     let (rows, cols) = (13, 37);
     let shape = Mat::new(rows, cols);
     let x = rand_vec(rows * cols, 4);
     let bias = rand_vec(cols, 5);
-    for (with_bias, relu) in [(true, true), (true, false), (false, true)] {
+    let mut cases = vec![(true, None)];
+    for act in Act::ALL {
+        cases.extend([(true, Some(act)), (false, Some(act))]);
+    }
+    for (with_bias, act) in cases {
         let mut cx = x.clone();
-        cpu.bias_act(&mut cx, with_bias.then_some(&bias), shape, relu);
+        cpu.bias_act(&mut cx, with_bias.then_some(&bias), shape, act);
         let mut gx = g.upload(&x);
         let gb = g.upload(&bias);
-        g.bias_act(&mut gx, with_bias.then_some(&gb), shape, relu);
-        assert_close("bias_act", &g.read(&gx), &cx, TOL);
+        g.bias_act(&mut gx, with_bias.then_some(&gb), shape, act);
+        assert_close(
+            &format!("bias_act {with_bias} {act:?}"),
+            &g.read(&gx),
+            &cx,
+            TOL,
+        );
     }
-    let dy = rand_vec(rows * cols, 6);
-    let mut cdy = dy.clone();
-    cpu.relu_backward(&x, &mut cdy);
-    let mut gdy = g.upload(&dy);
-    g.relu_backward(&g.upload(&x), &mut gdy);
-    assert_close("relu_backward", &g.read(&gdy), &cdy, 0.0);
 }
 
 /// Every activation's forward and backward kernels against their CPU twins, on 1,000 values (4
@@ -334,14 +353,17 @@ fn im2col_col2im_stride_and_padding() {
 fn batchnorm_forward_backward() {
     let g = gpu();
     let cpu = CpuBackend::new();
-    // Without and with the fused ReLU (clamped forward, dy masked by the output in backward).
+    // Without and with a fused activation (the forward applies it, the backward takes dy through it
+    // from the output).
     let cases = [
-        (2, 3, false),
-        (300, 17, false),
-        (2, 3, true),
-        (300, 17, true),
+        (2, 3, None),
+        (300, 17, None),
+        (2, 3, Some(Act::Relu)),
+        (300, 17, Some(Act::Relu)),
+        (300, 17, Some(Act::Sigmoid)),
+        (40, 5, Some(Act::Tanh)),
     ];
-    for &(rows, cols, relu) in &cases {
+    for &(rows, cols, act) in &cases {
         let x: Vec<f32> = rand_vec(rows * cols, 10)
             .iter()
             .map(|v| 3.0 * v + 0.5)
@@ -361,7 +383,7 @@ fn batchnorm_forward_backward() {
             shape: Mat::new(rows, cols),
             momentum: 0.1,
             eps: 1e-5,
-            relu,
+            act,
         };
         let t = BnTrain {
             gamma: &gamma,
@@ -391,7 +413,11 @@ fn batchnorm_forward_backward() {
         g.bn_forward_train(&bn, &gx, &mut gy, t);
         assert_close("bn y", &g.read(&gy), &cy, 1e-5);
         let clipped = cy.iter().filter(|&&v| v == 0.0).count();
-        assert_eq!(clipped > 0, relu, "the ReLU clips some outputs");
+        assert_eq!(
+            clipped > 0,
+            act == Some(Act::Relu),
+            "the ReLU clips some outputs"
+        );
         assert_close("bn mean", &g.read(&gm), &cm, 1e-5);
         assert_close("bn invstd", &g.read(&gs), &cs, 1e-5);
         assert_close("bn running mean", &g.read(&grm), &crm, 1e-5);
@@ -611,7 +637,7 @@ fn main() -> std::process::ExitCode {
         ("matmul_split_k_long_k", matmul_split_k_long_k),
         ("matmul_epilogue", matmul_epilogue),
         ("matmul_layer_size", matmul_layer_size),
-        ("bias_relu_and_backward", bias_relu_and_backward),
+        ("bias_act_every_activation", bias_act_every_activation),
         (
             "activations_forward_and_backward",
             activations_forward_and_backward,

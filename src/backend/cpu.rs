@@ -150,7 +150,7 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn bias_act(&self, x: &mut Vec<f32>, bias: Option<&Vec<f32>>, shape: Mat, relu: bool) {
+    fn bias_act(&self, x: &mut Vec<f32>, bias: Option<&Vec<f32>>, shape: Mat, act: Option<Act>) {
         let (rows, cols) = (shape.rows, shape.cols);
         x[..rows * cols]
             .par_chunks_mut(cols * PAR_ROWS)
@@ -159,22 +159,10 @@ impl Backend for CpuBackend {
                     if let Some(b) = bias {
                         row.iter_mut().zip(b.iter()).for_each(|(v, b)| *v += b);
                     }
-                    if relu {
-                        row.iter_mut().for_each(|v| *v = v.max(0.0));
+                    if let Some(a) = act {
+                        row.iter_mut().for_each(|v| *v = a.apply(*v));
                     }
                 }
-            });
-    }
-
-    fn relu_backward(&self, y: &Vec<f32>, dy: &mut Vec<f32>) {
-        dy.par_chunks_mut(PAR_ELEMS)
-            .zip(y.par_chunks(PAR_ELEMS))
-            .for_each(|(dc, yc)| {
-                dc.iter_mut().zip(yc).for_each(|(d, &y)| {
-                    if y <= 0.0 {
-                        *d = 0.0;
-                    }
-                })
             });
     }
 
@@ -428,8 +416,8 @@ impl Backend for CpuBackend {
             dgamma,
             dbeta,
         } = t;
-        // dy through the fused ReLU: 0 where the output was clipped.
-        let dy_at = |dy: f32, y: f32| if bn.relu && y <= 0.0 { 0.0 } else { dy };
+        // dy through the fused activation, from the output.
+        let dy_at = |dy: f32, y: f32| bn.act.map_or(dy, |a| a.grad(y, dy));
         // [sum dy | sum dy * xhat] per column.
         let sums = column_sums(rows, 2 * cols, |r, acc| {
             let (xr, dyr) = (&x[r * cols..(r + 1) * cols], &dy[r * cols..(r + 1) * cols]);
@@ -615,7 +603,7 @@ fn column_sums(rows: usize, width: usize, add: impl Fn(usize, &mut [f64]) + Sync
     total
 }
 
-/// `y = gamma * (x - mean) * invstd + beta` per column, clamped at 0 if `bn.relu`; `stats(c)` gives
+/// `y = act(gamma * (x - mean) * invstd + beta)` per column (the activation if `bn.act`); `stats(c)` gives
 /// (mean, invstd, gamma, beta).
 fn normalise_rows(
     x: &[f32],
@@ -632,7 +620,7 @@ fn normalise_rows(
             for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
                 for ((y, &x), &(m, is, g, b)) in yr.iter_mut().zip(xr).zip(&s) {
                     let v = g * (x - m) * is + b;
-                    *y = if bn.relu { v.max(0.0) } else { v };
+                    *y = bn.act.map_or(v, |a| a.apply(v));
                 }
             }
         });

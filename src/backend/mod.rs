@@ -169,6 +169,11 @@ impl Act {
     pub const ALL: [Act; 3] = [Act::Relu, Act::Sigmoid, Act::Tanh];
 
     /// The value of the WGSL pipeline constant `ACT` that selects it.
+    /// The code of an optional activation: 0 for none.
+    pub fn code_of(act: Option<Act>) -> u32 {
+        act.map_or(0, Act::code)
+    }
+
     pub fn code(self) -> u32 {
         match self {
             Act::Relu => 1,
@@ -183,6 +188,15 @@ impl Act {
             Act::Relu => "relu",
             Act::Sigmoid => "sigmoid",
             Act::Tanh => "tanh",
+        }
+    }
+
+    /// Its name in layer descriptions: `ReLU`, `Sigmoid`, `Tanh`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Act::Relu => "ReLU",
+            Act::Sigmoid => "Sigmoid",
+            Act::Tanh => "Tanh",
         }
     }
 
@@ -237,9 +251,9 @@ pub struct BnSpec {
     /// Running statistics move by `r = (1 - momentum) * r + momentum * batch value`.
     pub momentum: f32,
     pub eps: f32,
-    /// A ReLU fused after the normalisation: the forward clamps at 0, and the backward masks `dy` by
-    /// the forward output (`BnBackward::out`), in the same passes over memory.
-    pub relu: bool,
+    /// An activation fused after the normalisation: the forward applies it, and the backward takes
+    /// `dy` through it from the forward output (`BnBackward::out`), in the same passes over memory.
+    pub act: Option<Act>,
 }
 
 /// The tensors a training-mode batch-norm forward reads and writes.
@@ -454,19 +468,23 @@ pub trait Backend {
         b: &Self::Tensor,
         c: &mut Self::Tensor,
         bias: Option<&Self::Tensor>,
-        relu: bool,
+        act: Option<Act>,
     ) {
         self.matmul(g, a, b, c);
-        if bias.is_some() || relu {
-            self.bias_act(c, bias, Mat::new(g.m, g.n), relu);
+        if bias.is_some() || act.is_some() {
+            self.bias_act(c, bias, Mat::new(g.m, g.n), act);
         }
     }
-    /// In place on `x` (`shape`): add `bias[cols]` if given, then ReLU if asked (the fused epilogue).
-    /// GPU: `elementwise.wgsl` `bias_act`, or `relu` without a bias. Test: `bias_relu_and_backward`.
-    fn bias_act(&self, x: &mut Self::Tensor, bias: Option<&Self::Tensor>, shape: Mat, relu: bool);
-    /// `dy *= (y > 0)`, in place: ReLU backward from its output. GPU: `elementwise.wgsl`
-    /// `relu_backward`. Test: `bias_relu_and_backward`.
-    fn relu_backward(&self, y: &Self::Tensor, dy: &mut Self::Tensor);
+    /// In place on `x` (`shape`): add `bias[cols]` if given, then the activation if any (the fused
+    /// epilogue). GPU: `elementwise.wgsl` `bias_act`, or `act_in_place` without a bias. Test:
+    /// `bias_act_every_activation`.
+    fn bias_act(
+        &self,
+        x: &mut Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        shape: Mat,
+        act: Option<Act>,
+    );
     /// `y = act(x)` over the first `len` elements. GPU: `elementwise.wgsl` `act_forward` (pipeline
     /// constant `ACT`). Test: `activations_forward_and_backward`.
     fn activation(&self, act: Act, x: &Self::Tensor, y: &mut Self::Tensor, len: usize);

@@ -2,8 +2,9 @@
 //!
 //! A layer owns its output and its input-gradient tensors, allocated for the largest batch it will see,
 //! so a training step allocates nothing. `batch` may be smaller than that capacity (a last, short batch).
-//! ReLU can be fused into the layer before it (`relu: true`): the fused layer keeps its post-ReLU output
-//! and masks the incoming gradient with it, which is exactly ReLU's backward.
+//! An activation can be fused into the layer before it (`act: Some(..)`): the fused layer keeps its
+//! activated output and takes the incoming gradient through the activation from it, which is exactly
+//! the activation's backward.
 
 use crate::backend::dropout::DropoutStep;
 use crate::backend::{
@@ -81,18 +82,24 @@ fn param<B: Backend>(be: &B, name: String, shape: Vec<usize>, init: Vec<f32>) ->
     }
 }
 
-/// What a Linear or Conv2d adds after its product, fused into the same layer: a bias, a ReLU, or both.
+/// What a Linear or Conv2d adds after its product, fused into the same layer: a bias, an activation,
+/// or both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Epilogue {
     pub bias: bool,
-    pub relu: bool,
+    pub act: Option<Act>,
+}
+
+/// ` +ReLU` (and so on) for a fused activation in a layer's description, else nothing.
+fn act_suffix(act: Option<Act>) -> String {
+    act.map_or(String::new(), |a| format!(" +{}", a.title()))
 }
 
 /// `y = x W^T (+ b)`, W stored `[out, in]` as in PyTorch.
 pub struct Linear<B: Backend> {
     pub inputs: usize,
     pub outputs: usize,
-    pub relu: bool,
+    pub act: Option<Act>,
     w: Param<B::Tensor>,
     b: Option<Param<B::Tensor>>,
     y: B::Tensor,
@@ -104,7 +111,7 @@ impl<B: Backend> Linear<B> {
         be: &B,
         name: &str,
         (inputs, outputs): (usize, usize),
-        Epilogue { bias, relu }: Epilogue,
+        Epilogue { bias, act }: Epilogue,
         capacity: usize,
         rng: &mut impl Rng,
     ) -> Self {
@@ -125,7 +132,7 @@ impl<B: Backend> Linear<B> {
         Linear {
             inputs,
             outputs,
-            relu,
+            act,
             w,
             b,
             y: be.zeros(capacity * outputs),
@@ -137,8 +144,8 @@ impl<B: Backend> Linear<B> {
 impl<B: Backend> Layer<B> for Linear<B> {
     fn describe(&self) -> String {
         let bias = if self.b.is_some() { "" } else { " (no bias)" };
-        let relu = if self.relu { " +ReLU" } else { "" };
-        format!("Linear {}->{}{bias}{relu}", self.inputs, self.outputs)
+        let act = act_suffix(self.act);
+        format!("Linear {}->{}{bias}{act}", self.inputs, self.outputs)
     }
     fn out_per_sample(&self) -> usize {
         self.outputs
@@ -152,7 +159,7 @@ impl<B: Backend> Layer<B> for Linear<B> {
             &self.w.value,
             &mut self.y,
             self.b.as_ref().map(|b| &b.value),
-            self.relu,
+            self.act,
         );
     }
     fn output(&self) -> &B::Tensor {
@@ -162,8 +169,8 @@ impl<B: Backend> Layer<B> for Linear<B> {
         &mut self.y
     }
     fn backward(&mut self, be: &B, x: &B::Tensor, dy: &mut B::Tensor, batch: usize, need_dx: bool) {
-        if self.relu {
-            be.relu_backward(&self.y, dy);
+        if let Some(a) = self.act {
+            be.activation_backward(a, &self.y, dy, batch * self.outputs);
         }
         // dW = dy^T x; db = column sums of dy; dx = dy W.
         be.matmul(
@@ -202,7 +209,7 @@ pub struct Conv2d<B: Backend> {
     /// Geometry at full capacity; `n` is replaced by the batch at run time.
     pub geom: ConvGeom,
     pub out_c: usize,
-    pub relu: bool,
+    pub act: Option<Act>,
     /// Images per im2col chunk (see [`conv_chunk`]): the whole capacity unless the column matrix
     /// would exceed the backend's binding limit.
     chunk: usize,
@@ -220,7 +227,7 @@ impl<B: Backend> Conv2d<B> {
         name: &str,
         geom: ConvGeom,
         out_c: usize,
-        Epilogue { bias, relu }: Epilogue,
+        Epilogue { bias, act }: Epilogue,
         rng: &mut impl Rng,
     ) -> Self {
         let fan_in = geom.col_cols();
@@ -236,7 +243,7 @@ impl<B: Backend> Conv2d<B> {
         Conv2d {
             geom,
             out_c,
-            relu,
+            act,
             chunk,
             w,
             b,
@@ -310,7 +317,7 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
     fn describe(&self) -> String {
         let g = &self.geom;
         let bias = if self.b.is_some() { "" } else { " (no bias)" };
-        let relu = if self.relu { " +ReLU" } else { "" };
+        let relu = act_suffix(self.act);
         format!(
             "Conv2d {}x{} s{} p{} {}x{}x{}->{}x{}x{}{bias}{relu}",
             g.k,
@@ -341,7 +348,7 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
                 &self.w.value,
                 &mut self.y,
                 bias,
-                self.relu,
+                self.act,
             );
             return;
         }
@@ -350,7 +357,7 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
             let g = self.geom_for(n);
             be.im2col(&be.view(x, n0 * inp, n * inp), &mut self.col, &g);
             let mut y = be.view(&self.y, n0 * out, n * out);
-            be.matmul_bias_act(&gemm(&g), &self.col, &self.w.value, &mut y, bias, self.relu);
+            be.matmul_bias_act(&gemm(&g), &self.col, &self.w.value, &mut y, bias, self.act);
         }
     }
     fn output(&self) -> &B::Tensor {
@@ -361,8 +368,8 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
     }
     fn backward(&mut self, be: &B, x: &B::Tensor, dy: &mut B::Tensor, batch: usize, need_dx: bool) {
         let g = self.geom_for(batch);
-        if self.relu {
-            be.relu_backward(&self.y, dy);
+        if let Some(a) = self.act {
+            be.activation_backward(a, &self.y, dy, g.col_rows() * self.out_c);
         }
         if let Some(b) = &mut self.b {
             be.bias_grad(dy, &mut b.grad, Mat::new(g.col_rows(), self.out_c));
@@ -406,7 +413,7 @@ pub struct BatchNorm<B: Backend> {
     pub channels: usize,
     /// Rows per sample: 1 for 1d, H*W for 2d.
     pub spatial: usize,
-    pub relu: bool,
+    pub act: Option<Act>,
     pub momentum: f32,
     pub eps: f32,
     gamma: Param<B::Tensor>,
@@ -425,14 +432,14 @@ impl<B: Backend> BatchNorm<B> {
         name: &str,
         channels: usize,
         spatial: usize,
-        relu: bool,
+        act: Option<Act>,
         capacity: usize,
     ) -> Self {
         let len = capacity * spatial * channels;
         BatchNorm {
             channels,
             spatial,
-            relu,
+            act,
             momentum: 0.1,
             eps: 1e-5,
             gamma: param(
@@ -470,7 +477,7 @@ impl<B: Backend> BatchNorm<B> {
             shape: Mat::new(batch * self.spatial, self.channels),
             momentum: self.momentum,
             eps: self.eps,
-            relu: self.relu,
+            act: self.act,
         }
     }
 }
@@ -482,8 +489,7 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
         } else {
             "BatchNorm2d"
         };
-        let relu = if self.relu { " +ReLU" } else { "" };
-        format!("{kind} {}{relu}", self.channels)
+        format!("{kind} {}{}", self.channels, act_suffix(self.act))
     }
     fn out_per_sample(&self) -> usize {
         self.spatial * self.channels
@@ -575,12 +581,7 @@ impl<B: Backend> Activation<B> {
 
 impl<B: Backend> Layer<B> for Activation<B> {
     fn describe(&self) -> String {
-        let name = match self.act {
-            Act::Relu => "ReLU",
-            Act::Sigmoid => "Sigmoid",
-            Act::Tanh => "Tanh",
-        };
-        format!("{name} {}", self.features)
+        format!("{} {}", self.act.title(), self.features)
     }
     fn out_per_sample(&self) -> usize {
         self.features

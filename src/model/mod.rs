@@ -3,7 +3,7 @@
 pub mod file;
 pub mod layers;
 
-use crate::backend::{Act, Backend, ConvGeom, PoolGeom, PoolKind};
+use crate::backend::{Backend, ConvGeom, PoolGeom, PoolKind};
 use crate::error::InputError;
 use file::{LayerSpec, Network, Shape};
 use layers::{
@@ -142,7 +142,7 @@ pub struct FlatParams<T> {
 
 impl<B: Backend + 'static> Model<B> {
     /// Builds `spec` for batches of up to `capacity`, with He-uniform weights drawn from `seed` in layer
-    /// order. A ReLU right after a dense, conv2d or batchnorm layer is fused into it (its epilogue); a
+    /// order. An activation right after a dense, conv2d or batchnorm layer is fused into it; a
     /// flatten of the input costs nothing (the batch is already `[N, h*w*c]`).
     pub fn new(be: &B, spec: ModelSpec, capacity: usize, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -153,16 +153,20 @@ impl<B: Backend + 'static> Model<B> {
         let mut i = 0;
         while i < net.layers.len() {
             let l = &net.layers[i];
-            let fuse_relu = net
-                .layers
-                .get(i + 1)
-                .is_some_and(|next| next.spec == LayerSpec::Activation(Act::Relu))
-                && matches!(
-                    l.spec,
-                    LayerSpec::Dense { .. }
-                        | LayerSpec::Conv2d { .. }
-                        | LayerSpec::BatchNorm { .. }
-                );
+            // An activation right after a dense, conv2d or batchnorm layer is fused into it.
+            let fused = match net.layers.get(i + 1).map(|next| &next.spec) {
+                Some(LayerSpec::Activation(a))
+                    if matches!(
+                        l.spec,
+                        LayerSpec::Dense { .. }
+                            | LayerSpec::Conv2d { .. }
+                            | LayerSpec::BatchNorm { .. }
+                    ) =>
+                {
+                    Some(*a)
+                }
+                _ => None,
+            };
             // A layer's name is its parameters' prefix (`fc1` of `fc1.weight`).
             let name = l
                 .params
@@ -177,7 +181,7 @@ impl<B: Backend + 'static> Model<B> {
                 (LayerSpec::Dense { bias, .. }, input, output) => {
                     let epilogue = Epilogue {
                         bias: *bias,
-                        relu: fuse_relu,
+                        act: fused,
                     };
                     layers.push(Box::new(Linear::new(
                         be,
@@ -210,7 +214,7 @@ impl<B: Backend + 'static> Model<B> {
                     };
                     let epilogue = Epilogue {
                         bias: *bias,
-                        relu: fuse_relu,
+                        act: fused,
                     };
                     layers.push(Box::new(Conv2d::new(
                         be, &name, geom, *filters, epilogue, &mut rng,
@@ -222,7 +226,7 @@ impl<B: Backend + 'static> Model<B> {
                         Shape::Flat(n) => (n, 1),
                     };
                     layers.push(Box::new(BatchNorm::new(
-                        be, &name, channels, spatial, fuse_relu, capacity,
+                        be, &name, channels, spatial, fused, capacity,
                     )));
                 }
                 (LayerSpec::Activation(act), input, _) => {
@@ -275,7 +279,7 @@ impl<B: Backend + 'static> Model<B> {
             if shapes.len() < layers.len() {
                 shapes.push(l.output);
             }
-            i += if fuse_relu { 2 } else { 1 };
+            i += if fused.is_some() { 2 } else { 1 };
         }
         let mut model = Model {
             spec,

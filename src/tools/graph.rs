@@ -348,8 +348,7 @@ pub fn batchnorm_dot(spec: &ModelSpec, backward: bool) -> Result<String, InputEr
     let channels = gamma.1.iter().product::<usize>();
     let spatial = n.out_per_sample / channels.max(1);
     // A layer like the model's, to read its constants from the code.
-    let reference: BatchNorm<CpuBackend> =
-        BatchNorm::new(&be, &n.name, channels, spatial, false, 1);
+    let reference: BatchNorm<CpuBackend> = BatchNorm::new(&be, &n.name, channels, spatial, None, 1);
     let (eps, momentum) = (reference.eps, reference.momentum);
     let relu = n.describe.contains("ReLU");
     let m = if spatial == 1 {

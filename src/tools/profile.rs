@@ -291,29 +291,24 @@ impl<B: Backend> Backend for Profiled<B> {
         b: &B::Tensor,
         c: &mut B::Tensor,
         bias: Option<&B::Tensor>,
-        relu: bool,
+        act: Option<Act>,
     ) {
         self.op(
             || matmul_label(g),
             Work::Flops(g.flops()),
-            || self.inner.matmul_bias_act(g, a, b, c, bias, relu),
+            || self.inner.matmul_bias_act(g, a, b, c, bias, act),
         )
     }
-    fn bias_act(&self, x: &mut B::Tensor, bias: Option<&B::Tensor>, shape: Mat, relu: bool) {
-        let label = if bias.is_some() { "bias_act" } else { "relu" };
+    fn bias_act(&self, x: &mut B::Tensor, bias: Option<&B::Tensor>, shape: Mat, act: Option<Act>) {
+        let label = match (bias, act) {
+            (None, Some(a)) => a.name(),
+            _ => "bias_act",
+        };
         let bytes = (2 * shape.len() + bias.map_or(0, |_| shape.cols)) as f64 * F32;
         self.op(
             || label.into(),
             Work::Bytes(bytes),
-            || self.inner.bias_act(x, bias, shape, relu),
-        )
-    }
-    fn relu_backward(&self, y: &B::Tensor, dy: &mut B::Tensor) {
-        let bytes = 3.0 * self.inner.len(dy) as f64 * F32;
-        self.op(
-            || "relu_backward".into(),
-            Work::Bytes(bytes),
-            || self.inner.relu_backward(y, dy),
+            || self.inner.bias_act(x, bias, shape, act),
         )
     }
     fn pool(

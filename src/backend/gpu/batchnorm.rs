@@ -5,7 +5,7 @@
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
 use super::reduce::{column_sum_into, partials};
 use super::{u, GpuBackend, GpuTensor};
-use crate::backend::{BnBackward, BnEval, BnSpec, BnTrain};
+use crate::backend::{Act, BnBackward, BnEval, BnSpec, BnTrain};
 use bytemuck::{Pod, Zeroable};
 
 /// The uniform at binding 0 (WGSL `Params`).
@@ -25,7 +25,7 @@ const _: () = assert!(std::mem::size_of::<Params>() == 32);
 
 /// `entry` with the fused ReLU on or off (the RELU pipeline constant).
 fn kernel(entry: &'static str, bn: &BnSpec) -> Kernel {
-    Kernel::new(Family::BatchNorm, entry).with_consts(&["RELU"], &[bn.relu as u32])
+    Kernel::new(Family::BatchNorm, entry).with_consts(&["ACT"], &[Act::code_of(bn.act)])
 }
 
 fn params(bn: &BnSpec, chunks: u32) -> Params {
@@ -131,9 +131,9 @@ pub(super) fn backward(
     dx: &GpuTensor,
     t: BnBackward<'_, GpuTensor>,
 ) {
-    // dbeta and dgamma through the fused ReLU: dy masked by the forward output.
-    let relu_out = bn.relu.then_some(&t.out.buf);
-    let sums = partials(be, "sum_partials", &[(1, &dy.buf)], relu_out, bn.shape);
+    // dbeta and dgamma through the fused activation: dy taken through it from the forward output.
+    let through = bn.act.map(|a| (&t.out.buf, a));
+    let sums = partials(be, "sum_partials", &[(1, &dy.buf)], through, bn.shape);
     column_sum_into(be, &sums, &t.dbeta.buf, bn.shape);
     let dots = partials(
         be,
@@ -144,7 +144,7 @@ pub(super) fn backward(
             (3, &t.mean.buf),
             (4, &t.invstd.buf),
         ],
-        relu_out,
+        through,
         bn.shape,
     );
     column_sum_into(be, &dots, &t.dgamma.buf, bn.shape);

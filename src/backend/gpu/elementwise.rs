@@ -1,7 +1,6 @@
 //! `shaders/elementwise.wgsl`: the epilogues over a `[rows x cols]` tensor, one invocation per element.
-//! CPU twins: `CpuBackend::bias_act`, `CpuBackend::relu_backward`, `CpuBackend::activation`,
-//! `CpuBackend::activation_backward`. Tests: `tests/gpu_ops.rs` `bias_relu_and_backward`,
-//! `activations_forward_and_backward`.
+//! CPU twins: `CpuBackend::bias_act`, `CpuBackend::activation`, `CpuBackend::activation_backward`.
+//! Tests: `tests/gpu_ops.rs` `bias_act_every_activation`, `activations_forward_and_backward`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
 use super::{u, GpuBackend, GpuTensor};
@@ -14,23 +13,23 @@ use bytemuck::{Pod, Zeroable};
 pub(super) struct Params {
     rows: u32,
     cols: u32,
-    relu: u32,
+    act: u32,
     len: u32,
 }
 const _: () = assert!(std::mem::size_of::<Params>() == 16);
 
-/// `x += bias` per column then ReLU (`bias_act`), or ReLU alone (`relu`), in place.
+/// `x = act(x + bias)` per column (`bias_act`), or `x = act(x)` (`act_in_place`), in place.
 pub(super) fn bias_act(
     be: &GpuBackend,
     x: &GpuTensor,
     bias: Option<&GpuTensor>,
     shape: Mat,
-    relu: bool,
+    act: Option<Act>,
 ) {
     let params = Params {
         rows: u(shape.rows),
         cols: u(shape.cols),
-        relu: relu as u32,
+        act: Act::code_of(act),
         len: u(shape.len()),
     };
     let groups = Launcher::groups_1d(shape.len());
@@ -42,8 +41,8 @@ pub(super) fn bias_act(
             ParamsKind::Static,
             groups,
         ),
-        None if relu => be.l.launch(
-            Kernel::new(Family::Elementwise, "relu"),
+        None if act.is_some() => be.l.launch(
+            Kernel::new(Family::Elementwise, "act_in_place"),
             &[(1, &x.buf)],
             &params,
             ParamsKind::Static,
@@ -51,24 +50,6 @@ pub(super) fn bias_act(
         ),
         None => {}
     }
-}
-
-/// `dy *= (y > 0)` over the shorter of the two tensors.
-pub(super) fn relu_backward(be: &GpuBackend, y: &GpuTensor, dy: &GpuTensor) {
-    let len = y.len.min(dy.len);
-    let params = Params {
-        rows: u(len),
-        cols: 1,
-        relu: 1,
-        len: u(len),
-    };
-    be.l.launch(
-        Kernel::new(Family::Elementwise, "relu_backward"),
-        &[(1, &dy.buf), (2, &y.buf)],
-        &params,
-        ParamsKind::Static,
-        Launcher::groups_1d(len),
-    );
 }
 
 /// The kernel `entry` specialised for `act` (the ACT pipeline constant).
@@ -80,7 +61,7 @@ fn flat(len: usize) -> Params {
     Params {
         rows: u(len),
         cols: 1,
-        relu: 0,
+        act: 0,
         len: u(len),
     }
 }
@@ -113,4 +94,4 @@ pub(super) fn activation_backward(
     );
 }
 
-params_layout_test!(Family::Elementwise, Params, [rows, cols, relu, len]);
+params_layout_test!(Family::Elementwise, Params, [rows, cols, act, len]);

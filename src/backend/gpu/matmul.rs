@@ -141,7 +141,7 @@ fn plan(style: KernelStyle, subgroups: bool, g: &Gemm) -> Plan {
 /// What a matmul adds to each finished element of C (the `epilogue` flags of the WGSL).
 pub(super) struct Epilogue<'a> {
     pub bias: Option<&'a GpuTensor>,
-    pub relu: bool,
+    pub act: Option<crate::backend::Act>,
 }
 
 /// Records `c = op(a) * op(b) (+ c)`, then `+ bias` and ReLU as `epi` asks: one dispatch of the
@@ -163,7 +163,7 @@ pub(super) fn matmul(
     if m == 0 || n == 0 {
         return;
     }
-    let flags = epi.bias.is_some() as u32 | (epi.relu as u32) << 1;
+    let flags = epi.bias.is_some() as u32 | crate::backend::Act::code_of(epi.act) << 1;
     // Every kernel declares the bias binding; without a bias it gets B again (never read).
     let bias = epi.bias.map_or(&b.buf, |t| &t.buf);
     let target = be.style.target_workgroups();

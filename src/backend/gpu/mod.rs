@@ -470,7 +470,7 @@ impl Backend for GpuBackend {
     fn matmul(&self, g: &Gemm, a: &GpuTensor, b: &GpuTensor, c: &mut GpuTensor) {
         let none = matmul::Epilogue {
             bias: None,
-            relu: false,
+            act: None,
         };
         matmul::matmul(self, g, a, b, c, none);
     }
@@ -481,15 +481,12 @@ impl Backend for GpuBackend {
         b: &GpuTensor,
         c: &mut GpuTensor,
         bias: Option<&GpuTensor>,
-        relu: bool,
+        act: Option<Act>,
     ) {
-        matmul::matmul(self, g, a, b, c, matmul::Epilogue { bias, relu });
+        matmul::matmul(self, g, a, b, c, matmul::Epilogue { bias, act });
     }
-    fn bias_act(&self, x: &mut GpuTensor, bias: Option<&GpuTensor>, shape: Mat, relu: bool) {
-        elementwise::bias_act(self, x, bias, shape, relu);
-    }
-    fn relu_backward(&self, y: &GpuTensor, dy: &mut GpuTensor) {
-        elementwise::relu_backward(self, y, dy);
+    fn bias_act(&self, x: &mut GpuTensor, bias: Option<&GpuTensor>, shape: Mat, act: Option<Act>) {
+        elementwise::bias_act(self, x, bias, shape, act);
     }
     fn activation(&self, act: Act, x: &GpuTensor, y: &mut GpuTensor, len: usize) {
         elementwise::activation(self, act, x, y, len);

@@ -31,24 +31,25 @@ pub(super) struct Partials {
 
 /// `partial[chunk, c] = sum over the chunk's rows r of term(r, c)`, where the partials kernel `entry`
 /// (`sum_partials`, `sqdev_partials`, `xhat_dot_partials`) defines the term from `bindings` (1-4).
-/// With `relu_out`, the reduced dy is a fused ReLU's: terms where `relu_out` is not positive count as 0
-/// (the MASK pipeline). Dispatch: (ceil(cols / 16), chunks, 1) workgroups of 16 columns x 16 row lanes.
+/// With `through` (the forward output and its activation), the reduced dy is taken through a fused
+/// activation first (the ACT pipeline). Dispatch: (ceil(cols / 16), chunks, 1) workgroups of 16 columns x 16 row lanes.
 pub(super) fn partials(
     be: &GpuBackend,
     entry: &'static str,
     bindings: &[(u32, &GpuBuf)],
-    relu_out: Option<&GpuBuf>,
+    through: Option<(&GpuBuf, crate::backend::Act)>,
     shape: Mat,
 ) -> Partials {
     let chunks = shape.rows.div_ceil(CHUNK_ROWS).max(1);
     let buf = be.scratch(Scratch::Partial, chunks * shape.cols);
     let mut b: Vec<(u32, &GpuBuf)> = bindings.to_vec();
     b.push((5, &buf));
-    // The kernels declare binding 7 whether or not MASK reads it: without a mask it gets the reduced
+    // The kernels declare binding 7 whether or not ACT reads it: without one it gets the reduced
     // tensor again (read-only, never read).
-    b.push((7, relu_out.unwrap_or(bindings[0].1)));
+    b.push((7, through.map_or(bindings[0].1, |(out, _)| out)));
+    let act = crate::backend::Act::code_of(through.map(|(_, a)| a));
     be.l.launch(
-        Kernel::new(Family::Reduce, entry).with_consts(&["MASK"], &[relu_out.is_some() as u32]),
+        Kernel::new(Family::Reduce, entry).with_consts(&["ACT"], &[act]),
         &b,
         &params(shape, u(chunks)),
         ParamsKind::Static,
