@@ -406,9 +406,9 @@ fn cli_graph_bad_input_is_one_line_exit_2() {
 fn lenet5_graph_has_the_pooled_shapes() {
     let dot = model_dot(&ModelSpec::parse("lenet5").unwrap(), false);
     for edge in [
-        "h3: N×14×14×6",
-        "h6: N×5×5×16",
-        "h7: N×400",
+        "h2: N×14×14×6",
+        "h4: N×5×5×16",
+        "h5: N×400",
         "x: images\\nN×28×28×1",
     ] {
         assert!(dot.contains(edge), "{edge}:\n{dot}");
