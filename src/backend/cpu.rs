@@ -193,34 +193,50 @@ impl Backend for CpuBackend {
         arg: &mut Vec<f32>,
     ) {
         let (oh, ow, c) = (g.out_h(), g.out_w(), g.c);
-        for i in 0..g.out_len() {
-            let (ch, ox, oy, n) = (i % c, (i / c) % ow, (i / (c * ow)) % oh, i / (c * ow * oh));
-            let base = ((n * g.h + oy * g.stride) * g.w + ox * g.stride) * c + ch;
-            let at = |ky: usize, kx: usize| x[base + (ky * g.w + kx) * c];
-            match kind {
-                PoolKind::Max => {
-                    let (mut best, mut pos) = (at(0, 0), 0);
-                    for ky in 0..g.kh {
-                        for kx in 0..g.kw {
-                            if at(ky, kx) > best {
-                                best = at(ky, kx);
-                                pos = ky * g.kw + kx;
+        let per_image = oh * ow * c;
+        // One image per task: every output is computed alone, so threads change nothing.
+        let out = y[..g.out_len()].par_chunks_mut(per_image);
+        let pool_image = |n: usize, yi: &mut [f32], mut ai: Option<&mut [f32]>| {
+            for (j, yv) in yi.iter_mut().enumerate() {
+                let (ch, ox, oy) = (j % c, (j / c) % ow, j / (c * ow));
+                let base = ((n * g.h + oy * g.stride) * g.w + ox * g.stride) * c + ch;
+                let at = |ky: usize, kx: usize| x[base + (ky * g.w + kx) * c];
+                match kind {
+                    PoolKind::Max => {
+                        let (mut best, mut pos) = (at(0, 0), 0);
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                if at(ky, kx) > best {
+                                    best = at(ky, kx);
+                                    pos = ky * g.kw + kx;
+                                }
                             }
                         }
-                    }
-                    y[i] = best;
-                    arg[i] = pos as f32;
-                }
-                PoolKind::Avg => {
-                    let mut sum = 0.0f32;
-                    for ky in 0..g.kh {
-                        for kx in 0..g.kw {
-                            sum += at(ky, kx);
+                        *yv = best;
+                        if let Some(a) = ai.as_deref_mut() {
+                            a[j] = pos as f32;
                         }
                     }
-                    y[i] = sum / (g.kh * g.kw) as f32;
+                    PoolKind::Avg => {
+                        let mut sum = 0.0f32;
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                sum += at(ky, kx);
+                            }
+                        }
+                        *yv = sum / (g.kh * g.kw) as f32;
+                    }
                 }
             }
+        };
+        match kind {
+            PoolKind::Max => out
+                .zip(arg[..g.out_len()].par_chunks_mut(per_image))
+                .enumerate()
+                .for_each(|(n, (yi, ai))| pool_image(n, yi, Some(ai))),
+            PoolKind::Avg => out
+                .enumerate()
+                .for_each(|(n, yi)| pool_image(n, yi, None)),
         }
     }
 
@@ -234,35 +250,30 @@ impl Backend for CpuBackend {
     ) {
         let (oh, ow, c, s) = (g.out_h(), g.out_w(), g.c, g.stride);
         // The first window holding position `pos` along a side with windows of `k`.
-        let first = |pos: usize, k: usize| {
-            if pos < k {
-                0
-            } else {
-                (pos + 1 - k).div_ceil(s)
-            }
-        };
-        for (i, d) in dx[..g.in_len()].iter_mut().enumerate() {
-            let (ch, ix, iy, n) = (
-                i % c,
-                (i / c) % g.w,
-                (i / (c * g.w)) % g.h,
-                i / (c * g.w * g.h),
-            );
-            let mut sum = 0.0f32;
-            for oy in first(iy, g.kh)..(iy / s + 1).min(oh) {
-                for ox in first(ix, g.kw)..(ix / s + 1).min(ow) {
-                    let o = ((n * oh + oy) * ow + ox) * c + ch;
-                    let pos = (iy - oy * s) * g.kw + (ix - ox * s);
-                    if kind == PoolKind::Avg || arg[o] as usize == pos {
-                        sum += dy[o];
+        let first = |pos: usize, k: usize| if pos < k { 0 } else { (pos + 1 - k).div_ceil(s) };
+        // One image per task; each input gathers its windows in order, so threads change nothing.
+        dx[..g.in_len()]
+            .par_chunks_mut(g.h * g.w * c)
+            .enumerate()
+            .for_each(|(n, dxi)| {
+                for (j, d) in dxi.iter_mut().enumerate() {
+                    let (ch, ix, iy) = (j % c, (j / c) % g.w, j / (c * g.w));
+                    let mut sum = 0.0f32;
+                    for oy in first(iy, g.kh)..(iy / s + 1).min(oh) {
+                        for ox in first(ix, g.kw)..(ix / s + 1).min(ow) {
+                            let o = ((n * oh + oy) * ow + ox) * c + ch;
+                            let pos = (iy - oy * s) * g.kw + (ix - ox * s);
+                            if kind == PoolKind::Avg || arg[o] as usize == pos {
+                                sum += dy[o];
+                            }
+                        }
                     }
+                    *d = match kind {
+                        PoolKind::Max => sum,
+                        PoolKind::Avg => sum / (g.kh * g.kw) as f32,
+                    };
                 }
-            }
-            *d = match kind {
-                PoolKind::Max => sum,
-                PoolKind::Avg => sum / (g.kh * g.kw) as f32,
-            };
-        }
+            });
     }
 
     fn dropout(
