@@ -173,7 +173,7 @@ fn main() {
         shape: Mat::new(br, bc),
         momentum: 0.1,
         eps: 1e-5,
-        relu: false,
+        act: None,
     };
     on_both!(c, gpu, "batchnorm_forward_train_6272x32", |be| {
         let x = be.upload(&values(br * bc, 8));
@@ -257,7 +257,7 @@ fn main() {
         on_both!(c, gpu, name.as_str(), |be| {
             let mut ds = be.upload_dataset(&set.images, &set.labels, set.pixels());
             be.set_order(&mut ds, &data::epoch_order(set.len(), 1, 0));
-            let mut m = Model::new(be, spec, batch, 1);
+            let mut m = Model::new(be, spec.clone(), batch, 1);
             let mut opt = Optimizer::new(OptimKind::Adam, 1e-3);
             let mut bufs = BatchBuffers::new(be, batch, IMAGE_SIDE * IMAGE_SIDE);
             let mut pos = 0usize;

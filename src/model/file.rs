@@ -557,6 +557,9 @@ fn check_values(raw: &RawLayer) -> Result<LayerSpec, String> {
     })
 }
 
+/// A layer's parameters: names and shapes.
+type ParamShapes = Vec<(String, Vec<usize>)>;
+
 /// The output shape of `spec` on `input`, and its parameters (names and shapes). Default names count
 /// the layers of each kind: `fc1`, `conv1`, `bn1`, ...
 fn infer(
@@ -564,7 +567,7 @@ fn infer(
     input: Shape,
     classes: usize,
     counts: &mut [usize; 3],
-) -> Result<(Shape, Vec<(String, Vec<usize>)>), String> {
+) -> Result<(Shape, ParamShapes), String> {
     let mut named = |slot: usize, prefix: &str, name: &Option<String>| {
         counts[slot] += 1;
         name.clone()
