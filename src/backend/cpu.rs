@@ -234,9 +234,7 @@ impl Backend for CpuBackend {
                 .zip(arg[..g.out_len()].par_chunks_mut(per_image))
                 .enumerate()
                 .for_each(|(n, (yi, ai))| pool_image(n, yi, Some(ai))),
-            PoolKind::Avg => out
-                .enumerate()
-                .for_each(|(n, yi)| pool_image(n, yi, None)),
+            PoolKind::Avg => out.enumerate().for_each(|(n, yi)| pool_image(n, yi, None)),
         }
     }
 
@@ -250,7 +248,13 @@ impl Backend for CpuBackend {
     ) {
         let (oh, ow, c, s) = (g.out_h(), g.out_w(), g.c, g.stride);
         // The first window holding position `pos` along a side with windows of `k`.
-        let first = |pos: usize, k: usize| if pos < k { 0 } else { (pos + 1 - k).div_ceil(s) };
+        let first = |pos: usize, k: usize| {
+            if pos < k {
+                0
+            } else {
+                (pos + 1 - k).div_ceil(s)
+            }
+        };
         // One image per task; each input gathers its windows in order, so threads change nothing.
         dx[..g.in_len()]
             .par_chunks_mut(g.h * g.w * c)

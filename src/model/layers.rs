@@ -34,6 +34,21 @@ pub struct Buffer<T> {
     pub value: T,
 }
 
+/// The accessors of a layer that keeps its output in `y` and its input gradient in `dx` (all do).
+macro_rules! owns_y_and_dx {
+    () => {
+        fn output(&self) -> &B::Tensor {
+            &self.y
+        }
+        fn output_mut(&mut self) -> &mut B::Tensor {
+            &mut self.y
+        }
+        fn grad_input(&mut self) -> &mut B::Tensor {
+            &mut self.dx
+        }
+    };
+}
+
 /// One step of the network: forward, backward, and the tensors it owns.
 pub trait Layer<B: Backend> {
     /// Short description with shapes, e.g. `Linear 784->256 +ReLU`.
@@ -162,12 +177,7 @@ impl<B: Backend> Layer<B> for Linear<B> {
             self.act,
         );
     }
-    fn output(&self) -> &B::Tensor {
-        &self.y
-    }
-    fn output_mut(&mut self) -> &mut B::Tensor {
-        &mut self.y
-    }
+    owns_y_and_dx!();
     fn backward(&mut self, be: &B, x: &B::Tensor, dy: &mut B::Tensor, batch: usize, need_dx: bool) {
         if let Some(a) = self.act {
             be.activation_backward(a, &self.y, dy, batch * self.outputs);
@@ -190,9 +200,6 @@ impl<B: Backend> Layer<B> for Linear<B> {
                 &mut self.dx,
             );
         }
-    }
-    fn grad_input(&mut self) -> &mut B::Tensor {
-        &mut self.dx
     }
     fn params(&self) -> Vec<&Param<B::Tensor>> {
         std::iter::once(&self.w).chain(self.b.as_ref()).collect()
@@ -360,12 +367,7 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
             be.matmul_bias_act(&gemm(&g), &self.col, &self.w.value, &mut y, bias, self.act);
         }
     }
-    fn output(&self) -> &B::Tensor {
-        &self.y
-    }
-    fn output_mut(&mut self) -> &mut B::Tensor {
-        &mut self.y
-    }
+    owns_y_and_dx!();
     fn backward(&mut self, be: &B, x: &B::Tensor, dy: &mut B::Tensor, batch: usize, need_dx: bool) {
         let g = self.geom_for(batch);
         if let Some(a) = self.act {
@@ -394,9 +396,6 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
                 be.col2im(&self.dcol, &mut be.view(&self.dx, n0 * inp, n * inp), &g);
             }
         }
-    }
-    fn grad_input(&mut self) -> &mut B::Tensor {
-        &mut self.dx
     }
     fn params(&self) -> Vec<&Param<B::Tensor>> {
         std::iter::once(&self.w).chain(self.b.as_ref()).collect()
@@ -516,12 +515,7 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
             be.bn_forward_eval(&bn, x, &mut self.y, t);
         }
     }
-    fn output(&self) -> &B::Tensor {
-        &self.y
-    }
-    fn output_mut(&mut self) -> &mut B::Tensor {
-        &mut self.y
-    }
+    owns_y_and_dx!();
     fn backward(
         &mut self,
         be: &B,
@@ -541,9 +535,6 @@ impl<B: Backend> Layer<B> for BatchNorm<B> {
             dbeta: &mut self.beta.grad,
         };
         be.bn_backward(&bn, x, dy, &mut self.dx, t);
-    }
-    fn grad_input(&mut self) -> &mut B::Tensor {
-        &mut self.dx
     }
     fn params(&self) -> Vec<&Param<B::Tensor>> {
         vec![&self.gamma, &self.beta]
@@ -589,12 +580,7 @@ impl<B: Backend> Layer<B> for Activation<B> {
     fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
         be.activation(self.act, x, &mut self.y, batch * self.features);
     }
-    fn output(&self) -> &B::Tensor {
-        &self.y
-    }
-    fn output_mut(&mut self) -> &mut B::Tensor {
-        &mut self.y
-    }
+    owns_y_and_dx!();
     fn backward(
         &mut self,
         be: &B,
@@ -606,9 +592,6 @@ impl<B: Backend> Layer<B> for Activation<B> {
         let n = batch * self.features;
         be.activation_backward(self.act, &self.y, dy, n);
         be.copy(dy, 0, &mut self.dx, 0, n);
-    }
-    fn grad_input(&mut self) -> &mut B::Tensor {
-        &mut self.dx
     }
 }
 
@@ -672,12 +655,7 @@ impl<B: Backend> Layer<B> for Pool2d<B> {
         let g = self.geom_for(batch);
         be.pool(self.kind, &g, x, &mut self.y, &mut self.arg);
     }
-    fn output(&self) -> &B::Tensor {
-        &self.y
-    }
-    fn output_mut(&mut self) -> &mut B::Tensor {
-        &mut self.y
-    }
+    owns_y_and_dx!();
     fn backward(
         &mut self,
         be: &B,
@@ -688,9 +666,6 @@ impl<B: Backend> Layer<B> for Pool2d<B> {
     ) {
         let g = self.geom_for(batch);
         be.pool_backward(self.kind, &g, dy, &self.arg, &mut self.dx);
-    }
-    fn grad_input(&mut self) -> &mut B::Tensor {
-        &mut self.dx
     }
 }
 
@@ -741,12 +716,7 @@ impl<B: Backend> Layer<B> for Dropout<B> {
             be.copy(x, 0, &mut self.y, 0, n);
         }
     }
-    fn output(&self) -> &B::Tensor {
-        &self.y
-    }
-    fn output_mut(&mut self) -> &mut B::Tensor {
-        &mut self.y
-    }
+    owns_y_and_dx!();
     fn backward(
         &mut self,
         be: &B,
@@ -758,9 +728,6 @@ impl<B: Backend> Layer<B> for Dropout<B> {
         let n = batch * self.features;
         be.dropout_backward(&self.mask, dy, n);
         be.copy(dy, 0, &mut self.dx, 0, n);
-    }
-    fn grad_input(&mut self) -> &mut B::Tensor {
-        &mut self.dx
     }
     fn set_step(&mut self, step: u64) {
         self.step = step;
@@ -794,12 +761,7 @@ impl<B: Backend> Layer<B> for Flatten<B> {
     fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
         be.copy(x, 0, &mut self.y, 0, batch * self.features);
     }
-    fn output(&self) -> &B::Tensor {
-        &self.y
-    }
-    fn output_mut(&mut self) -> &mut B::Tensor {
-        &mut self.y
-    }
+    owns_y_and_dx!();
     fn backward(
         &mut self,
         be: &B,
@@ -809,9 +771,6 @@ impl<B: Backend> Layer<B> for Flatten<B> {
         _need_dx: bool,
     ) {
         be.copy(dy, 0, &mut self.dx, 0, batch * self.features);
-    }
-    fn grad_input(&mut self) -> &mut B::Tensor {
-        &mut self.dx
     }
 }
 
