@@ -58,50 +58,7 @@ fn gradcheck_cnn3_plain() {
 /// not: a 5x5 "same" convolution with bias, a valid strided one without, batch norm 2d and 1d, max,
 /// average and global average pooling (overlapping windows too), sigmoid and tanh, dropout, a ReLU that
 /// is not fused (after flatten), dense layers with and without bias.
-const MIXED_MODEL: &str = r#"
-version = 1
-[[layer]]
-type = "conv2d"
-filters = 6
-kernel = 5
-padding = "same"
-[[layer]]
-type = "tanh"
-[[layer]]
-type = "maxpool2d"
-size = 3
-stride = 2
-[[layer]]
-type = "conv2d"
-filters = 8
-kernel = 3
-padding = 1
-[[layer]]
-type = "sigmoid"
-[[layer]]
-type = "avgpool2d"
-size = 2
-[[layer]]
-type = "conv2d"
-filters = 8
-kernel = 3
-padding = 1
-[[layer]]
-type = "globalavgpool"
-[[layer]]
-type = "relu"
-[[layer]]
-type = "dropout"
-p = 0.25
-[[layer]]
-type = "dense"
-units = 12
-[[layer]]
-type = "sigmoid"
-[[layer]]
-type = "dense"
-units = "classes"
-"#;
+const MIXED_MODEL: &str = include_str!("fixtures/every_layer.toml");
 
 /// The same layers as [`MIXED_MODEL`] with the study's: batch norm, fused ReLUs, flatten.
 const MIXED_MODEL_BN: &str = r#"

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use wgtrain::backend::gpu::{GpuBackend, PipelineInfo};
 use wgtrain::backend::KernelChoice;
 use wgtrain::io::data::{split, synthetic};
-use wgtrain::model::{ModelSpec, MODEL_NAMES};
+use wgtrain::model::file::BUILTINS;
+use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;
 use wgtrain::train::{train, Silent, TrainConfig};
 
@@ -49,11 +50,28 @@ fn noop_backend(kernels: KernelChoice, subgroup: u32) -> GpuBackend {
     GpuBackend::on_adapter(&adapter, kernels).expect("a noop device")
 }
 
+/// Every built-in model, and a model file with every layer type the built-ins lack (pooling of each
+/// kind, dropout, activations fused and not).
+fn every_model() -> Vec<ModelSpec> {
+    let mut specs: Vec<ModelSpec> = BUILTINS
+        .iter()
+        .map(|(name, _)| ModelSpec::parse(name).unwrap())
+        .collect();
+    specs.push(
+        ModelSpec::from_text(
+            "tests/fixtures/every_layer.toml",
+            include_str!("fixtures/every_layer.toml"),
+        )
+        .unwrap(),
+    );
+    specs
+}
+
 /// Runs every model at every batch (Adam), and at batch 110 with SGD and RMSProp too, on `be`: one
 /// training step, then evaluation of a validation set one image longer than the batch (so a short last
 /// batch) and of the test set.
 fn build_every_model(be: &GpuBackend) {
-    for name in MODEL_NAMES {
+    for spec in every_model() {
         for batch in BATCHES {
             let optims: &[OptimKind] = if batch == 110 {
                 &[OptimKind::Sgd, OptimKind::RmsProp, OptimKind::Adam]
@@ -63,7 +81,7 @@ fn build_every_model(be: &GpuBackend) {
             let data = split(synthetic(2 * batch + 1, 1), synthetic(batch, 2), batch + 1).unwrap();
             for &optim in optims {
                 let cfg = TrainConfig {
-                    model: ModelSpec::parse(name).unwrap(),
+                    model: spec.clone(),
                     optim,
                     lr: optim.default_lr(),
                     batch,
@@ -74,7 +92,7 @@ fn build_every_model(be: &GpuBackend) {
                     out: None,
                 };
                 train(be, &data, &cfg, &mut Silent)
-                    .unwrap_or_else(|e| panic!("{name} batch {batch}: {e:#}"));
+                    .unwrap_or_else(|e| panic!("{} batch {batch}: {e:#}", spec.name()));
                 wgtrain::backend::Backend::release_cached(be);
             }
         }
