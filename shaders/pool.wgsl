@@ -15,10 +15,11 @@ override OH: u32 = 1u;     // output height
 override OW: u32 = 1u;     // output width
 
 struct Params {
-    n: u32,     // images in the batch
-    total: u32, // invocations: output elements (forward) or input elements (backward)
+    n: u32,         // images in the batch
+    total: u32,     // invocations: output elements (forward) or input elements (backward)
+    inv_area: f32,  // 1 / (KH * KW), computed on the host: an average is a product, which WGSL rounds
+                    // correctly on every device (a division may be 2.5 ULP off, as on SwiftShader)
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -70,7 +71,7 @@ fn avg_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             sum += src[base + (ky * W + kx) * C];
         }
     }
-    dst[i] = sum / f32(KH * KW);
+    dst[i] = sum * p.inv_area;
 }
 
 // The windows holding input pixel (iy, ix): rows oy in [first(iy, KH), last(iy)], likewise columns.
@@ -136,5 +137,5 @@ fn avg_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             sum += src[((h.n * OH + oy) * OW + ox) * C + h.c];
         }
     }
-    dst[i] = sum / f32(KH * KW);
+    dst[i] = sum * p.inv_area;
 }

@@ -224,7 +224,7 @@ impl Backend for CpuBackend {
                                 sum += at(ky, kx);
                             }
                         }
-                        *yv = sum / (g.kh * g.kw) as f32;
+                        *yv = sum * g.inv_area();
                     }
                 }
             }
@@ -274,7 +274,7 @@ impl Backend for CpuBackend {
                     }
                     *d = match kind {
                         PoolKind::Max => sum,
-                        PoolKind::Avg => sum / (g.kh * g.kw) as f32,
+                        PoolKind::Avg => sum * g.inv_area(),
                     };
                 }
             });

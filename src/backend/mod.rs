@@ -91,6 +91,10 @@ impl PoolGeom {
     pub fn out_len(&self) -> usize {
         self.n * self.out_h() * self.out_w() * self.c
     }
+    /// `1 / (kh * kw)`: an average pool multiplies by it (on both backends, so they agree exactly).
+    pub fn inv_area(&self) -> f32 {
+        1.0 / (self.kh * self.kw) as f32
+    }
     /// Elements of the input: `n * h * w * c`.
     pub fn in_len(&self) -> usize {
         self.n * self.h * self.w * self.c

@@ -14,8 +14,8 @@ use bytemuck::{Pod, Zeroable};
 pub(super) struct Params {
     n: u32,
     total: u32,
+    inv_area: f32,
     _pad0: u32,
-    _pad1: u32,
 }
 const _: () = assert!(std::mem::size_of::<Params>() == 16);
 
@@ -38,8 +38,8 @@ fn params(g: &PoolGeom, total: usize) -> Params {
     Params {
         n: u(g.n),
         total: u(total),
+        inv_area: g.inv_area(),
         _pad0: 0,
-        _pad1: 0,
     }
 }
 
@@ -84,4 +84,4 @@ pub(super) fn backward(
     );
 }
 
-params_layout_test!(Family::Pool, Params, [n, total, _pad0, _pad1]);
+params_layout_test!(Family::Pool, Params, [n, total, inv_area, _pad0]);
