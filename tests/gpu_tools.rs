@@ -52,7 +52,22 @@ fn gpu_bench_rows_and_speedups() {
         };
         assert_stat(&v, f);
         assert!(r.speedup_vs_cpu.is_some_and(|s| s > 0.0), "{v}");
+        if r.kind == "train" {
+            // The recording thread's CPU time and the dispatches of a step (issue 20): the same count
+            // as the profiler's for the same model, and some host time per step.
+            assert!(assert_stat(&v, "host_us_per_step").median > 0.0, "{v}");
+            let profiled = profile(
+                gpu(),
+                &support::profile_run(ModelSpec::parse("fc8-bn").unwrap(), Timing::Sync),
+                1,
+                &data::synthetic(64, 3),
+            )
+            .unwrap();
+            assert_eq!(r.dispatches_per_step, profiled.dispatches_per_step, "{v}");
+        }
     }
+    // The CPU rows have neither (the host does the compute there).
+    assert!(rows[..2].iter().all(|r| r.host_us_per_step.is_none()));
 }
 
 /// A checkpoint written on either backend loads on the other.

@@ -102,6 +102,14 @@ pub struct Measurement {
     pub ms_per_call: Option<Stat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gflops: Option<Stat>,
+    /// GPU training rows: CPU time of the recording (calling) thread per step, in microseconds: what
+    /// the host spends recording a step's dispatches, measurable on a software adapter too, where the
+    /// device's work runs on other threads (`CLOCK_THREAD_CPUTIME_ID`; waits for the device sleep).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_us_per_step: Option<Stat>,
+    /// GPU training rows: compute dispatches recorded per step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dispatches_per_step: Option<f64>,
     /// GPU rows: median throughput over the CPU's median on the same configuration.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speedup_vs_cpu: Option<f64>,
@@ -135,6 +143,22 @@ impl Measurement {
 }
 
 /// Seconds of `f`, including finishing the device work it queued.
+/// The calling thread's CPU time so far, in seconds (0 where it cannot be read).
+pub fn thread_cpu_seconds() -> f64 {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec it is given and nothing else.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+            return ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9;
+        }
+    }
+    0.0
+}
+
 fn timed<B: Backend>(be: &B, f: impl FnOnce()) -> f64 {
     be.sync();
     let t = Instant::now();
@@ -201,14 +225,27 @@ pub fn bench_train<B: Backend + 'static>(
     }
     let steps = steps_for(cfg, batch, warm_s);
     let mut secs = Vec::with_capacity(cfg.repeats);
+    let mut host = Vec::with_capacity(cfg.repeats);
+    let dispatches0 = be.dispatch_count();
     for _ in 0..cfg.repeats {
+        let mut cpu = 0.0;
         secs.push(timed(be, || {
+            let t0 = thread_cpu_seconds();
             for _ in 0..steps {
                 step(&mut model, &mut opt, &mut bufs);
             }
+            cpu = thread_cpu_seconds() - t0;
         }));
+        host.push(cpu);
         be.health()?;
     }
+    // Only a GPU counts dispatches; on the CPU the "host" does the compute itself.
+    let dispatches_per_step = be
+        .dispatch_count()
+        .zip(dispatches0)
+        .map(|(d1, d0)| (d1 - d0) as f64 / (steps * cfg.repeats) as f64);
+    let host_us_per_step =
+        dispatches_per_step.map(|_| Stat::of(&host).map(|v| v * 1e6 / steps as f64));
     // The loss must still be a number: a bench of a broken step measures nothing.
     let loss = be.read(&model.head.loss)[0];
     anyhow::ensure!(
@@ -238,6 +275,8 @@ pub fn bench_train<B: Backend + 'static>(
         ms_per_step: Some(ms),
         ms_per_call: None,
         gflops: None,
+        host_us_per_step,
+        dispatches_per_step,
         speedup_vs_cpu: None,
         error: None,
     })
@@ -301,6 +340,8 @@ pub fn bench_matmul<B: Backend + 'static>(
         ms_per_call: Some(ms),
         gflops: Some(ms.map(|ms| flop / (ms * 1e-3) / 1e9)),
         speedup_vs_cpu: None,
+        host_us_per_step: None,
+        dispatches_per_step: None,
         error: None,
     })
 }
@@ -343,6 +384,8 @@ fn failed_row<B: Backend>(be: &B, cfg: &BenchConfig, job: Job, err: &anyhow::Err
         ms_per_call: None,
         gflops: None,
         speedup_vs_cpu: None,
+        host_us_per_step: None,
+        dispatches_per_step: None,
         error: Some(format!("{err:#}").replace('\n', " ")),
     }
 }

@@ -56,13 +56,21 @@ pub(super) fn progress_line(r: &Measurement) -> String {
     }
     match (r.kind, &r.model) {
         ("train", Some(m)) => format!(
-            "{} {m} batch {}: {} images/s, {} ms/step ({} steps x {})",
+            "{} {m} batch {}: {} images/s, {} ms/step ({} steps x {}){}",
             r.backend,
             r.batch.unwrap_or(0),
             r.images_per_s.map_or(String::new(), |s| stat(&s)),
             r.ms_per_step.map_or(String::new(), |s| stat(&s)),
             r.steps,
-            r.repeats
+            r.repeats,
+            match (r.host_us_per_step, r.dispatches_per_step) {
+                (Some(h), Some(d)) => format!(
+                    "; host {} µs/step for {d:.0} dispatches, {:.2} µs each",
+                    stat(&h),
+                    h.median / d.max(1.0)
+                ),
+                _ => String::new(),
+            }
         ),
         _ => format!(
             "{} matmul {}x{}x{}: {} GFLOP/s ({} calls x {})",
