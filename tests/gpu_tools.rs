@@ -96,6 +96,7 @@ fn gpu_profile_counts_dispatches() {
         support::check_fc8_bn_profile(&p, 1.0);
         let per_op: f64 = p.ops.iter().filter_map(|r| r.dispatches_per_step).sum();
         assert_eq!(p.dispatches_per_step, Some(per_op));
+        assert!(p.host_us_per_step.is_some_and(|h| h > 0.0), "{p:?}");
         // Batch norm forward: two column reductions (2 dispatches each) and 3 more kernels.
         let bn = p.ops.iter().find(|r| r.op == "bn_forward_train").unwrap();
         assert_eq!(bn.dispatches_per_step, Some(7.0 * 5.0));

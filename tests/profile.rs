@@ -22,6 +22,7 @@ fn cpu_profile_counts_every_op_of_a_step() {
     .unwrap();
     support::check_fc8_bn_profile(&p, 23.0);
     assert_eq!(p.dispatches_per_step, None);
+    assert_eq!(p.host_us_per_step, None);
 }
 
 #[test]

@@ -530,6 +530,10 @@ pub struct Profile {
     /// A training step without per-op syncs, timed over the same number of steps.
     pub step_ms: f64,
     pub dispatches_per_step: Option<f64>,
+    /// GPU: the recording thread's CPU time per step of that unsynced run, in microseconds (what the
+    /// host spends recording; see `wgtrain bench`'s `host_us_per_step`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_us_per_step: Option<f64>,
     pub ops: Vec<OpRow>,
 }
 
@@ -573,9 +577,11 @@ pub fn profile<B: Backend + 'static>(
     }
     be.sync();
     let t0 = Instant::now();
+    let c0 = super::bench::thread_cpu_seconds();
     for _ in 0..steps {
         step(&mut model, &mut opt, &mut bufs);
     }
+    let host_s = super::bench::thread_cpu_seconds() - c0;
     be.sync();
     let step_ms = t0.elapsed().as_secs_f64() * 1e3 / steps as f64;
     let d0 = be.dispatch_count();
@@ -609,6 +615,7 @@ pub fn profile<B: Backend + 'static>(
         ops_ms_per_step: ops.iter().map(|r| r.ms_per_step).sum(),
         step_ms,
         dispatches_per_step: dispatches,
+        host_us_per_step: dispatches.map(|_| host_s * 1e6 / steps as f64),
         ops,
     })
 }
@@ -691,8 +698,14 @@ pub fn format_profile(p: &Profile) -> String {
         p.timing,
         p.step_ms,
         p.ops_ms_per_step,
-        p.dispatches_per_step
-            .map_or(String::new(), |d| format!("; {d:.0} dispatches per step")),
+        match (p.dispatches_per_step, p.host_us_per_step) {
+            (Some(d), Some(h)) => format!(
+                "; {d:.0} dispatches per step, recorded in {h:.0} µs of host CPU ({:.2} µs each)",
+                h / d.max(1.0)
+            ),
+            (Some(d), None) => format!("; {d:.0} dispatches per step"),
+            _ => String::new(),
+        },
     );
     let gpu = p.dispatches_per_step.is_some();
     let mut header = vec!["op", "calls/step"];

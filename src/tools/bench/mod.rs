@@ -10,7 +10,9 @@ mod measure;
 mod plot;
 mod tables;
 
-pub use measure::{bench_backend, bench_matmul, bench_train, Measurement, Stat, MIN_REPEAT};
+pub use measure::{
+    bench_backend, bench_matmul, bench_train, thread_cpu_seconds, Measurement, Stat, MIN_REPEAT,
+};
 pub use plot::plot;
 pub use tables::format_tables;
 
