@@ -398,7 +398,7 @@ struct GraphArgs {
 
 fn cmd_graph(a: GraphArgs) -> Result<()> {
     use wgtrain::tools::graph::{self, GraphFormat, LayerGraph};
-    let spec = ModelSpec::parse(&a.model).map_err(|e| InputError::value(e.to_string()))?;
+    let spec = ModelSpec::parse(&a.model)?;
     let dot = match a.layer {
         None => graph::model_dot(&spec, a.backward),
         Some(LayerGraph::Batchnorm) => graph::batchnorm_dot(&spec, a.backward)?,
@@ -454,11 +454,9 @@ struct EvalArgs {
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
-    use wgtrain::io::plot_file::PlotFormat;
     use wgtrain::tools::predict::{plot_confusion, EvalJob};
     if let Some(path) = &a.plot {
-        PlotFormat::from_path(path, "--plot")?;
-        wgtrain::io::output::prepare_file(path, "--plot")?;
+        wgtrain::io::plot_file::prepare_plot(path, "--plot")?;
     }
     let checkpoint = Checkpoint::load(&a.checkpoint)?;
     checkpoint.check()?;
@@ -547,7 +545,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
         }
     }
     let total = a.images.len();
-    let failed = move || -> Result<()> {
+    let mut failed = move || -> Result<()> {
         match unreadable.len() {
             0 => Ok(()),
             1 => Err(unreadable.remove(0).into()),
@@ -559,7 +557,6 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
             }
         }
     };
-    let mut failed = failed;
     if images.is_empty() {
         return failed();
     }
@@ -744,7 +741,7 @@ fn cmd_devices(_: DevicesArgs) -> Result<()> {
 #[cfg(feature = "gpu")]
 fn cmd_gradcheck(a: GradcheckArgs) -> Result<()> {
     use wgtrain::tools::gradcheck::{gradcheck, Tolerance};
-    let spec = ModelSpec::parse(&a.model).map_err(|e| InputError::value(e.to_string()))?;
+    let spec = ModelSpec::parse(&a.model)?;
     let batch = at_least_one("--batch", a.batch)?;
     let dir = a.data.clone().unwrap_or_else(data::default_data_dir);
     let train = data::load_set(&dir, data::TRAIN_FILES)?;
@@ -882,8 +879,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         ..Default::default()
     };
     if let Some(path) = &a.plot {
-        wgtrain::io::plot_file::PlotFormat::from_path(path, "--plot")?;
-        wgtrain::io::output::prepare_file(path, "--plot")?;
+        wgtrain::io::plot_file::prepare_plot(path, "--plot")?;
     }
     let (data, desc) = bench::load_data(a.data.as_deref())?;
     cfg.validate(data.len())?;
@@ -941,7 +937,7 @@ struct ProfileArgs {
 fn cmd_profile(a: ProfileArgs) -> Result<()> {
     use wgtrain::optim::OptimKind;
     use wgtrain::tools::{bench, profile};
-    let spec = ModelSpec::parse(&a.model).map_err(|e| InputError::value(e.to_string()))?;
+    let spec = ModelSpec::parse(&a.model)?;
     let optim = OptimKind::parse(&a.optim).map_err(|e| InputError::value(e.to_string()))?;
     let batch = at_least_one("--batch", a.batch)?;
     let steps = at_least_one("--steps", a.steps)?;

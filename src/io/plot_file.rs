@@ -33,6 +33,13 @@ impl PlotFormat {
     }
 }
 
+/// Checks an output path for a figure before any work: a format its extension names, and a place it
+/// can be written (see [`super::output::prepare_file`]). `what` names the option.
+pub fn prepare_plot(path: &Path, what: &str) -> Result<(), InputError> {
+    PlotFormat::from_path(path, what)?;
+    super::output::prepare_file(path, what)
+}
+
 /// A figure that can draw itself on any plotters backend.
 pub trait Figure {
     fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()>;

@@ -76,18 +76,10 @@ impl ModelSpec {
             .expect("a ModelSpec is checked when it is made")
     }
 
-    /// Whether any layer is a batch norm.
-    pub fn batchnorm(&self) -> bool {
-        self.network()
-            .layers
-            .iter()
-            .any(|l| matches!(l.spec, LayerSpec::BatchNorm { .. }))
-    }
-
     /// An upper bound on the f32 values a model built for batch `n` holds per image of `n`: each
     /// layer's input gradient and output, and a convolution's columns and their gradient. What a large
     /// `--batch` costs, checked against memory before anything is built; `tests/reliability.rs` keeps it
-    /// between 2 and 20 times the layer outputs the CPU backend really holds.
+    /// between 1 and 10 times the outputs and input gradients the CPU backend's layers really hold.
     pub fn floats_per_image(&self) -> usize {
         let net = self.network();
         let mut total = 2 * net.input.len();
@@ -232,29 +224,26 @@ impl<B: Backend + 'static> Model<B> {
                 (LayerSpec::Activation(act), input, _) => {
                     layers.push(Box::new(Activation::new(be, *act, input.len(), capacity)));
                 }
-                (LayerSpec::Pool2d { kind, size, stride }, Shape::Image { h, w, c }, _) => {
+                (
+                    LayerSpec::Pool2d { .. } | LayerSpec::GlobalAvgPool,
+                    Shape::Image { h, w, c },
+                    _,
+                ) => {
+                    // A global average is one window the size of the image.
+                    let (kind, kh, kw, stride) = match l.spec {
+                        LayerSpec::Pool2d { kind, size, stride } => (kind, size, size, stride),
+                        _ => (PoolKind::Avg, h, w, 1),
+                    };
                     let geom = PoolGeom {
                         n: capacity,
                         c,
                         h,
                         w,
-                        kh: *size,
-                        kw: *size,
-                        stride: *stride,
+                        kh,
+                        kw,
+                        stride,
                     };
-                    layers.push(Box::new(Pool2d::new(be, *kind, geom)));
-                }
-                (LayerSpec::GlobalAvgPool, Shape::Image { h, w, c }, _) => {
-                    let geom = PoolGeom {
-                        n: capacity,
-                        c,
-                        h,
-                        w,
-                        kh: h,
-                        kw: w,
-                        stride: 1,
-                    };
-                    layers.push(Box::new(Pool2d::new(be, PoolKind::Avg, geom)));
+                    layers.push(Box::new(Pool2d::new(be, kind, geom)));
                 }
                 (LayerSpec::Dropout { p }, input, _) => {
                     // Each dropout layer has its own stream: the seed and the layer's position.

@@ -35,6 +35,16 @@ impl TrainProgress {
     }
 }
 
+impl TrainProgress {
+    /// One line on stderr, above the bar if there is one.
+    fn println(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
 /// The bar style used for training runs.
 pub fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(
@@ -101,18 +111,12 @@ impl Observer for TrainProgress {
             m.train_loss,
             val_text(m.val_loss, m.val_acc)
         );
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
+        self.println(&line);
     }
     fn warn(&mut self, msg: &str) {
         // Shown even with -q: it says an output the user asked for is missing.
         let line = format!("warning: {msg}");
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
+        self.println(&line);
     }
     fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {

@@ -52,7 +52,7 @@ impl TrainRequest {
         let resume = self.resume.as_deref().map(Checkpoint::load).transpose()?;
         let meta = resume.as_ref().map(|ck| &ck.meta);
         let model = match (&self.model, &resume) {
-            (Some(m), _) => ModelSpec::parse(m).map_err(|e| InputError::value(e.to_string()))?,
+            (Some(m), _) => ModelSpec::parse(m)?,
             (None, Some(ck)) => ck.spec()?,
             (None, None) => ModelSpec::parse(DEFAULT_MODEL)?,
         };
