@@ -511,6 +511,32 @@ fn smaller_points() {
             "differ",
         ],
     );
+    // bench and profile read the training pair through the same rule.
+    let train = std::fs::read(dir.join("train-labels-idx1-ubyte")).unwrap();
+    std::fs::write(
+        dir.join("train-labels-idx1-ubyte.gz"),
+        gz(&train[..train.len() - 1]),
+    )
+    .unwrap();
+    assert_input_error(
+        &wgtrain(&[
+            "bench",
+            "--data",
+            &d,
+            "--models",
+            "fc8",
+            "--batch",
+            "10",
+            "--matmul",
+            "none",
+            "--backend",
+            "cpu",
+        ]),
+        &[
+            "train-labels-idx1-ubyte and train-labels-idx1-ubyte.gz",
+            "differ",
+        ],
+    );
 }
 
 /// Point 8: an interrupted run's epochs.csv has its header (it was empty).

@@ -20,7 +20,7 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::KernelChoice;
 use crate::error::InputError;
 use crate::io::data::{self, ImageSet};
-use crate::model::{ModelSpec, CLASSES, IMAGE_SIDE};
+use crate::model::ModelSpec;
 use crate::optim::OptimKind;
 use anyhow::Result;
 use std::path::Path;
@@ -247,7 +247,8 @@ pub fn load_data(dir: Option<&Path>) -> Result<(ImageSet, String), InputError> {
         let desc = format!("synthetic ({} images)", set.len());
         return Ok((set, desc));
     }
-    let set = data::load_pair(&images, &labels, IMAGE_SIDE, CLASSES)?;
+    // Through load_set, as train's data: a directory holding raw and .gz files that differ is refused.
+    let set = data::load_set(&dir, data::TRAIN_FILES)?;
     let desc = format!("{} ({} images)", images.display(), set.len());
     Ok((set, desc))
 }
