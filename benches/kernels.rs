@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::{Backend, BnBackward, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep};
 use wgtrain::io::data;
-use wgtrain::model::{Model, ModelSpec, IMAGE_SIDE};
+use wgtrain::model::{Model, ModelSpec};
 use wgtrain::optim::{OptimKind, Optimizer};
 use wgtrain::train::{train_step, BatchBuffers};
 
@@ -255,11 +255,11 @@ fn main() {
         let spec = ModelSpec::parse(model).expect("known model");
         let name = format!("train_step_{model}_b{batch}");
         on_both!(c, gpu, name.as_str(), |be| {
-            let mut ds = be.upload_dataset(&set.images, &set.labels, set.pixels());
+            let mut ds = be.upload_dataset(&set.images, &set.labels, set.pixels(), &set.norm());
             be.set_order(&mut ds, &data::epoch_order(set.len(), 1, 0));
             let mut m = Model::new(be, spec.clone(), batch, 1);
             let mut opt = Optimizer::new(OptimKind::Adam, 1e-3);
-            let mut bufs = BatchBuffers::new(be, batch, IMAGE_SIDE * IMAGE_SIDE);
+            let mut bufs = BatchBuffers::new(be, batch, set.pixels());
             let mut pos = 0usize;
             let batches = set.len() / batch;
             move || {

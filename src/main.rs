@@ -136,16 +136,49 @@ impl DeviceArgs {
     }
 }
 
+/// How a data directory is read, beyond its path.
+#[derive(Args, Clone, Default)]
+struct ReadArgs {
+    /// Image folders: resize every image that is not NxN to NxN (without it, they must share one size).
+    #[arg(long, value_name = "N")]
+    image_size: Option<usize>,
+    /// CIFAR-100: train on its 20 coarse labels instead of its 100 fine ones.
+    #[arg(long)]
+    coarse_labels: bool,
+}
+
+impl ReadArgs {
+    fn options(&self) -> Result<data::DataOptions> {
+        if let Some(n) = self.image_size {
+            at_least_one("--image-size", n)?;
+            if n > 4096 {
+                return Err(InputError::value(format!(
+                    "--image-size {n}: at most 4096 (an image's side in pixels)"
+                ))
+                .into());
+            }
+        }
+        Ok(data::DataOptions {
+            image_size: self.image_size,
+            coarse: self.coarse_labels,
+        })
+    }
+}
+
 /// The data set of a training run or a sweep.
 #[derive(Args)]
 struct DataArgs {
-    /// Directory with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
-    /// t10k-labels-idx1-ubyte (each raw or .gz) [default: the MNIST copy in data/mnist].
+    /// A data directory, its format found from what it holds: IDX files (train-images-idx3-ubyte,
+    /// train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz: MNIST,
+    /// Fashion-MNIST, KMNIST, EMNIST), CIFAR-10 or CIFAR-100 binary files, or an image folder
+    /// (train/<class>/*.png|jpg and test/<class>/...) [default: the MNIST copy in data/mnist].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
-    /// Training images held out (from the end of the training file) for validation.
+    /// Training images held out (from the end of the training set) for validation.
     #[arg(long, default_value_t = data::DEFAULT_VALIDATION)]
     val_size: usize,
+    #[command(flatten)]
+    read: ReadArgs,
 }
 
 impl DataArgs {
@@ -279,6 +312,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         seed: a.seed,
         data: a.data.data,
         val_size: a.data.val_size,
+        data_options: a.data.read.options()?,
         out: a.out.clone(),
         log_every: a.log_every,
         save: a.save.clone(),
@@ -287,6 +321,13 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     };
     let quiet = request.quiet;
     let job = request.resolve()?;
+    if !quiet {
+        notice(&format!(
+            "data: {} ({})",
+            job.data_dir.display(),
+            job.data.describe()
+        ));
+    }
     let outcome = a.device.run(job, quiet)?;
     let r = &outcome.result;
     let steps = if r.start_step > 0 {
@@ -345,29 +386,34 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// A built-in model (fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn) or a model file (.toml).
+    /// A built-in model (see `wgtrain model --list`) or a model file (.toml).
     #[arg(value_name = "NAME_OR_FILE")]
     model: String,
     /// The data set whose image shape and class count the model is checked against [default: the MNIST
     /// copy in data/mnist].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    read: ReadArgs,
     /// Print the built-in model's file (to start your own from).
     #[arg(long)]
     show: bool,
 }
 
 fn cmd_model(a: ModelArgs) -> Result<()> {
-    use wgtrain::model::file::{parse_network, read_model, Shape};
+    use wgtrain::model::file::{parse_network, read_model};
     let (name, text) = read_model(&a.model)?;
     let dir = a.data.clone().unwrap_or_else(data::default_data_dir);
-    let test = data::load_set(&dir, data::TEST_FILES)?;
-    let input = Shape::Image {
-        h: test.rows,
-        w: test.cols,
-        c: 1,
-    };
-    let net = parse_network(&name, &text, input, wgtrain::model::CLASSES)?;
+    let (test, format, names) = data::load_test(&dir, &a.read.options()?)?;
+    let net = parse_network(&name, &text, test.shape(), names.len())?;
+    if !a.show {
+        println!(
+            "data: {} ({format}), {} images, {} classes",
+            dir.display(),
+            test.shape(),
+            names.len()
+        );
+    }
     if a.show {
         print!("{text}");
     } else {
@@ -433,10 +479,12 @@ struct EvalArgs {
     /// A checkpoint written by `wgtrain train --save`.
     #[arg(long, value_name = "PATH")]
     checkpoint: PathBuf,
-    /// Directory with t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (raw or .gz) [default: the
-    /// MNIST copy in data/mnist]
+    /// The data directory whose test set to evaluate on (any format `train --data` reads; its images
+    /// must have the checkpoint's shape and classes) [default: the MNIST copy in data/mnist]
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    read: ReadArgs,
     /// Images per forward pass.
     #[arg(long, default_value_t = 500)]
     batch: usize,
@@ -462,7 +510,8 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     checkpoint.check()?;
     let batch = at_least_one("--batch", a.batch)?;
     let dir = a.data.clone().unwrap_or_else(data::default_data_dir);
-    let test = data::load_set(&dir, data::TEST_FILES)?;
+    let (test, format, names) = data::load_test(&dir, &a.read.options()?)?;
+    checkpoint.check_data(&dir, test.shape(), &names, &format.to_string())?;
     checkpoint
         .spec()?
         .check_batch_memory("--batch", batch.min(test.len()))?;
@@ -491,6 +540,19 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     );
     println!("confusion matrix (rows: true class, columns: predicted class):");
     print!("{}", r.confusion_text());
+    if r.class_names
+        .iter()
+        .enumerate()
+        .any(|(i, n)| *n != i.to_string())
+    {
+        let names: Vec<String> = r
+            .class_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{i} {n}"))
+            .collect();
+        println!("classes: {}", names.join(", "));
+    }
     if let Some(path) = &a.plot {
         println!("wrote {}", path.display());
     }
@@ -502,13 +564,18 @@ struct PredictArgs {
     /// A checkpoint written by `wgtrain train --save`.
     #[arg(long, value_name = "PATH")]
     checkpoint: PathBuf,
-    /// PNG images (any size, grey or colour; white digit on black, as MNIST, unless --invert), scaled
-    /// and centred by mass as MNIST's digits were.
+    /// PNG or JPEG images, any size, grey or colour. For a model of 28x28 grey images (MNIST): a
+    /// white digit on black (unless --invert), scaled and centred by mass as MNIST's digits were; for
+    /// any other model, converted to its colours and resized to its input.
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
     /// The images are dark on a light background: invert them.
     #[arg(long)]
     invert: bool,
+    /// For a model of 28x28 grey images: read the images as they are (grey, resized to 28x28), not
+    /// as digits cropped and centred the way MNIST's were (for Fashion-MNIST and the like).
+    #[arg(long, conflicts_with = "invert")]
+    no_digit_prep: bool,
     /// How many classes to show per image.
     #[arg(long, default_value_t = 3)]
     top: usize,
@@ -527,13 +594,22 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
     use wgtrain::tools::predict::PredictJob;
     let checkpoint = Checkpoint::load(&a.checkpoint)?;
     checkpoint.check()?;
-    let top = at_least_one("--top", a.top)?.min(wgtrain::model::CLASSES);
+    let trained_on = checkpoint.meta.data();
+    let top = at_least_one("--top", a.top)?.min(trained_on.class_names.len());
+    let digits = trained_on.is_mnist_shaped() && !a.no_digit_prep;
     // Every image is tried: those that cannot be read are reported, the others still classified, and
     // the exit code says that some failed. One failure is the one error line, at the end; several are
     // each a line, then a count.
     let mut images = Vec::new();
     let mut unreadable = Vec::new();
     for path in &a.images {
+        if !digits {
+            match wgtrain::io::picture::load_picture(path, trained_on.shape()) {
+                Ok(pixels) => images.push((path.clone(), pixels)),
+                Err(e) => unreadable.push(e),
+            }
+            continue;
+        }
         match load_digit(path, a.invert) {
             Ok(digit) => {
                 if let (Some(h), false) = (&digit.hint, a.quiet) {
@@ -574,7 +650,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
         let classes: Vec<String> = p
             .top
             .iter()
-            .map(|c| format!("{} ({:.1}%)", c.class, c.prob * 100.0))
+            .map(|c| format!("{} ({:.1}%)", c.name, c.prob * 100.0))
             .collect();
         println!("{}: {}", p.image, classes.join(", "));
     }
@@ -741,10 +817,10 @@ fn cmd_devices(_: DevicesArgs) -> Result<()> {
 #[cfg(feature = "gpu")]
 fn cmd_gradcheck(a: GradcheckArgs) -> Result<()> {
     use wgtrain::tools::gradcheck::{gradcheck, Tolerance};
-    let spec = ModelSpec::parse(&a.model)?;
     let batch = at_least_one("--batch", a.batch)?;
     let dir = a.data.clone().unwrap_or_else(data::default_data_dir);
-    let train = data::load_set(&dir, data::TRAIN_FILES)?;
+    let train = data::load(&dir, 0, &data::DataOptions::default())?.train;
+    let spec = ModelSpec::parse_for(&a.model, train.shape(), train.classes())?;
     if batch > train.len() {
         return Err(InputError::value(format!(
             "--batch {batch}: the data set has only {} images",
@@ -862,8 +938,8 @@ struct BenchArgs {
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
     use wgtrain::tools::bench;
-    let cfg = bench::BenchConfig {
-        models: bench::parse_models(&a.models)?,
+    let mut cfg = bench::BenchConfig {
+        models: Vec::new(),
         batches: bench::parse_batches(&a.batch)?,
         steps: a.steps,
         images: a.images,
@@ -882,6 +958,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         wgtrain::io::plot_file::prepare_plot(path, "--plot")?;
     }
     let (data, desc) = bench::load_data(a.data.as_deref())?;
+    cfg.models = bench::parse_models_for(&a.models, &data)?;
     cfg.validate(data.len())?;
     notice(&format!("data: {desc}"));
     let rows = bench::run(&cfg, &data, &mut |m: &str| notice(m))?;
@@ -937,11 +1014,9 @@ struct ProfileArgs {
 fn cmd_profile(a: ProfileArgs) -> Result<()> {
     use wgtrain::optim::OptimKind;
     use wgtrain::tools::{bench, profile};
-    let spec = ModelSpec::parse(&a.model)?;
     let optim = OptimKind::parse(&a.optim).map_err(|e| InputError::value(e.to_string()))?;
     let batch = at_least_one("--batch", a.batch)?;
     let steps = at_least_one("--steps", a.steps)?;
-    spec.check_batch_memory("--batch", batch)?;
     let backends = match &a.backend {
         Some(b) => bench::parse_backends(b)?,
         None => profile::default_backends(&mut notice),
@@ -949,6 +1024,8 @@ fn cmd_profile(a: ProfileArgs) -> Result<()> {
     // Before any note, so that a bad --kernels is the one line on stderr.
     bench::check_kernels(Some(&backends), a.kernels)?;
     let (data, desc) = bench::load_data(a.data.as_deref())?;
+    let spec = ModelSpec::parse_for(&a.model, data.shape(), data.classes())?;
+    spec.check_batch_memory("--batch", batch)?;
     notice(&format!("data: {desc}"));
     let run = profile::ProfileRun {
         spec,

@@ -7,7 +7,7 @@ use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::Backend;
 use wgtrain::error::is_input_error;
 use wgtrain::io::checkpoint::{Checkpoint, META_KEY};
-use wgtrain::io::data::{self, Splits};
+use wgtrain::io::data::{self, DataInfo, Splits};
 use wgtrain::model::ModelSpec;
 use wgtrain::optim::OptimKind;
 use wgtrain::train::{train_with, Persist, Silent, TrainConfig};
@@ -102,6 +102,7 @@ fn check_resume(model: &str, optim: OptimKind, first: usize, total: usize) {
         3,
         30,
         data.train.len(),
+        &data.info,
     );
     assert_bit_identical(&from_model, &b);
     assert_eq!(full.result.test_acc, cont.result.test_acc);
@@ -203,7 +204,7 @@ fn valid_bytes() -> Vec<u8> {
     let be = CpuBackend::new();
     let model = wgtrain::model::Model::new(&be, ModelSpec::parse("fc8").unwrap(), 1, 0);
     let opt = wgtrain::optim::Optimizer::new(OptimKind::Sgd, 0.01);
-    Checkpoint::capture(&be, &model, &opt, 10, 0, 30, 300)
+    Checkpoint::capture(&be, &model, &opt, 10, 0, 30, 300, &DataInfo::mnist())
         .to_bytes()
         .unwrap()
 }

@@ -167,13 +167,16 @@ fn wrong_magic() {
 
 #[test]
 fn wrong_dimensions() {
+    // Any size loads; the test images must have the training images' size.
     let dir = valid_dir();
-    let path = replace(
+    replace(
         dir.path(),
         TRAIN_IMAGES,
         &images_bytes(0x803, 60, 20, 20, 60 * 400),
     );
-    expect_error(dir.path(), 10, &path, "20x20");
+    let path = dir.path().join(TEST_IMAGES);
+    let msg = expect_error(dir.path(), 10, &path, "28x28");
+    assert!(msg.contains("the training images are 20x20"), "{msg}");
     let dir = valid_dir();
     let path = replace(dir.path(), TEST_IMAGES, &images_bytes(0x803, 20, 0, 28, 0));
     expect_error(dir.path(), 10, &path, "dimensions");
@@ -188,18 +191,38 @@ fn wrong_dimensions() {
 }
 
 #[test]
+fn any_image_size_and_class_count_loads() {
+    // KMNIST-, EMNIST-like sets: other sizes, more classes (the count comes from the labels).
+    let dir = tempfile::tempdir().unwrap();
+    let train = data::synthetic_shaped(60, 1, (20, 24, 1), 9);
+    let test = data::synthetic_shaped(20, 2, (20, 24, 1), 9);
+    data::write_idx_dir(dir.path(), &train, &test).unwrap();
+    let s = data::load_dir(dir.path(), 10).unwrap();
+    assert_eq!((s.train.rows, s.train.cols, s.train.channels), (20, 24, 1));
+    assert_eq!(s.info.classes(), train.classes());
+    assert_eq!(s.info.format.to_string(), "IDX");
+    assert_eq!(s.train.images, train.images[..50 * 480]);
+}
+
+#[test]
 fn label_out_of_range() {
+    // A training label beyond 9 is one more class; a test label no training image has is an error.
     let dir = valid_dir();
     let mut labels = std::fs::read(dir.path().join(TRAIN_LABELS)).unwrap();
     labels[8 + 17] = 10;
-    let path = replace(dir.path(), TRAIN_LABELS, &labels);
-    let msg = expect_error(dir.path(), 10, &path, "out of range");
-    assert!(msg.contains("label 10 at index 17"), "{msg}");
+    replace(dir.path(), TRAIN_LABELS, &labels);
+    assert_eq!(data::load_dir(dir.path(), 10).unwrap().info.classes(), 11);
     let dir = valid_dir();
     let mut labels = std::fs::read(dir.path().join(TEST_LABELS)).unwrap();
     labels[8] = 255;
     let path = replace(dir.path(), TEST_LABELS, &labels);
-    expect_error(dir.path(), 10, &path, "label 255 at index 0");
+    let msg = expect_error(
+        dir.path(),
+        10,
+        &path,
+        "label 255 at index 0 is out of range",
+    );
+    assert!(msg.contains("0..9"), "{msg}");
 }
 
 #[test]

@@ -177,7 +177,7 @@ fn idx_reader_survives_mutated_and_random_files() {
             let label = format!("IDX {which}{}", if gz { " (gzip)" } else { "" });
             fuzz(&label, seed + which.len() as u8, strategy, |bytes| {
                 std::fs::write(broken, bytes).unwrap();
-                match data::load_pair(&img_path, &lab_path, 28, 10) {
+                match data::load_pair(&img_path, &lab_path) {
                     Ok(set) => {
                         prop_assert_eq!(set.images.len(), set.len() * 784);
                         Ok(())
@@ -194,9 +194,18 @@ fn checkpoint_bytes() -> Vec<u8> {
     let spec = ModelSpec::parse("cnn3-bn").unwrap();
     let model = Model::new(&be, spec, 4, 1);
     let opt = Optimizer::new(OptimKind::Adam, 0.001);
-    Checkpoint::capture(&be, &model, &opt, 4, 1, 10, 40)
-        .to_bytes()
-        .unwrap()
+    Checkpoint::capture(
+        &be,
+        &model,
+        &opt,
+        4,
+        1,
+        10,
+        40,
+        &wgtrain::io::data::DataInfo::mnist(),
+    )
+    .to_bytes()
+    .unwrap()
 }
 
 #[test]

@@ -7,8 +7,8 @@ use support::{gpu, rand_vec};
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::gpu::{GpuBackend, KernelStyle};
 use wgtrain::backend::{
-    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, PoolGeom,
-    PoolKind, Trans,
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, PixelNorm,
+    PoolGeom, PoolKind, Trans,
 };
 use wgtrain::tools::gradcheck::max_rel_diff;
 
@@ -567,21 +567,41 @@ fn adam_step_count_changes_between_steps_on_one_tensor() {
 fn gather_batch_normalises_in_order() {
     let g = gpu();
     let cpu = CpuBackend::new();
-    let pixels = 7; // not a multiple of 4: bytes straddle the packed u32 words
-    let n = 9;
-    let images: Vec<u8> = (0..n * pixels).map(|i| (i * 37 % 256) as u8).collect();
-    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-    let order: Vec<u32> = vec![8, 3, 0, 5, 1, 7, 2, 6, 4];
-    let mut cds = cpu.upload_dataset(&images, &labels, pixels);
-    cpu.set_order(&mut cds, &order);
-    let mut gds = g.upload_dataset(&images, &labels, pixels);
-    g.set_order(&mut gds, &order);
-    let (mut cx, mut cy) = (vec![0.0; 4 * pixels], vec![0.0; 4]);
-    cpu.gather_batch(&cds, 3, 4, &mut cx, &mut cy);
-    let (mut gx, mut gy) = (g.zeros(4 * pixels), g.zeros(4));
-    g.gather_batch(&gds, 3, 4, &mut gx, &mut gy);
-    assert_close("gather x", &g.read(&gx), &cx, 1e-6);
-    assert_eq!(g.read(&gy), cy, "gather labels");
+    // Grey with MNIST's constants, and RGB with a norm per channel: the GPU reads the host's table, so
+    // its inputs equal the CPU's exactly; the CPU's equal the formula.
+    let rgb = PixelNorm {
+        mean: vec![0.49, 0.48, 0.45],
+        std: vec![0.25, 0.24, 0.26],
+    };
+    for (norm, pixels) in [(PixelNorm::mnist(), 7), (rgb, 3 * 5)] {
+        // 7 and 15 bytes: not multiples of 4, so bytes straddle the packed u32 words.
+        let n = 9;
+        let images: Vec<u8> = (0..n * pixels).map(|i| (i * 37 % 256) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let order: Vec<u32> = vec![8, 3, 0, 5, 1, 7, 2, 6, 4];
+        let mut cds = cpu.upload_dataset(&images, &labels, pixels, &norm);
+        cpu.set_order(&mut cds, &order);
+        let mut gds = g.upload_dataset(&images, &labels, pixels, &norm);
+        g.set_order(&mut gds, &order);
+        let (mut cx, mut cy) = (vec![0.0; 4 * pixels], vec![0.0; 4]);
+        cpu.gather_batch(&cds, 3, 4, &mut cx, &mut cy);
+        let (mut gx, mut gy) = (g.zeros(4 * pixels), g.zeros(4));
+        g.gather_batch(&gds, 3, 4, &mut gx, &mut gy);
+        assert_eq!(g.read(&gx), cx, "gather x, {} channels", norm.channels());
+        assert_eq!(g.read(&gy), cy, "gather labels");
+        let c = norm.channels();
+        for (b, &i) in order[3..7].iter().enumerate() {
+            for px in 0..pixels {
+                let p = images[i as usize * pixels + px];
+                let want = (p as f32 / 255.0 - norm.mean[px % c]) / norm.std[px % c];
+                assert_eq!(
+                    cx[b * pixels + px],
+                    want,
+                    "cpu gather, sample {i} byte {px}"
+                );
+            }
+        }
+    }
 }
 
 fn copy_and_fill() {

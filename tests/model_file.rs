@@ -3,7 +3,7 @@
 
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::model::file::{parse_network, Shape, BUILTINS};
-use wgtrain::model::{Model, ModelSpec, CLASSES, MODEL_NAMES};
+use wgtrain::model::{Model, ModelSpec, MNIST_CLASSES as CLASSES, MODEL_NAMES};
 
 mod support;
 use support::{assert_input_error, ok, wgtrain};
@@ -32,8 +32,12 @@ fn builtin_files_describe_the_built_models() {
 #[test]
 fn summary_shows_shapes_lines_and_total() {
     let out = ok(wgtrain(&["model", "cnn3-bn"]));
+    assert!(out.starts_with("data: "), "{out}");
     assert!(
-        out.starts_with("cnn3-bn: input 28x28x1, 10 classes"),
+        out.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("cnn3-bn: input 28x28x1, 10 classes"),
         "{out}"
     );
     for row in ["conv2d", "14x14x16", "7x7x32", "4x4x64", "flatten", "1024"] {

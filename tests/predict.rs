@@ -271,7 +271,7 @@ fn predictions_match_the_model_and_are_probabilities() {
     let images: Vec<Vec<u8>> = (0..set.len())
         .map(|i| sample(&set, i).0.into_raw())
         .collect();
-    let preds = predict_pixels(&be, &mut model, &images, 3);
+    let preds = predict_pixels(&be, &mut model, &images, 3, &ck.meta.data());
     let report = wgtrain::tools::predict::evaluate_checkpoint(&be, &ck, &set, 16).unwrap();
     let mut correct = 0;
     for ((top, probs), &label) in preds.iter().zip(&set.labels) {

@@ -654,6 +654,8 @@ fn recall_of_an_absent_class_is_a_dash() {
         backend: "cpu".into(),
         device: String::new(),
         images: 5,
+        data_format: "IDX".into(),
+        class_names: vec!["0".into(), "1".into(), "2".into()],
         test_acc: 0.8,
         test_loss: 1.0,
         confusion,

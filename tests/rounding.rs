@@ -18,7 +18,7 @@ fn grads_and_step(data: &ImageSet, kind: OptimKind) -> (Vec<Vec<f32>>, Vec<Vec<f
     let n = data.len();
     let mut model = Model::new(&be, ModelSpec::parse("fc8-bn").unwrap(), n, 1);
     let mut bufs = BatchBuffers::new(&be, n, data.pixels());
-    let ds = be.upload_dataset(&data.images, &data.labels, data.pixels());
+    let ds = be.upload_dataset(&data.images, &data.labels, data.pixels(), &data.norm());
     be.gather_batch(&ds, 0, n, &mut bufs.x, &mut bufs.y);
     model.forward(&be, &bufs.x, n, true);
     model.backward(&be, &bufs.x, &bufs.y, n);

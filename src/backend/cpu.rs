@@ -6,8 +6,8 @@
 
 use super::dropout::DropoutStep;
 use super::{
-    normalise_pixel, Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat,
-    OptimStep, PoolGeom, PoolKind, Trans,
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, PixelNorm,
+    PoolGeom, PoolKind, Trans,
 };
 use rayon::prelude::*;
 
@@ -28,6 +28,9 @@ pub struct CpuDataset {
     labels: Vec<u8>,
     pixels: usize,
     order: Vec<u32>,
+    /// [`PixelNorm::table`].
+    table: Vec<f32>,
+    channels: usize,
 }
 
 impl CpuBackend {
@@ -84,12 +87,20 @@ impl Backend for CpuBackend {
     }
     fn sync(&self) {}
 
-    fn upload_dataset(&self, images: &[u8], labels: &[u8], pixels: usize) -> CpuDataset {
+    fn upload_dataset(
+        &self,
+        images: &[u8],
+        labels: &[u8],
+        pixels: usize,
+        norm: &PixelNorm,
+    ) -> CpuDataset {
         CpuDataset {
             images: images.to_vec(),
             labels: labels.to_vec(),
             pixels,
             order: (0..labels.len() as u32).collect(),
+            table: norm.table(),
+            channels: norm.channels(),
         }
     }
     fn set_order(&self, ds: &mut CpuDataset, order: &[u32]) {
@@ -107,8 +118,8 @@ impl Backend for CpuBackend {
         for b in 0..batch {
             let i = ds.order[start + b] as usize;
             let src = &ds.images[i * p..(i + 1) * p];
-            for (d, &s) in x[b * p..(b + 1) * p].iter_mut().zip(src) {
-                *d = normalise_pixel(s);
+            for (px, (d, &s)) in x[b * p..(b + 1) * p].iter_mut().zip(src).enumerate() {
+                *d = ds.table[(px % ds.channels) * 256 + s as usize];
             }
             y[b] = ds.labels[i] as f32;
         }

@@ -443,8 +443,15 @@ pub trait Backend {
         Ok(())
     }
 
-    /// Puts a u8 image set (`pixels` bytes per sample) and its labels on the device, once.
-    fn upload_dataset(&self, images: &[u8], labels: &[u8], pixels: usize) -> Self::Dataset;
+    /// Puts a u8 image set (`pixels` bytes per sample, NHWC, `norm.channels()` interleaved) and its
+    /// labels on the device, once, with the table that normalises them.
+    fn upload_dataset(
+        &self,
+        images: &[u8],
+        labels: &[u8],
+        pixels: usize,
+        norm: &PixelNorm,
+    ) -> Self::Dataset;
     /// Sets the sample order that [`Backend::gather_batch`] walks (a shuffled epoch).
     fn set_order(&self, ds: &mut Self::Dataset, order: &[u32]);
     /// `x[b] = normalise(images[order[start+b]])`, `y[b] = labels[order[start+b]]` for `b < batch`.
@@ -604,12 +611,35 @@ pub trait Backend {
     );
 }
 
-/// The MNIST normalisation: pixels scaled to [0, 1], then standardised.
-pub const PIXEL_MEAN: f32 = 0.1307;
-pub const PIXEL_STD: f32 = 0.3081;
+/// How u8 pixels become network inputs: per channel, scaled to [0, 1], then standardised by the
+/// training set's mean and standard deviation (see `io::data::stats`). Both backends gather through
+/// [`PixelNorm::table`], so the GPU's inputs are the CPU's to the bit.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PixelNorm {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
 
-/// A pixel as the network sees it.
-#[inline]
-pub fn normalise_pixel(p: u8) -> f32 {
-    (p as f32 / 255.0 - PIXEL_MEAN) / PIXEL_STD
+impl PixelNorm {
+    /// MNIST's published constants (torchvision's 0.1307 and 0.3081, from its 60,000 training images).
+    pub fn mnist() -> Self {
+        PixelNorm {
+            mean: vec![0.1307],
+            std: vec![0.3081],
+        }
+    }
+    pub fn channels(&self) -> usize {
+        self.mean.len()
+    }
+    /// Pixel value `p` of channel `c` as the network sees it.
+    #[inline]
+    pub fn apply(&self, p: u8, c: usize) -> f32 {
+        (p as f32 / 255.0 - self.mean[c]) / self.std[c]
+    }
+    /// Every (channel, value) pair normalised: entry `c * 256 + p` is `apply(p, c)`.
+    pub fn table(&self) -> Vec<f32> {
+        (0..self.channels())
+            .flat_map(|c| (0..=255u8).map(move |p| self.apply(p, c)))
+            .collect()
+    }
 }

@@ -13,9 +13,11 @@
 //! Every problem with a file (missing, truncated, corrupt, written for another model) is an
 //! [`InputError`] naming the file and, where it is one tensor, that tensor.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, PixelNorm};
 use crate::error::InputError;
-use crate::model::{Model, ModelSpec};
+use crate::io::data::DataInfo;
+use crate::model::file::Shape;
+use crate::model::{Model, ModelSpec, MNIST_CLASSES};
 use crate::optim::{OptimKind, Optimizer};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -55,6 +57,89 @@ pub struct CheckpointMeta {
     /// that `eval`, `predict` and `--resume` need nothing but the checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_file: Option<String>,
+    /// The data it was trained on, so that a model can be used on new images with nothing else;
+    /// absent in checkpoints older than the data formats, which were all trained on MNIST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<CheckpointData>,
+}
+
+/// What a checkpoint knows of its training data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointData {
+    /// The data set's format, as the run named it (`IDX`, `CIFAR-10`, `image folder`); informative.
+    pub format: String,
+    /// One image: height, width, channels.
+    pub input: [usize; 3],
+    /// The classes, in label order.
+    pub class_names: Vec<String>,
+    /// The per-channel normalisation its inputs were trained with.
+    pub norm: PixelNorm,
+}
+
+impl CheckpointData {
+    pub fn new(input: Shape, info: &DataInfo) -> Self {
+        let input = match input {
+            Shape::Image { h, w, c } => [h, w, c],
+            Shape::Flat(n) => [1, n, 1],
+        };
+        CheckpointData {
+            format: info.format.to_string(),
+            input,
+            class_names: info.class_names.clone(),
+            norm: info.norm.clone(),
+        }
+    }
+
+    /// MNIST's, for a checkpoint that predates this record.
+    pub fn mnist() -> Self {
+        CheckpointData {
+            format: "IDX".into(),
+            input: [28, 28, 1],
+            class_names: (0..MNIST_CLASSES).map(|c| c.to_string()).collect(),
+            norm: PixelNorm::mnist(),
+        }
+    }
+
+    pub fn shape(&self) -> Shape {
+        let [h, w, c] = self.input;
+        Shape::Image { h, w, c }
+    }
+
+    /// Whether its images are MNIST-shaped (28x28 grey), whose inputs `predict` prepares as MNIST's
+    /// digits were (centred by mass in a 20x20 box) unless asked not to.
+    pub fn is_mnist_shaped(&self) -> bool {
+        self.shape() == (Shape::Image { h: 28, w: 28, c: 1 })
+    }
+
+    /// What makes no sense in it (a hand-edited or corrupt file), if anything.
+    fn problem(&self) -> Option<String> {
+        let [h, w, c] = self.input;
+        let n = self.class_names.len();
+        if h == 0 || w == 0 || !(1..=4).contains(&c) || h.checked_mul(w).is_none_or(|p| p > 1 << 26)
+        {
+            Some(format!(
+                "input shape {h}x{w}x{c} is not an image wgtrain reads"
+            ))
+        } else if !(2..=256).contains(&n) {
+            Some(format!("{n} class names (2 to 256 expected)"))
+        } else if self.norm.mean.len() != c || self.norm.std.len() != c {
+            Some(format!(
+                "normalisation for {} channels, the input has {c}",
+                self.norm.mean.len()
+            ))
+        } else if !self
+            .norm
+            .mean
+            .iter()
+            .chain(&self.norm.std)
+            .all(|v| v.is_finite())
+            || self.norm.std.iter().any(|&s| s <= 0.0)
+        {
+            Some("normalisation has a non-finite mean or a standard deviation not above 0".into())
+        } else {
+            None
+        }
+    }
 }
 
 impl CheckpointMeta {
@@ -62,6 +147,20 @@ impl CheckpointMeta {
     pub fn epochs(&self) -> f64 {
         self.step as f64 / self.steps_per_epoch.max(1) as f64
     }
+
+    /// The data it was trained on (MNIST for a checkpoint that does not say).
+    pub fn data(&self) -> CheckpointData {
+        self.data.clone().unwrap_or_else(CheckpointData::mnist)
+    }
+}
+
+/// The first few of `names`, for a message.
+fn abbreviate(names: &[String]) -> String {
+    let mut s = names.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 4 {
+        s += ", ...";
+    }
+    s
 }
 
 /// One f32 tensor of a checkpoint.
@@ -96,7 +195,9 @@ pub fn moment_key(param: &str, moment: &str) -> String {
 
 impl Checkpoint {
     /// Copies the state of `model` and `opt` off the device. `steps_per_epoch` and `train_len` describe
-    /// the training set, so a resumed run knows where in its epoch it is.
+    /// the training set, so a resumed run knows where in its epoch it is; `info`, its classes and
+    /// normalisation.
+    #[allow(clippy::too_many_arguments)]
     pub fn capture<B: Backend>(
         be: &B,
         model: &Model<B>,
@@ -105,6 +206,7 @@ impl Checkpoint {
         seed: u64,
         steps_per_epoch: usize,
         train_len: usize,
+        info: &DataInfo,
     ) -> Checkpoint {
         let step = opt.steps as usize;
         let spe = steps_per_epoch.max(1);
@@ -122,6 +224,7 @@ impl Checkpoint {
             epoch_step: step % spe,
             backend: be.kind().to_string(),
             model_file: (!model.spec.is_builtin()).then(|| model.spec.text().to_string()),
+            data: Some(CheckpointData::new(model.spec.input(), info)),
         };
         let mut tensors = BTreeMap::new();
         let moments = moment_names(opt.kind);
@@ -167,11 +270,52 @@ impl Checkpoint {
 
     /// The model the checkpoint holds.
     pub fn spec(&self) -> Result<ModelSpec, InputError> {
+        let data = self.meta.data();
+        let (input, classes) = (data.shape(), data.class_names.len());
         let spec = match &self.meta.model_file {
-            Some(text) => ModelSpec::from_text(&self.meta.model, text),
-            None => ModelSpec::parse(&self.meta.model),
+            Some(text) => ModelSpec::from_text_for(&self.meta.model, text, input, classes),
+            None => ModelSpec::parse_for(&self.meta.model, input, classes),
         };
         spec.map_err(|e| self.err(format!("{e:#}")))
+    }
+
+    /// Whether the test set of `dir` (images of `shape`, classes `names`, read as `format`) is data the
+    /// checkpoint's model can be evaluated on: the same image shape and the same classes.
+    pub fn check_data(
+        &self,
+        dir: &Path,
+        shape: Shape,
+        names: &[String],
+        format: &str,
+    ) -> Result<(), InputError> {
+        let ours = self.meta.data();
+        let name = self
+            .path
+            .as_ref()
+            .map_or("the checkpoint".to_string(), |p| p.display().to_string());
+        if shape != ours.shape() {
+            return Err(InputError::file(
+                dir,
+                format!(
+                    "{format} images of {shape}, but {name} was trained on {} images of {}",
+                    ours.format,
+                    ours.shape()
+                ),
+            ));
+        }
+        if names != ours.class_names.as_slice() {
+            return Err(InputError::file(
+                dir,
+                format!(
+                    "{} classes ({}), but {name} was trained on {} ({})",
+                    names.len(),
+                    abbreviate(names),
+                    ours.class_names.len(),
+                    abbreviate(&ours.class_names)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The optimizer as it was when the checkpoint was taken (its moments live in the model's params).
@@ -257,6 +401,9 @@ impl Checkpoint {
             return Err(err(
                 "corrupt metadata: batch and steps_per_epoch must be positive".into(),
             ));
+        }
+        if let Some(problem) = meta.data.as_ref().and_then(CheckpointData::problem) {
+            return Err(err(format!("corrupt metadata: {problem}")));
         }
         let mut tensors = BTreeMap::new();
         for (name, view) in st.iter() {

@@ -2,10 +2,12 @@
 //! grey, a white digit on black, scaled to fit a 20x20 box and centred by its centre of mass in 28x28.
 
 use crate::error::InputError;
-use crate::model::IMAGE_SIDE;
 use image::imageops::FilterType;
 use image::GrayImage;
 use std::path::Path;
+
+/// MNIST's digits are 28x28: the digit preparation here is for models trained on such images.
+pub const MNIST_SIDE: usize = 28;
 
 /// MNIST scaled each digit to fit this box (keeping its aspect ratio) before placing it in 28x28.
 const BOX: u32 = 20;
@@ -19,7 +21,7 @@ const INK: u8 = 32;
 /// An image ready for the network, and a hint when it does not look like MNIST's white-on-black.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Digit {
-    /// `IMAGE_SIDE^2` grey pixels, row-major.
+    /// `MNIST_SIDE^2` grey pixels, row-major.
     pub pixels: Vec<u8>,
     /// Set when the image's border (its background) is light after `invert` was or was not applied:
     /// the network would see a dark digit on white, which it was never trained on.
@@ -69,7 +71,7 @@ pub fn load_digit(path: &Path, invert: bool) -> Result<Digit, InputError> {
             )
         })
     };
-    let side = IMAGE_SIDE as u32;
+    let side = MNIST_SIDE as u32;
     let scaled = if (w, h) == (side, side) {
         grey
     } else {
@@ -118,7 +120,7 @@ fn fit_box(img: &GrayImage) -> GrayImage {
     } else {
         image::imageops::resize(&crop, tw, th, FilterType::Triangle)
     };
-    let side = IMAGE_SIDE as u32;
+    let side = MNIST_SIDE as u32;
     let mut out = GrayImage::new(side, side);
     image::imageops::replace(
         &mut out,

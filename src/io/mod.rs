@@ -7,4 +7,5 @@ pub mod digit;
 pub mod font;
 pub mod markdown;
 pub mod output;
+pub mod picture;
 pub mod plot_file;

@@ -48,7 +48,7 @@ pub const LAYER_TYPES: [&str; 11] = [
 
 /// The built-in models: their names and their files (in `models/`, compiled in). The study's 8 first,
 /// in the order of [`crate::model::MODEL_NAMES`].
-pub const BUILTINS: [(&str, &str); 10] = [
+pub const BUILTINS: [(&str, &str); 11] = [
     ("fc8", include_str!("../../models/fc8.toml")),
     ("fc8-bn", include_str!("../../models/fc8-bn.toml")),
     ("cnn3", include_str!("../../models/cnn3.toml")),
@@ -59,6 +59,7 @@ pub const BUILTINS: [(&str, &str); 10] = [
     ("cnn7-bn", include_str!("../../models/cnn7-bn.toml")),
     ("mlp3", include_str!("../../models/mlp3.toml")),
     ("lenet5", include_str!("../../models/lenet5.toml")),
+    ("vgg-small", include_str!("../../models/vgg-small.toml")),
 ];
 
 /// A dense layer's width: a number, or `"classes"` (the data's class count).
@@ -138,7 +139,7 @@ impl LayerSpec {
 }
 
 /// A tensor's shape per sample.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shape {
     /// An image, height x width x channels (NHWC in memory).
     Image {

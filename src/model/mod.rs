@@ -20,39 +20,72 @@ pub const MODEL_NAMES: [&str; 8] = [
     "fc8", "fc8-bn", "cnn3", "cnn3-bn", "cnn5", "cnn5-bn", "cnn7", "cnn7-bn",
 ];
 
-/// MNIST geometry: 28x28 grey images, 10 classes.
-pub const IMAGE_SIDE: usize = 28;
-pub const CLASSES: usize = 10;
+/// MNIST's geometry: 28x28 grey images in 10 classes. What a model is checked against before the
+/// data is known (a sweep's grid, a bench's list), and what checkpoints older than the data formats
+/// were trained on.
+pub const MNIST_INPUT: Shape = Shape::Image { h: 28, w: 28, c: 1 };
+pub const MNIST_CLASSES: usize = 10;
 
-/// The input every model is built for today: the data sets wgtrain reads are MNIST-shaped.
-pub const INPUT: Shape = Shape::Image {
-    h: IMAGE_SIDE,
-    w: IMAGE_SIDE,
-    c: 1,
-};
-
-/// A network to build: a built-in model's name or a model file's path, with the file's text (checked
-/// when the spec is made).
+/// A network to build: a built-in model's name or a model file's path, with the file's text, and the
+/// input shape and class count it is built for (checked when the spec is made).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ModelSpec {
     name: Arc<str>,
     text: Arc<str>,
+    input: Shape,
+    classes: usize,
 }
 
 impl ModelSpec {
-    /// A built-in name (`cnn7-bn`) or a model file's path, read and checked.
+    /// A built-in name (`cnn7-bn`) or a model file's path, read and checked for MNIST's geometry.
     pub fn parse(name: &str) -> Result<Self, InputError> {
-        let (name, text) = file::read_model(name)?;
-        Self::from_text(&name, &text)
+        Self::parse_for(name, MNIST_INPUT, MNIST_CLASSES)
     }
 
-    /// The model file `text`, called `name` (a path or a built-in name), checked.
+    /// [`ModelSpec::parse`] for images of shape `input` in `classes` classes.
+    pub fn parse_for(name: &str, input: Shape, classes: usize) -> Result<Self, InputError> {
+        let (name, text) = file::read_model(name)?;
+        Self::from_text_for(&name, &text, input, classes)
+    }
+
+    /// The model file `text`, called `name` (a path or a built-in name), checked for MNIST's images.
     pub fn from_text(name: &str, text: &str) -> Result<Self, InputError> {
-        file::parse_network(name, text, INPUT, CLASSES)?;
+        Self::from_text_for(name, text, MNIST_INPUT, MNIST_CLASSES)
+    }
+
+    /// The model file `text`, called `name` (a path or a built-in name), checked for `input` and
+    /// `classes`.
+    pub fn from_text_for(
+        name: &str,
+        text: &str,
+        input: Shape,
+        classes: usize,
+    ) -> Result<Self, InputError> {
+        file::parse_network(name, text, input, classes)?;
         Ok(ModelSpec {
             name: name.into(),
             text: text.into(),
+            input,
+            classes,
         })
+    }
+
+    /// The same model for other data: checked again, as the shapes all change.
+    pub fn for_data(&self, input: Shape, classes: usize) -> Result<Self, InputError> {
+        if (input, classes) == (self.input, self.classes) {
+            return Ok(self.clone());
+        }
+        Self::from_text_for(&self.name, &self.text, input, classes)
+    }
+
+    /// The shape of one input image.
+    pub fn input(&self) -> Shape {
+        self.input
+    }
+
+    /// The number of classes the model tells apart.
+    pub fn classes(&self) -> usize {
+        self.classes
     }
 
     /// The built-in name or the file's path, as `--model` took it.
@@ -72,7 +105,7 @@ impl ModelSpec {
 
     /// The checked network with its shapes and parameters.
     pub fn network(&self) -> Network {
-        file::parse_network(&self.name, &self.text, INPUT, CLASSES)
+        file::parse_network(&self.name, &self.text, self.input, self.classes)
             .expect("a ModelSpec is checked when it is made")
     }
 

@@ -258,7 +258,7 @@ pub fn run_sweep<B: Backend + 'static>(
             .expect("claimed keys come from the list");
         n += 1;
         let tcfg = TrainConfig {
-            model: g.spec.model.clone(),
+            model: g.spec.model.for_data(data.shape(), data.info.classes())?,
             optim: g.spec.optim,
             lr: g.spec.lr,
             batch: cfg.batch,
@@ -373,6 +373,7 @@ fn limit_eval(data: &Splits, limit: Option<usize>) -> Splits {
         train: data.train.clone(),
         val: cut(&data.val),
         test: cut(&data.test),
+        info: data.info.clone(),
     }
 }
 

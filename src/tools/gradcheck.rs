@@ -72,7 +72,7 @@ impl<B: Backend + 'static> Side<B> {
     fn new(be: &B, spec: ModelSpec, batch: usize, seed: u64, data: &ImageSet) -> Self {
         let model = Model::new(be, spec, batch, seed);
         let mut bufs = BatchBuffers::new(be, batch, data.pixels());
-        let ds = be.upload_dataset(&data.images, &data.labels, data.pixels());
+        let ds = be.upload_dataset(&data.images, &data.labels, data.pixels(), &data.norm());
         be.gather_batch(&ds, 0, batch, &mut bufs.x, &mut bufs.y);
         Side { model, bufs }
     }

@@ -3,10 +3,11 @@
 
 use crate::backend::select::OnBackend;
 use crate::backend::Backend;
+use crate::backend::PixelNorm;
 use crate::io::checkpoint::Checkpoint;
 use crate::io::data::ImageSet;
 use crate::io::plot_file::{plot_err, save_figure, Figure};
-use crate::model::{Model, CLASSES, IMAGE_SIDE};
+use crate::model::Model;
 use crate::train::BatchBuffers;
 use anyhow::Result;
 use serde::Serialize;
@@ -23,6 +24,9 @@ pub struct EvalReport {
     pub backend: String,
     pub device: String,
     pub images: usize,
+    /// The training data's format and class names, from the checkpoint.
+    pub data_format: String,
+    pub class_names: Vec<String>,
     pub test_acc: f64,
     pub test_loss: f64,
     /// `confusion[true][predicted]`: how many test images of class `true` the model called `predicted`.
@@ -92,10 +96,18 @@ fn lse_argmax(z: &[f32]) -> (f64, usize) {
     (m + sum.ln(), arg)
 }
 
-/// The logits of `model` (evaluation mode) for every image of `images` (u8, `IMAGE_SIDE^2` each), in order.
-fn logits_of<B: Backend>(be: &B, model: &mut Model<B>, images: &[u8], n: usize) -> Vec<Vec<f32>> {
-    let pixels = IMAGE_SIDE * IMAGE_SIDE;
-    let mut ds = be.upload_dataset(images, &vec![0u8; n], pixels);
+/// The logits of `model` (evaluation mode) for every image of `images` (u8, the model's input shape
+/// each, normalised by `norm`), in order.
+fn logits_of<B: Backend>(
+    be: &B,
+    model: &mut Model<B>,
+    images: &[u8],
+    n: usize,
+    norm: &PixelNorm,
+) -> Vec<Vec<f32>> {
+    let pixels = model.spec.input().len();
+    let classes = model.spec.classes();
+    let mut ds = be.upload_dataset(images, &vec![0u8; n], pixels, norm);
     be.set_order(&mut ds, &(0..n as u32).collect::<Vec<_>>());
     let cap = model.capacity;
     let mut bufs = BatchBuffers::new(be, cap, pixels);
@@ -105,7 +117,7 @@ fn logits_of<B: Backend>(be: &B, model: &mut Model<B>, images: &[u8], n: usize) 
         let b = cap.min(n - start);
         be.gather_batch(&ds, start, b, &mut bufs.x, &mut bufs.y);
         let logits = be.read(model.forward(be, &bufs.x, b, false));
-        out.extend(logits[..b * CLASSES].chunks(CLASSES).map(<[f32]>::to_vec));
+        out.extend(logits[..b * classes].chunks(classes).map(<[f32]>::to_vec));
         start += b;
     }
     out
@@ -120,8 +132,10 @@ pub fn evaluate_checkpoint<B: Backend + 'static>(
 ) -> Result<EvalReport> {
     let n = test.len();
     let mut model = ck.build_model(be, batch.clamp(1, n.max(1)))?;
-    let logits = logits_of(be, &mut model, &test.images, n);
-    let mut confusion = vec![vec![0u64; CLASSES]; CLASSES];
+    let data = ck.meta.data();
+    let logits = logits_of(be, &mut model, &test.images, n, &data.norm);
+    let classes = model.spec.classes();
+    let mut confusion = vec![vec![0u64; classes]; classes];
     let (mut correct, mut loss) = (0usize, 0.0f64);
     for (z, &label) in logits.iter().zip(&test.labels) {
         let (lse, pred) = lse_argmax(z);
@@ -142,6 +156,8 @@ pub fn evaluate_checkpoint<B: Backend + 'static>(
         backend: be.kind().to_string(),
         device: be.device_name(),
         images: n,
+        data_format: data.format,
+        class_names: data.class_names,
         test_acc: correct as f64 / n.max(1) as f64,
         test_loss: loss / n.max(1) as f64,
         confusion,
@@ -256,6 +272,8 @@ fn draw_confusion<DB: plotters::prelude::DrawingBackend>(
 #[derive(Clone, Debug, Serialize)]
 pub struct ClassProb {
     pub class: usize,
+    /// The class's name (its folder, CIFAR's label name; the digit for MNIST).
+    pub name: String,
     pub prob: f32,
 }
 
@@ -274,15 +292,18 @@ fn softmax(z: &[f32]) -> Vec<f32> {
     z.iter().map(|&v| ((v as f64) - lse).exp() as f32).collect()
 }
 
-/// The top `k` classes of each image (u8 pixels, as [`crate::io::digit::load_digit`] gives) under `model`.
+/// The top `k` classes of each image (u8 pixels in the model's input shape, as
+/// [`crate::io::digit::load_digit`] or [`crate::io::picture::load_picture`] give) under `model`,
+/// normalised and named as `data` says.
 pub fn predict_pixels<B: Backend>(
     be: &B,
     model: &mut Model<B>,
     images: &[Vec<u8>],
     k: usize,
+    data: &crate::io::checkpoint::CheckpointData,
 ) -> Vec<(Vec<ClassProb>, Vec<f32>)> {
     let flat: Vec<u8> = images.concat();
-    logits_of(be, model, &flat, images.len())
+    logits_of(be, model, &flat, images.len(), &data.norm)
         .iter()
         .map(|z| {
             let probs = softmax(z);
@@ -293,6 +314,11 @@ pub fn predict_pixels<B: Backend>(
                 .take(k.max(1))
                 .map(|&c| ClassProb {
                     class: c,
+                    name: data
+                        .class_names
+                        .get(c)
+                        .cloned()
+                        .unwrap_or_else(|| c.to_string()),
                     prob: probs[c],
                 })
                 .collect();
@@ -315,7 +341,13 @@ impl OnBackend for PredictJob {
         let cap = self.images.len().clamp(1, 256);
         let mut model = self.checkpoint.build_model(be, cap)?;
         let pixels: Vec<Vec<u8>> = self.images.iter().map(|(_, p)| p.clone()).collect();
-        let out = predict_pixels(be, &mut model, &pixels, self.top);
+        let out = predict_pixels(
+            be,
+            &mut model,
+            &pixels,
+            self.top,
+            &self.checkpoint.meta.data(),
+        );
         Ok(self
             .images
             .iter()

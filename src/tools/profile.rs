@@ -17,7 +17,7 @@ use crate::backend::{
 use crate::error::InputError;
 use crate::io::data::ImageSet;
 use crate::io::markdown;
-use crate::model::{Model, ModelSpec, IMAGE_SIDE};
+use crate::model::{Model, ModelSpec};
 use crate::optim::{OptimKind, Optimizer};
 use crate::train::{train_step, BatchBuffers};
 use anyhow::Result;
@@ -252,8 +252,14 @@ impl<B: Backend> Backend for Profiled<B> {
         self.inner.release_cached()
     }
 
-    fn upload_dataset(&self, images: &[u8], labels: &[u8], pixels: usize) -> B::Dataset {
-        self.inner.upload_dataset(images, labels, pixels)
+    fn upload_dataset(
+        &self,
+        images: &[u8],
+        labels: &[u8],
+        pixels: usize,
+        norm: &crate::backend::PixelNorm,
+    ) -> B::Dataset {
+        self.inner.upload_dataset(images, labels, pixels, norm)
     }
     fn set_order(&self, ds: &mut B::Dataset, order: &[u32]) {
         self.inner.set_order(ds, order)
@@ -561,10 +567,10 @@ pub fn profile<B: Backend + 'static>(
         .into());
     }
     let be = Profiled::new(be);
-    let ds = be.upload_dataset(&data.images, &data.labels, data.pixels());
+    let ds = be.upload_dataset(&data.images, &data.labels, data.pixels(), &data.norm());
     let mut model = Model::new(&be, spec.clone(), batch, 1);
     let mut opt = Optimizer::new(optim, optim.default_lr());
-    let mut bufs = BatchBuffers::new(&be, batch, IMAGE_SIDE * IMAGE_SIDE);
+    let mut bufs = BatchBuffers::new(&be, batch, data.pixels());
     let batches = data.len() / batch;
     let mut pos = 0usize;
     let mut step =

@@ -11,8 +11,8 @@ pub mod request;
 use crate::backend::{Backend, Mat};
 use crate::error::InputError;
 use crate::io::checkpoint::Checkpoint;
-use crate::io::data::{epoch_order, ImageSet, Splits};
-use crate::model::{Model, ModelSpec, CLASSES};
+use crate::io::data::{epoch_order, DataInfo, ImageSet, Splits};
+use crate::model::{Model, ModelSpec};
 use crate::optim::{OptimKind, Optimizer};
 use anyhow::Result;
 use files::RunFiles;
@@ -78,6 +78,14 @@ pub struct TrainResult {
     pub seed: u64,
     pub backend: String,
     pub device: String,
+    /// The data set's format (`IDX`, `CIFAR-10`, `image folder`, ...), one image's shape and the class
+    /// count.
+    #[serde(default)]
+    pub data_format: String,
+    #[serde(default)]
+    pub input: String,
+    #[serde(default)]
+    pub classes: usize,
     /// The GPU kernel set (`--kernels`: "tiled" or "emulated"); absent on the CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernels: Option<String>,
@@ -136,7 +144,11 @@ pub struct DeviceData<B: Backend> {
 impl<B: Backend> DeviceData<B> {
     /// Uploads the splits once; batches are gathered on the device from then on.
     pub fn upload(be: &B, data: &Splits) -> Self {
-        let up = |s: &ImageSet| (be.upload_dataset(&s.images, &s.labels, s.pixels()), s.len());
+        let norm = &data.info.norm;
+        let up = |s: &ImageSet| {
+            let ds = be.upload_dataset(&s.images, &s.labels, s.pixels(), norm);
+            (ds, s.len())
+        };
         let (train, train_len) = up(&data.train);
         DeviceData {
             train,
@@ -174,12 +186,13 @@ pub fn evaluate<B: Backend>(
 ) -> EvalResult {
     be.fill(&mut bufs.acc, 0.0);
     let batch = model.capacity;
+    let classes = model.spec.classes();
     let mut start = 0;
     while start < n {
         let b = batch.min(n - start);
         be.gather_batch(ds, start, b, &mut bufs.x, &mut bufs.y);
         let logits = model.forward(be, &bufs.x, b, false);
-        be.eval_batch(logits, &bufs.y, &mut bufs.acc, Mat::new(b, CLASSES));
+        be.eval_batch(logits, &bufs.y, &mut bufs.acc, Mat::new(b, classes));
         start += b;
     }
     let acc = be.read(&bufs.acc);
@@ -250,9 +263,19 @@ pub fn train_with<B: Backend + 'static>(
     persist: Persist,
 ) -> Result<Trained<B>> {
     let started = Instant::now();
+    let (input, classes) = (data.shape(), data.info.classes());
+    if (cfg.model.input(), cfg.model.classes()) != (input, classes) {
+        return Err(InputError::value(format!(
+            "model {} is built for {} images in {} classes, the data has {input} images in {classes}",
+            cfg.model.name(),
+            cfg.model.input(),
+            cfg.model.classes()
+        ))
+        .into());
+    }
     let spe = TrainConfig::steps_per_epoch(data.train.len(), cfg.batch);
     let (mut model, mut opt) = match persist.resume {
-        Some(ck) => resume_state(be, ck, cfg, data.train.len(), spe)?,
+        Some(ck) => resume_state(be, ck, cfg, &data.info, data.train.len(), spe)?,
         None => (
             Model::new(be, cfg.model.clone(), cfg.batch, cfg.seed),
             Optimizer::new(cfg.optim, cfg.lr),
@@ -358,7 +381,16 @@ pub fn train_with<B: Backend + 'static>(
             epoch_metrics.push(m);
         }
         if let Some(path) = save {
-            let ck = Checkpoint::capture(be, &model, &opt, cfg.batch, cfg.seed, spe, dev.train_len);
+            let ck = Checkpoint::capture(
+                be,
+                &model,
+                &opt,
+                cfg.batch,
+                cfg.seed,
+                spe,
+                dev.train_len,
+                &data.info,
+            );
             if let Err(e) = ck.save(path) {
                 save = None;
                 failed(e, "training goes on without saving", obs);
@@ -383,6 +415,9 @@ pub fn train_with<B: Backend + 'static>(
         seed: cfg.seed,
         backend: be.kind().to_string(),
         device: be.device_name(),
+        data_format: data.info.format.to_string(),
+        input: input.to_string(),
+        classes,
         kernels: be.kernels().map(String::from),
         train_loss: last.train_loss,
         val_loss: last.val_loss,
@@ -426,6 +461,7 @@ pub fn check_step_count(flag: &str, steps: usize) -> Result<(), InputError> {
 pub fn check_resume(
     ck: &Checkpoint,
     cfg: &TrainConfig,
+    info: &DataInfo,
     train_len: usize,
     spe: usize,
 ) -> Result<()> {
@@ -469,6 +505,32 @@ pub fn check_resume(
             format!("{} images", m.train_len),
         ));
     }
+    let theirs = m.data();
+    let ours = crate::io::checkpoint::CheckpointData::new(cfg.model.input(), info);
+    if (ours.input, &ours.class_names, &ours.norm)
+        != (theirs.input, &theirs.class_names, &theirs.norm)
+    {
+        return Err(mismatch(
+            "data",
+            format!(
+                "{} images of {} in {} classes",
+                ours.format,
+                cfg.model.input(),
+                ours.class_names.len()
+            ),
+            format!(
+                "{} images of {} in {} classes{}",
+                theirs.format,
+                theirs.shape(),
+                theirs.class_names.len(),
+                if theirs.input == ours.input && theirs.class_names == ours.class_names {
+                    ", normalised otherwise"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
     if m.step >= cfg.steps {
         return Err(InputError::value(format!(
             "{} is already at step {} (epoch {:.2}); ask for more than that with --epochs or --steps (they count the whole run)",
@@ -486,10 +548,11 @@ fn resume_state<B: Backend + 'static>(
     be: &B,
     ck: &Checkpoint,
     cfg: &TrainConfig,
+    info: &DataInfo,
     train_len: usize,
     spe: usize,
 ) -> Result<(Model<B>, Optimizer)> {
-    check_resume(ck, cfg, train_len, spe)?;
+    check_resume(ck, cfg, info, train_len, spe)?;
     let (model, mut opt) = ck.restore(be, cfg.batch)?;
     opt.lr = cfg.lr;
     Ok((model, opt))

@@ -31,6 +31,7 @@ pub struct TrainRequest {
     pub seed: Option<u64>,
     pub data: Option<PathBuf>,
     pub val_size: usize,
+    pub data_options: data::DataOptions,
     pub out: Option<PathBuf>,
     pub log_every: usize,
     pub save: Option<PathBuf>,
@@ -51,10 +52,14 @@ impl TrainRequest {
         }
         let resume = self.resume.as_deref().map(Checkpoint::load).transpose()?;
         let meta = resume.as_ref().map(|ck| &ck.meta);
+        // The data first: the model's shapes follow from its images and classes.
+        let data_dir = self.data.clone().unwrap_or_else(data::default_data_dir);
+        let data = data::load(&data_dir, self.val_size, &self.data_options)?;
+        let (input, classes) = (data.shape(), data.info.classes());
         let model = match (&self.model, &resume) {
-            (Some(m), _) => ModelSpec::parse(m)?,
+            (Some(m), _) => ModelSpec::parse_for(m, input, classes)?,
             (None, Some(ck)) => ck.spec()?,
-            (None, None) => ModelSpec::parse(DEFAULT_MODEL)?,
+            (None, None) => ModelSpec::parse_for(DEFAULT_MODEL, input, classes)?,
         };
         let optim = match &self.optim {
             Some(o) => OptimKind::parse(o).map_err(|e| InputError::value(e.to_string()))?,
@@ -72,8 +77,6 @@ impl TrainRequest {
                 .unwrap_or_else(|| meta.map_or(DEFAULT_BATCH, |m| m.batch)),
         )?;
         let seed = self.seed.unwrap_or_else(|| meta.map_or(1, |m| m.seed));
-        let data_dir = self.data.clone().unwrap_or_else(data::default_data_dir);
-        let data = data::load_dir(&data_dir, self.val_size)?;
         let spe = TrainConfig::steps_per_epoch(data.train.len(), batch);
         let steps = match (self.steps, self.epochs) {
             (Some(s), _) => at_least_one("--steps", s)?,
@@ -112,10 +115,11 @@ impl TrainRequest {
         // Checked here, before a backend is chosen, so that a bad request is one line of error and
         // nothing else.
         if let Some(ck) = &resume {
-            check_resume(ck, &cfg, data.train.len(), spe)?;
             ck.check()?;
+            check_resume(ck, &cfg, &data.info, data.train.len(), spe)?;
         }
         Ok(TrainJob {
+            data_dir,
             data,
             cfg,
             quiet: self.quiet,
@@ -127,6 +131,7 @@ impl TrainRequest {
 
 /// A resolved training run, ready for [`crate::backend::select::run_on`].
 pub struct TrainJob {
+    pub data_dir: PathBuf,
     pub data: Splits,
     pub cfg: TrainConfig,
     pub quiet: bool,

@@ -216,7 +216,7 @@ pub fn cross_backend<A: Backend + 'static, B: Backend + 'static>(a: &A, b: &B) {
     train_with(a, &data, &c, &mut Silent, persist(None, Some(&first))).unwrap();
     let ck = Checkpoint::load(&first).unwrap();
     let (model, opt) = ck.restore(b, 10).unwrap();
-    let again = Checkpoint::capture(b, &model, &opt, 10, 3, 30, data.train.len());
+    let again = Checkpoint::capture(b, &model, &opt, 10, 3, 30, data.train.len(), &data.info);
     assert_eq!(
         again.tensors,
         ck.tensors,

@@ -1,10 +1,11 @@
 //! `shaders/data.wgsl`: a batch gathered on the GPU from the u8 data set kept there (packed four bytes
-//! to a u32) in the epoch's shuffled order, normalised on the way. CPU twin: `CpuBackend::gather_batch`.
+//! to a u32) in the epoch's shuffled order, normalised on the way through the host-computed
+//! [`crate::backend::PixelNorm::table`] (so the inputs equal the CPU's exactly). CPU twin:
+//! `CpuBackend::gather_batch`.
 //! Test: `tests/gpu_ops.rs` `gather_batch_normalises_in_order`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
 use super::{u, GpuBackend, GpuDataset, GpuTensor};
-use crate::backend::{PIXEL_MEAN, PIXEL_STD};
 use bytemuck::{Pod, Zeroable};
 
 /// The uniform at binding 0 (WGSL `Params`).
@@ -14,13 +15,9 @@ pub(super) struct Params {
     start: u32,
     batch: u32,
     pixels: u32,
-    _pad: u32,
-    mean: f32,
-    stdev: f32,
-    _pad1: f32,
-    _pad2: f32,
+    channels: u32,
 }
-const _: () = assert!(std::mem::size_of::<Params>() == 32);
+const _: () = assert!(std::mem::size_of::<Params>() == 16);
 
 /// `gather`: one invocation per pixel of the batch. The batch position changes every step, so the
 /// uniform is `Dynamic` (one bind group, rewritten).
@@ -36,9 +33,7 @@ pub(super) fn gather(
         start: u(start),
         batch: u(batch),
         pixels: u(ds.pixels),
-        mean: PIXEL_MEAN,
-        stdev: PIXEL_STD,
-        ..Params::zeroed()
+        channels: u(ds.channels),
     };
     be.l.launch(
         Kernel::new(Family::Data, "gather"),
@@ -48,6 +43,7 @@ pub(super) fn gather(
             (3, &ds.order),
             (4, &x.buf),
             (5, &y.buf),
+            (6, &ds.table),
         ],
         &params,
         ParamsKind::Dynamic,
@@ -55,8 +51,4 @@ pub(super) fn gather(
     );
 }
 
-params_layout_test!(
-    Family::Data,
-    Params,
-    [start, batch, pixels, _pad, mean, stdev, _pad1, _pad2]
-);
+params_layout_test!(Family::Data, Params, [start, batch, pixels, channels]);

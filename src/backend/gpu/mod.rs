@@ -62,6 +62,9 @@ pub struct GpuDataset {
     labels: GpuBuf,
     order: GpuBuf,
     pixels: usize,
+    /// [`crate::backend::PixelNorm::table`] and its channel count.
+    table: GpuBuf,
+    channels: usize,
 }
 
 /// How the kernels of an adapter are laid out (the matmul picks its entry points by it).
@@ -432,7 +435,13 @@ impl Backend for GpuBackend {
         }
     }
 
-    fn upload_dataset(&self, images: &[u8], labels: &[u8], pixels: usize) -> GpuDataset {
+    fn upload_dataset(
+        &self,
+        images: &[u8],
+        labels: &[u8],
+        pixels: usize,
+        norm: &crate::backend::PixelNorm,
+    ) -> GpuDataset {
         let pack = |bytes: &[u8]| {
             let mut v = bytes.to_vec();
             v.resize(bytes.len().next_multiple_of(4).max(4), 0);
@@ -450,6 +459,8 @@ impl Backend for GpuBackend {
             labels: pack(labels),
             order: order_buf,
             pixels,
+            table: pack(bytemuck::cast_slice(&norm.table())),
+            channels: norm.channels(),
         }
     }
     fn set_order(&self, ds: &mut GpuDataset, order: &[u32]) {

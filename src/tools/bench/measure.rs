@@ -4,7 +4,7 @@
 use super::BenchConfig;
 use crate::backend::{Backend, Gemm};
 use crate::io::data::{self, ImageSet};
-use crate::model::{Model, ModelSpec, IMAGE_SIDE};
+use crate::model::{Model, ModelSpec};
 use crate::optim::Optimizer;
 use crate::train::{train_step, BatchBuffers};
 use anyhow::Result;
@@ -193,7 +193,7 @@ pub fn bench_train<B: Backend + 'static>(
 ) -> Result<Measurement> {
     let mut model = Model::new(be, spec.clone(), batch, cfg.seed);
     let mut opt = Optimizer::new(cfg.optim, cfg.optim.default_lr());
-    let mut bufs = BatchBuffers::new(be, batch, IMAGE_SIDE * IMAGE_SIDE);
+    let mut bufs = BatchBuffers::new(be, batch, spec.input().len());
     let batches = n / batch;
     let mut pos = 0usize;
     let mut step = |model: &mut Model<B>, opt: &mut Optimizer, bufs: &mut BatchBuffers<B>| {
@@ -412,7 +412,8 @@ pub fn bench_backend<B: Backend + 'static>(
             Job::Matmul(shape) => bench_matmul(&be, cfg, shape),
             Job::Train(spec, batch) => {
                 let ds = ds.get_or_insert_with(|| {
-                    let mut ds = be.upload_dataset(&data.images, &data.labels, data.pixels());
+                    let mut ds =
+                        be.upload_dataset(&data.images, &data.labels, data.pixels(), &data.norm());
                     be.set_order(&mut ds, &data::epoch_order(data.len(), cfg.seed, 0));
                     ds
                 });

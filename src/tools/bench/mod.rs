@@ -146,14 +146,23 @@ fn split_list(flag: &str, s: &str) -> Result<Vec<String>, InputError> {
     Ok(items)
 }
 
-/// `fc8-bn,cnn7-bn` -> specs.
+/// `fc8-bn,cnn7-bn` -> specs, for MNIST's images.
 pub fn parse_models(s: &str) -> Result<Vec<ModelSpec>, InputError> {
+    parse_models_for(s, &data::synthetic(1, 1))
+}
+
+/// `fc8-bn,models/x.toml` -> specs for the images and classes of `data`.
+pub fn parse_models_for(s: &str, data: &ImageSet) -> Result<Vec<ModelSpec>, InputError> {
     if s.trim() == "none" {
         return Ok(Vec::new());
     }
+    let (input, classes) = (data.shape(), data.classes());
     split_list("--models", s)?
         .iter()
-        .map(|m| ModelSpec::parse(m).map_err(|e| InputError::value(format!("--models: {e}"))))
+        .map(|m| {
+            ModelSpec::parse_for(m, input, classes)
+                .map_err(|e| InputError::value(format!("--models: {e}")))
+        })
         .collect()
 }
 
@@ -234,9 +243,9 @@ pub fn check_kernels(
     Ok(())
 }
 
-/// The data set the steps gather from: the MNIST training file of `dir` (or of the default data
-/// directory), else, when no directory was named and the default one has no MNIST, a synthetic set.
-/// Returns the set and a one-word description of it.
+/// The data set the steps gather from: the training set of `dir` (any format `train --data` reads),
+/// or of the default data directory, else, when no directory was named and the default one has no
+/// MNIST, a synthetic set. Returns the set and a one-line description of it.
 pub fn load_data(dir: Option<&Path>) -> Result<(ImageSet, String), InputError> {
     let named = dir.is_some();
     let dir = dir.map_or_else(data::default_data_dir, Path::to_path_buf);
@@ -247,10 +256,16 @@ pub fn load_data(dir: Option<&Path>) -> Result<(ImageSet, String), InputError> {
         let desc = format!("synthetic ({} images)", set.len());
         return Ok((set, desc));
     }
-    // Through load_set, as train's data: a directory holding raw and .gz files that differ is refused.
-    let set = data::load_set(&dir, data::TRAIN_FILES)?;
-    let desc = format!("{} ({} images)", images.display(), set.len());
-    Ok((set, desc))
+    // Through train's loader: a directory holding raw and .gz files that differ is refused.
+    let all = data::load(&dir, 0, &data::DataOptions::default())?;
+    let desc = format!(
+        "{} ({}, {} training images of {})",
+        dir.display(),
+        all.info.format,
+        all.train.len(),
+        all.shape()
+    );
+    Ok((all.train, desc))
 }
 
 /// The backends to measure: the named ones, or the CPU and every GPU adapter wgpu sees. A software
@@ -286,6 +301,12 @@ pub fn run(
     data: &ImageSet,
     notice: &mut dyn FnMut(&str),
 ) -> Result<Vec<Measurement>> {
+    // Every model for these images and classes (a no-op for the MNIST-shaped sets most callers pass).
+    let mut bound = cfg.clone();
+    for m in bound.models.iter_mut() {
+        *m = m.for_data(data.shape(), data.classes())?;
+    }
+    let cfg = &bound;
     cfg.validate(data.len())?;
     let explicit = cfg.backends.is_some();
     let mut rows = Vec::new();
