@@ -12,11 +12,21 @@ pub enum InputError {
     Value(String),
 }
 
+/// `msg` on one line: a library's multi-line message (a decoder's, a parser's) joined with spaces.
+fn one_line(msg: String) -> String {
+    if msg.contains('\n') {
+        msg.split_whitespace().collect::<Vec<_>>().join(" ")
+    } else {
+        msg
+    }
+}
+
 impl InputError {
+    /// A problem with `path`; a multi-line `problem` is joined into one line.
     pub fn file(path: &Path, problem: impl Into<String>) -> Self {
         InputError::File {
             path: path.to_path_buf(),
-            problem: problem.into(),
+            problem: one_line(problem.into()),
         }
     }
     /// The file this error is about, if it is about one.
@@ -26,8 +36,9 @@ impl InputError {
             InputError::Value(_) => None,
         }
     }
+    /// A bad value; a multi-line `msg` is joined into one line.
     pub fn value(msg: impl Into<String>) -> Self {
-        InputError::Value(msg.into())
+        InputError::Value(one_line(msg.into()))
     }
     /// A file the user named that could not be opened or read: "`what` not found", or
     /// "cannot read `what`: the OS's reason".

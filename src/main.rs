@@ -321,13 +321,6 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     };
     let quiet = request.quiet;
     let job = request.resolve()?;
-    if !quiet {
-        notice(&format!(
-            "data: {} ({})",
-            job.data_dir.display(),
-            job.data.describe()
-        ));
-    }
     let outcome = a.device.run(job, quiet)?;
     let r = &outcome.result;
     let steps = if r.start_step > 0 {

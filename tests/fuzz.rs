@@ -149,6 +149,58 @@ fn one_line_naming(err: &str, path: &Path, count: bool) -> Result<(), TestCaseEr
     Ok(())
 }
 
+#[test]
+fn cifar_reader_survives_mutated_and_random_files() {
+    use data::cifar::{self, Cifar};
+    let dir = tempfile::tempdir().unwrap();
+    let set = data::synthetic_shaped(5, 1, (32, 32, 3), 10);
+    for (kind, seed) in [(Cifar::Ten, 11), (Cifar::Hundred { coarse: false }, 12)] {
+        cifar::write_dir(dir.path(), &set, &set, kind).unwrap();
+        let broken = dir.path().join(if kind == Cifar::Ten {
+            "test_batch.bin"
+        } else {
+            "test.bin"
+        });
+        let valid = cifar::encode(&set, kind);
+        fuzz(&format!("{kind:?}"), seed, mutated(valid), |bytes| {
+            std::fs::write(&broken, bytes).unwrap();
+            match data::load(dir.path(), 1, &data::DataOptions::default()) {
+                Ok(s) => {
+                    prop_assert_eq!(s.test.images.len(), s.test.len() * 3072);
+                    Ok(())
+                }
+                Err(e) => one_line_naming(&e.to_string(), &broken, true),
+            }
+        });
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path()).unwrap();
+    }
+}
+
+#[test]
+fn image_folder_reader_survives_mutated_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = data::synthetic_shaped(3, 1, (32, 32, 3), 10);
+    let names: Vec<String> = (0..10).map(|c| format!("c{c}")).collect();
+    data::folder::write_split(dir.path(), "train", &set, &names).unwrap();
+    data::folder::write_split(dir.path(), "test", &set, &names).unwrap();
+    let broken = dir
+        .path()
+        .join(format!("test/c{}/00000.png", set.labels[0]));
+    let valid = std::fs::read(&broken).unwrap();
+    fuzz("image folder PNG", 13, mutated(valid), |bytes| {
+        std::fs::write(&broken, bytes).unwrap();
+        match data::load(dir.path(), 0, &data::DataOptions::default()) {
+            Ok(s) => {
+                prop_assert_eq!(s.test.images.len(), s.test.len() * s.test.pixels());
+                Ok(())
+            }
+            // A PNG that decodes to another size is named by the size check, also one line.
+            Err(e) => one_line_naming(&e.to_string(), &broken, true),
+        }
+    });
+}
+
 fn idx_files() -> (Vec<u8>, Vec<u8>) {
     data::encode_idx(&data::synthetic(6, 1))
 }
@@ -179,7 +231,7 @@ fn idx_reader_survives_mutated_and_random_files() {
                 std::fs::write(broken, bytes).unwrap();
                 match data::load_pair(&img_path, &lab_path) {
                     Ok(set) => {
-                        prop_assert_eq!(set.images.len(), set.len() * 784);
+                        prop_assert_eq!(set.images.len(), set.len() * set.pixels());
                         Ok(())
                     }
                     Err(e) => one_line_naming(&e.to_string(), broken, true),

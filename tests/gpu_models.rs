@@ -113,6 +113,22 @@ fn gradcheck_mlp3_and_lenet5() {
     check_model("lenet5", 4);
 }
 
+/// vgg-small on 32x32 RGB images (the per-channel input path, three-channel convolutions): every
+/// gradient and optimizer step on the GPU against the CPU.
+fn gradcheck_vgg_small_on_rgb_images() {
+    let data = wgtrain::io::data::synthetic_shaped(4, 5, (32, 32, 3), 10);
+    let spec = ModelSpec::parse_for("vgg-small", data.shape(), 10).unwrap();
+    let r = gradcheck(&gpu(), spec, 4, 1, &data, Tolerance::default());
+    let worst = r.worst().unwrap();
+    assert!(
+        r.pass,
+        "vgg-small: loss rel {:.2e}, worst {} {} {:.2e}",
+        r.loss_rel_err, worst.what, worst.name, worst.rel_err
+    );
+    // 4 convolutions (no bias), 5 batch norms (scale and shift), 2 dense weights and the last bias.
+    assert_eq!(r.tensors.iter().filter(|t| t.what == "grad").count(), 17);
+}
+
 /// cnn7 without batch norm, where (on lavapipe, seed 1) rounding leaves a conv7 output at 1.5e-6 on the
 /// CPU and clipped to 0 on the GPU: unaligned, that one ReLU kink moves conv7's weight gradient by 9e-2.
 fn gradcheck_cnn7_plain_across_relu_kinks() {
@@ -261,6 +277,10 @@ fn main() -> std::process::ExitCode {
         ("gradcheck_cnn3_plain", gradcheck_cnn3_plain),
         ("gradcheck_model_files", gradcheck_model_files),
         ("gradcheck_mlp3_and_lenet5", gradcheck_mlp3_and_lenet5),
+        (
+            "gradcheck_vgg_small_on_rgb_images",
+            gradcheck_vgg_small_on_rgb_images,
+        ),
         (
             "gradcheck_cnn7_plain_across_relu_kinks",
             gradcheck_cnn7_plain_across_relu_kinks,

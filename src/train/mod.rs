@@ -505,31 +505,30 @@ pub fn check_resume(
             format!("{} images", m.train_len),
         ));
     }
+    // The same images (shape), classes (names) and normalisation (a function of the training images).
     let theirs = m.data();
     let ours = crate::io::checkpoint::CheckpointData::new(cfg.model.input(), info);
-    if (ours.input, &ours.class_names, &ours.norm)
-        != (theirs.input, &theirs.class_names, &theirs.norm)
-    {
-        return Err(mismatch(
-            "data",
-            format!(
-                "{} images of {} in {} classes",
-                ours.format,
-                cfg.model.input(),
-                ours.class_names.len()
-            ),
-            format!(
-                "{} images of {} in {} classes{}",
-                theirs.format,
-                theirs.shape(),
-                theirs.class_names.len(),
-                if theirs.input == ours.input && theirs.class_names == ours.class_names {
-                    ", normalised otherwise"
-                } else {
-                    ""
-                }
-            ),
-        ));
+    let names = |d: &crate::io::checkpoint::CheckpointData| {
+        let first: Vec<&str> = d.class_names.iter().take(3).map(String::as_str).collect();
+        format!("classes {} ...", first.join(", "))
+    };
+    let norm = |d: &crate::io::checkpoint::CheckpointData| {
+        format!("pixel mean {:?} and std {:?}", d.norm.mean, d.norm.std)
+    };
+    let differ = if ours.input != theirs.input {
+        Some((
+            format!("{} images of {}", theirs.format, theirs.shape()),
+            format!("{} images of {}", ours.format, ours.shape()),
+        ))
+    } else if ours.class_names != theirs.class_names {
+        Some((names(&theirs), names(&ours)))
+    } else if ours.norm != theirs.norm {
+        Some((norm(&theirs), norm(&ours)))
+    } else {
+        None
+    };
+    if let Some((theirs, ours)) = differ {
+        return Err(mismatch("training data of", ours, theirs));
     }
     if m.step >= cfg.steps {
         return Err(InputError::value(format!(

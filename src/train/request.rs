@@ -155,6 +155,14 @@ impl OnBackend for TrainJob {
             self.cfg.optim.name(),
             be.kind()
         );
+        if !self.quiet {
+            // Here, once the backend is chosen: a bad request stays one line of error and nothing else.
+            eprintln!(
+                "note: data: {} ({})",
+                self.data_dir.display(),
+                self.data.describe()
+            );
+        }
         let mut progress = TrainProgress::new(label, self.quiet);
         let persist = Persist {
             resume: self.resume.as_ref(),
