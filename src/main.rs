@@ -433,11 +433,22 @@ struct GraphArgs {
     /// Write here instead of stdout (required for svg and png).
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Draw the model for this data set's image shape and classes [default: MNIST's, 28x28x1 and 10].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    read: ReadArgs,
 }
 
 fn cmd_graph(a: GraphArgs) -> Result<()> {
     use wgtrain::tools::graph::{self, GraphFormat, LayerGraph};
-    let spec = ModelSpec::parse(&a.model)?;
+    let spec = match &a.data {
+        None => ModelSpec::parse(&a.model)?,
+        Some(dir) => {
+            let (test, _, names) = data::load_test(dir, &a.read.options()?)?;
+            ModelSpec::parse_for(&a.model, test.shape(), names.len())?
+        }
+    };
     let dot = match a.layer {
         None => graph::model_dot(&spec, a.backward),
         Some(LayerGraph::Batchnorm) => graph::batchnorm_dot(&spec, a.backward)?,
