@@ -10,7 +10,9 @@ use criterion::{Criterion, SamplingMode};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use wgtrain::backend::cpu::CpuBackend;
-use wgtrain::backend::{Backend, BnBackward, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep};
+use wgtrain::backend::{
+    Backend, BnBackward, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimRule, OptimStep,
+};
 use wgtrain::io::data;
 use wgtrain::model::{Model, ModelSpec};
 use wgtrain::optim::{OptimKind, Optimizer};
@@ -235,17 +237,24 @@ fn main() {
         let mut w = be.upload(&values(adam_len, 12));
         let grad = be.upload(&values(adam_len, 13));
         let mut state = vec![be.zeros(adam_len), be.zeros(adam_len)];
+        let scale = be.upload(&[1.0]);
         let mut t = 0;
         move || {
             t += 1;
-            let step = OptimStep::Adam {
-                lr: 1e-3,
+            let rule = OptimRule::Adam {
                 beta1: 0.9,
                 beta2: 0.999,
                 eps: 1e-8,
                 t,
+                decoupled: false,
             };
-            be.optim_step(&step, &mut w, &grad, &mut state);
+            be.optim_step(
+                &OptimStep::plain(rule, 1e-3),
+                &mut w,
+                &grad,
+                &mut state,
+                &scale,
+            );
         }
     });
 

@@ -194,12 +194,34 @@ struct TrainArgs {
     /// --resume, the checkpoint's].
     #[arg(long)]
     model: Option<String>,
-    /// Optimizer: sgd, rmsprop or adam [default: adam; with --resume, the checkpoint's].
+    /// Optimizer: sgd, rmsprop, adam or adamw (decoupled weight decay) [default: adam; with --resume,
+    /// the checkpoint's].
     #[arg(long)]
     optim: Option<String>,
-    /// Learning rate [default: sgd 0.01, rmsprop 0.001, adam 0.001; with --resume, the checkpoint's].
+    /// Learning rate [default: sgd 0.01, rmsprop 0.001, adam and adamw 0.001; with --resume, the
+    /// checkpoint's].
     #[arg(long)]
     lr: Option<f32>,
+    /// SGD's momentum, in [0, 1) [default: 0; with --resume, the checkpoint's].
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// SGD: Nesterov momentum (with --momentum).
+    #[arg(long)]
+    nesterov: bool,
+    /// Weight decay: L2 for sgd, rmsprop and adam, decoupled for adamw [default: 0; with --resume, the
+    /// checkpoint's].
+    #[arg(long, value_name = "WD")]
+    weight_decay: Option<f32>,
+    /// Learning-rate schedule: constant, cosine (to 0 over the run), step:N (x0.1 every N steps) or
+    /// step:N:GAMMA [default: constant; with --resume, the checkpoint's].
+    #[arg(long, value_name = "SCHEDULE")]
+    lr_schedule: Option<String>,
+    /// Linear warm-up over the first N steps [default: 0; with --resume, the checkpoint's].
+    #[arg(long, value_name = "N")]
+    warmup: Option<u64>,
+    /// Clip the gradients to this global L2 norm [default: no clipping; with --resume, the checkpoint's].
+    #[arg(long, value_name = "NORM")]
+    clip_norm: Option<f32>,
     /// Passes over the training set, with --resume counting those already done [default: 1].
     #[arg(long, conflicts_with = "steps")]
     epochs: Option<usize>,
@@ -306,6 +328,12 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         model: a.model,
         optim: a.optim,
         lr: a.lr,
+        momentum: a.momentum,
+        nesterov: a.nesterov,
+        weight_decay: a.weight_decay,
+        lr_schedule: a.lr_schedule,
+        warmup: a.warmup,
+        clip_norm: a.clip_norm,
         epochs: a.epochs,
         steps: a.steps,
         batch: a.batch,
@@ -333,8 +361,12 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     } else {
         format!("{} steps", r.steps)
     };
+    let recipe = match r.recipe.describe() {
+        d if d.is_empty() => d,
+        d => format!(" ({d})"),
+    };
     println!(
-        "{} {} lr {} on {} ({}{}): {steps} in {:.1}s: training {:.1}s at {:.0} images/s, evaluation and saving {:.1}s",
+        "{} {} lr {}{recipe} on {} ({}{}): {steps} in {:.1}s: training {:.1}s at {:.0} images/s, evaluation and saving {:.1}s",
         r.model,
         r.optim,
         r.lr,

@@ -28,6 +28,7 @@ fn cfg(model: &str, optim: OptimKind, steps: usize) -> TrainConfig {
         model: ModelSpec::parse(model).unwrap(),
         optim,
         lr: optim.default_lr(),
+        recipe: Default::default(),
         batch: BATCH,
         steps,
         seed: 3,

@@ -7,8 +7,8 @@ use support::{gpu, rand_vec};
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::gpu::{GpuBackend, KernelStyle};
 use wgtrain::backend::{
-    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, PixelNorm,
-    PoolGeom, PoolKind, Trans,
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimRule, OptimStep,
+    PixelNorm, PoolGeom, PoolKind, Trans,
 };
 use wgtrain::tools::gradcheck::max_rel_diff;
 
@@ -494,51 +494,133 @@ fn softmax_ce_and_eval() {
     assert_close("eval loss sum", &ga[1..], &cacc[1..], 1e-5);
 }
 
-fn optimizer_updates() {
-    let g = gpu();
+fn adam(t: u64, decoupled: bool) -> OptimRule {
+    OptimRule::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        t,
+        decoupled,
+    }
+}
+
+/// One update of `step` on both backends from the same values; compares w and the state.
+fn compare_update(g: &GpuBackend, step: OptimStep, states: [&Vec<f32>; 2], scale: f32) {
     let cpu = CpuBackend::new();
-    let n = 1000;
+    let n = states[0].len();
     let w = rand_vec(n, 17);
     let grad = rand_vec(n, 18);
+    let mut cw = w.clone();
+    let mut cs = vec![states[0].clone(), states[1].clone()];
+    cpu.optim_step(&step, &mut cw, &grad, &mut cs, &vec![scale]);
+    let mut gw = g.upload(&w);
+    let mut gs = vec![g.upload(states[0]), g.upload(states[1])];
+    g.optim_step(
+        &step,
+        &mut gw,
+        &g.upload(&grad),
+        &mut gs,
+        &g.upload(&[scale]),
+    );
+    assert_close(&format!("{step:?} w"), &g.read(&gw), &cw, 1e-6);
+    assert_close(&format!("{step:?} s1"), &g.read(&gs[0]), &cs[0], 1e-6);
+    assert_close(&format!("{step:?} s2"), &g.read(&gs[1]), &cs[1], 1e-6);
+}
+
+fn optimizer_updates() {
+    let g = gpu();
+    let n = 1000;
     let s1: Vec<f32> = rand_vec(n, 19).iter().map(|v| v * 0.1).collect();
     let s2: Vec<f32> = rand_vec(n, 20).iter().map(|v| v.abs() * 0.01).collect();
+    let sgd = OptimRule::Sgd {
+        momentum: 0.0,
+        nesterov: false,
+    };
+    let rmsprop = OptimRule::RmsProp {
+        rho: 0.9,
+        eps: 1e-8,
+    };
     for step in [
-        OptimStep::Sgd { lr: 0.01 },
-        OptimStep::RmsProp {
-            lr: 0.001,
-            rho: 0.9,
-            eps: 1e-8,
-        },
-        OptimStep::Adam {
-            lr: 0.001,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            t: 3,
-        },
-        OptimStep::Adam {
-            lr: 0.001,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            t: 4,
-        },
+        OptimStep::plain(sgd, 0.01),
+        OptimStep::plain(rmsprop, 0.001),
+        OptimStep::plain(adam(3, false), 0.001),
+        OptimStep::plain(adam(4, false), 0.001),
     ] {
         // RMSProp's one state is a mean square, so non-negative (a negative one is a NaN on both sides,
         // which the comparison rejects); Adam's second is too.
-        let states = match step {
-            OptimStep::RmsProp { .. } => [&s2, &s1],
+        let states = match step.rule {
+            OptimRule::RmsProp { .. } => [&s2, &s1],
             _ => [&s1, &s2],
         };
-        let mut cw = w.clone();
-        let mut cs = vec![states[0].clone(), states[1].clone()];
-        cpu.optim_step(&step, &mut cw, &grad, &mut cs);
-        let mut gw = g.upload(&w);
-        let mut gs = vec![g.upload(states[0]), g.upload(states[1])];
-        g.optim_step(&step, &mut gw, &g.upload(&grad), &mut gs);
-        assert_close(&format!("{step:?} w"), &g.read(&gw), &cw, 1e-6);
-        assert_close(&format!("{step:?} s1"), &g.read(&gs[0]), &cs[0], 1e-6);
-        assert_close(&format!("{step:?} s2"), &g.read(&gs[1]), &cs[1], 1e-6);
+        // The scale is bound but not read: a 0 there would zero every update if it were.
+        compare_update(&g, step, states, 0.0);
+    }
+}
+
+/// The recipes' kernels against the CPU: momentum (and Nesterov), L2 weight decay on every rule,
+/// AdamW's decoupled decay, a clipped gradient; and the clip scale over several tensors.
+fn clip_scale_and_recipes() {
+    let g = gpu();
+    let n = 777;
+    let s1: Vec<f32> = rand_vec(n, 29).iter().map(|v| v * 0.1).collect();
+    let s2: Vec<f32> = rand_vec(n, 30).iter().map(|v| v.abs() * 0.01).collect();
+    let rules = [
+        OptimRule::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+        },
+        OptimRule::Sgd {
+            momentum: 0.8,
+            nesterov: true,
+        },
+        OptimRule::Sgd {
+            momentum: 0.0,
+            nesterov: false,
+        },
+        OptimRule::RmsProp {
+            rho: 0.9,
+            eps: 1e-8,
+        },
+        adam(5, false),
+        adam(5, true),
+    ];
+    for rule in rules {
+        for (weight_decay, clip) in [(0.0, true), (0.01, false), (0.05, true)] {
+            let step = OptimStep {
+                rule,
+                lr: 0.01,
+                weight_decay,
+                clip,
+            };
+            let states = match rule {
+                OptimRule::RmsProp { .. } => [&s2, &s1],
+                _ => [&s1, &s2],
+            };
+            compare_update(&g, step, states, 0.37);
+        }
+    }
+    // The norm of three tensors together (the second longer than a workgroup's stride many times).
+    let cpu = CpuBackend::new();
+    let parts = [rand_vec(5, 31), rand_vec(3000, 32), rand_vec(1, 33)];
+    let norm: f64 = parts
+        .iter()
+        .flatten()
+        .map(|&v| v as f64 * v as f64)
+        .sum::<f64>()
+        .sqrt();
+    for max_norm in [0.5 * norm as f32, 2.0 * norm as f32] {
+        let mut cs = vec![0.0];
+        cpu.clip_scale(&parts.iter().collect::<Vec<_>>(), max_norm, &mut cs);
+        let want = (max_norm as f64 / (norm + 1e-6)).min(1.0) as f32;
+        assert!(
+            (cs[0] - want).abs() <= 1e-6 * want,
+            "cpu {} vs {want}",
+            cs[0]
+        );
+        let up: Vec<_> = parts.iter().map(|p| g.upload(p)).collect();
+        let mut gs = g.upload(&[7.0]);
+        g.clip_scale(&up.iter().collect::<Vec<_>>(), max_norm, &mut gs);
+        assert_close("clip scale", &g.read(&gs), &cs, 1e-6);
     }
 }
 
@@ -550,16 +632,11 @@ fn adam_step_count_changes_between_steps_on_one_tensor() {
     let (w, grad) = (rand_vec(n, 21), rand_vec(n, 22));
     let (mut cw, mut cs) = (w.clone(), vec![vec![0.0; n], vec![0.0; n]]);
     let (mut gw, mut gs, gg) = (g.upload(&w), vec![g.zeros(n), g.zeros(n)], g.upload(&grad));
+    let (cscale, gscale) = (vec![1.0], g.upload(&[1.0]));
     for t in 1..=3 {
-        let step = OptimStep::Adam {
-            lr: 0.01,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            t,
-        };
-        cpu.optim_step(&step, &mut cw, &grad, &mut cs);
-        g.optim_step(&step, &mut gw, &gg, &mut gs);
+        let step = OptimStep::plain(adam(t, false), 0.01);
+        cpu.optim_step(&step, &mut cw, &grad, &mut cs, &cscale);
+        g.optim_step(&step, &mut gw, &gg, &mut gs, &gscale);
     }
     assert_close("adam x3", &g.read(&gw), &cw, 1e-6);
 }
@@ -680,6 +757,7 @@ fn main() -> std::process::ExitCode {
             "gather_batch_normalises_in_order",
             gather_batch_normalises_in_order,
         ),
+        ("clip_scale_and_recipes", clip_scale_and_recipes),
         ("copy_and_fill", copy_and_fill),
         (
             "a_wrong_kernel_result_is_caught",

@@ -31,6 +31,7 @@ fn checkpoint() -> &'static Path {
             model: ModelSpec::parse("cnn3-bn").unwrap(),
             optim: OptimKind::Adam,
             lr: 0.001,
+            recipe: Default::default(),
             batch: 10,
             steps: 30,
             seed: 1,

@@ -17,6 +17,7 @@ fn config(model: &str, optim: OptimKind, steps: usize, seed: u64) -> TrainConfig
         model: ModelSpec::parse(model).unwrap(),
         optim,
         lr: optim.default_lr(),
+        recipe: Default::default(),
         batch: 20,
         steps,
         seed,

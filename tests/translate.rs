@@ -94,6 +94,7 @@ fn build_every_model(be: &GpuBackend) {
                     model: spec.for_data(data.shape(), data.info.classes()).unwrap(),
                     optim,
                     lr: optim.default_lr(),
+                    recipe: Default::default(),
                     batch,
                     steps: 1,
                     seed: 1,

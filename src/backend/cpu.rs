@@ -6,8 +6,8 @@
 
 use super::dropout::DropoutStep;
 use super::{
-    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, PixelNorm,
-    PoolGeom, PoolKind, Trans,
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimRule, OptimStep,
+    PixelNorm, PoolGeom, PoolKind, Trans,
 };
 use rayon::prelude::*;
 
@@ -534,30 +534,89 @@ impl Backend for CpuBackend {
         out[1] += loss_sum;
     }
 
-    fn optim_step(&self, step: &OptimStep, w: &mut Vec<f32>, g: &Vec<f32>, state: &mut [Vec<f32>]) {
-        match *step {
-            OptimStep::Sgd { lr } => w.iter_mut().zip(g).for_each(|(w, g)| *w -= lr * g),
-            OptimStep::RmsProp { lr, rho, eps } => {
-                let ms = &mut state[0];
-                for i in 0..w.len() {
-                    ms[i] = rho * ms[i] + (1.0 - rho) * g[i] * g[i];
-                    w[i] -= lr * g[i] / (ms[i].sqrt() + eps);
+    fn clip_scale(&self, grads: &[&Vec<f32>], max_norm: f32, scale: &mut Vec<f32>) {
+        let sum: f64 = grads
+            .iter()
+            .flat_map(|g| g.iter())
+            .map(|&v| v as f64 * v as f64)
+            .sum();
+        scale[0] = (max_norm as f64 / (sum.sqrt() + 1e-6)).min(1.0) as f32;
+    }
+
+    fn optim_step(
+        &self,
+        step: &OptimStep,
+        w: &mut Vec<f32>,
+        g: &Vec<f32>,
+        state: &mut [Vec<f32>],
+        scale: &Vec<f32>,
+    ) {
+        let (lr, wd) = (step.lr, step.weight_decay);
+        let decoupled = matches!(
+            step.rule,
+            OptimRule::Adam {
+                decoupled: true,
+                ..
+            }
+        );
+        // The gradient the rule sees: clipped, and with L2 decay, exactly as optim.wgsl forms it.
+        let grad = |i: usize, w: f32| {
+            let mut gi = g[i];
+            if step.clip {
+                gi *= scale[0];
+            }
+            if wd != 0.0 && !decoupled {
+                gi += wd * w;
+            }
+            gi
+        };
+        match step.rule {
+            OptimRule::Sgd { momentum, nesterov } => {
+                if momentum == 0.0 {
+                    for (i, wi) in w.iter_mut().enumerate() {
+                        *wi -= lr * grad(i, *wi);
+                    }
+                } else {
+                    let buf = &mut state[0];
+                    for i in 0..w.len() {
+                        let gi = grad(i, w[i]);
+                        buf[i] = momentum * buf[i] + gi;
+                        let update = if nesterov {
+                            gi + momentum * buf[i]
+                        } else {
+                            buf[i]
+                        };
+                        w[i] -= lr * update;
+                    }
                 }
             }
-            OptimStep::Adam {
-                lr,
+            OptimRule::RmsProp { rho, eps } => {
+                let ms = &mut state[0];
+                for i in 0..w.len() {
+                    let gi = grad(i, w[i]);
+                    ms[i] = rho * ms[i] + (1.0 - rho) * gi * gi;
+                    w[i] -= lr * gi / (ms[i].sqrt() + eps);
+                }
+            }
+            OptimRule::Adam {
                 beta1,
                 beta2,
                 eps,
                 t,
+                ..
             } => {
                 let (c1, c2) = adam_corrections(beta1, beta2, t);
                 let (m, v) = state.split_at_mut(1);
                 let (m, v) = (&mut m[0], &mut v[0]);
                 for i in 0..w.len() {
-                    m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
-                    v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
-                    w[i] -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+                    let gi = grad(i, w[i]);
+                    let mut wi = w[i];
+                    if decoupled && wd != 0.0 {
+                        wi -= lr * wd * wi;
+                    }
+                    m[i] = beta1 * m[i] + (1.0 - beta1) * gi;
+                    v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi;
+                    w[i] = wi - lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
                 }
             }
         }

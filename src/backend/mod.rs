@@ -292,26 +292,46 @@ pub struct BnBackward<'a, T> {
     pub dbeta: &'a mut T,
 }
 
-/// Hyper-parameters of one optimizer update.
+/// The update rule of one optimizer step, with its own hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum OptimStep {
-    Sgd {
-        lr: f32,
-    },
+pub enum OptimRule {
+    /// `w -= lr * g`, or with momentum (PyTorch's, no dampening) `buf = momentum * buf + g` and
+    /// `w -= lr * buf` (Nesterov: `w -= lr * (g + momentum * buf)`).
+    Sgd { momentum: f32, nesterov: bool },
     /// TensorFlow/Keras RMSProp: `ms = rho*ms + (1-rho)*g^2; w -= lr*g/(sqrt(ms)+eps)`.
-    RmsProp {
-        lr: f32,
-        rho: f32,
-        eps: f32,
-    },
-    /// Adam with bias correction; `t` is the 1-based step number.
+    RmsProp { rho: f32, eps: f32 },
+    /// Adam with bias correction; `t` is the 1-based step number. `decoupled`: AdamW's weight decay
+    /// (`w *= 1 - lr * wd` before the update) instead of L2.
     Adam {
-        lr: f32,
         beta1: f32,
         beta2: f32,
         eps: f32,
         t: u64,
+        decoupled: bool,
     },
+}
+
+/// Hyper-parameters of one optimizer update. The gradient an update uses is `g * scale` when `clip`
+/// (the scale `clip_scale` left on the device), plus `weight_decay * w` unless the rule decouples it;
+/// with neither, it is `g` itself, so plain SGD, RMSProp and Adam are what they always were.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimStep {
+    pub rule: OptimRule,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub clip: bool,
+}
+
+impl OptimStep {
+    /// A plain step of `rule` at `lr`: no weight decay, no clipping.
+    pub fn plain(rule: OptimRule, lr: f32) -> Self {
+        OptimStep {
+            rule,
+            lr,
+            weight_decay: 0.0,
+            clip: false,
+        }
+    }
 }
 
 /// Which kernel set a GPU runs (`--kernels`). Only the matmuls differ between the sets; every other
@@ -599,15 +619,23 @@ pub trait Backend {
         shape: Mat,
     );
 
+    /// `scale[0] = min(1, max_norm / (||grads||_2 + 1e-6))`, the norm over every tensor of `grads`
+    /// together: gradient clipping's factor, left on the device for [`Backend::optim_step`]. GPU:
+    /// `optim.wgsl` `grad_sumsq`. Test: `clip_scale_and_recipes`.
+    fn clip_scale(&self, grads: &[&Self::Tensor], max_norm: f32, scale: &mut Self::Tensor);
+
     /// One optimizer update of `w` from `g`; `state` holds the optimizer's moment tensors
-    /// (none for SGD, one for RMSProp, two for Adam), each as long as `w`. GPU: `optim.wgsl` `sgd`,
-    /// `rmsprop`, `adam`. Tests: `optimizer_updates`, `adam_step_count_changes_between_steps_on_one_tensor`.
+    /// (none for plain SGD, one for SGD with momentum and RMSProp, two for Adam), each as long as `w`;
+    /// `scale` is [`Backend::clip_scale`]'s output, read when `step.clip`. GPU: `optim.wgsl` `sgd`,
+    /// `sgd_momentum`, `rmsprop`, `adam`. Tests: `optimizer_updates`, `clip_scale_and_recipes`,
+    /// `adam_step_count_changes_between_steps_on_one_tensor`.
     fn optim_step(
         &self,
         step: &OptimStep,
         w: &mut Self::Tensor,
         g: &Self::Tensor,
         state: &mut [Self::Tensor],
+        scale: &Self::Tensor,
     );
 }
 

@@ -4,7 +4,8 @@
 //! loads on the CPU and back. The tensors are
 //! - the parameters, by their names in the model (`fc1.weight`, `bn1.bias`, ...),
 //! - batch norm's running statistics (`bn1.running_mean`, `bn1.running_var`),
-//! - the optimizer's moments, `optim.<param>.<moment>` (`ms` for RMSProp, `m` and `v` for Adam),
+//! - the optimizer's moments, `optim.<param>.<moment>` (`momentum` for SGD with momentum, `ms` for RMSProp, `m` and `v` for
+//!   Adam and AdamW),
 //!
 //! and the safetensors metadata holds one entry, `wgtrain`, with [`CheckpointMeta`] as JSON: the model,
 //! the optimizer and its hyper-parameters, the seed, and the step count, from which the epoch and the
@@ -18,7 +19,7 @@ use crate::error::InputError;
 use crate::io::data::DataInfo;
 use crate::model::file::Shape;
 use crate::model::{Model, ModelSpec, MNIST_CLASSES};
-use crate::optim::{OptimKind, Optimizer};
+use crate::optim::{state_names, OptimKind, Optimizer, Recipe};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,12 @@ pub struct CheckpointMeta {
     /// that `eval`, `predict` and `--resume` need nothing but the checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_file: Option<String>,
+    /// Momentum, weight decay, schedule, warm-up and clipping (all off in checkpoints from before).
+    #[serde(default)]
+    pub recipe: Recipe,
+    /// The run's planned total steps, which a cosine schedule spans (0 in checkpoints from before).
+    #[serde(default)]
+    pub total_steps: u64,
     /// The data it was trained on, so that a model can be used on new images with nothing else;
     /// absent in checkpoints older than the data formats, which were all trained on MNIST.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,15 +186,6 @@ pub struct Checkpoint {
     pub path: Option<PathBuf>,
 }
 
-/// The names of the optimizer's moment tensors, in the order of `Param.state`.
-pub fn moment_names(kind: OptimKind) -> &'static [&'static str] {
-    match kind {
-        OptimKind::Sgd => &[],
-        OptimKind::RmsProp => &["ms"],
-        OptimKind::Adam => &["m", "v"],
-    }
-}
-
 /// The checkpoint name of moment `moment` of parameter `param`.
 pub fn moment_key(param: &str, moment: &str) -> String {
     format!("optim.{param}.{moment}")
@@ -224,10 +222,12 @@ impl Checkpoint {
             epoch_step: step % spe,
             backend: be.kind().to_string(),
             model_file: (!model.spec.is_builtin()).then(|| model.spec.text().to_string()),
+            recipe: opt.recipe,
+            total_steps: opt.total_steps,
             data: Some(CheckpointData::new(model.spec.input(), info)),
         };
         let mut tensors = BTreeMap::new();
-        let moments = moment_names(opt.kind);
+        let moments = opt.state_names();
         for p in model.params() {
             tensors.insert(
                 p.name.clone(),
@@ -323,6 +323,8 @@ impl Checkpoint {
         Optimizer {
             kind: self.meta.optim,
             lr: self.meta.lr,
+            recipe: self.meta.recipe,
+            total_steps: self.meta.total_steps,
             steps: self.meta.step as u64,
         }
     }
@@ -497,7 +499,7 @@ impl Checkpoint {
         with_moments: bool,
     ) -> Result<(), InputError> {
         let name = model.spec.name();
-        let moments = moment_names(self.meta.optim);
+        let moments = state_names(self.meta.optim, &self.meta.recipe);
         let mut used = std::collections::BTreeSet::new();
         if with_moments {
             // The moments are written into place (on a packed model, views into the arenas).

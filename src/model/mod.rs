@@ -154,6 +154,8 @@ pub struct Model<B: Backend> {
     /// On a backend with arenas (a GPU): every parameter's value, gradient and optimizer moments as
     /// views into one buffer each, so that one dispatch updates them all.
     pub flat: Option<FlatParams<B::Tensor>>,
+    /// Gradient clipping's factor for the next update ([`Backend::clip_scale`]; 1 until computed).
+    pub clip_scale: B::Tensor,
 }
 
 /// The parameters of a model packed into arenas (see [`Backend::arena`]), in `params()` order.
@@ -311,6 +313,7 @@ impl<B: Backend + 'static> Model<B> {
             shapes,
             head: SoftmaxCrossEntropy::new(be, net.classes, capacity),
             flat: None,
+            clip_scale: be.upload(&[1.0]),
         };
         model.flat = model.pack_params(be);
         model

@@ -261,6 +261,7 @@ pub fn run_sweep<B: Backend + 'static>(
             model: g.spec.model.for_data(data.shape(), data.info.classes())?,
             optim: g.spec.optim,
             lr: g.spec.lr,
+            recipe: Default::default(),
             batch: cfg.batch,
             steps,
             seed: cfg.seed,

@@ -11,8 +11,8 @@ use super::bench::BackendSel;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::KernelChoice;
 use crate::backend::{
-    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimStep, PoolGeom,
-    PoolKind, Trans,
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimRule, OptimStep,
+    PoolGeom, PoolKind, Trans,
 };
 use crate::error::InputError;
 use crate::io::data::ImageSet;
@@ -479,24 +479,39 @@ impl<B: Backend> Backend for Profiled<B> {
         )
     }
 
+    fn clip_scale(&self, grads: &[&B::Tensor], max_norm: f32, scale: &mut B::Tensor) {
+        let bytes: f64 = grads.iter().map(|g| self.inner.len(g) as f64 * F32).sum();
+        self.op(
+            || "clip_scale".into(),
+            Work::Bytes(bytes),
+            || self.inner.clip_scale(grads, max_norm, scale),
+        )
+    }
+
     fn optim_step(
         &self,
         step: &OptimStep,
         w: &mut B::Tensor,
         g: &B::Tensor,
         state: &mut [B::Tensor],
+        scale: &B::Tensor,
     ) {
         // Read w, g and each moment; write w and each moment.
-        let (name, tensors) = match step {
-            OptimStep::Sgd { .. } => ("sgd", 3.0),
-            OptimStep::RmsProp { .. } => ("rmsprop", 5.0),
-            OptimStep::Adam { .. } => ("adam", 7.0),
+        let name = match step.rule {
+            OptimRule::Sgd { momentum, .. } if momentum != 0.0 => "sgd_momentum",
+            OptimRule::Sgd { .. } => "sgd",
+            OptimRule::RmsProp { .. } => "rmsprop",
+            OptimRule::Adam {
+                decoupled: true, ..
+            } => "adamw",
+            OptimRule::Adam { .. } => "adam",
         };
+        let tensors = 3.0 + 2.0 * state.len() as f64;
         let bytes = tensors * self.inner.len(w) as f64 * F32;
         self.op(
             || format!("optim {name}"),
             Work::Bytes(bytes),
-            || self.inner.optim_step(step, w, g, state),
+            || self.inner.optim_step(step, w, g, state, scale),
         )
     }
 }

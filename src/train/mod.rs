@@ -13,7 +13,7 @@ use crate::error::InputError;
 use crate::io::checkpoint::Checkpoint;
 use crate::io::data::{epoch_order, DataInfo, ImageSet, Splits};
 use crate::model::{Model, ModelSpec};
-use crate::optim::{OptimKind, Optimizer};
+use crate::optim::{OptimKind, Optimizer, Recipe};
 use anyhow::Result;
 use files::RunFiles;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,8 @@ pub struct TrainConfig {
     pub model: ModelSpec,
     pub optim: OptimKind,
     pub lr: f32,
+    /// Momentum, weight decay, schedule, warm-up, clipping (`Recipe::default()`: none of them).
+    pub recipe: Recipe,
     pub batch: usize,
     /// Total optimizer steps (from `--epochs` or `--steps`).
     pub steps: usize,
@@ -70,6 +72,9 @@ pub struct TrainResult {
     pub model: String,
     pub optim: String,
     pub lr: f32,
+    /// Momentum, weight decay, schedule, warm-up and clipping.
+    #[serde(default)]
+    pub recipe: Recipe,
     pub batch: usize,
     pub epochs: f64,
     pub steps: usize,
@@ -278,7 +283,7 @@ pub fn train_with<B: Backend + 'static>(
         Some(ck) => resume_state(be, ck, cfg, &data.info, data.train.len(), spe)?,
         None => (
             Model::new(be, cfg.model.clone(), cfg.batch, cfg.seed),
-            Optimizer::new(cfg.optim, cfg.lr),
+            Optimizer::with_recipe(cfg.optim, cfg.lr, cfg.recipe, cfg.steps as u64),
         ),
     };
     let start = opt.steps as usize;
@@ -408,6 +413,7 @@ pub fn train_with<B: Backend + 'static>(
         model: cfg.model.name(),
         optim: cfg.optim.name().to_string(),
         lr: cfg.lr,
+        recipe: cfg.recipe,
         batch: cfg.batch,
         epochs: cfg.steps as f64 / spe as f64,
         steps: cfg.steps,
@@ -488,6 +494,21 @@ pub fn check_resume(
             m.optim.name().into(),
         ));
     }
+    if cfg.recipe != m.recipe {
+        let show = |r: &Recipe| match r.describe() {
+            d if d.is_empty() => "no momentum, weight decay, schedule or clipping".to_string(),
+            d => d,
+        };
+        return Err(mismatch("the recipe", show(&cfg.recipe), show(&m.recipe)));
+    }
+    let schedule_spans_run = cfg.recipe.schedule == crate::optim::LrSchedule::Cosine;
+    if schedule_spans_run && m.total_steps != cfg.steps as u64 {
+        return Err(mismatch(
+            "a cosine schedule over",
+            format!("{} steps", cfg.steps),
+            format!("{} steps", m.total_steps),
+        ));
+    }
     if cfg.batch != m.batch {
         return Err(mismatch(
             "batch",
@@ -554,5 +575,6 @@ fn resume_state<B: Backend + 'static>(
     check_resume(ck, cfg, info, train_len, spe)?;
     let (model, mut opt) = ck.restore(be, cfg.batch)?;
     opt.lr = cfg.lr;
+    opt.total_steps = cfg.steps as u64;
     Ok((model, opt))
 }

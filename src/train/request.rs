@@ -10,7 +10,7 @@ use crate::error::{at_least_one, InputError};
 use crate::io::checkpoint::Checkpoint;
 use crate::io::data::{self, Splits};
 use crate::model::ModelSpec;
-use crate::optim::OptimKind;
+use crate::optim::{LrSchedule, OptimKind, Recipe};
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -25,6 +25,13 @@ pub struct TrainRequest {
     pub model: Option<String>,
     pub optim: Option<String>,
     pub lr: Option<f32>,
+    /// The recipe's parts (each from the checkpoint when resuming and not given).
+    pub momentum: Option<f32>,
+    pub nesterov: bool,
+    pub weight_decay: Option<f32>,
+    pub lr_schedule: Option<String>,
+    pub warmup: Option<u64>,
+    pub clip_norm: Option<f32>,
     pub epochs: Option<usize>,
     pub steps: Option<usize>,
     pub batch: Option<usize>,
@@ -71,6 +78,19 @@ impl TrainRequest {
         if !(lr.is_finite() && lr > 0.0) {
             return Err(InputError::value(format!("--lr {lr}: must be a positive number")).into());
         }
+        let base = meta.map(|m| m.recipe).unwrap_or_default();
+        let recipe = Recipe {
+            momentum: self.momentum.unwrap_or(base.momentum),
+            nesterov: self.nesterov || (self.momentum.is_none() && base.nesterov),
+            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
+            schedule: match &self.lr_schedule {
+                Some(s) => LrSchedule::parse(s)?,
+                None => base.schedule,
+            },
+            warmup: self.warmup.unwrap_or(base.warmup),
+            clip_norm: self.clip_norm.or(base.clip_norm),
+        };
+        recipe.check(optim)?;
         let batch = at_least_one(
             "--batch",
             self.batch
@@ -105,6 +125,7 @@ impl TrainRequest {
             model,
             optim,
             lr,
+            recipe,
             batch,
             steps,
             seed,

@@ -592,14 +592,18 @@ impl Backend for GpuBackend {
         softmax_ce::eval_batch(self, logits, labels, out, shape);
     }
 
+    fn clip_scale(&self, grads: &[&GpuTensor], max_norm: f32, scale: &mut GpuTensor) {
+        optim::clip_scale(self, grads, max_norm, scale);
+    }
     fn optim_step(
         &self,
         step: &OptimStep,
         w: &mut GpuTensor,
         g: &GpuTensor,
         state: &mut [GpuTensor],
+        scale: &GpuTensor,
     ) {
-        optim::step(self, step, w, g, state);
+        optim::step(self, step, w, g, state, scale);
     }
 }
 
