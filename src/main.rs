@@ -715,6 +715,13 @@ struct SweepArgs {
     /// Sweep directory: results.jsonl, runs/<key>/losses.csv, report.md, figures/.
     #[arg(long, value_name = "DIR", default_value = "runs/sweep")]
     out: PathBuf,
+    /// Train N runs at once, in N processes sharing the directory (each with its share of the CPU
+    /// threads); the report is written when all have finished.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
+    /// Set on the processes `--jobs` starts: train, write no report.
+    #[arg(long = "job-of-sweep", hide = true)]
+    job_of_sweep: bool,
     /// Seed of every run's weights and shuffling (recorded with each run).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -762,12 +769,35 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
     cfg.seed = a.seed;
     cfg.shard = shard.unwrap_or_default();
     cfg.log_every = at_least_one("--log-every", a.log_every)?;
-    cfg.report = cfg.shard.count == 1;
+    let jobs = wgtrain::study::jobs::check_jobs(a.jobs)?;
+    cfg.report = cfg.shard.count == 1 && !a.job_of_sweep;
     cfg.validate()?;
     wgtrain::io::output::prepare_dir(&a.out, "--out")?;
     let data_dir = a.data.dir();
     cfg.data_label = data_dir.display().to_string();
-    let data = data::load_dir(&data_dir, a.data.val_size)?;
+    let data = data::load(&data_dir, a.data.val_size, &a.data.read.options()?)?;
+    // Everything is checked: start the other jobs, each with its share of the threads.
+    let children = if jobs > 1 {
+        use wgtrain::study::jobs;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = jobs::threads_per_job(cores, jobs);
+        jobs::limit_threads(threads);
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        if !a.quiet {
+            notice(&format!(
+                "{jobs} jobs on this directory, {threads} CPU thread{} each",
+                if threads == 1 { "" } else { "s" }
+            ));
+        }
+        jobs::spawn(jobs - 1, &args, threads)?
+    } else {
+        Vec::new()
+    };
+    // The report waits for the other jobs: this process trains with none, then writes it.
+    if !children.is_empty() {
+        cfg.report = false;
+    }
+    let report_after = jobs > 1 && cfg.shard.count == 1;
     let label = match shard {
         Some(s) => format!("sweep shard {s}"),
         None => "sweep".to_string(),
@@ -779,15 +809,31 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
         observer: &mut progress,
     };
     let s = a.device.run(job, a.quiet)?;
+    wgtrain::study::jobs::wait_all(children)?;
+    let report = if report_after {
+        Some(wgtrain::study::report::build_report(
+            &a.out,
+            &[],
+            None,
+            &mut |m| eprintln!("warning: {m}"),
+        )?)
+    } else {
+        s.report.clone()
+    };
+    if a.job_of_sweep {
+        return Ok(());
+    }
     let mut also = String::new();
     if !s.diverged.is_empty() {
         also += &format!(", {} diverged", s.diverged.len());
     }
     if !s.elsewhere.is_empty() {
-        also += &format!(
-            ", {} trained by another sweep process on this directory",
-            s.elsewhere.len()
-        );
+        let by = if jobs > 1 {
+            "by this sweep's other jobs"
+        } else {
+            "by another sweep process on this directory"
+        };
+        also += &format!(", {} trained {by}", s.elsewhere.len());
     }
     println!(
         "{} runs trained, {} already done{also}; results in {}",
@@ -795,7 +841,7 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
         s.skipped.len(),
         a.out.join(RESULTS_FILE).display()
     );
-    match s.report {
+    match report {
         Some(p) => println!("wrote {}", p.display()),
         None => println!(
             "shard done; when every shard has finished: wgtrain report --out {}",

@@ -439,6 +439,86 @@ fn concurrent_sweeps_share_the_grid() {
     );
 }
 
+/// `sweep --jobs 2` (issue 19): a sweep killed with SIGKILL mid-run, then resumed with two jobs: every
+/// run of the grid once in results.jsonl, one directory per run, no claim or temporary file left, and
+/// runs.csv with a row per run.
+#[test]
+fn a_killed_sweep_resumes_with_two_jobs_losing_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data_dir(tmp.path());
+    let sweep = tmp.path().join("sweep");
+    let s = sweep.to_str().unwrap();
+    let base = [
+        "sweep",
+        "--steps",
+        "40",
+        "--tables",
+        "1,3",
+        "--out",
+        s,
+        "--data",
+        &d,
+        "--val-size",
+        "100",
+        "--backend",
+        "cpu",
+        "-q",
+    ];
+    let mut first = Command::new(env!("CARGO_BIN_EXE_wgtrain"))
+        .args(base)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it has finished a run or two (if it is faster, it finished: the resume then has
+    // nothing to do, and the counts below still hold).
+    let results = sweep.join("results.jsonl");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&results).map_or(0, |t| t.lines().count()) < 2
+        && start.elapsed().as_secs() < 60
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let done_before = std::fs::read_to_string(&results).unwrap().lines().count();
+    let mut again = base.to_vec();
+    again.extend(["--jobs", "2"]);
+    let stdout = ok(wgtrain(&again));
+    let mut cfg = wgtrain::study::sweep::SweepConfig::new(&sweep);
+    cfg.tables = vec![1, 3];
+    let grid = cfg.selected().len();
+    let keys: Vec<String> = std::fs::read_to_string(&results)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["key"].to_string())
+        .collect();
+    let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(keys.len(), distinct.len(), "a run trained twice: {keys:?}");
+    assert_eq!(keys.len(), grid, "{stdout}");
+    assert_eq!(std::fs::read_dir(sweep.join("runs")).unwrap().count(), grid);
+    assert!(
+        stdout.contains(&format!("{done_before} already done")),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_dir(sweep.join("claims")).unwrap().count(),
+        0,
+        "claims left"
+    );
+    assert_eq!(debris(&sweep), Vec::<String>::new());
+    let csv = std::fs::read_to_string(sweep.join("runs.csv")).unwrap();
+    assert_eq!(csv.lines().count(), grid + 1, "{csv}");
+    assert!(
+        csv.starts_with("key,sweep,tables,status,model,optim,lr,batch,"),
+        "{csv}"
+    );
+    // --jobs 0 is refused before anything starts.
+    let mut zero = base.to_vec();
+    zero.extend(["--jobs", "0"]);
+    assert_input_error(&wgtrain(&zero), &["--jobs 0"]);
+}
+
 /// Point 7: validation before notes (the CPU-fallback note never precedes an error), and eval and
 /// predict take -q.
 #[test]

@@ -51,7 +51,8 @@ pub fn cpu_model_name() -> String {
                 .map(|n| n.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    format!("{name} ({threads} threads)")
+    let plural = if threads == 1 { "" } else { "s" };
+    format!("{name} ({threads} thread{plural})")
 }
 
 impl Backend for CpuBackend {

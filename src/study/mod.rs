@@ -3,6 +3,7 @@
 
 pub mod figures;
 pub mod grid;
+pub mod jobs;
 pub mod report;
 pub mod store;
 pub mod sweep;

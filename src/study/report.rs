@@ -225,7 +225,8 @@ pub fn write_report(
     let _ = writeln!(
         md,
         "Accuracy on the validation and test sets after the last step; train loss is the mean over the \
-         last epoch. Per-step losses: `runs/<key>/losses.csv`; all fields: `{RESULTS_FILE}`.\n"
+         last epoch. Per-step losses: `runs/<key>/losses.csv`; all fields: `{RESULTS_FILE}`; every run of \
+         every sweep in this directory as one table (for pandas or R): `{RUNS_CSV}`.\n"
     );
     let rows: Vec<Vec<String>> = ordered
         .iter()
@@ -268,6 +269,7 @@ pub fn write_report(
         ],
         &rows,
     ));
+    write_runs_csv(dir, records)?;
     let path = dir.join(REPORT_FILE);
     write_atomic(&path, md.as_bytes())?;
     Ok(path)
@@ -358,4 +360,91 @@ pub fn build_report(
         }
     }
     write_report(dir, &records, sig, &mut warn)
+}
+
+/// The file of every run, one row each, for pandas or R (written beside report.md).
+pub const RUNS_CSV: &str = "runs.csv";
+
+/// One row of [`RUNS_CSV`]: a run's configuration and every figure it measured (the per-epoch
+/// figures and the per-step losses stay in results.jsonl and runs/<key>/).
+#[derive(serde::Serialize)]
+struct RunRow<'a> {
+    key: &'a str,
+    sweep: &'a str,
+    tables: String,
+    status: &'static str,
+    model: &'a str,
+    optim: &'a str,
+    lr: f32,
+    batch: usize,
+    epochs: f64,
+    steps: usize,
+    seed: u64,
+    quick: bool,
+    data: &'a str,
+    train_images: usize,
+    val_images: usize,
+    test_images: usize,
+    backend: &'a str,
+    device: &'a str,
+    kernels: Option<&'a str>,
+    train_loss: Option<f64>,
+    val_loss: Option<f64>,
+    val_acc: Option<f64>,
+    test_loss: Option<f64>,
+    test_acc: Option<f64>,
+    images_per_s: Option<f64>,
+    seconds: f64,
+    diverged_at: Option<usize>,
+    shard: &'a str,
+    finished_unix: u64,
+    version: &'a str,
+}
+
+/// Writes [`RUNS_CSV`] in `dir`: every record of `records` (every sweep the directory holds), in
+/// file order, atomically.
+pub fn write_runs_csv(dir: &Path, records: &[RunRecord]) -> Result<PathBuf> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in records {
+        let tables: Vec<String> = r.tables.iter().map(u8::to_string).collect();
+        w.serialize(RunRow {
+            key: &r.key,
+            sweep: &r.sweep,
+            tables: tables.join(" "),
+            status: match r.status {
+                RunStatus::Ok => "ok",
+                RunStatus::Diverged => "diverged",
+            },
+            model: &r.model,
+            optim: &r.optim,
+            lr: r.lr,
+            batch: r.batch,
+            epochs: r.epochs,
+            steps: r.steps,
+            seed: r.seed,
+            quick: r.quick,
+            data: &r.data,
+            train_images: r.train_images,
+            val_images: r.val_images,
+            test_images: r.test_images,
+            backend: &r.backend,
+            device: &r.device,
+            kernels: r.kernels.as_deref(),
+            train_loss: r.train_loss,
+            val_loss: r.val_loss,
+            val_acc: r.val_acc,
+            test_loss: r.test_loss,
+            test_acc: r.test_acc,
+            images_per_s: r.images_per_s,
+            seconds: r.seconds,
+            diverged_at: r.diverged_at,
+            shard: &r.shard,
+            finished_unix: r.finished_unix,
+            version: &r.version,
+        })?;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let path = dir.join(RUNS_CSV);
+    write_atomic(&path, &bytes)?;
+    Ok(path)
 }
