@@ -181,12 +181,6 @@ struct DataArgs {
     read: ReadArgs,
 }
 
-impl DataArgs {
-    fn dir(&self) -> PathBuf {
-        self.data.clone().unwrap_or_else(data::default_data_dir)
-    }
-}
-
 #[derive(Args)]
 struct TrainArgs {
     /// Model: a built-in (fc8, fc8-bn, cnn3, cnn3-bn, cnn5, cnn5-bn, cnn7, cnn7-bn) or a model file
@@ -695,6 +689,10 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
 
 #[derive(Args)]
 struct SweepArgs {
+    /// An experiment file (versioned TOML: settings, axes, the report's table; see the README's
+    /// "Your own experiments") [default: the study's tables].
+    #[arg(value_name = "EXPERIMENT")]
+    experiment: Option<PathBuf>,
     /// Which of the study's tables to run, e.g. 1,2 (runs two tables share are run once).
     #[arg(long, default_value = "1,2,3,4")]
     tables: String,
@@ -752,30 +750,56 @@ struct ReportArgs {
 }
 
 fn cmd_sweep(a: SweepArgs) -> Result<()> {
+    use wgtrain::study::experiment::{self, Experiment, ExperimentJob};
     use wgtrain::study::grid::{parse_tables, Shard};
     use wgtrain::study::store::RESULTS_FILE;
-    use wgtrain::study::sweep::{Budget, SweepConfig, SweepJob, SweepProgress};
-    let tables = parse_tables(&a.tables)?;
+    use wgtrain::study::sweep::{Budget, SweepConfig, SweepProgress};
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
-    let mut cfg = SweepConfig::new(&a.out);
-    if a.quick {
-        cfg = cfg.quick();
-    } else if let Some(s) = a.steps {
-        cfg.budget = Budget::Steps(s);
-    } else {
-        cfg.budget = Budget::Epochs(a.epochs);
-    }
-    cfg.tables = tables;
-    cfg.seed = a.seed;
-    cfg.shard = shard.unwrap_or_default();
-    cfg.log_every = at_least_one("--log-every", a.log_every)?;
+    let log_every = at_least_one("--log-every", a.log_every)?;
     let jobs = wgtrain::study::jobs::check_jobs(a.jobs)?;
-    cfg.report = cfg.shard.count == 1 && !a.job_of_sweep;
-    cfg.validate()?;
+    // An experiment file, or the study's tables: the sweeps to run, and where the data is.
+    let exp = a.experiment.as_deref().map(Experiment::load).transpose()?;
+    let (mut sweeps, data_dir, val_size) = match &exp {
+        Some(e) => {
+            if a.tables != "1,2,3,4" || a.steps.is_some() || a.epochs != 1 || a.seed != 1 {
+                return Err(InputError::value(format!(
+                    "{}: --tables, --epochs, --steps and --seed are the study's; an experiment file sets its own",
+                    e.path.display()
+                ))
+                .into());
+            }
+            let dir = e.data_dir().or_else(|| a.data.data.clone());
+            (e.sweeps(&a.out, a.quick), dir, e.settings.val_size)
+        }
+        None => {
+            let mut cfg = SweepConfig::new(&a.out);
+            if a.quick {
+                cfg = cfg.quick();
+            } else if let Some(s) = a.steps {
+                cfg.budget = Budget::Steps(s);
+            } else {
+                cfg.budget = Budget::Epochs(a.epochs);
+            }
+            cfg.tables = parse_tables(&a.tables)?;
+            cfg.seed = a.seed;
+            (vec![cfg], a.data.data.clone(), a.data.val_size)
+        }
+    };
+    let data_dir = data_dir.unwrap_or_else(data::default_data_dir);
+    let study_sig = sweeps[0].signature();
+    for cfg in sweeps.iter_mut() {
+        cfg.shard = shard.unwrap_or_default();
+        cfg.log_every = log_every;
+        // Written below, once every job has finished.
+        cfg.report = false;
+        cfg.data_label = data_dir.display().to_string();
+        cfg.validate()?;
+    }
     wgtrain::io::output::prepare_dir(&a.out, "--out")?;
-    let data_dir = a.data.dir();
-    cfg.data_label = data_dir.display().to_string();
-    let data = data::load(&data_dir, a.data.val_size, &a.data.read.options()?)?;
+    let data = data::load(&data_dir, val_size, &a.data.read.options()?)?;
+    if let (Some(e), false) = (&exp, a.job_of_sweep) {
+        experiment::keep_copy(e, &a.out, a.quick)?;
+    }
     // Everything is checked: start the other jobs, each with its share of the threads.
     let children = if jobs > 1 {
         use wgtrain::study::jobs;
@@ -793,36 +817,35 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
     } else {
         Vec::new()
     };
-    // The report waits for the other jobs: this process trains with none, then writes it.
-    if !children.is_empty() {
-        cfg.report = false;
-    }
-    let report_after = jobs > 1 && cfg.shard.count == 1;
-    let label = match shard {
-        Some(s) => format!("sweep shard {s}"),
-        None => "sweep".to_string(),
+    let label = match (shard, &exp) {
+        (Some(s), _) => format!("sweep shard {s}"),
+        (None, Some(_)) => "experiment".to_string(),
+        (None, None) => "sweep".to_string(),
     };
     let mut progress = SweepProgress::new(label, a.quiet);
-    let job = SweepJob {
+    let job = ExperimentJob {
         data,
-        cfg,
+        sweeps,
         observer: &mut progress,
     };
     let s = a.device.run(job, a.quiet)?;
     wgtrain::study::jobs::wait_all(children)?;
-    let report = if report_after {
-        Some(wgtrain::study::report::build_report(
-            &a.out,
-            &[],
-            None,
-            &mut |m| eprintln!("warning: {m}"),
-        )?)
-    } else {
-        s.report.clone()
-    };
     if a.job_of_sweep {
         return Ok(());
     }
+    let mut warn = |m: &str| eprintln!("warning: {m}");
+    let report = match (&exp, shard.is_some()) {
+        (_, true) => None,
+        (Some(e), false) => Some(experiment::write_experiment_report(
+            e, &a.out, a.quick, &mut warn,
+        )?),
+        (None, false) => Some(wgtrain::study::report::build_report(
+            &a.out,
+            &[],
+            Some(&study_sig),
+            &mut warn,
+        )?),
+    };
     let mut also = String::new();
     if !s.diverged.is_empty() {
         also += &format!(", {} diverged", s.diverged.len());
@@ -852,10 +875,16 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
 }
 
 fn cmd_report(a: ReportArgs) -> Result<()> {
-    let path =
-        wgtrain::study::report::build_report(&a.out, &a.merge, a.sweep.as_deref(), &mut |m| {
-            eprintln!("warning: {m}")
-        })?;
+    use wgtrain::study::{experiment, report};
+    let mut warn = |m: &str| eprintln!("warning: {m}");
+    // A directory an experiment file was swept into gets that experiment's report.
+    let path = match experiment::stored(&a.out)? {
+        Some((e, quick)) => {
+            report::merge_into(&a.out, &a.merge, &mut warn)?;
+            experiment::write_experiment_report(&e, &a.out, quick, &mut warn)?
+        }
+        None => report::build_report(&a.out, &a.merge, a.sweep.as_deref(), &mut warn)?,
+    };
     println!("wrote {}", path.display());
     Ok(())
 }

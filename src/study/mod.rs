@@ -1,6 +1,7 @@
 //! The study the project grew from (docs/MODELS.md, "The study"): its tables and run grid, the store of
 //! finished runs, the headless sweep, and the report with its figures.
 
+pub mod experiment;
 pub mod figures;
 pub mod grid;
 pub mod jobs;
