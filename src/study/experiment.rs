@@ -570,6 +570,19 @@ pub fn write_experiment_report(
     header.extend(col_vals.iter().cloned());
     let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
     md.push_str(&markdown::table(&header_refs, &table));
+    md.push('\n');
+    match render_experiment_figure(exp, out, &keys, &row_vals, &col_vals)? {
+        Some(png) => {
+            let _ = writeln!(
+                md,
+                "![Training loss by {cols_axis} and {rows_axis}]({png})\n\nAlso as [SVG]({}).",
+                png.replace(".png", ".svg")
+            );
+        }
+        None => {
+            let _ = writeln!(md, "_No loss curves yet._");
+        }
+    }
     write_atomic(
         &out.join(CELLS_CSV),
         &csv.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -646,4 +659,190 @@ impl crate::backend::select::OnBackend for ExperimentJob<'_> {
         }
         Ok(all)
     }
+}
+
+/// A cell's loss curve: the mean over its runs of each run's smoothed loss, step by step, and the
+/// lowest and highest of them (the band), over the steps every run has.
+struct CellCurve {
+    label: String,
+    mean: Vec<(f64, f64)>,
+    low: Vec<f64>,
+    high: Vec<f64>,
+}
+
+fn cell_curve(label: String, runs: &[Vec<(f64, f64)>]) -> Option<CellCurve> {
+    let n = runs.iter().map(Vec::len).min()?;
+    if n == 0 {
+        return None;
+    }
+    let window = super::figures::smoothing_window(n);
+    let smooth: Vec<Vec<(f64, f64)>> = runs
+        .iter()
+        .map(|r| super::figures::moving_average(&r[..n], window))
+        .collect();
+    let at = |i: usize| smooth.iter().map(move |s| s[i].1);
+    Some(CellCurve {
+        label,
+        mean: (0..n)
+            .map(|i| (smooth[0][i].0, at(i).sum::<f64>() / smooth.len() as f64))
+            .collect(),
+        low: (0..n)
+            .map(|i| at(i).fold(f64::INFINITY, f64::min))
+            .collect(),
+        high: (0..n)
+            .map(|i| at(i).fold(f64::NEG_INFINITY, f64::max))
+            .collect(),
+    })
+}
+
+struct ExperimentFigure<'a> {
+    title: &'a str,
+    /// One panel per column value: its curves, one per row value.
+    panels: Vec<(String, Vec<CellCurve>)>,
+}
+
+impl crate::io::plot_file::Figure for ExperimentFigure<'_> {
+    fn draw<DB: plotters::prelude::DrawingBackend>(
+        &self,
+        root: plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    ) -> Result<()> {
+        use crate::io::plot_file::plot_err;
+        use plotters::prelude::*;
+        root.fill(&WHITE).map_err(plot_err)?;
+        let root = root
+            .titled(
+                self.title,
+                ("sans-serif", 26).into_font().style(FontStyle::Bold),
+            )
+            .map_err(plot_err)?;
+        let (body, foot) = root.split_vertically(root.dim_in_pixel().1 - 28);
+        foot.draw_text(
+            "line: mean over the cell's runs (seeds) of the smoothed training loss; band: lowest to highest run",
+            &("sans-serif", 15).into_text_style(&foot),
+            (12, 4),
+        )
+        .map_err(plot_err)?;
+        let curves = || self.panels.iter().flat_map(|(_, c)| c.iter());
+        let xmax = curves()
+            .filter_map(|c| c.mean.last().map(|p| p.0))
+            .fold(1.0f64, f64::max);
+        let ymax = (curves()
+            .flat_map(|c| c.high.iter().copied())
+            .fold(0.0, f64::max)
+            * 1.1)
+            .clamp(0.1, 10.0);
+        let areas = body.split_evenly((1, self.panels.len().max(1)));
+        for ((title, cells), area) in self.panels.iter().zip(areas) {
+            let mut chart = ChartBuilder::on(&area)
+                .caption(title, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(44)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+                .map_err(plot_err)?;
+            chart
+                .configure_mesh()
+                .x_desc("iteration (optimizer step)")
+                .y_desc("training loss")
+                .x_label_formatter(&|x| format!("{}", x.round() as i64))
+                .y_label_formatter(&|y| format!("{y:.1}"))
+                .label_style(("sans-serif", 14))
+                .light_line_style(RGBColor(240, 240, 240))
+                .draw()
+                .map_err(plot_err)?;
+            for (i, c) in cells.iter().enumerate() {
+                let color = super::figures::COLORS[i % super::figures::COLORS.len()];
+                let band: Vec<(f64, f64)> = c
+                    .mean
+                    .iter()
+                    .zip(&c.high)
+                    .map(|(p, h)| (p.0, h.min(ymax)))
+                    .chain(
+                        c.mean
+                            .iter()
+                            .zip(&c.low)
+                            .rev()
+                            .map(|(p, l)| (p.0, l.min(ymax))),
+                    )
+                    .collect();
+                chart
+                    .draw_series(std::iter::once(Polygon::new(band, color.mix(0.2).filled())))
+                    .map_err(plot_err)?;
+                chart
+                    .draw_series(LineSeries::new(
+                        c.mean.iter().map(|p| (p.0, p.1.min(ymax))),
+                        color.stroke_width(3),
+                    ))
+                    .map_err(plot_err)?
+                    .label(c.label.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+                    });
+            }
+            if !cells.is_empty() {
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(RGBColor(160, 160, 160))
+                    .label_font(("sans-serif", 15))
+                    .draw()
+                    .map_err(plot_err)?;
+            }
+        }
+        root.present().map_err(plot_err)?;
+        Ok(())
+    }
+}
+
+/// Draws the experiment's loss figure (`figures/experiment.png` and `.svg`): a panel per column
+/// value, a mean curve with its band per row value. Returns the PNG's path relative to `out`, or
+/// None if no run has losses yet.
+fn render_experiment_figure(
+    exp: &Experiment,
+    out: &Path,
+    keys: &[(String, Point)],
+    rows: &[String],
+    cols: &[String],
+) -> Result<Option<String>> {
+    crate::io::font::register_font();
+    let (ra, ca) = (exp.report.rows.as_str(), exp.report.columns.as_str());
+    let mut panels = Vec::new();
+    for cv in cols {
+        let mut cells = Vec::new();
+        for rv in rows {
+            let runs: Vec<Vec<(f64, f64)>> = keys
+                .iter()
+                .filter(|(_, p)| p.value(ra) == *rv && p.value(ca) == *cv)
+                .filter_map(|(k, _)| {
+                    super::figures::read_losses(&out.join("runs").join(k).join("losses.csv")).ok()
+                })
+                .filter(|l| !l.is_empty())
+                .collect();
+            let label = format!("{rv} (n={})", runs.len());
+            if let Some(c) = cell_curve(label, &runs) {
+                cells.push(c);
+            }
+        }
+        panels.push((format!("{ca} {cv}"), cells));
+    }
+    if panels.iter().all(|(_, c)| c.is_empty()) {
+        return Ok(None);
+    }
+    let dir = out.join("figures");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| InputError::file(&dir, format!("cannot create: {e}")))?;
+    let width = (520 * panels.len().max(1)) as u32;
+    let fig = ExperimentFigure {
+        title: &exp.title,
+        panels,
+    };
+    for ext in ["png", "svg"] {
+        crate::io::plot_file::save_figure(
+            &fig,
+            &dir.join(format!("experiment.{ext}")),
+            (width, 480),
+        )?;
+    }
+    Ok(Some("figures/experiment.png".into()))
 }
