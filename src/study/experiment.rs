@@ -733,23 +733,7 @@ impl crate::io::plot_file::Figure for ExperimentFigure<'_> {
             .clamp(0.1, 10.0);
         let areas = body.split_evenly((1, self.panels.len().max(1)));
         for ((title, cells), area) in self.panels.iter().zip(areas) {
-            let mut chart = ChartBuilder::on(&area)
-                .caption(title, ("sans-serif", 20))
-                .margin(12)
-                .x_label_area_size(44)
-                .y_label_area_size(60)
-                .build_cartesian_2d(0f64..xmax, 0f64..ymax)
-                .map_err(plot_err)?;
-            chart
-                .configure_mesh()
-                .x_desc("iteration (optimizer step)")
-                .y_desc("training loss")
-                .x_label_formatter(&|x| format!("{}", x.round() as i64))
-                .y_label_formatter(&|y| format!("{y:.1}"))
-                .label_style(("sans-serif", 14))
-                .light_line_style(RGBColor(240, 240, 240))
-                .draw()
-                .map_err(plot_err)?;
+            let mut chart = super::figures::loss_chart(&area, title, xmax, ymax)?;
             for (i, c) in cells.iter().enumerate() {
                 let color = super::figures::COLORS[i % super::figures::COLORS.len()];
                 let band: Vec<(f64, f64)> = c
@@ -780,14 +764,7 @@ impl crate::io::plot_file::Figure for ExperimentFigure<'_> {
                     });
             }
             if !cells.is_empty() {
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(RGBColor(160, 160, 160))
-                    .label_font(("sans-serif", 15))
-                    .draw()
-                    .map_err(plot_err)?;
+                super::figures::draw_legend(&mut chart)?;
             }
         }
         root.present().map_err(plot_err)?;

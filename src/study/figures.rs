@@ -7,6 +7,7 @@ use crate::error::InputError;
 use crate::io::font::register_font;
 use crate::io::plot_file::{plot_err, save_figure, Figure};
 use anyhow::{Context, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::collections::HashMap;
@@ -134,6 +135,49 @@ pub(crate) const COLORS: [RGBColor; 8] = [
     RGBColor(23, 190, 207),
 ];
 
+/// A loss-over-iterations panel on `area`: both axes from 0, the study's labels and grid.
+pub(crate) fn loss_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    xmax: f64,
+    ymax: f64,
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("iteration (optimizer step)")
+        .y_desc("training loss (cross-entropy)")
+        .x_label_formatter(&|x| format!("{}", x.round() as i64))
+        .y_label_formatter(&|y| format!("{y:.1}"))
+        .axis_desc_style(("sans-serif", 17))
+        .label_style(("sans-serif", 14))
+        .light_line_style(RGBColor(240, 240, 240))
+        .draw()
+        .map_err(plot_err)?;
+    Ok(chart)
+}
+
+/// The legend of the labelled series, upper right, on a light box.
+pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(160, 160, 160))
+        .label_font(("sans-serif", 16))
+        .draw()
+        .map_err(plot_err)?;
+    Ok(())
+}
+
 /// A run's curve ready to draw.
 struct Curve {
     label: String,
@@ -185,24 +229,7 @@ fn draw_figure<DB: DrawingBackend>(
     let ymax = (ymax_smooth * 1.1).clamp(0.1, 10.0);
     let areas = body.split_evenly((1, panels.len().max(1)));
     for ((ptitle, curves), area) in panels.iter().zip(areas) {
-        let mut chart = ChartBuilder::on(&area)
-            .caption(ptitle, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(48)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("iteration (optimizer step)")
-            .y_desc("training loss (cross-entropy)")
-            .x_label_formatter(&|x| format!("{}", x.round() as i64))
-            .y_label_formatter(&|y| format!("{y:.1}"))
-            .axis_desc_style(("sans-serif", 17))
-            .label_style(("sans-serif", 14))
-            .light_line_style(RGBColor(240, 240, 240))
-            .draw()
-            .map_err(plot_err)?;
+        let mut chart = loss_chart(&area, ptitle, xmax, ymax)?;
         for c in curves {
             let color = COLORS[c.color % COLORS.len()];
             let clip = |p: &(f64, f64)| (p.0, p.1.min(ymax));
@@ -224,14 +251,7 @@ fn draw_figure<DB: DrawingBackend>(
                 });
         }
         if !curves.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(160, 160, 160))
-                .label_font(("sans-serif", 16))
-                .draw()
-                .map_err(plot_err)?;
+            draw_legend(&mut chart)?;
         }
     }
     root.present().map_err(plot_err)?;
