@@ -168,6 +168,34 @@ impl Recipe {
         warm * after
     }
 
+    /// The recipe as it appears in run keys: empty for the default (so the study's keys are unchanged),
+    /// else e.g. `_mom0.9n_wd0.0001_cosine_w50_clip1`.
+    pub fn tag(&self) -> String {
+        let mut t = String::new();
+        if self.momentum != 0.0 {
+            t += &format!(
+                "_mom{}{}",
+                self.momentum,
+                if self.nesterov { "n" } else { "" }
+            );
+        }
+        if self.weight_decay != 0.0 {
+            t += &format!("_wd{}", self.weight_decay);
+        }
+        match self.schedule {
+            LrSchedule::Constant => {}
+            LrSchedule::Cosine => t += "_cosine",
+            LrSchedule::Step { every, gamma } => t += &format!("_step{every}x{gamma}"),
+        }
+        if self.warmup > 0 {
+            t += &format!("_w{}", self.warmup);
+        }
+        if let Some(c) = self.clip_norm {
+            t += &format!("_clip{c}");
+        }
+        t
+    }
+
     /// One line for the user: the parts that are not the default.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();

@@ -56,6 +56,46 @@ zip = [["optim", "lr"]]
 }
 
 #[test]
+fn recipes_are_settings_and_axes_with_their_own_keys() {
+    let e = parse(
+        r#"version = 1
+[settings]
+lr_schedule = "cosine"
+warmup = 5
+[axes]
+model = ["fc8"]
+optim = ["sgd"]
+momentum = [0.0, 0.9]
+weight_decay = [0.0, 0.0005]
+"#,
+    )
+    .unwrap();
+    assert_eq!(e.points.len(), 4);
+    assert!(e.points.iter().all(|p| p.recipe.warmup == 5));
+    let keys: Vec<String> = e
+        .keys(Path::new("o"), false)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "fc8_sgd_lr0.01_b110_e1_seed1_cosine_w5",
+            "fc8_sgd_lr0.01_b110_e1_seed1_mom0.9_cosine_w5",
+            "fc8_sgd_lr0.01_b110_e1_seed1_wd0.0005_cosine_w5",
+            "fc8_sgd_lr0.01_b110_e1_seed1_mom0.9_wd0.0005_cosine_w5",
+        ]
+    );
+    let bad =
+        parse("version = 1\n[axes]\nmodel = [\"fc8\"]\noptim = [\"adam\"]\nmomentum = [0.9]\n");
+    let msg = bad.unwrap_err();
+    assert!(
+        msg.contains("exp.toml: adam with momentum 0.9: --momentum and --nesterov are SGD's"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn bad_experiment_files_are_one_line_errors() {
     for (text, want) in [
         (

@@ -14,7 +14,7 @@ use crate::io::atomic::write_atomic;
 use crate::io::markdown;
 use crate::model::file::read_model;
 use crate::model::ModelSpec;
-use crate::optim::OptimKind;
+use crate::optim::{LrSchedule, OptimKind, Recipe};
 use anyhow::Result;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -57,6 +57,19 @@ pub struct Settings {
     /// Evaluate on only the first this many validation and test images.
     #[serde(default)]
     pub eval_limit: Option<usize>,
+    /// The recipe every run shares (as `train`'s options; the axes of the same names override them).
+    #[serde(default)]
+    pub momentum: f32,
+    #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default)]
+    pub weight_decay: f32,
+    #[serde(default)]
+    pub lr_schedule: Option<String>,
+    #[serde(default)]
+    pub warmup: u64,
+    #[serde(default)]
+    pub clip_norm: Option<f32>,
 }
 
 impl Default for Settings {
@@ -67,6 +80,12 @@ impl Default for Settings {
             epochs: None,
             steps: None,
             eval_limit: None,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            lr_schedule: None,
+            warmup: 0,
+            clip_norm: None,
         }
     }
 }
@@ -89,6 +108,13 @@ pub struct Axes {
     pub seed: Vec<u64>,
     #[serde(default = "default_batches")]
     pub batch: Vec<usize>,
+    /// Recipe axes [default: the settings' one value].
+    #[serde(default)]
+    pub weight_decay: Vec<f32>,
+    #[serde(default)]
+    pub momentum: Vec<f32>,
+    #[serde(default)]
+    pub lr_schedule: Vec<String>,
     /// Groups of axes taken together, element by element (equal lengths), e.g. `[["optim", "lr"]]`.
     #[serde(default)]
     pub zip: Vec<Vec<String>>,
@@ -136,7 +162,16 @@ fn default_metric() -> String {
     "test_acc".into()
 }
 
-const AXES: [&str; 5] = ["model", "optim", "lr", "seed", "batch"];
+const AXES: [&str; 8] = [
+    "model",
+    "optim",
+    "lr",
+    "seed",
+    "batch",
+    "weight_decay",
+    "momentum",
+    "lr_schedule",
+];
 const METRICS: [&str; 6] = [
     "test_acc",
     "val_acc",
@@ -154,6 +189,7 @@ pub struct Point {
     pub lr: f32,
     pub seed: u64,
     pub batch: usize,
+    pub recipe: Recipe,
 }
 
 impl Point {
@@ -165,6 +201,9 @@ impl Point {
             "lr" => self.lr.to_string(),
             "seed" => self.seed.to_string(),
             "batch" => self.batch.to_string(),
+            "weight_decay" => self.recipe.weight_decay.to_string(),
+            "momentum" => self.recipe.momentum.to_string(),
+            "lr_schedule" => self.recipe.schedule.name(),
             _ => String::new(),
         }
     }
@@ -238,12 +277,27 @@ impl Experiment {
         if a.batch.contains(&0) {
             return Err(err("axes.batch: a batch of 0".into()));
         }
+        let schedules = if a.lr_schedule.is_empty() {
+            vec![s.lr_schedule.clone().unwrap_or_else(|| "constant".into())]
+        } else {
+            a.lr_schedule.clone()
+        };
+        let schedules = schedules
+            .iter()
+            .map(|x| LrSchedule::parse(x).map_err(|e| err(format!("{e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let one_or = |v: &Vec<f32>, d: f32| if v.is_empty() { vec![d] } else { v.clone() };
+        let decays = one_or(&a.weight_decay, s.weight_decay);
+        let momenta = one_or(&a.momentum, s.momentum);
         let lens: BTreeMap<&str, usize> = [
             ("model", models.len()),
             ("optim", optims.len()),
             ("lr", a.lr.len().max(1)),
             ("seed", a.seed.len()),
             ("batch", a.batch.len()),
+            ("weight_decay", decays.len()),
+            ("momentum", momenta.len()),
+            ("lr_schedule", schedules.len()),
         ]
         .into_iter()
         .collect();
@@ -301,19 +355,29 @@ impl Experiment {
                 })
                 .collect();
         }
-        let points: Vec<Point> = picks
-            .iter()
-            .map(|p| {
-                let optim = optims[p["optim"]];
-                Point {
-                    model: models[p["model"]].clone(),
-                    optim,
-                    lr: a.lr.get(p["lr"]).copied().unwrap_or(optim.default_lr()),
-                    seed: a.seed[p["seed"]],
-                    batch: a.batch[p["batch"]],
-                }
-            })
-            .collect();
+        let mut points = Vec::with_capacity(picks.len());
+        for p in &picks {
+            let optim = optims[p["optim"]];
+            let recipe = Recipe {
+                momentum: momenta[p["momentum"]],
+                nesterov: s.nesterov,
+                weight_decay: decays[p["weight_decay"]],
+                schedule: schedules[p["lr_schedule"]],
+                warmup: s.warmup,
+                clip_norm: s.clip_norm,
+            };
+            recipe
+                .check(optim)
+                .map_err(|e| err(format!("{} with {}: {e}", optim.name(), recipe.describe())))?;
+            points.push(Point {
+                model: models[p["model"]].clone(),
+                optim,
+                lr: a.lr.get(p["lr"]).copied().unwrap_or(optim.default_lr()),
+                seed: a.seed[p["seed"]],
+                batch: a.batch[p["batch"]],
+                recipe,
+            });
+        }
         let r = &raw.report;
         for (what, axis) in [("rows", &r.rows), ("columns", &r.columns)] {
             if !AXES.contains(&axis.as_str()) {
@@ -352,18 +416,18 @@ impl Experiment {
         self.settings.data.as_ref().map(|d| base.join(d))
     }
 
-    /// One sweep per (batch, seed) of the grid, in the file's order, each with its points' runs;
+    /// One sweep per (batch, seed, recipe) of the grid, in the file's order, each with its points' runs;
     /// `quick` replaces the budget with `sweep --quick`'s.
     pub fn sweeps(&self, out: &Path, quick: bool) -> Vec<SweepConfig> {
-        let mut order: Vec<(usize, u64)> = Vec::new();
+        let mut order: Vec<(usize, u64, Recipe)> = Vec::new();
         for p in &self.points {
-            if !order.contains(&(p.batch, p.seed)) {
-                order.push((p.batch, p.seed));
+            if !order.contains(&(p.batch, p.seed, p.recipe)) {
+                order.push((p.batch, p.seed, p.recipe));
             }
         }
         order
             .into_iter()
-            .map(|(batch, seed)| {
+            .map(|(batch, seed, recipe)| {
                 let mut cfg = SweepConfig::new(out);
                 if quick {
                     cfg = cfg.quick();
@@ -376,12 +440,13 @@ impl Experiment {
                 }
                 cfg.batch = batch;
                 cfg.seed = seed;
+                cfg.recipe = recipe;
                 cfg.report = false;
                 let mut runs: Vec<GridRun> = Vec::new();
                 for p in self
                     .points
                     .iter()
-                    .filter(|p| (p.batch, p.seed) == (batch, seed))
+                    .filter(|p| (p.batch, p.seed, p.recipe) == (batch, seed, recipe))
                 {
                     let spec = RunSpec::with_lr(p.model.clone(), p.optim, p.lr);
                     if !runs.iter().any(|g| g.spec.id() == spec.id()) {
@@ -405,7 +470,7 @@ impl Experiment {
             .map(|p| {
                 let cfg = sweeps
                     .iter()
-                    .find(|c| (c.batch, c.seed) == (p.batch, p.seed))
+                    .find(|c| (c.batch, c.seed, c.recipe) == (p.batch, p.seed, p.recipe))
                     .expect("every point has its sweep");
                 let spec = RunSpec::with_lr(p.model.clone(), p.optim, p.lr);
                 (cfg.key(&spec), p.clone())

@@ -38,6 +38,9 @@ pub struct RunRecord {
     pub model: String,
     pub optim: String,
     pub lr: f32,
+    /// Momentum, weight decay, schedule, warm-up, clipping (absent: none, as the study).
+    #[serde(default, skip_serializing_if = "is_default_recipe")]
+    pub recipe: crate::optim::Recipe,
     pub batch: usize,
     pub epochs: f64,
     pub steps: usize,
@@ -76,6 +79,10 @@ pub struct RunRecord {
     pub finished_unix: u64,
     /// The wgtrain version that ran it.
     pub version: String,
+}
+
+fn is_default_recipe(r: &crate::optim::Recipe) -> bool {
+    *r == crate::optim::Recipe::default()
 }
 
 impl RunRecord {

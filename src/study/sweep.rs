@@ -70,6 +70,8 @@ pub struct SweepConfig {
     pub report: bool,
     /// Recorded with every run: where the data came from.
     pub data_label: String,
+    /// Momentum, weight decay, schedule, warm-up and clipping of every run (the study: none).
+    pub recipe: crate::optim::Recipe,
 }
 
 impl SweepConfig {
@@ -88,6 +90,7 @@ impl SweepConfig {
             log_every: 50,
             report: true,
             data_label: String::new(),
+            recipe: Default::default(),
         }
     }
 
@@ -111,7 +114,7 @@ impl SweepConfig {
         if let Some(n) = self.eval_limit {
             sig.push_str(&format!("_eval{n}"));
         }
-        sig
+        sig + &self.recipe.tag()
     }
 
     /// The key of `run` in this sweep, e.g. `cnn7-bn_sgd_lr0.01_b110_e1_seed1`; also its directory name.
@@ -261,7 +264,7 @@ pub fn run_sweep<B: Backend + 'static>(
             model: g.spec.model.for_data(data.shape(), data.info.classes())?,
             optim: g.spec.optim,
             lr: g.spec.lr,
-            recipe: Default::default(),
+            recipe: cfg.recipe,
             batch: cfg.batch,
             steps,
             seed: cfg.seed,
@@ -283,6 +286,7 @@ pub fn run_sweep<B: Backend + 'static>(
             model: g.spec.model.name(),
             optim: g.spec.optim.name().to_string(),
             lr: g.spec.lr,
+            recipe: cfg.recipe,
             batch: cfg.batch,
             epochs: steps as f64 / spe as f64,
             steps,
