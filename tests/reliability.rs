@@ -510,7 +510,7 @@ fn a_killed_sweep_resumes_with_two_jobs_losing_nothing() {
     let csv = std::fs::read_to_string(sweep.join("runs.csv")).unwrap();
     assert_eq!(csv.lines().count(), grid + 1, "{csv}");
     assert!(
-        csv.starts_with("key,sweep,tables,status,model,optim,lr,batch,"),
+        csv.starts_with("key,sweep,tables,status,model,optim,lr,recipe,batch,"),
         "{csv}"
     );
     // --jobs 0 is refused before anything starts.
