@@ -108,7 +108,8 @@ struct DeviceArgs {
     /// auto: the best real GPU, else the CPU; gpu: any wgpu adapter (software ones too), else an error.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
-    /// Pick the GPU adapter whose name contains NAME (case-insensitive); see `wgtrain devices`.
+    /// Pick the GPU adapter whose name contains NAME (case-insensitive); see `wgtrain devices`. `sweep`
+    /// takes a list, A,B,...: a job per GPU, the runs round-robin over them.
     #[arg(long, value_name = "NAME")]
     adapter: Option<String>,
     /// GPU kernel set: auto (tiled on a real GPU, emulated on a CPU-emulated adapter such as lavapipe
@@ -721,8 +722,11 @@ struct SweepArgs {
     #[arg(long = "job-of-sweep", hide = true)]
     job_of_sweep: bool,
     /// Seed of every run's weights and shuffling (recorded with each run).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, conflicts_with = "seeds")]
     seed: u64,
+    /// Several seeds, e.g. 1,2,3: the grid once per seed; the report's cells become mean ± std.
+    #[arg(long, value_name = "LIST")]
+    seeds: Option<String>,
     /// Run every N-th run starting at I (0 <= I < N), so N processes or machines share one sweep;
     /// build the report with `wgtrain report` when all have finished.
     #[arg(long, value_name = "I/N")]
@@ -756,14 +760,33 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
     use wgtrain::study::sweep::{Budget, SweepConfig, SweepProgress};
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     let log_every = at_least_one("--log-every", a.log_every)?;
-    let jobs = wgtrain::study::jobs::check_jobs(a.jobs)?;
+    let mut jobs = wgtrain::study::jobs::check_jobs(a.jobs)?;
+    // Several GPUs: at least a job per GPU, the runs round-robin over them as the jobs claim them.
+    let adapters = wgtrain::study::jobs::adapter_list(a.device.adapter.as_deref());
+    let mut device = a.device.clone();
+    if !adapters.is_empty() {
+        if a.device.backend != BackendChoice::Gpu {
+            return Err(InputError::value(format!(
+                "--adapter {}: a list of GPUs needs --backend gpu",
+                a.device.adapter.as_deref().unwrap_or_default()
+            ))
+            .into());
+        }
+        jobs = jobs.max(adapters.len());
+        device.adapter = Some(adapters[0].clone());
+    }
     // An experiment file, or the study's tables: the sweeps to run, and where the data is.
     let exp = a.experiment.as_deref().map(Experiment::load).transpose()?;
     let (mut sweeps, data_dir, val_size) = match &exp {
         Some(e) => {
-            if a.tables != "1,2,3,4" || a.steps.is_some() || a.epochs != 1 || a.seed != 1 {
+            if a.tables != "1,2,3,4"
+                || a.steps.is_some()
+                || a.epochs != 1
+                || a.seed != 1
+                || a.seeds.is_some()
+            {
                 return Err(InputError::value(format!(
-                    "{}: --tables, --epochs, --steps and --seed are the study's; an experiment file sets its own",
+                    "{}: --tables, --epochs, --steps, --seed and --seeds are the study's; an experiment file sets its own",
                     e.path.display()
                 ))
                 .into());
@@ -782,7 +805,18 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
             }
             cfg.tables = parse_tables(&a.tables)?;
             cfg.seed = a.seed;
-            (vec![cfg], a.data.data.clone(), a.data.val_size)
+            let seeds = match &a.seeds {
+                Some(list) => parse_seeds(list)?,
+                None => vec![a.seed],
+            };
+            let per_seed = seeds
+                .into_iter()
+                .map(|seed| SweepConfig {
+                    seed,
+                    ..cfg.clone()
+                })
+                .collect();
+            (per_seed, a.data.data.clone(), a.data.val_size)
         }
     };
     let data_dir = data_dir.unwrap_or_else(data::default_data_dir);
@@ -813,7 +847,7 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
                 if threads == 1 { "" } else { "s" }
             ));
         }
-        jobs::spawn(jobs - 1, &args, threads)?
+        jobs::spawn(jobs - 1, &args, threads, &adapters)?
     } else {
         Vec::new()
     };
@@ -828,7 +862,7 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
         sweeps,
         observer: &mut progress,
     };
-    let s = a.device.run(job, a.quiet)?;
+    let s = device.run(job, a.quiet)?;
     wgtrain::study::jobs::wait_all(children)?;
     if a.job_of_sweep {
         return Ok(());
@@ -872,6 +906,23 @@ fn cmd_sweep(a: SweepArgs) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// `--seeds 1,2,3`: distinct whole numbers, at least one.
+fn parse_seeds(list: &str) -> Result<Vec<u64>, InputError> {
+    let mut seeds = Vec::new();
+    for part in list.split(',').map(str::trim) {
+        let seed: u64 = part.parse().map_err(|_| {
+            InputError::value(format!("--seeds {list}: '{part}' is not a whole number"))
+        })?;
+        if seeds.contains(&seed) {
+            return Err(InputError::value(format!(
+                "--seeds {list}: seed {seed} is given twice"
+            )));
+        }
+        seeds.push(seed);
+    }
+    Ok(seeds)
 }
 
 fn cmd_report(a: ReportArgs) -> Result<()> {

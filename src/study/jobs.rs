@@ -12,9 +12,9 @@ use std::process::{Child, Command, Stdio};
 pub const CHILD_FLAG: &str = "--job-of-sweep";
 
 /// The arguments of a child job: the parent's without `--jobs` (and without `-q`, given once again),
-/// with [`CHILD_FLAG`] and `--quiet`.
-pub fn child_args(args: &[OsString]) -> Vec<OsString> {
-    let mut out = Vec::with_capacity(args.len() + 2);
+/// with [`CHILD_FLAG`] and `--quiet`; with `adapter`, its `--adapter` list replaced by that one name.
+pub fn child_args(args: &[OsString], adapter: Option<&str>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len() + 4);
     let mut skip_next = false;
     for a in args {
         if skip_next {
@@ -22,18 +22,40 @@ pub fn child_args(args: &[OsString]) -> Vec<OsString> {
             continue;
         }
         let s = a.to_string_lossy();
-        if s == "--jobs" {
+        let replaced = |flag: &str| s == flag && (flag != "--adapter" || adapter.is_some());
+        if replaced("--jobs") || replaced("--adapter") {
             skip_next = true;
             continue;
         }
-        if s.starts_with("--jobs=") || s == "-q" || s == "--quiet" {
+        if s.starts_with("--jobs=")
+            || (adapter.is_some() && s.starts_with("--adapter="))
+            || s == "-q"
+            || s == "--quiet"
+        {
             continue;
         }
         out.push(a.clone());
     }
+    if let Some(name) = adapter {
+        out.push("--adapter".into());
+        out.push(name.into());
+    }
     out.push(CHILD_FLAG.into());
     out.push("--quiet".into());
     out
+}
+
+/// `--adapter A,B,...` for several GPUs: the names (one, or none, for anything without a comma).
+pub fn adapter_list(adapter: Option<&str>) -> Vec<String> {
+    match adapter {
+        Some(list) if list.contains(',') => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// How many threads each of `jobs` processes should use on a machine of `cores`, so that together
@@ -56,13 +78,21 @@ pub fn check_jobs(jobs: usize) -> Result<usize, InputError> {
 }
 
 /// Starts `n` child jobs of the running executable with `args` (the command line as given, `sweep`
-/// and its options, the program name excluded), each using `threads` threads.
-pub fn spawn(n: usize, args: &[OsString], threads: usize) -> Result<Vec<Child>> {
+/// and its options, the program name excluded), each using `threads` threads. With `adapters` (a
+/// list), job i (the parent is job 0) uses adapter `i % adapters.len()`: runs go round-robin over the
+/// GPUs as the jobs claim them.
+pub fn spawn(
+    n: usize,
+    args: &[OsString],
+    threads: usize,
+    adapters: &[String],
+) -> Result<Vec<Child>> {
     let exe = std::env::current_exe().context("cannot find the wgtrain executable for --jobs")?;
-    (0..n)
-        .map(|_| {
+    (1..=n)
+        .map(|i| {
+            let adapter = (!adapters.is_empty()).then(|| adapters[i % adapters.len()].as_str());
             Command::new(&exe)
-                .args(child_args(args))
+                .args(child_args(args, adapter))
                 .env("RAYON_NUM_THREADS", threads.to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -108,7 +138,7 @@ mod tests {
         .iter()
         .map(OsString::from)
         .collect();
-        let got: Vec<String> = child_args(&args)
+        let got: Vec<String> = child_args(&args, None)
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
@@ -116,6 +146,29 @@ mod tests {
             got,
             ["sweep", "--out", "x", "--quick", CHILD_FLAG, "--quiet"]
         );
+        // A list of GPUs: each child gets one of them.
+        let args: Vec<OsString> = ["sweep", "--adapter", "A100,H100", "--backend", "gpu"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let got: Vec<String> = child_args(&args, Some("H100"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "sweep",
+                "--backend",
+                "gpu",
+                "--adapter",
+                "H100",
+                CHILD_FLAG,
+                "--quiet"
+            ]
+        );
+        assert_eq!(adapter_list(Some("A100, H100,")), ["A100", "H100"]);
+        assert!(adapter_list(Some("NVIDIA")).is_empty());
         assert_eq!(threads_per_job(2, 2), 1);
         assert_eq!(threads_per_job(16, 3), 5);
         assert_eq!(threads_per_job(2, 8), 1);

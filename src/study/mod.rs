@@ -6,5 +6,6 @@ pub mod figures;
 pub mod grid;
 pub mod jobs;
 pub mod report;
+pub mod stats;
 pub mod store;
 pub mod sweep;

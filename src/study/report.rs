@@ -79,8 +79,14 @@ fn by_key<'a>(records: &'a [RunRecord], sig: &str) -> HashMap<&'a str, &'a RunRe
     map
 }
 
-/// The markdown of one study table, "ours (study)" per cell.
-pub fn table_markdown(t: &StudyTable, records: &HashMap<&str, &RunRecord>, sig: &str) -> String {
+/// The markdown of one study table, "ours (study)" per cell: over the seeds of `sigs` (one sweep per
+/// seed), "mean ± std (n=k) (study)", with "†" where the study's figure lies outside our lowest to
+/// highest. Each cell's figures are also returned as rows of cells.csv.
+pub fn table_markdown(
+    t: &StudyTable,
+    records: &HashMap<&str, &RunRecord>,
+    sigs: &[String],
+) -> (String, Vec<Vec<String>>) {
     let header = |h: &str| match t.number {
         3 => format!("CNN-{h}"),
         4 => format!("lr {h}"),
@@ -89,19 +95,86 @@ pub fn table_markdown(t: &StudyTable, records: &HashMap<&str, &RunRecord>, sig: 
     let headers: Vec<String> = t.columns.iter().map(|c| header(&c.header)).collect();
     let mut head = vec![""];
     head.extend(headers.iter().map(String::as_str));
+    let mut csv_rows = Vec::new();
     let body: Vec<Vec<String>> = ["no batchnorm", "batchnorm"]
         .iter()
         .enumerate()
         .map(|(row, name)| {
             std::iter::once(name.to_string())
-                .chain(t.columns.iter().map(|c| {
-                    let rec = records.get(c.runs[row].key(sig).as_str()).copied();
-                    cell(rec, c.study[row])
+                .chain(t.columns.iter().zip(&headers).map(|(c, h)| {
+                    let recs: Vec<&RunRecord> = sigs
+                        .iter()
+                        .filter_map(|sig| records.get(c.runs[row].key(sig).as_str()).copied())
+                        .collect();
+                    let accs: Vec<f64> = recs
+                        .iter()
+                        .filter(|r| r.status == RunStatus::Ok)
+                        .filter_map(|r| r.test_acc)
+                        .collect();
+                    let stats = super::stats::Stats::of(&accs);
+                    if let Some(st) = stats {
+                        let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+                        csv_rows.push(vec![
+                            t.number.to_string(),
+                            name.to_string(),
+                            h.clone(),
+                            st.mean.to_string(),
+                            opt(st.std),
+                            st.n.to_string(),
+                            st.min.to_string(),
+                            st.max.to_string(),
+                            opt(c.study[row].map(|v| v / 100.0)),
+                        ]);
+                    }
+                    match (sigs.len(), stats) {
+                        (1, _) | (_, None) => cell(recs.first().copied(), c.study[row]),
+                        (_, Some(st)) => {
+                            let study =
+                                c.study[row].map_or("–".to_string(), |s| format!("{s:.2}%"));
+                            let outside = c.study[row].is_some_and(|s| {
+                                s / 100.0 < st.min - 1e-12 || s / 100.0 > st.max + 1e-12
+                            });
+                            format!(
+                                "{:.2} ± {:.2}% (n={}) ({study}){}",
+                                st.mean * 100.0,
+                                st.std.unwrap_or(0.0) * 100.0,
+                                st.n,
+                                if outside { " †" } else { "" }
+                            )
+                        }
+                    }
                 }))
                 .collect()
         })
         .collect();
-    markdown::table(&head, &body)
+    (markdown::table(&head, &body), csv_rows)
+}
+
+/// The sweeps that differ from `sig` only in their seed (`sig` first, then by seed), for reporting
+/// several seeds of one grid together.
+pub fn seed_group(records: &[RunRecord], sig: &str) -> Vec<String> {
+    let strip = |s: &str| -> Option<(String, u64)> {
+        let at = s.find("_seed")?;
+        let rest = &s[at + 5..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let seed = digits.parse().ok()?;
+        Some((format!("{}_seed*{}", &s[..at], &rest[digits.len()..]), seed))
+    };
+    let Some((pattern, _)) = strip(sig) else {
+        return vec![sig.to_string()];
+    };
+    let mut group: Vec<(u64, String)> = Vec::new();
+    for r in records {
+        if let Some((p, seed)) = strip(&r.sweep) {
+            if p == pattern && !group.iter().any(|(_, g)| *g == r.sweep) {
+                group.push((seed, r.sweep.clone()));
+            }
+        }
+    }
+    group.sort();
+    let mut out = vec![sig.to_string()];
+    out.extend(group.into_iter().map(|(_, g)| g).filter(|g| g != sig));
+    out
 }
 
 fn describe_sweep(recs: &[&RunRecord]) -> String {
@@ -161,8 +234,20 @@ pub fn write_report(
     sig: Option<&str>,
     warn: &mut dyn FnMut(&str),
 ) -> Result<PathBuf> {
-    let sig = choose_sweep(records, sig, warn).unwrap_or_default();
+    let mut others = Vec::new();
+    let sig = choose_sweep(records, sig, &mut |m| others.push(m.to_string())).unwrap_or_default();
+    // The same grid with other seeds is reported with it (mean ± std per cell); others are noted.
+    let seeds = seed_group(records, &sig);
+    for m in others {
+        if !seeds.iter().any(|g| m.contains(&format!("sweep {g},"))) {
+            warn(&m);
+        }
+    }
     let map = by_key(records, &sig);
+    let mut all_seeds = HashMap::new();
+    for g in &seeds {
+        all_seeds.extend(by_key(records, g));
+    }
     let all_grid = grid(&TABLES);
     // This sweep's records in grid order, then any outside the study's grid in file order.
     let mut ordered: Vec<&RunRecord> = all_grid
@@ -196,14 +281,34 @@ pub fn write_report(
              test sets; these numbers check the pipeline and are not comparable with the study's.\n"
         );
     }
-    let _ = writeln!(
-        md,
-        "Each cell: test accuracy of our run (the study's), both in percent; \"–\" marks a run not \
-         finished yet (or a figure the study did not report).\n"
-    );
+    if seeds.len() > 1 {
+        let _ = writeln!(
+            md,
+            "Each cell: test accuracy over the {} seeds' sweeps ({}) as mean ± sample standard \
+             deviation (n), then the study's, in percent; \"†\" marks a study figure outside our lowest \
+             to highest; \"–\" marks a run not finished yet (or a figure the study did not report). \
+             Figures and the runs below: sweep `{sig}`. As data: `{STUDY_CELLS_CSV}`.\n",
+            seeds.len(),
+            seeds.join(", ")
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "Each cell: test accuracy of our run (the study's), both in percent; \"–\" marks a run not \
+             finished yet (or a figure the study did not report).\n"
+        );
+    }
+    let mut cells_csv = csv::Writer::from_writer(Vec::new());
+    cells_csv.write_record([
+        "table", "row", "column", "mean", "std", "n", "min", "max", "study",
+    ])?;
     for t in study_tables() {
         let _ = writeln!(md, "## Table {}: {}\n", t.roman(), t.title);
-        md.push_str(&table_markdown(&t, &map, &sig));
+        let (table, rows) = table_markdown(&t, &all_seeds, &seeds);
+        for r in rows {
+            cells_csv.write_record(&r)?;
+        }
+        md.push_str(&table);
         md.push('\n');
         let fig = figure_of(&t);
         match render_figure(dir, &fig, &map, &sig, warn)? {
@@ -270,6 +375,10 @@ pub fn write_report(
         &rows,
     ));
     write_runs_csv(dir, records)?;
+    write_atomic(
+        &dir.join(STUDY_CELLS_CSV),
+        &cells_csv.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?,
+    )?;
     let path = dir.join(REPORT_FILE);
     write_atomic(&path, md.as_bytes())?;
     Ok(path)
@@ -361,6 +470,9 @@ pub fn build_report(
     }
     write_report(dir, &records, sig, &mut warn)
 }
+
+/// The study tables' cells as data (table, row, column, mean, std, n, min, max, the study's figure).
+pub const STUDY_CELLS_CSV: &str = "cells.csv";
 
 /// The file of every run, one row each, for pandas or R (written beside report.md).
 pub const RUNS_CSV: &str = "runs.csv";
