@@ -482,6 +482,25 @@ fn a_killed_sweep_resumes_with_two_jobs_losing_nothing() {
     first.kill().unwrap();
     first.wait().unwrap();
     let done_before = std::fs::read_to_string(&results).unwrap().lines().count();
+    // The kill may land between a record's append and its claim's removal: a finished run's claim,
+    // left as below, must not survive the next sweep (CI once caught one that did).
+    let first_key = serde_json::from_str::<serde_json::Value>(
+        std::fs::read_to_string(&results)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::create_dir_all(sweep.join("claims")).unwrap();
+    std::fs::write(
+        sweep.join("claims").join(&first_key),
+        r#"{"host":"gone","pid":1,"start":1}"#,
+    )
+    .unwrap();
     let mut again = base.to_vec();
     again.extend(["--jobs", "2"]);
     let stdout = ok(wgtrain(&again));

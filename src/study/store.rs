@@ -385,6 +385,15 @@ pub fn claim_next(dir: &Path, keys: &[String]) -> Result<Option<Claim>> {
     let claims = dir.join(CLAIMS_DIR);
     std::fs::create_dir_all(&claims)
         .map_err(|e| InputError::file(&claims, format!("cannot create: {e}")))?;
+    // A process killed between appending a run's record and removing its claim leaves the claim of a
+    // finished run: nobody would take that run again, so the file is removed here.
+    if let Ok(entries) = std::fs::read_dir(&claims) {
+        for e in entries.flatten() {
+            if done.contains(e.file_name().to_string_lossy().as_ref()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     for key in keys.iter().filter(|k| !done.contains(*k)) {
         let path = claims.join(key);
         let held = std::fs::read(&path)
