@@ -13,7 +13,6 @@ use super::sweep::{Budget, SweepConfig};
 use crate::error::InputError;
 use crate::io::atomic::write_atomic;
 use crate::io::markdown;
-use crate::model::file::read_model;
 use crate::model::ModelSpec;
 use crate::optim::{LrSchedule, OptimKind, Recipe};
 use anyhow::Result;
@@ -264,7 +263,6 @@ impl Experiment {
             } else {
                 m.clone()
             };
-            read_model(&name).map_err(|e| err(format!("axes.model: {e}")))?;
             models.push(ModelSpec::parse(&name).map_err(|e| err(format!("axes.model: {e}")))?);
         }
         let optims = a
