@@ -516,9 +516,29 @@ fn a_killed_sweep_resumes_with_two_jobs_losing_nothing() {
     assert_eq!(keys.len(), distinct.len(), "a run trained twice: {keys:?}");
     assert_eq!(keys.len(), grid, "{stdout}");
     assert_eq!(std::fs::read_dir(sweep.join("runs")).unwrap().count(), grid);
+    // "X runs trained, Y already done, Z trained by this sweep's other jobs": every run accounted
+    // for once. Y is at least the runs recorded before the kill (the other job may have finished one
+    // before this process looked).
+    let count = |after: &str| -> usize {
+        stdout
+            .split(after)
+            .next()
+            .map(|s| {
+                let digits = s.len() - s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+                &s[s.len() - digits..]
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (trained, already, other) = (
+        count(" runs trained"),
+        count(" already done"),
+        count(" trained by this sweep's other jobs"),
+    );
+    assert_eq!(trained + already + other, grid, "{stdout}");
     assert!(
-        stdout.contains(&format!("{done_before} already done")),
-        "{stdout}"
+        already >= done_before,
+        "{done_before} done before: {stdout}"
     );
     assert_eq!(
         std::fs::read_dir(sweep.join("claims")).unwrap().count(),
