@@ -387,4 +387,15 @@ fn several_seeds_report_mean_and_std_per_cell() {
     assert_eq!(row[5], "2");
     // The study's 97.21% is far above a 20-step run on this set: marked as outside our spread.
     assert!(report.contains("(97.21%) †"), "{report}");
+    // The figure draws each line over both seeds: the mean in a band, labelled with n.
+    let svg = std::fs::read_to_string(out.join("figures/table1_fc8_optimizers.svg")).unwrap();
+    assert_eq!(
+        svg.matches("(n=2)").count(),
+        6,
+        "a line per optimizer and row"
+    );
+    assert!(
+        svg.contains("the mean over the seeds") && svg.contains("<polygon"),
+        "a band"
+    );
 }

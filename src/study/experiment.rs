@@ -1,11 +1,14 @@
-//! Experiment files (`wgtrain sweep FILE`): a versioned TOML file naming shared settings, axes as lists
-//! (models or model files, optimizers, learning rates, seeds, batch sizes; some zipped together instead
-//! of crossed) and the report's table (which axis down the rows, which across, which figure in the
-//! cells). The grid is run as one study-style sweep per (batch, seed), so it resumes, shards and shares
-//! a directory (`--jobs`) as the study does; the report's cells are the mean ± sample std over every
-//! run a cell covers (the seeds), and `cells.csv` holds them as data.
+//! Running an experiment file (`wgtrain sweep FILE`; the format: `experiment_file.rs`): one
+//! study-style sweep per (batch, seed, recipe) of its grid, so it resumes, shards and shares a
+//! directory (`--jobs`) as the study does; and its report: per table, cells of mean ± sample std over
+//! every run a cell covers (the seeds) beside any published figures, `cells.csv` holding them as data,
+//! and a loss figure per table with a band over the seeds.
 
-use super::grid::{GridRun, RunSpec};
+pub use super::experiment_file::{
+    Axes, Experiment, Point, Settings, Table, FORMAT_VERSION, STUDY_FILE, STUDY_PATH,
+};
+use super::figures::{draw_lines, read_runs, Line};
+use super::grid::GridRun;
 use super::report::write_runs_csv;
 pub use super::stats::Stats;
 use super::store::{read_records, RunRecord, RunStatus, RESULTS_FILE};
@@ -13,408 +16,18 @@ use super::sweep::{Budget, SweepConfig};
 use crate::error::InputError;
 use crate::io::atomic::write_atomic;
 use crate::io::markdown;
-use crate::model::ModelSpec;
-use crate::optim::{LrSchedule, OptimKind, Recipe};
+use crate::optim::Recipe;
 use anyhow::Result;
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// The experiment file format this wgtrain reads.
-pub const FORMAT_VERSION: u32 = 1;
 /// The copy of the experiment file kept in the sweep directory (so `wgtrain report` can rebuild it).
 pub const EXPERIMENT_FILE: &str = "experiment.toml";
 /// The table cells as data, beside report.md.
 pub const CELLS_CSV: &str = "cells.csv";
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawExperiment {
-    version: u32,
-    #[serde(default)]
-    title: Option<String>,
-    #[serde(default)]
-    settings: Settings,
-    axes: Axes,
-    #[serde(default)]
-    report: ReportSpec,
-}
-
-/// What every run shares.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settings {
-    /// The data directory, relative to the experiment file [default: the MNIST copy in data/mnist].
-    #[serde(default)]
-    pub data: Option<PathBuf>,
-    #[serde(default = "default_val_size")]
-    pub val_size: usize,
-    #[serde(default)]
-    pub epochs: Option<usize>,
-    #[serde(default)]
-    pub steps: Option<usize>,
-    /// Evaluate on only the first this many validation and test images.
-    #[serde(default)]
-    pub eval_limit: Option<usize>,
-    /// The recipe every run shares (as `train`'s options; the axes of the same names override them).
-    #[serde(default)]
-    pub momentum: f32,
-    #[serde(default)]
-    pub nesterov: bool,
-    #[serde(default)]
-    pub weight_decay: f32,
-    #[serde(default)]
-    pub lr_schedule: Option<String>,
-    #[serde(default)]
-    pub warmup: u64,
-    #[serde(default)]
-    pub clip_norm: Option<f32>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            data: None,
-            val_size: default_val_size(),
-            epochs: None,
-            steps: None,
-            eval_limit: None,
-            momentum: 0.0,
-            nesterov: false,
-            weight_decay: 0.0,
-            lr_schedule: None,
-            warmup: 0,
-            clip_norm: None,
-        }
-    }
-}
-
-fn default_val_size() -> usize {
-    crate::io::data::DEFAULT_VALIDATION
-}
-
-/// The axes: each a list of values; the grid is their product (zipped ones go together).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Axes {
-    pub model: Vec<String>,
-    #[serde(default = "default_optims")]
-    pub optim: Vec<String>,
-    /// Learning rates [default: each optimizer's own].
-    #[serde(default)]
-    pub lr: Vec<f32>,
-    #[serde(default = "default_seeds")]
-    pub seed: Vec<u64>,
-    #[serde(default = "default_batches")]
-    pub batch: Vec<usize>,
-    /// Recipe axes [default: the settings' one value].
-    #[serde(default)]
-    pub weight_decay: Vec<f32>,
-    #[serde(default)]
-    pub momentum: Vec<f32>,
-    #[serde(default)]
-    pub lr_schedule: Vec<String>,
-    /// Groups of axes taken together, element by element (equal lengths), e.g. `[["optim", "lr"]]`.
-    #[serde(default)]
-    pub zip: Vec<Vec<String>>,
-}
-
-fn default_optims() -> Vec<String> {
-    vec!["adam".into()]
-}
-fn default_seeds() -> Vec<u64> {
-    vec![1]
-}
-fn default_batches() -> Vec<usize> {
-    vec![super::grid::STUDY_BATCH]
-}
-
-/// The report's table.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReportSpec {
-    #[serde(default = "default_rows")]
-    pub rows: String,
-    #[serde(default = "default_columns")]
-    pub columns: String,
-    #[serde(default = "default_metric")]
-    pub metric: String,
-}
-
-impl Default for ReportSpec {
-    fn default() -> Self {
-        ReportSpec {
-            rows: default_rows(),
-            columns: default_columns(),
-            metric: default_metric(),
-        }
-    }
-}
-
-fn default_rows() -> String {
-    "model".into()
-}
-fn default_columns() -> String {
-    "optim".into()
-}
-fn default_metric() -> String {
-    "test_acc".into()
-}
-
-const AXES: [&str; 8] = [
-    "model",
-    "optim",
-    "lr",
-    "seed",
-    "batch",
-    "weight_decay",
-    "momentum",
-    "lr_schedule",
-];
-const METRICS: [&str; 6] = [
-    "test_acc",
-    "val_acc",
-    "test_loss",
-    "val_loss",
-    "train_loss",
-    "images_per_s",
-];
-
-/// One point of the grid: a value on every axis (`lr` None: the optimizer's default).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Point {
-    pub model: ModelSpec,
-    pub optim: OptimKind,
-    pub lr: f32,
-    pub seed: u64,
-    pub batch: usize,
-    pub recipe: Recipe,
-}
-
-impl Point {
-    /// This point's value on `axis`, as the report shows it.
-    pub fn value(&self, axis: &str) -> String {
-        match axis {
-            "model" => self.model.name(),
-            "optim" => self.optim.name().to_string(),
-            "lr" => self.lr.to_string(),
-            "seed" => self.seed.to_string(),
-            "batch" => self.batch.to_string(),
-            "weight_decay" => self.recipe.weight_decay.to_string(),
-            "momentum" => self.recipe.momentum.to_string(),
-            "lr_schedule" => self.recipe.schedule.name(),
-            _ => String::new(),
-        }
-    }
-}
-
-/// A checked experiment: its settings, every point of its grid, and its report.
-#[derive(Clone, Debug)]
-pub struct Experiment {
-    pub path: PathBuf,
-    pub text: String,
-    pub title: String,
-    pub settings: Settings,
-    pub points: Vec<Point>,
-    pub report: ReportSpec,
-}
-
 impl Experiment {
-    /// Reads and checks the experiment file `path`: unknown keys, a missing model file, values out of
-    /// range and an empty grid are one-line errors naming the file.
-    pub fn load(path: &Path) -> Result<Experiment, InputError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| InputError::unreadable(path, "experiment file", &e))?;
-        Self::parse(path, &text)
-    }
-
-    pub fn parse(path: &Path, text: &str) -> Result<Experiment, InputError> {
-        let err = |m: String| InputError::file(path, m);
-        let raw: RawExperiment = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(1, |s| {
-                text[..s.start.min(text.len())].matches('\n').count() + 1
-            });
-            err(format!("line {line}: {}", e.message().trim()))
-        })?;
-        if raw.version != FORMAT_VERSION {
-            return Err(err(format!(
-                "version {} is not one this wgtrain reads (it reads version {FORMAT_VERSION})",
-                raw.version
-            )));
-        }
-        let s = &raw.settings;
-        if s.epochs.is_some() && s.steps.is_some() {
-            return Err(err("settings: give epochs or steps, not both".into()));
-        }
-        if s.epochs == Some(0) || s.steps == Some(0) || s.eval_limit == Some(0) {
-            return Err(err(
-                "settings: epochs, steps and eval_limit must be at least 1".into(),
-            ));
-        }
-        let a = &raw.axes;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let mut models = Vec::new();
-        for m in &a.model {
-            // A model file is relative to the experiment file, as the data directory is.
-            let candidate = base.join(m);
-            let name = if crate::model::file::builtin(m).is_none() && candidate.is_file() {
-                candidate.display().to_string()
-            } else {
-                m.clone()
-            };
-            models.push(ModelSpec::parse(&name).map_err(|e| err(format!("axes.model: {e}")))?);
-        }
-        let optims = a
-            .optim
-            .iter()
-            .map(|o| OptimKind::parse(o).map_err(|e| err(format!("axes.optim: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        if let Some(lr) = a.lr.iter().find(|l| !(l.is_finite() && **l > 0.0)) {
-            return Err(err(format!("axes.lr: {lr} is not a positive number")));
-        }
-        if a.batch.contains(&0) {
-            return Err(err("axes.batch: a batch of 0".into()));
-        }
-        let schedules = if a.lr_schedule.is_empty() {
-            vec![s.lr_schedule.clone().unwrap_or_else(|| "constant".into())]
-        } else {
-            a.lr_schedule.clone()
-        };
-        let schedules = schedules
-            .iter()
-            .map(|x| LrSchedule::parse(x).map_err(|e| err(format!("{e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        let one_or = |v: &Vec<f32>, d: f32| if v.is_empty() { vec![d] } else { v.clone() };
-        let decays = one_or(&a.weight_decay, s.weight_decay);
-        let momenta = one_or(&a.momentum, s.momentum);
-        let lens: BTreeMap<&str, usize> = [
-            ("model", models.len()),
-            ("optim", optims.len()),
-            ("lr", a.lr.len().max(1)),
-            ("seed", a.seed.len()),
-            ("batch", a.batch.len()),
-            ("weight_decay", decays.len()),
-            ("momentum", momenta.len()),
-            ("lr_schedule", schedules.len()),
-        ]
-        .into_iter()
-        .collect();
-        if let Some((axis, _)) = lens.iter().find(|(_, &n)| n == 0) {
-            return Err(err(format!("axes.{axis} is empty: the grid has no run")));
-        }
-        // Groups of axes: each zip group, then every axis in no group, in AXES order.
-        let mut groups: Vec<Vec<&str>> = Vec::new();
-        for z in &a.zip {
-            let mut g = Vec::new();
-            for name in z {
-                let Some(axis) = AXES.iter().find(|x| **x == name.as_str()) else {
-                    return Err(err(format!(
-                        "axes.zip: unknown axis '{name}' (the axes are {})",
-                        AXES.join(", ")
-                    )));
-                };
-                if groups.iter().flatten().chain(&g).any(|x| x == axis) {
-                    return Err(err(format!("axes.zip: axis '{name}' is zipped twice")));
-                }
-                g.push(*axis);
-            }
-            let n: Vec<usize> = g.iter().map(|x| lens[x]).collect();
-            if n.windows(2).any(|w| w[0] != w[1]) {
-                return Err(err(format!(
-                    "axes.zip: {} have {} values: zipped axes need as many each",
-                    g.join(", "),
-                    n.iter()
-                        .map(usize::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            groups.push(g);
-        }
-        for axis in AXES {
-            if !groups.iter().flatten().any(|x| *x == axis) {
-                groups.push(vec![axis]);
-            }
-        }
-        // The product over groups: an index per axis for each point.
-        let mut picks: Vec<BTreeMap<&str, usize>> = vec![BTreeMap::new()];
-        for g in &groups {
-            let n = lens[g[0]];
-            picks = picks
-                .into_iter()
-                .flat_map(|p| {
-                    (0..n).map(move |i| {
-                        let mut q = p.clone();
-                        for axis in g {
-                            q.insert(*axis, i);
-                        }
-                        q
-                    })
-                })
-                .collect();
-        }
-        let mut points = Vec::with_capacity(picks.len());
-        for p in &picks {
-            let optim = optims[p["optim"]];
-            let recipe = Recipe {
-                momentum: momenta[p["momentum"]],
-                nesterov: s.nesterov,
-                weight_decay: decays[p["weight_decay"]],
-                schedule: schedules[p["lr_schedule"]],
-                warmup: s.warmup,
-                clip_norm: s.clip_norm,
-            };
-            recipe
-                .check(optim)
-                .map_err(|e| err(format!("{} with {}: {e}", optim.name(), recipe.describe())))?;
-            points.push(Point {
-                model: models[p["model"]].clone(),
-                optim,
-                lr: a.lr.get(p["lr"]).copied().unwrap_or(optim.default_lr()),
-                seed: a.seed[p["seed"]],
-                batch: a.batch[p["batch"]],
-                recipe,
-            });
-        }
-        let r = &raw.report;
-        for (what, axis) in [("rows", &r.rows), ("columns", &r.columns)] {
-            if !AXES.contains(&axis.as_str()) {
-                return Err(err(format!(
-                    "report.{what}: unknown axis '{axis}' (the axes are {})",
-                    AXES.join(", ")
-                )));
-            }
-        }
-        if r.rows == r.columns {
-            return Err(err(format!(
-                "report: rows and columns are both '{}'",
-                r.rows
-            )));
-        }
-        if !METRICS.contains(&r.metric.as_str()) {
-            return Err(err(format!(
-                "report.metric: unknown figure '{}' (one of {})",
-                r.metric,
-                METRICS.join(", ")
-            )));
-        }
-        Ok(Experiment {
-            path: path.to_path_buf(),
-            text: text.to_string(),
-            title: raw.title.unwrap_or_else(|| path.display().to_string()),
-            settings: raw.settings,
-            points,
-            report: raw.report,
-        })
-    }
-
-    /// The data directory (relative to the experiment file), if the file names one.
-    pub fn data_dir(&self) -> Option<PathBuf> {
-        let base = self.path.parent().unwrap_or(Path::new("."));
-        self.settings.data.as_ref().map(|d| base.join(d))
-    }
-
     /// One sweep per (batch, seed, recipe) of the grid, in the file's order, each with its points' runs;
     /// `quick` replaces the budget with `sweep --quick`'s.
     pub fn sweeps(&self, out: &Path, quick: bool) -> Vec<SweepConfig> {
@@ -447,7 +60,7 @@ impl Experiment {
                     .iter()
                     .filter(|p| (p.batch, p.seed, p.recipe) == (batch, seed, recipe))
                 {
-                    let spec = RunSpec::with_lr(p.model.clone(), p.optim, p.lr);
+                    let spec = p.run();
                     if !runs.iter().any(|g| g.spec.id() == spec.id()) {
                         runs.push(GridRun {
                             spec,
@@ -463,16 +76,20 @@ impl Experiment {
 
     /// The run key of every point, with the point (in grid order).
     pub fn keys(&self, out: &Path, quick: bool) -> Vec<(String, Point)> {
+        self.keyed(&self.points, out, quick)
+    }
+
+    /// The run key of each of `points` (some table's), with the point.
+    pub fn keyed(&self, points: &[Point], out: &Path, quick: bool) -> Vec<(String, Point)> {
         let sweeps = self.sweeps(out, quick);
-        self.points
+        points
             .iter()
             .map(|p| {
                 let cfg = sweeps
                     .iter()
                     .find(|c| (c.batch, c.seed, c.recipe) == (p.batch, p.seed, p.recipe))
                     .expect("every point has its sweep");
-                let spec = RunSpec::with_lr(p.model.clone(), p.optim, p.lr);
-                (cfg.key(&spec), p.clone())
+                (cfg.key(&p.run()), p.clone())
             })
             .collect()
     }
@@ -502,6 +119,27 @@ fn show(metric: &str, v: f64) -> String {
     }
 }
 
+/// A published figure (already in the report's units) as precise as ours are shown.
+fn show_published(metric: &str, p: f64) -> String {
+    show(
+        metric,
+        if metric.ends_with("_acc") {
+            p / 100.0
+        } else {
+            p
+        },
+    )
+}
+
+/// A metric in the units the report shows (and `published` is written in): accuracies in percent.
+fn shown_units(metric: &str, v: f64) -> f64 {
+    if metric.ends_with("_acc") {
+        v * 100.0
+    } else {
+        v
+    }
+}
+
 /// Writes the experiment's report.md, cells.csv and runs.csv in `out` from its results.jsonl.
 pub fn write_experiment_report(
     exp: &Experiment,
@@ -511,108 +149,139 @@ pub fn write_experiment_report(
 ) -> Result<PathBuf> {
     let records = read_records(&out.join(RESULTS_FILE), warn)?;
     let by_key: BTreeMap<&str, &RunRecord> = records.iter().map(|r| (r.key.as_str(), r)).collect();
-    let keys = exp.keys(out, quick);
-    let (rows_axis, cols_axis, metric) = (
-        exp.report.rows.as_str(),
-        exp.report.columns.as_str(),
-        exp.report.metric.as_str(),
-    );
-    let mut row_vals: Vec<String> = Vec::new();
-    let mut col_vals: Vec<String> = Vec::new();
-    for (_, p) in &keys {
-        for (vals, axis) in [(&mut row_vals, rows_axis), (&mut col_vals, cols_axis)] {
-            let v = p.value(axis);
-            if !vals.contains(&v) {
-                vals.push(v);
-            }
-        }
-    }
+    let all = exp.keys(out, quick);
+    let done = all
+        .iter()
+        .filter(|(k, _)| by_key.contains_key(k.as_str()))
+        .count();
     let mut csv = csv::Writer::from_writer(Vec::new());
     csv.write_record([
-        rows_axis, cols_axis, "metric", "mean", "std", "n", "min", "max", "runs",
+        "table",
+        "rows",
+        "row",
+        "columns",
+        "column",
+        "metric",
+        "mean",
+        "std",
+        "n",
+        "min",
+        "max",
+        "runs",
+        "published",
     ])?;
-    let mut table: Vec<Vec<String>> = Vec::new();
-    let (mut done, mut planned) = (0, 0);
-    for rv in &row_vals {
-        let mut line = vec![rv.clone()];
-        for cv in &col_vals {
-            let cell: Vec<&(String, Point)> = keys
-                .iter()
-                .filter(|(_, p)| p.value(rows_axis) == *rv && p.value(cols_axis) == *cv)
-                .collect();
-            planned += cell.len();
-            let values: Vec<f64> = cell
-                .iter()
-                .filter_map(|(k, _)| by_key.get(k.as_str()))
-                .inspect(|_| done += 1)
-                .filter_map(|r| metric_of(r, metric))
-                .collect();
-            let text = match Stats::of(&values) {
-                None if cell.is_empty() => String::new(),
-                None => "–".into(),
-                Some(s) => {
-                    let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
-                    csv.write_record([
-                        rv.as_str(),
-                        cv.as_str(),
-                        metric,
-                        &s.mean.to_string(),
-                        &opt(s.std),
-                        &s.n.to_string(),
-                        &s.min.to_string(),
-                        &s.max.to_string(),
-                        &cell.len().to_string(),
-                    ])?;
-                    match s.std {
-                        Some(sd) => format!(
-                            "{} ± {} (n={})",
-                            show(metric, s.mean),
-                            show(metric, sd),
-                            s.n
-                        ),
-                        None => show(metric, s.mean),
-                    }
-                }
-            };
-            line.push(text);
-        }
-        table.push(line);
-    }
     let mut md = String::new();
     let _ = writeln!(md, "# {}\n", exp.title);
     let _ = writeln!(
         md,
-        "Experiment `{}`: {done} of {planned} runs finished{}. Each cell: {metric}{} over the runs \
-         with that {rows_axis} and {cols_axis} (every other axis, such as the seed, pooled): mean ± \
-         sample standard deviation (n), or the one value; \"–\" marks runs not finished yet. \
+        "Experiment `{}`: {done} of {} runs finished{}. Each cell: the table's figure over the runs \
+         with that row and column (every other axis, such as the seed, pooled): mean ± sample \
+         standard deviation (n), or the one value; a published figure follows in parentheses, with \
+         \"†\" where it lies outside our lowest to highest of several runs; \"–\" marks runs not finished yet. \
+         Figures: a line per cell, the mean over its runs, in a band from the lowest to the highest. \
          As data: `{CELLS_CSV}` (cells), `runs.csv` (runs).\n",
         exp.path.display(),
+        all.len(),
         if quick {
             " (`--quick`: a smoke budget, not comparable with full runs)"
         } else {
             ""
         },
-        if metric.ends_with("_acc") {
-            " (percent)"
-        } else {
-            ""
-        },
     );
-    let mut header = vec![format!("{rows_axis} \\ {cols_axis}")];
-    header.extend(col_vals.iter().cloned());
-    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
-    md.push_str(&markdown::table(&header_refs, &table));
-    md.push('\n');
-    match render_experiment_figure(exp, out, &keys, &row_vals, &col_vals)? {
-        Some(png) => {
-            let _ = writeln!(
-                md,
-                "![Training loss by {cols_axis} and {rows_axis}]({png})\n\nAlso as [SVG]({}).",
-                png.replace(".png", ".svg")
-            );
+    for (n, t) in exp.tables.iter().enumerate() {
+        if let Some(title) = &t.title {
+            let _ = writeln!(md, "## {title}\n");
         }
-        None => {
-            let _ = writeln!(md, "_No loss curves yet._");
+        let keys = exp.keyed(&t.points, out, quick);
+        let metric = t.metric.as_str();
+        let _ = writeln!(
+            md,
+            "{metric}{}: {} down, {} across.\n",
+            if metric.ends_with("_acc") {
+                " (percent)"
+            } else {
+                ""
+            },
+            t.rows,
+            t.columns
+        );
+        let mut body: Vec<Vec<String>> = Vec::new();
+        for (r, rv) in t.row_values.iter().enumerate() {
+            let mut line = vec![t.row_labels[r].clone()];
+            for (c, cv) in t.column_values.iter().enumerate() {
+                let cell: Vec<&String> = keys
+                    .iter()
+                    .filter(|(_, p)| p.value(&t.rows) == *rv && p.value(&t.columns) == *cv)
+                    .map(|(k, _)| k)
+                    .collect();
+                let values: Vec<f64> = cell
+                    .iter()
+                    .filter_map(|k| by_key.get(k.as_str()))
+                    .filter_map(|r| metric_of(r, metric))
+                    .collect();
+                let published = t.published_at(r, c);
+                let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+                let mut outside = false;
+                let mut text = match Stats::of(&values) {
+                    None if cell.is_empty() => String::new(),
+                    None => "–".into(),
+                    Some(s) => {
+                        csv.write_record([
+                            (n + 1).to_string(),
+                            t.rows.clone(),
+                            rv.clone(),
+                            t.columns.clone(),
+                            cv.clone(),
+                            metric.to_string(),
+                            s.mean.to_string(),
+                            opt(s.std),
+                            s.n.to_string(),
+                            s.min.to_string(),
+                            s.max.to_string(),
+                            cell.len().to_string(),
+                            opt(published),
+                        ])?;
+                        outside = s.n > 1
+                            && published.is_some_and(|p| {
+                                p < shown_units(metric, s.min) - 1e-9
+                                    || p > shown_units(metric, s.max) + 1e-9
+                            });
+                        let mean = show(metric, s.mean);
+                        match s.std {
+                            Some(sd) => format!("{mean} ± {} (n={})", show(metric, sd), s.n),
+                            None => mean,
+                        }
+                    }
+                };
+                if !t.published.is_empty() && !cell.is_empty() {
+                    let p = published.map_or("–".to_string(), |p| show_published(metric, p));
+                    text = format!("{text} ({p}){}", if outside { " †" } else { "" });
+                }
+                line.push(text);
+            }
+            body.push(line);
+        }
+        let mut header = vec![format!("{} \\ {}", t.rows, t.columns)];
+        header.extend(t.column_labels.iter().cloned());
+        let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+        md.push_str(&markdown::table(&header_refs, &body));
+        md.push('\n');
+        match render_table_figure(t, out, &keys, &by_key, warn)? {
+            Some(png) => {
+                let compare = t
+                    .compare
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(" (compare {c})"));
+                let _ = writeln!(
+                    md,
+                    "![{}{compare}]({png})\n\nAlso as [SVG]({}).\n",
+                    t.figure_title,
+                    png.replace(".png", ".svg")
+                );
+            }
+            None => {
+                let _ = writeln!(md, "_No loss curves yet._\n");
+            }
         }
     }
     write_atomic(
@@ -693,165 +362,69 @@ impl crate::backend::select::OnBackend for ExperimentJob<'_> {
     }
 }
 
-/// A cell's loss curve: the mean over its runs of each run's smoothed loss, step by step, and the
-/// lowest and highest of them (the band), over the steps every run has.
-struct CellCurve {
-    label: String,
-    mean: Vec<(f64, f64)>,
-    low: Vec<f64>,
-    high: Vec<f64>,
-}
-
-fn cell_curve(label: String, runs: &[Vec<(f64, f64)>]) -> Option<CellCurve> {
-    let n = runs.iter().map(Vec::len).min()?;
-    if n == 0 {
-        return None;
-    }
-    let window = super::figures::smoothing_window(n);
-    let smooth: Vec<Vec<(f64, f64)>> = runs
-        .iter()
-        .map(|r| super::figures::moving_average(&r[..n], window))
-        .collect();
-    let at = |i: usize| smooth.iter().map(move |s| s[i].1);
-    Some(CellCurve {
-        label,
-        mean: (0..n)
-            .map(|i| (smooth[0][i].0, at(i).sum::<f64>() / smooth.len() as f64))
-            .collect(),
-        low: (0..n)
-            .map(|i| at(i).fold(f64::INFINITY, f64::min))
-            .collect(),
-        high: (0..n)
-            .map(|i| at(i).fold(f64::NEG_INFINITY, f64::max))
-            .collect(),
-    })
-}
-
-struct ExperimentFigure<'a> {
-    title: &'a str,
-    /// One panel per column value: its curves, one per row value.
-    panels: Vec<(String, Vec<CellCurve>)>,
-}
-
-impl crate::io::plot_file::Figure for ExperimentFigure<'_> {
-    fn draw<DB: plotters::prelude::DrawingBackend>(
-        &self,
-        root: plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
-    ) -> Result<()> {
-        use crate::io::plot_file::plot_err;
-        use plotters::prelude::*;
-        root.fill(&WHITE).map_err(plot_err)?;
-        let root = root
-            .titled(
-                self.title,
-                ("sans-serif", 26).into_font().style(FontStyle::Bold),
-            )
-            .map_err(plot_err)?;
-        let (body, foot) = root.split_vertically(root.dim_in_pixel().1 - 28);
-        foot.draw_text(
-            "line: mean over the cell's runs (seeds) of the smoothed training loss; band: lowest to highest run",
-            &("sans-serif", 15).into_text_style(&foot),
-            (12, 4),
-        )
-        .map_err(plot_err)?;
-        let curves = || self.panels.iter().flat_map(|(_, c)| c.iter());
-        let xmax = curves()
-            .filter_map(|c| c.mean.last().map(|p| p.0))
-            .fold(1.0f64, f64::max);
-        let ymax = (curves()
-            .flat_map(|c| c.high.iter().copied())
-            .fold(0.0, f64::max)
-            * 1.1)
-            .clamp(0.1, 10.0);
-        let areas = body.split_evenly((1, self.panels.len().max(1)));
-        for ((title, cells), area) in self.panels.iter().zip(areas) {
-            let mut chart = super::figures::loss_chart(&area, title, xmax, ymax)?;
-            for (i, c) in cells.iter().enumerate() {
-                let color = super::figures::COLORS[i % super::figures::COLORS.len()];
-                let band: Vec<(f64, f64)> = c
-                    .mean
-                    .iter()
-                    .zip(&c.high)
-                    .map(|(p, h)| (p.0, h.min(ymax)))
-                    .chain(
-                        c.mean
-                            .iter()
-                            .zip(&c.low)
-                            .rev()
-                            .map(|(p, l)| (p.0, l.min(ymax))),
-                    )
-                    .collect();
-                chart
-                    .draw_series(std::iter::once(Polygon::new(band, color.mix(0.2).filled())))
-                    .map_err(plot_err)?;
-                chart
-                    .draw_series(LineSeries::new(
-                        c.mean.iter().map(|p| (p.0, p.1.min(ymax))),
-                        color.stroke_width(3),
-                    ))
-                    .map_err(plot_err)?
-                    .label(c.label.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
-                    });
-            }
-            if !cells.is_empty() {
-                super::figures::draw_legend(&mut chart)?;
-            }
-        }
-        root.present().map_err(plot_err)?;
-        Ok(())
-    }
-}
-
-/// Draws the experiment's loss figure (`figures/experiment.png` and `.svg`): a panel per column
-/// value, a mean curve with its band per row value. Returns the PNG's path relative to `out`, or
-/// None if no run has losses yet.
-fn render_experiment_figure(
-    exp: &Experiment,
+/// Draws a table's loss figure (`figures/<figure>.png` and `.svg`): a panel per column value (or per
+/// row value), a line per cell, the mean over its finished runs with a band. Returns the PNG's path
+/// relative to `out`, or None if no run has losses yet.
+fn render_table_figure(
+    t: &Table,
     out: &Path,
     keys: &[(String, Point)],
-    rows: &[String],
-    cols: &[String],
+    records: &BTreeMap<&str, &RunRecord>,
+    warn: &mut dyn FnMut(&str),
 ) -> Result<Option<String>> {
-    crate::io::font::register_font();
-    let (ra, ca) = (exp.report.rows.as_str(), exp.report.columns.as_str());
-    let mut panels = Vec::new();
-    for cv in cols {
-        let mut cells = Vec::new();
-        for rv in rows {
-            let runs: Vec<Vec<(f64, f64)>> = keys
+    let (panel_axis, panel_values, panel_labels, line_axis, line_values, line_labels) =
+        if t.panels_by_rows {
+            (
+                &t.rows,
+                &t.row_values,
+                &t.row_labels,
+                &t.columns,
+                &t.column_values,
+                &t.column_labels,
+            )
+        } else {
+            (
+                &t.columns,
+                &t.column_values,
+                &t.column_labels,
+                &t.rows,
+                &t.row_values,
+                &t.row_labels,
+            )
+        };
+    let panels = panel_values
+        .iter()
+        .zip(panel_labels)
+        .map(|(pv, pl)| {
+            let lines = line_values
                 .iter()
-                .filter(|(_, p)| p.value(ra) == *rv && p.value(ca) == *cv)
-                .filter_map(|(k, _)| {
-                    super::figures::read_losses(&out.join("runs").join(k).join("losses.csv")).ok()
+                .zip(line_labels)
+                .enumerate()
+                .map(|(color, (lv, ll))| {
+                    let cell: Vec<String> = keys
+                        .iter()
+                        .filter(|(k, p)| {
+                            p.value(panel_axis) == *pv
+                                && p.value(line_axis) == *lv
+                                && records.contains_key(k.as_str())
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    let runs = read_runs(out, &cell, warn);
+                    Line {
+                        label: format!("{ll} (n={})", runs.len()),
+                        color,
+                        runs,
+                    }
                 })
-                .filter(|l| !l.is_empty())
                 .collect();
-            let label = format!("{rv} (n={})", runs.len());
-            if let Some(c) = cell_curve(label, &runs) {
-                cells.push(c);
-            }
-        }
-        panels.push((format!("{ca} {cv}"), cells));
-    }
-    if panels.iter().all(|(_, c)| c.is_empty()) {
-        return Ok(None);
-    }
-    let dir = out.join("figures");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| InputError::file(&dir, format!("cannot create: {e}")))?;
-    let width = (520 * panels.len().max(1)) as u32;
-    let fig = ExperimentFigure {
-        title: &exp.title,
-        panels,
-    };
-    for ext in ["png", "svg"] {
-        crate::io::plot_file::save_figure(
-            &fig,
-            &dir.join(format!("experiment.{ext}")),
-            (width, 480),
-        )?;
-    }
-    Ok(Some("figures/experiment.png".into()))
+            let title = if pl == pv {
+                format!("{panel_axis} {pv}")
+            } else {
+                pl.clone()
+            };
+            (title, lines)
+        })
+        .collect();
+    draw_lines(out, &t.figure, &t.figure_title, panels, (520, 480))
 }

@@ -21,8 +21,8 @@ pub struct FigureSpec {
     /// File stem under figures/.
     pub name: String,
     pub title: String,
-    /// Which of the study's figures it corresponds to.
-    pub study_figures: &'static str,
+    /// What to compare it with, e.g. "the study's Figures 3-4".
+    pub compare: String,
     pub panels: Vec<Panel>,
 }
 
@@ -32,56 +32,35 @@ pub struct Panel {
     pub lines: Vec<(String, RunSpec)>,
 }
 
-/// The figures of one study table.
+/// The figure of one study table: a panel per row (a line per column) or per column (a line per row).
 pub fn figure_of(t: &StudyTable) -> FigureSpec {
-    let rows = ["no batchnorm", "batchnorm"];
-    let by_row = |label: &dyn Fn(&str) -> String| -> Vec<Panel> {
+    let panels = if t.panels_by_rows {
         (0..2)
             .map(|row| Panel {
-                title: rows[row].to_string(),
+                title: t.row_labels[row].clone(),
                 lines: t
                     .columns
                     .iter()
-                    .map(|c| (label(&c.header), c.runs[row].clone()))
+                    .map(|c| (c.header.clone(), c.runs[row].clone()))
+                    .collect(),
+            })
+            .collect()
+    } else {
+        t.columns
+            .iter()
+            .map(|c| Panel {
+                title: c.header.clone(),
+                lines: (0..2)
+                    .map(|row| (t.row_labels[row].clone(), c.runs[row].clone()))
                     .collect(),
             })
             .collect()
     };
-    match t.number {
-        1 => FigureSpec {
-            name: "table1_fc8_optimizers".into(),
-            title: "FC-8: training loss by optimizer".into(),
-            study_figures: "Figures 3-4",
-            panels: by_row(&|h| h.to_string()),
-        },
-        2 => FigureSpec {
-            name: "table2_cnn7_optimizers".into(),
-            title: "CNN-7: training loss without and with batch norm, per optimizer".into(),
-            study_figures: "Figures 5-7",
-            panels: t
-                .columns
-                .iter()
-                .map(|c| Panel {
-                    title: c.header.clone(),
-                    lines: vec![
-                        (rows[0].to_string(), c.runs[0].clone()),
-                        (rows[1].to_string(), c.runs[1].clone()),
-                    ],
-                })
-                .collect(),
-        },
-        3 => FigureSpec {
-            name: "table3_cnn_depth".into(),
-            title: "CNN with SGD: training loss by depth".into(),
-            study_figures: "Figure 8",
-            panels: by_row(&|h| format!("CNN-{h}")),
-        },
-        _ => FigureSpec {
-            name: "table4_cnn7_lr".into(),
-            title: "CNN-7 with SGD: training loss by learning rate".into(),
-            study_figures: "Figure 9",
-            panels: by_row(&|h| format!("lr {h}")),
-        },
+    FigureSpec {
+        name: t.figure.clone(),
+        title: t.figure_title.clone(),
+        compare: t.compare.clone(),
+        panels,
     }
 }
 
@@ -178,13 +157,60 @@ pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a>(
     Ok(())
 }
 
-/// A run's curve ready to draw.
+/// A line of a figure: its legend label and the losses of every run it stands for (one per seed).
+pub struct Line {
+    pub label: String,
+    /// The line's place in its panel, which picks its colour (stable while runs are missing).
+    pub color: usize,
+    pub runs: Vec<Vec<(f64, f64)>>,
+}
+
+/// A line ready to draw: one run's faint per-step loss under its moving average, or over several
+/// runs the mean of their moving averages inside a band from the lowest to the highest.
 struct Curve {
     label: String,
-    /// The line's place in its panel, which picks its colour (stable while runs are missing).
     color: usize,
     raw: Vec<(f64, f64)>,
     smooth: Vec<(f64, f64)>,
+    band: Option<(Vec<f64>, Vec<f64>)>,
+}
+
+impl Curve {
+    fn of(line: Line, window: usize) -> Option<Curve> {
+        let n = line.runs.iter().map(Vec::len).min().filter(|&n| n > 0)?;
+        if line.runs.len() == 1 {
+            let raw = line.runs.into_iter().next()?;
+            return Some(Curve {
+                label: line.label,
+                color: line.color,
+                smooth: moving_average(&raw, window),
+                raw,
+                band: None,
+            });
+        }
+        let smooth: Vec<Vec<(f64, f64)>> = line
+            .runs
+            .iter()
+            .map(|r| moving_average(&r[..n], window))
+            .collect();
+        let at = |i: usize| smooth.iter().map(move |s| s[i].1);
+        Some(Curve {
+            label: line.label,
+            color: line.color,
+            raw: Vec::new(),
+            smooth: (0..n)
+                .map(|i| (smooth[0][i].0, at(i).sum::<f64>() / smooth.len() as f64))
+                .collect(),
+            band: Some((
+                (0..n)
+                    .map(|i| at(i).fold(f64::INFINITY, f64::min))
+                    .collect(),
+                (0..n)
+                    .map(|i| at(i).fold(f64::NEG_INFINITY, f64::max))
+                    .collect(),
+            )),
+        })
+    }
 }
 
 /// One figure's panels, ready to draw on any backend.
@@ -211,20 +237,42 @@ fn draw_figure<DB: DrawingBackend>(
         .titled(title, ("sans-serif", 28).into_font().style(FontStyle::Bold))
         .map_err(plot_err)?;
     let (body, foot) = root.split_vertically(root.dim_in_pixel().1 - 28);
-    let legend = if window > 1 {
-        format!("bold: {window}-step moving average; faint: loss of each step")
+    let curves_all = || panels.iter().flat_map(|(_, c)| c.iter());
+    let (smoothed, unsmoothed) = if window > 1 {
+        (format!("{window}-step moving average"), "")
     } else {
-        "loss of each step (too few steps to smooth)".to_string()
+        (
+            "loss of each step".to_string(),
+            " (too few steps to smooth)",
+        )
     };
+    let mut legend = Vec::new();
+    if curves_all().any(|c| c.band.is_none()) {
+        legend.push(if window > 1 {
+            format!("bold: {smoothed}; faint: loss of each step")
+        } else {
+            smoothed.clone()
+        });
+    }
+    if curves_all().any(|c| c.band.is_some()) {
+        legend.push(format!(
+            "line with band: the mean over the seeds of each run's {smoothed}, from the lowest to the highest seed"
+        ));
+    }
+    let legend = format!("{}{unsmoothed}", legend.join("; "));
     foot.draw_text(&legend, &("sans-serif", 16).into_text_style(&foot), (12, 4))
         .map_err(plot_err)?;
     // One scale for every panel, so panels compare at a glance.
-    let curves_all = || panels.iter().flat_map(|(_, c)| c.iter());
     let xmax = curves_all()
-        .flat_map(|c| c.raw.last().map(|p| p.0))
+        .flat_map(|c| c.smooth.last().map(|p| p.0))
         .fold(1.0f64, f64::max);
     let ymax_smooth = curves_all()
-        .flat_map(|c| c.smooth.iter().map(|p| p.1))
+        .flat_map(|c| {
+            c.smooth
+                .iter()
+                .map(|p| p.1)
+                .chain(c.band.iter().flat_map(|b| b.1.iter().copied()))
+        })
         .fold(0.0f64, f64::max);
     let ymax = (ymax_smooth * 1.1).clamp(0.1, 10.0);
     let areas = body.split_evenly((1, panels.len().max(1)));
@@ -233,6 +281,27 @@ fn draw_figure<DB: DrawingBackend>(
         for c in curves {
             let color = COLORS[c.color % COLORS.len()];
             let clip = |p: &(f64, f64)| (p.0, p.1.min(ymax));
+            if let Some((low, high)) = &c.band {
+                let outline: Vec<(f64, f64)> = c
+                    .smooth
+                    .iter()
+                    .zip(high)
+                    .map(|(p, h)| (p.0, h.min(ymax)))
+                    .chain(
+                        c.smooth
+                            .iter()
+                            .zip(low)
+                            .rev()
+                            .map(|(p, l)| (p.0, l.min(ymax))),
+                    )
+                    .collect();
+                chart
+                    .draw_series(std::iter::once(Polygon::new(
+                        outline,
+                        color.mix(0.2).filled(),
+                    )))
+                    .map_err(plot_err)?;
+            }
             chart
                 .draw_series(LineSeries::new(
                     c.raw.iter().map(clip),
@@ -258,71 +327,107 @@ fn draw_figure<DB: DrawingBackend>(
     Ok(())
 }
 
-/// Draws `fig` from the runs' losses.csv under `dir/runs/`, as `figures/<name>.png` and `.svg`.
-/// Returns the PNG's path relative to `dir`, or None if no run of the figure has losses yet.
-pub fn render_figure(
+/// Reads the losses of the runs `keys` (under `dir/runs/`) that have any; the others are noted
+/// through `warn` (a run not finished yet has no record and is not asked for).
+pub fn read_runs(dir: &Path, keys: &[String], warn: &mut dyn FnMut(&str)) -> Vec<Vec<(f64, f64)>> {
+    let mut runs = Vec::new();
+    for key in keys {
+        let csv = dir.join("runs").join(key).join("losses.csv");
+        match read_losses(&csv) {
+            Ok(raw) if !raw.is_empty() => runs.push(raw),
+            Ok(_) => warn(&format!(
+                "{}: no losses; left out of the figure",
+                csv.display()
+            )),
+            Err(e) => warn(&format!("{e:#}; left out of the figure")),
+        }
+    }
+    runs
+}
+
+/// Draws panels of lines as `dir/figures/<name>.png` and `.svg`, each panel `panel_width` wide.
+/// Returns the PNG's path relative to `dir`, or None if no line has losses yet.
+pub fn draw_lines(
     dir: &Path,
-    fig: &FigureSpec,
-    records: &HashMap<&str, &RunRecord>,
-    sig: &str,
-    warn: &mut dyn FnMut(&str),
+    name: &str,
+    title: &str,
+    panels: Vec<(String, Vec<Line>)>,
+    size: (u32, u32),
 ) -> Result<Option<String>> {
     register_font();
-    let mut panels = Vec::new();
-    let mut longest = 0;
-    let mut any = false;
-    let mut loaded = Vec::new();
-    for p in &fig.panels {
-        let mut curves = Vec::new();
-        for (color, (label, run)) in p.lines.iter().enumerate() {
-            let key = run.key(sig);
-            if !records.contains_key(key.as_str()) {
-                continue;
-            }
-            let csv = dir.join("runs").join(&key).join("losses.csv");
-            match read_losses(&csv) {
-                Ok(raw) if !raw.is_empty() => {
-                    longest = longest.max(raw.len());
-                    any = true;
-                    curves.push((label.clone(), color, raw));
-                }
-                Ok(_) => warn(&format!(
-                    "{}: no losses; left out of the figure",
-                    csv.display()
-                )),
-                Err(e) => warn(&format!("{e:#}; left out of the figure")),
-            }
-        }
-        loaded.push((p.title.clone(), curves));
-    }
-    if !any {
+    let longest = panels
+        .iter()
+        .flat_map(|(_, lines)| lines.iter().flat_map(|l| l.runs.iter().map(Vec::len)))
+        .max()
+        .unwrap_or(0);
+    if longest == 0 {
         return Ok(None);
     }
     let window = smoothing_window(longest);
-    for (title, curves) in loaded {
-        let curves = curves
-            .into_iter()
-            .map(|(label, color, raw)| Curve {
-                label,
-                color,
-                smooth: moving_average(&raw, window),
-                raw,
-            })
-            .collect();
-        panels.push((title, curves));
-    }
+    let panels: Vec<(String, Vec<Curve>)> = panels
+        .into_iter()
+        .map(|(t, lines)| {
+            (
+                t,
+                lines
+                    .into_iter()
+                    .filter_map(|l| Curve::of(l, window))
+                    .collect(),
+            )
+        })
+        .collect();
+    let count = panels.len().max(1) as u32;
     let figdir = dir.join(FIGURES_DIR);
     std::fs::create_dir_all(&figdir)
         .map_err(|e| InputError::file(&figdir, format!("cannot create: {e}")))?;
-    let size = ((620 * fig.panels.len()) as u32, 560u32);
     let figure = LossFigure {
-        title: &fig.title,
+        title,
         panels: &panels,
         window,
     };
     for ext in ["png", "svg"] {
-        let path = figdir.join(format!("{}.{ext}", fig.name));
-        save_figure(&figure, &path, size).with_context(|| format!("{}", path.display()))?;
+        let path = figdir.join(format!("{name}.{ext}"));
+        save_figure(&figure, &path, (size.0 * count, size.1))
+            .with_context(|| format!("{}", path.display()))?;
     }
-    Ok(Some(format!("{FIGURES_DIR}/{}.png", fig.name)))
+    Ok(Some(format!("{FIGURES_DIR}/{name}.png")))
+}
+
+/// Draws `fig` from the runs' losses.csv under `dir/runs/`, as `figures/<name>.png` and `.svg`: each
+/// line over the runs of the sweeps `sigs` (one per seed) that `records` holds. Returns the PNG's
+/// path relative to `dir`, or None if no run of the figure has losses yet.
+pub fn render_figure(
+    dir: &Path,
+    fig: &FigureSpec,
+    records: &HashMap<&str, &RunRecord>,
+    sigs: &[String],
+    warn: &mut dyn FnMut(&str),
+) -> Result<Option<String>> {
+    let panels = fig
+        .panels
+        .iter()
+        .map(|p| {
+            let lines = p
+                .lines
+                .iter()
+                .enumerate()
+                .map(|(color, (label, run))| {
+                    let keys: Vec<String> = sigs
+                        .iter()
+                        .map(|sig| run.key(sig))
+                        .filter(|k| records.contains_key(k.as_str()))
+                        .collect();
+                    let runs = read_runs(dir, &keys, warn);
+                    let label = if runs.len() > 1 {
+                        format!("{label} (n={})", runs.len())
+                    } else {
+                        label.clone()
+                    };
+                    Line { label, color, runs }
+                })
+                .collect();
+            (p.title.clone(), lines)
+        })
+        .collect();
+    draw_lines(dir, &fig.name, &fig.title, panels, (620, 560))
 }

@@ -1,47 +1,14 @@
 //! The study's four tables as data (models, optimizers, learning rates and the study's own test
-//! accuracies; docs/MODELS.md, "The study") and the grid of distinct runs they need, with the shards
-//! that split it between processes.
+//! accuracies; docs/MODELS.md, "The study"), read from the built-in `experiments/study.toml`, and the
+//! grid of distinct runs they need, with the shards that split it between processes.
 
+use super::experiment_file::Experiment;
+pub use super::experiment_file::{RunSpec, STUDY_BATCH};
 use crate::error::InputError;
-use crate::model::ModelSpec;
-use crate::optim::OptimKind;
 use std::collections::BTreeSet;
 
-/// The study's batch size (500 steps per epoch on 55,000 images).
-pub const STUDY_BATCH: usize = 110;
 /// The study's tables, by number.
 pub const TABLES: [u8; 4] = [1, 2, 3, 4];
-
-/// One training run of the grid: which model, which optimizer, which learning rate.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RunSpec {
-    pub model: ModelSpec,
-    pub optim: OptimKind,
-    pub lr: f32,
-}
-
-impl RunSpec {
-    /// `optim` at its default learning rate (docs/MODELS.md).
-    pub fn new(model: ModelSpec, optim: OptimKind) -> Self {
-        RunSpec {
-            model,
-            optim,
-            lr: optim.default_lr(),
-        }
-    }
-    pub fn with_lr(model: ModelSpec, optim: OptimKind, lr: f32) -> Self {
-        RunSpec { model, optim, lr }
-    }
-    /// `fc8-bn_adam_lr0.001`: the part of a run key that says what is trained.
-    /// The run's key in the sweep whose settings signature is `sig` (see `SweepConfig::signature`),
-    /// e.g. `cnn7-bn_sgd_lr0.01_b110_e1_seed1`; also its directory name under `runs/`.
-    pub fn key(&self, sig: &str) -> String {
-        format!("{}_{sig}", self.id())
-    }
-    pub fn id(&self) -> String {
-        format!("{}_{}_lr{}", self.model.name(), self.optim.name(), self.lr)
-    }
-}
 
 /// A column of one of the study's tables: its header, the run without and with batch norm, and the
 /// test accuracies (percent) the study reported for them.
@@ -52,110 +19,67 @@ pub struct StudyColumn {
     pub study: [Option<f64>; 2],
 }
 
-/// One of the study's Tables I-IV: rows "no batchnorm" and "batchnorm", one column per variant.
+/// One of the study's Tables I-IV: rows "no batchnorm" and "batchnorm", one column per variant, and
+/// its loss figure (like the study's Figures 3-9).
 #[derive(Clone, Debug)]
 pub struct StudyTable {
     pub number: u8,
-    pub title: &'static str,
-    /// What the columns vary ("optimizer", "convolution layers", "learning rate").
-    pub varies: &'static str,
+    /// As the study file titles it, e.g. "Table I: Fully connected network, 8 layers (FC-8), by optimizer".
+    pub title: String,
+    pub row_labels: [String; 2],
     pub columns: Vec<StudyColumn>,
+    /// The figure's file stem under figures/, its title, what to compare it with, and whether its
+    /// panels are the rows (else the columns).
+    pub figure: String,
+    pub figure_title: String,
+    pub compare: String,
+    pub panels_by_rows: bool,
 }
 
-impl StudyTable {
-    /// The roman numeral the study used.
-    pub fn roman(&self) -> &'static str {
-        ["I", "II", "III", "IV"][(self.number - 1) as usize]
-    }
-}
-
-/// The built-in model `base` (`fc8`, `cnn7`), with batch norm (`-bn`) or without.
-fn spec(base: &str, batchnorm: bool) -> ModelSpec {
-    let name = format!("{base}{}", if batchnorm { "-bn" } else { "" });
-    ModelSpec::parse(&name).expect("the study's models are built in")
-}
-
-/// Tables I-IV as docs/MODELS.md states them (the study's test accuracies in percent).
+/// Tables I-IV, read from the built-in `experiments/study.toml` (its tables have two rows, without
+/// and with batch norm, and one seed).
 pub fn study_tables() -> Vec<StudyTable> {
-    let optims = [
-        ("SGD", OptimKind::Sgd),
-        ("RMSProp", OptimKind::RmsProp),
-        ("Adam", OptimKind::Adam),
-    ];
-    let by_optim = |arch: &str, study: [[f64; 2]; 3]| -> Vec<StudyColumn> {
-        optims
-            .iter()
-            .zip(study)
-            .map(|(&(header, o), s)| StudyColumn {
-                header: header.to_string(),
-                runs: [
-                    RunSpec::new(spec(arch, false), o),
-                    RunSpec::new(spec(arch, true), o),
-                ],
-                study: [Some(s[0]), Some(s[1])],
-            })
-            .collect()
-    };
-    let depth = [
-        (3, [63.18, 83.57]),
-        (5, [78.09, 86.28]),
-        (7, [60.65, 80.69]),
-    ]
-    .into_iter()
-    .map(|(l, s)| StudyColumn {
-        header: l.to_string(),
-        runs: [
-            RunSpec::new(spec(&format!("cnn{l}"), false), OptimKind::Sgd),
-            RunSpec::new(spec(&format!("cnn{l}"), true), OptimKind::Sgd),
-        ],
-        study: [Some(s[0]), Some(s[1])],
-    })
-    .collect();
-    let lrs: [(f32, [Option<f64>; 2]); 6] = [
-        (0.001, [Some(66.94), Some(81.25)]),
-        (0.002, [Some(79.41), Some(88.98)]),
-        (0.005, [Some(93.04), Some(94.79)]),
-        (0.01, [Some(94.54), None]),
-        (0.02, [Some(96.73), None]),
-        (0.1, [Some(98.52), None]),
-    ];
-    let by_lr = lrs
-        .into_iter()
-        .map(|(lr, study)| StudyColumn {
-            header: lr.to_string(),
-            runs: [
-                RunSpec::with_lr(spec("cnn7", false), OptimKind::Sgd, lr),
-                RunSpec::with_lr(spec("cnn7", true), OptimKind::Sgd, lr),
-            ],
-            study,
+    static CACHE: std::sync::OnceLock<Vec<StudyTable>> = std::sync::OnceLock::new();
+    CACHE
+        .get_or_init(|| {
+            Experiment::study()
+                .tables
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    assert_eq!(t.row_values.len(), 2, "the study's tables have two rows");
+                    let columns = t
+                        .column_values
+                        .iter()
+                        .enumerate()
+                        .map(|(c, cv)| {
+                            let run = |r: usize| {
+                                t.cell(&t.row_values[r], cv)
+                                    .next()
+                                    .expect("every cell of the study has a run")
+                                    .run()
+                            };
+                            StudyColumn {
+                                header: t.column_labels[c].clone(),
+                                runs: [run(0), run(1)],
+                                study: [t.published_at(0, c), t.published_at(1, c)],
+                            }
+                        })
+                        .collect();
+                    StudyTable {
+                        number: i as u8 + 1,
+                        title: t.title.clone().unwrap_or_default(),
+                        row_labels: [t.row_labels[0].clone(), t.row_labels[1].clone()],
+                        columns,
+                        figure: t.figure.clone(),
+                        figure_title: t.figure_title.clone(),
+                        compare: t.compare.clone().unwrap_or_default(),
+                        panels_by_rows: t.panels_by_rows,
+                    }
+                })
+                .collect()
         })
-        .collect();
-    vec![
-        StudyTable {
-            number: 1,
-            title: "Fully connected network, 8 layers (FC-8), by optimizer",
-            varies: "optimizer",
-            columns: by_optim("fc8", [[9.58, 17.60], [86.23, 97.31], [95.17, 97.21]]),
-        },
-        StudyTable {
-            number: 2,
-            title: "CNN with 7 convolution layers (CNN-7), by optimizer",
-            varies: "optimizer",
-            columns: by_optim("cnn7", [[60.65, 80.69], [98.85, 99.02], [98.98, 98.82]]),
-        },
-        StudyTable {
-            number: 3,
-            title: "CNN with 3, 5 or 7 convolution layers, SGD (lr 0.01)",
-            varies: "convolution layers",
-            columns: depth,
-        },
-        StudyTable {
-            number: 4,
-            title: "CNN-7 with SGD, by learning rate",
-            varies: "learning rate",
-            columns: by_lr,
-        },
-    ]
+        .clone()
 }
 
 /// A run of the grid and the study tables it appears in.

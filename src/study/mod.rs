@@ -2,6 +2,7 @@
 //! finished runs, the headless sweep, and the report with its figures.
 
 pub mod experiment;
+pub mod experiment_file;
 pub mod figures;
 pub mod grid;
 pub mod jobs;

@@ -87,16 +87,12 @@ pub fn table_markdown(
     records: &HashMap<&str, &RunRecord>,
     sigs: &[String],
 ) -> (String, Vec<Vec<String>>) {
-    let header = |h: &str| match t.number {
-        3 => format!("CNN-{h}"),
-        4 => format!("lr {h}"),
-        _ => h.to_string(),
-    };
-    let headers: Vec<String> = t.columns.iter().map(|c| header(&c.header)).collect();
+    let headers: Vec<String> = t.columns.iter().map(|c| c.header.clone()).collect();
     let mut head = vec![""];
     head.extend(headers.iter().map(String::as_str));
     let mut csv_rows = Vec::new();
-    let body: Vec<Vec<String>> = ["no batchnorm", "batchnorm"]
+    let body: Vec<Vec<String>> = t
+        .row_labels
         .iter()
         .enumerate()
         .map(|(row, name)| {
@@ -287,7 +283,8 @@ pub fn write_report(
             "Each cell: test accuracy over the {} seeds' sweeps ({}) as mean ± sample standard \
              deviation (n), then the study's, in percent; \"†\" marks a study figure outside our lowest \
              to highest; \"–\" marks a run not finished yet (or a figure the study did not report). \
-             Figures and the runs below: sweep `{sig}`. As data: `{STUDY_CELLS_CSV}`.\n",
+             Figures: each line the mean over the seeds, in a band from the lowest to the highest; \
+             the runs below: sweep `{sig}`. As data: `{STUDY_CELLS_CSV}`.\n",
             seeds.len(),
             seeds.join(", ")
         );
@@ -303,7 +300,7 @@ pub fn write_report(
         "table", "row", "column", "mean", "std", "n", "min", "max", "study",
     ])?;
     for t in study_tables() {
-        let _ = writeln!(md, "## Table {}: {}\n", t.roman(), t.title);
+        let _ = writeln!(md, "## {}\n", t.title);
         let (table, rows) = table_markdown(&t, &all_seeds, &seeds);
         for r in rows {
             cells_csv.write_record(&r)?;
@@ -311,13 +308,13 @@ pub fn write_report(
         md.push_str(&table);
         md.push('\n');
         let fig = figure_of(&t);
-        match render_figure(dir, &fig, &map, &sig, warn)? {
+        match render_figure(dir, &fig, &all_seeds, &seeds, warn)? {
             Some(png) => {
                 let _ = writeln!(
                     md,
-                    "![{} (compare the study's {})]({png})\n\nAlso as [SVG]({}).\n",
+                    "![{} (compare {})]({png})\n\nAlso as [SVG]({}).\n",
                     fig.title,
-                    fig.study_figures,
+                    fig.compare,
                     png.replace(".png", ".svg")
                 );
             }
