@@ -520,3 +520,38 @@ fn checkpoints_from_before_the_data_record_load_as_mnist() {
         data_dir.to_str().unwrap(),
     ]));
 }
+
+/// eval, predict and `model --data` need the test set only: IDX reads the training labels (they
+/// number the classes) but not the training images, CIFAR its test file only.
+#[test]
+fn the_test_set_loads_without_decoding_the_training_images() {
+    use wgtrain::io::data::idx;
+    let opts = DataOptions::default();
+    let dir = tempfile::tempdir().unwrap();
+    let train = data::synthetic(50, 1);
+    data::write_idx_dir(dir.path(), &train, &data::synthetic(20, 2)).unwrap();
+    let train_images = idx::find_file(dir.path(), idx::TRAIN_FILES.0);
+    std::fs::write(&train_images, b"not an IDX file").unwrap();
+    let (test, format, names) = data::load_test(dir.path(), &opts).unwrap();
+    assert_eq!(format.to_string(), "IDX");
+    assert_eq!((test.len(), names.len()), (20, train.classes()));
+    let err = load(dir.path(), 10, &opts).unwrap_err().to_string();
+    assert!(err.contains(&train_images.display().to_string()), "{err}");
+    // A test label the training labels do not have is still refused, naming both files.
+    let few = ImageSet {
+        labels: vec![0; 50],
+        ..train.clone()
+    };
+    data::write_idx_dir(dir.path(), &few, &data::synthetic(20, 2)).unwrap();
+    let err = data::load_test(dir.path(), &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("out of range") && err.contains(idx::TRAIN_FILES.1),
+        "{err}"
+    );
+    // CIFAR: a training file that is not one.
+    let c = cifar10_dir();
+    std::fs::write(c.path().join("data_batch_1.bin"), b"short").unwrap();
+    let (test, _, names) = data::load_test(c.path(), &opts).unwrap();
+    assert_eq!((test.len(), names.len()), (20, 10));
+    assert!(load(c.path(), 10, &opts).is_err());
+}

@@ -142,8 +142,15 @@ fn load_files(dir: &Path, names: &[String], kind: Cifar) -> Result<ImageSet, Inp
 /// The training set, the test set and the class names of the CIFAR directory `dir`. Without the
 /// names file the classes are named by number.
 pub fn load(dir: &Path, kind: Cifar) -> Result<(ImageSet, ImageSet, Vec<String>), InputError> {
-    let (train_files, test_file) = kind.files();
+    let (train_files, _) = kind.files();
     let train = load_files(dir, &train_files, kind)?;
+    let (test, names) = load_test(dir, kind)?;
+    Ok((train, test, names))
+}
+
+/// The test set and the class names of the CIFAR directory `dir` (the training files unread).
+pub fn load_test(dir: &Path, kind: Cifar) -> Result<(ImageSet, Vec<String>), InputError> {
+    let (_, test_file) = kind.files();
     let test = load_files(dir, &[test_file.to_string()], kind)?;
     let names_path: PathBuf = dir.join(kind.names_file());
     let names = if names_path.exists() {
@@ -165,7 +172,7 @@ pub fn load(dir: &Path, kind: Cifar) -> Result<(ImageSet, ImageSet, Vec<String>)
     } else {
         (0..kind.classes()).map(|i| i.to_string()).collect()
     };
-    Ok((train, test, names))
+    Ok((test, names))
 }
 
 /// Writes `set` (interleaved RGB 32x32) as one CIFAR binary file: the inverse of [`parse`]. For

@@ -213,6 +213,22 @@ pub fn load(dir: &Path) -> Result<(ImageSet, ImageSet, PathBuf, PathBuf), InputE
     ))
 }
 
+/// The training labels (they number the classes) and the test set of an IDX directory, without
+/// the training images, with the two label files' paths. Returns (training labels, test set,
+/// training label file, test label file).
+pub fn load_test(dir: &Path) -> Result<(Vec<u8>, ImageSet, PathBuf, PathBuf), InputError> {
+    if !dir.is_dir() {
+        return Err(InputError::file(dir, "data directory not found"));
+    }
+    let (train_path, bytes) = read_member(dir, TRAIN_FILES.1)?;
+    let train_labels = parse_labels(&train_path, &bytes)?;
+    if train_labels.is_empty() {
+        return Err(InputError::file(&train_path, "holds no labels"));
+    }
+    let test = load_set(dir, TEST_FILES)?;
+    Ok((train_labels, test, train_path, find_file(dir, TEST_FILES.1)))
+}
+
 /// Encodes a grey set as IDX image and label files (the inverse of the loader).
 pub fn encode(set: &ImageSet) -> (Vec<u8>, Vec<u8>) {
     assert_eq!(set.channels, 1, "IDX holds grey images");

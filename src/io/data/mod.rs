@@ -203,12 +203,8 @@ pub fn detect(dir: &Path, opts: &DataOptions) -> Result<(DataFormat, PathBuf), I
     }
 }
 
-/// The training and test sets of `dir` (any format) and their class names, before any split. The
-/// test labels must name classes the training set has.
-fn read_sets(
-    dir: &Path,
-    opts: &DataOptions,
-) -> Result<(DataFormat, ImageSet, ImageSet, Vec<String>), InputError> {
+/// The format of `dir` and the directory that holds its files, with the options checked against it.
+fn checked_format(dir: &Path, opts: &DataOptions) -> Result<(DataFormat, PathBuf), InputError> {
     let (format, dir) = detect(dir, opts)?;
     if opts.image_size.is_some() && format != DataFormat::ImageFolder {
         return Err(InputError::value(format!(
@@ -222,26 +218,50 @@ fn read_sets(
             dir.display()
         )));
     }
+    Ok((format, dir))
+}
+
+/// An IDX set's classes: 0 to its largest training label; every test label must be one of them.
+fn idx_classes(
+    train_labels: &[u8],
+    test: &ImageSet,
+    train_path: &Path,
+    test_path: &Path,
+) -> Result<Vec<String>, InputError> {
+    let classes = train_labels
+        .iter()
+        .map(|&l| l as usize + 1)
+        .max()
+        .unwrap_or(0);
+    if let Some((i, &l)) = test
+        .labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= classes)
+    {
+        return Err(InputError::file(
+            test_path,
+            format!(
+                "label {l} at index {i} is out of range: the training labels ({}) are 0..{}",
+                train_path.display(),
+                classes.saturating_sub(1)
+            ),
+        ));
+    }
+    Ok((0..classes).map(|c| c.to_string()).collect())
+}
+
+/// The training and test sets of `dir` (any format) and their class names, before any split. The
+/// test labels must name classes the training set has.
+fn read_sets(
+    dir: &Path,
+    opts: &DataOptions,
+) -> Result<(DataFormat, ImageSet, ImageSet, Vec<String>), InputError> {
+    let (format, dir) = checked_format(dir, opts)?;
     match format {
         DataFormat::Idx => {
             let (train, test, train_labels, test_labels) = idx::load(&dir)?;
-            let classes = train.classes();
-            if let Some((i, &l)) = test
-                .labels
-                .iter()
-                .enumerate()
-                .find(|(_, &l)| l as usize >= classes)
-            {
-                return Err(InputError::file(
-                    &test_labels,
-                    format!(
-                        "label {l} at index {i} is out of range: the training labels ({}) are 0..{}",
-                        train_labels.display(),
-                        classes - 1
-                    ),
-                ));
-            }
-            let names = (0..classes).map(|c| c.to_string()).collect();
+            let names = idx_classes(&train.labels, &test, &train_labels, &test_labels)?;
             Ok((format, train, test, names))
         }
         DataFormat::Cifar(kind) => {
@@ -267,13 +287,30 @@ pub fn load_dir(dir: &Path, validation: usize) -> Result<Splits, InputError> {
     load(dir, validation, &DataOptions::default())
 }
 
-/// The test set of `dir` and its format and class names (for `eval`, `predict`, `model --data`).
+/// The test set of `dir` and its format and class names (for `eval`, `predict`, `model --data`),
+/// without decoding the training images where the format allows: IDX reads the training labels
+/// only (they number the classes), CIFAR its test file only. An image folder is read whole: its
+/// colours and size are decided over the training images too.
 pub fn load_test(
     dir: &Path,
     opts: &DataOptions,
 ) -> Result<(ImageSet, DataFormat, Vec<String>), InputError> {
-    let (format, _, test, names) = read_sets(dir, opts)?;
-    Ok((test, format, names))
+    let (format, dir) = checked_format(dir, opts)?;
+    match format {
+        DataFormat::Idx => {
+            let (train_labels, test, train_path, test_path) = idx::load_test(&dir)?;
+            let names = idx_classes(&train_labels, &test, &train_path, &test_path)?;
+            Ok((test, format, names))
+        }
+        DataFormat::Cifar(kind) => {
+            let (test, names) = cifar::load_test(&dir, kind)?;
+            Ok((test, format, names))
+        }
+        DataFormat::ImageFolder => {
+            let (_, test, names) = folder::load(&dir, opts.image_size)?;
+            Ok((test, format, names))
+        }
+    }
 }
 
 /// Splits the last `validation` samples of `train` off as the validation set; an IDX-style set (classes
