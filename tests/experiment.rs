@@ -12,6 +12,16 @@ fn parse(text: &str) -> Result<Experiment, String> {
     Experiment::parse(Path::new("exp.toml"), text).map_err(|e| e.to_string())
 }
 
+/// A temporary directory with a generated data set in `data/` (300 training, 100 test images) and
+/// the experiment file `exp.toml` holding `text`.
+fn experiment_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    support::synthetic_dir(&tmp.path().join("data"), 300, 100, 1);
+    let file = tmp.path().join("exp.toml");
+    std::fs::write(&file, text).unwrap();
+    (tmp, file)
+}
+
 #[test]
 fn the_grid_is_the_product_of_the_axes_with_zipped_ones_together() {
     let e = parse(
@@ -307,11 +317,7 @@ fn stats_are_mean_sample_std_n_min_max() {
 
 #[test]
 fn a_quick_experiment_end_to_end() {
-    let tmp = tempfile::tempdir().unwrap();
-    support::synthetic_dir(&tmp.path().join("data"), 300, 100, 1);
-    let file = tmp.path().join("exp.toml");
-    std::fs::write(
-        &file,
+    let (tmp, file) = experiment_file(
         r#"version = 1
 title = "fc8 against fc8-bn"
 [settings]
@@ -328,8 +334,7 @@ rows = "model"
 columns = "optim"
 metric = "val_acc"
 "#,
-    )
-    .unwrap();
+    );
     let out = tmp.path().join("out");
     let (f, o) = (file.to_str().unwrap(), out.to_str().unwrap());
     let stdout = ok(wgtrain(&["sweep", f, "--out", o, "--backend", "cpu", "-q"]));
@@ -401,11 +406,7 @@ metric = "val_acc"
 /// marks, its own figure; the shared runs trained once.
 #[test]
 fn a_quick_experiment_with_tables_and_published_figures() {
-    let tmp = tempfile::tempdir().unwrap();
-    support::synthetic_dir(&tmp.path().join("data"), 300, 100, 1);
-    let file = tmp.path().join("exp.toml");
-    std::fs::write(
-        &file,
+    let (tmp, file) = experiment_file(
         r#"version = 1
 title = "two tables"
 [settings]
@@ -436,8 +437,7 @@ rows = "bn"
 columns = "layers"
 figure = "depth"
 "#,
-    )
-    .unwrap();
+    );
     let out = tmp.path().join("out");
     let (f, o) = (file.to_str().unwrap(), out.to_str().unwrap());
     let stdout = ok(wgtrain(&["sweep", f, "--out", o, "--backend", "cpu", "-q"]));
