@@ -501,6 +501,20 @@ fn a_killed_sweep_resumes_with_two_jobs_losing_nothing() {
         r#"{"host":"gone","pid":1,"start":1}"#,
     )
     .unwrap();
+    // A kill while a claim is being written leaves write_atomic's temporary: planted too, by a
+    // process that has exited, and a second old.
+    let gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    let mut gone = gone;
+    gone.wait().unwrap();
+    std::fs::write(
+        sweep
+            .join("claims")
+            .join(format!("{first_key}.tmp{gone_pid}")),
+        "{",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let mut again = base.to_vec();
     again.extend(["--jobs", "2"]);
     let stdout = ok(wgtrain(&again));

@@ -386,10 +386,25 @@ pub fn claim_next(dir: &Path, keys: &[String]) -> Result<Option<Claim>> {
     std::fs::create_dir_all(&claims)
         .map_err(|e| InputError::file(&claims, format!("cannot create: {e}")))?;
     // A process killed between appending a run's record and removing its claim leaves the claim of a
-    // finished run: nobody would take that run again, so the file is removed here.
+    // finished run: nobody would take that run again, so the file is removed here. One killed while
+    // writing a claim leaves write_atomic's temporary (`KEY.tmpPID`): removed once its process is
+    // gone and it is a second old (a claim is written in microseconds; the age spares one being
+    // written by a process of the same number on another host sharing the directory).
     if let Ok(entries) = std::fs::read_dir(&claims) {
         for e in entries.flatten() {
-            if done.contains(e.file_name().to_string_lossy().as_ref()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let orphan = name
+                .rsplit_once(".tmp")
+                .and_then(|(_, pid)| pid.parse::<u32>().ok())
+                .is_some_and(|pid| {
+                    process_start(pid).is_none()
+                        && e.metadata()
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|t| t.elapsed().ok())
+                            .is_some_and(|age| age.as_secs_f64() >= 1.0)
+                });
+            if orphan || done.contains(&name) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
