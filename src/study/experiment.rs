@@ -140,6 +140,14 @@ fn shown_units(metric: &str, v: f64) -> f64 {
     }
 }
 
+/// The run keys of the cell at row value `rv` and column value `cv` of table `t`.
+fn cell_keys<'a>(t: &Table, keys: &'a [(String, Point)], rv: &str, cv: &str) -> Vec<&'a String> {
+    keys.iter()
+        .filter(|(_, p)| p.value(&t.rows) == rv && p.value(&t.columns) == cv)
+        .map(|(k, _)| k)
+        .collect()
+}
+
 /// Writes the experiment's report.md, cells.csv and runs.csv in `out` from its results.jsonl.
 pub fn write_experiment_report(
     exp: &Experiment,
@@ -209,11 +217,7 @@ pub fn write_experiment_report(
         for (r, rv) in t.row_values.iter().enumerate() {
             let mut line = vec![t.row_labels[r].clone()];
             for (c, cv) in t.column_values.iter().enumerate() {
-                let cell: Vec<&String> = keys
-                    .iter()
-                    .filter(|(_, p)| p.value(&t.rows) == *rv && p.value(&t.columns) == *cv)
-                    .map(|(k, _)| k)
-                    .collect();
+                let cell = cell_keys(t, &keys, rv, cv);
                 let values: Vec<f64> = cell
                     .iter()
                     .filter_map(|k| by_key.get(k.as_str()))
@@ -372,26 +376,23 @@ fn render_table_figure(
     records: &BTreeMap<&str, &RunRecord>,
     warn: &mut dyn FnMut(&str),
 ) -> Result<Option<String>> {
-    let (panel_axis, panel_values, panel_labels, line_axis, line_values, line_labels) =
-        if t.panels_by_rows {
-            (
-                &t.rows,
-                &t.row_values,
-                &t.row_labels,
-                &t.columns,
-                &t.column_values,
-                &t.column_labels,
-            )
-        } else {
-            (
-                &t.columns,
-                &t.column_values,
-                &t.column_labels,
-                &t.rows,
-                &t.row_values,
-                &t.row_labels,
-            )
-        };
+    let (panel_axis, panel_values, panel_labels, line_values, line_labels) = if t.panels_by_rows {
+        (
+            &t.rows,
+            &t.row_values,
+            &t.row_labels,
+            &t.column_values,
+            &t.column_labels,
+        )
+    } else {
+        (
+            &t.columns,
+            &t.column_values,
+            &t.column_labels,
+            &t.row_values,
+            &t.row_labels,
+        )
+    };
     let panels = panel_values
         .iter()
         .zip(panel_labels)
@@ -401,14 +402,11 @@ fn render_table_figure(
                 .zip(line_labels)
                 .enumerate()
                 .map(|(color, (lv, ll))| {
-                    let cell: Vec<String> = keys
-                        .iter()
-                        .filter(|(k, p)| {
-                            p.value(panel_axis) == *pv
-                                && p.value(line_axis) == *lv
-                                && records.contains_key(k.as_str())
-                        })
-                        .map(|(k, _)| k.clone())
+                    let (rv, cv) = if t.panels_by_rows { (pv, lv) } else { (lv, pv) };
+                    let cell: Vec<String> = cell_keys(t, keys, rv, cv)
+                        .into_iter()
+                        .filter(|k| records.contains_key(k.as_str()))
+                        .cloned()
                         .collect();
                     let runs = read_runs(out, &cell, warn);
                     Line {

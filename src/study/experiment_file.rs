@@ -24,14 +24,6 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// `optim` at its default learning rate (docs/MODELS.md).
-    pub fn new(model: ModelSpec, optim: OptimKind) -> Self {
-        RunSpec {
-            model,
-            optim,
-            lr: optim.default_lr(),
-        }
-    }
     pub fn with_lr(model: ModelSpec, optim: OptimKind, lr: f32) -> Self {
         RunSpec { model, optim, lr }
     }
@@ -152,23 +144,21 @@ pub struct Axes {
 impl Axes {
     /// These axes where given, `base`'s elsewhere (vars merged by name, these winning).
     fn over(&self, base: &Axes) -> Axes {
-        let pick =
-            |a: &Option<Vec<String>>, b: &Option<Vec<String>>| a.clone().or_else(|| b.clone());
+        fn pick<T: Clone>(a: &Option<T>, b: &Option<T>) -> Option<T> {
+            a.as_ref().or(b.as_ref()).cloned()
+        }
         let mut vars = base.vars.clone().unwrap_or_default();
         vars.extend(self.vars.clone().unwrap_or_default());
         Axes {
             model: pick(&self.model, &base.model),
             optim: pick(&self.optim, &base.optim),
-            lr: self.lr.clone().or_else(|| base.lr.clone()),
-            seed: self.seed.clone().or_else(|| base.seed.clone()),
-            batch: self.batch.clone().or_else(|| base.batch.clone()),
-            weight_decay: self
-                .weight_decay
-                .clone()
-                .or_else(|| base.weight_decay.clone()),
-            momentum: self.momentum.clone().or_else(|| base.momentum.clone()),
+            lr: pick(&self.lr, &base.lr),
+            seed: pick(&self.seed, &base.seed),
+            batch: pick(&self.batch, &base.batch),
+            weight_decay: pick(&self.weight_decay, &base.weight_decay),
+            momentum: pick(&self.momentum, &base.momentum),
             lr_schedule: pick(&self.lr_schedule, &base.lr_schedule),
-            zip: self.zip.clone().or_else(|| base.zip.clone()),
+            zip: pick(&self.zip, &base.zip),
             vars: Some(vars),
         }
     }

@@ -53,7 +53,7 @@ impl ImageSet {
     }
     /// Classes as an IDX set counts them: the largest label plus one.
     pub fn classes(&self) -> usize {
-        self.labels.iter().max().map_or(0, |&m| m as usize + 1)
+        class_count(&self.labels)
     }
     /// The normalisation an IDX set of these images gets (see [`pixel_norm`]): for tools that take a
     /// bare set (bench, profile, gradcheck).
@@ -221,6 +221,11 @@ fn checked_format(dir: &Path, opts: &DataOptions) -> Result<(DataFormat, PathBuf
     Ok((format, dir))
 }
 
+/// Classes as an IDX set counts them from its labels: the largest plus one.
+fn class_count(labels: &[u8]) -> usize {
+    labels.iter().max().map_or(0, |&m| m as usize + 1)
+}
+
 /// An IDX set's classes: 0 to its largest training label; every test label must be one of them.
 fn idx_classes(
     train_labels: &[u8],
@@ -228,11 +233,7 @@ fn idx_classes(
     train_path: &Path,
     test_path: &Path,
 ) -> Result<Vec<String>, InputError> {
-    let classes = train_labels
-        .iter()
-        .map(|&l| l as usize + 1)
-        .max()
-        .unwrap_or(0);
+    let classes = class_count(train_labels);
     if let Some((i, &l)) = test
         .labels
         .iter()
