@@ -11,13 +11,36 @@ use super::{
 };
 use rayon::prelude::*;
 
-/// Rows per rayon task: small ops stay on one thread.
-const PAR_ROWS: usize = 64;
+/// Elements per rayon task of the row-wise ops, at least: smaller ops stay on the calling thread, where
+/// they finish before a pool thread would have woken.
+const PAR_ROW_ELEMS: usize = 1 << 15;
 /// Rows per partial sum of the column reductions. Fixed, so that the partials and the order they are
 /// added in do not depend on the thread count: the same bits on any number of threads.
 const SUM_ROWS: usize = 1024;
 /// Elements per rayon task of the element-wise ops.
 const PAR_ELEMS: usize = 1 << 14;
+/// Images per rayon task of the batch gather.
+const GATHER_IMAGES: usize = 32;
+
+/// Elements per task of a row-wise op over rows of `cols`: whole rows, at least [`PAR_ROW_ELEMS`].
+fn row_chunk(cols: usize) -> usize {
+    PAR_ROW_ELEMS.div_ceil(cols.max(1)) * cols
+}
+
+/// `f(i, chunk)` over `data`'s chunks of `size`, in parallel when there is more than one. A single chunk
+/// runs inline: handing one task to rayon's pool from outside it costs a cross-thread wake-up (tens of
+/// microseconds) that a small layer's op cannot repay. Which thread runs a chunk never changes its result.
+fn for_chunks<T: Send>(data: &mut [T], size: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    if data.len() <= size {
+        if !data.is_empty() {
+            f(0, data);
+        }
+    } else {
+        data.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, chunk)| f(i, chunk));
+    }
+}
 
 #[derive(Default, Clone, Debug)]
 pub struct CpuBackend;
@@ -115,14 +138,21 @@ impl Backend for CpuBackend {
         x: &mut Vec<f32>,
         y: &mut Vec<f32>,
     ) {
-        let p = ds.pixels;
-        for b in 0..batch {
-            let i = ds.order[start + b] as usize;
-            let src = &ds.images[i * p..(i + 1) * p];
-            for (px, (d, &s)) in x[b * p..(b + 1) * p].iter_mut().zip(src).enumerate() {
-                *d = ds.table[(px % ds.channels) * 256 + s as usize];
+        let (p, ch) = (ds.pixels, ds.channels);
+        for_chunks(&mut x[..batch * p], GATHER_IMAGES * p, |chunk, xs| {
+            for (j, xi) in xs.chunks_mut(p).enumerate() {
+                let i = ds.order[start + chunk * GATHER_IMAGES + j] as usize;
+                let src = &ds.images[i * p..(i + 1) * p];
+                // One pixel's channels at a time: channel c looks up its own 256 entries.
+                for (dp, sp) in xi.chunks_mut(ch).zip(src.chunks(ch)) {
+                    for (c, (d, &s)) in dp.iter_mut().zip(sp).enumerate() {
+                        *d = ds.table[c * 256 + s as usize];
+                    }
+                }
             }
-            y[b] = ds.labels[i] as f32;
+        });
+        for (yb, &i) in y[..batch].iter_mut().zip(&ds.order[start..start + batch]) {
+            *yb = ds.labels[i as usize] as f32;
         }
     }
 
@@ -164,36 +194,32 @@ impl Backend for CpuBackend {
 
     fn bias_act(&self, x: &mut Vec<f32>, bias: Option<&Vec<f32>>, shape: Mat, act: Option<Act>) {
         let (rows, cols) = (shape.rows, shape.cols);
-        x[..rows * cols]
-            .par_chunks_mut(cols * PAR_ROWS)
-            .for_each(|chunk| {
-                for row in chunk.chunks_mut(cols) {
-                    if let Some(b) = bias {
-                        row.iter_mut().zip(b.iter()).for_each(|(v, b)| *v += b);
-                    }
-                    if let Some(a) = act {
-                        row.iter_mut().for_each(|v| *v = a.apply(*v));
-                    }
+        for_chunks(&mut x[..rows * cols], row_chunk(cols), |_, chunk| {
+            for row in chunk.chunks_mut(cols) {
+                if let Some(b) = bias {
+                    row.iter_mut().zip(b.iter()).for_each(|(v, b)| *v += b);
                 }
-            });
+                if let Some(a) = act {
+                    row.iter_mut().for_each(|v| *v = a.apply(*v));
+                }
+            }
+        });
     }
 
     fn activation(&self, act: Act, x: &Vec<f32>, y: &mut Vec<f32>, len: usize) {
-        y[..len]
-            .par_chunks_mut(PAR_ELEMS)
-            .zip(x[..len].par_chunks(PAR_ELEMS))
-            .for_each(|(yc, xc)| yc.iter_mut().zip(xc).for_each(|(y, &x)| *y = act.apply(x)));
+        for_chunks(&mut y[..len], PAR_ELEMS, |i, yc| {
+            let xc = &x[i * PAR_ELEMS..];
+            yc.iter_mut().zip(xc).for_each(|(y, &x)| *y = act.apply(x))
+        });
     }
 
     fn activation_backward(&self, act: Act, y: &Vec<f32>, dy: &mut Vec<f32>, len: usize) {
-        dy[..len]
-            .par_chunks_mut(PAR_ELEMS)
-            .zip(y[..len].par_chunks(PAR_ELEMS))
-            .for_each(|(dc, yc)| {
-                dc.iter_mut()
-                    .zip(yc)
-                    .for_each(|(d, &y)| *d = act.grad(y, *d))
-            });
+        for_chunks(&mut dy[..len], PAR_ELEMS, |i, dc| {
+            let yc = &y[i * PAR_ELEMS..];
+            dc.iter_mut()
+                .zip(yc)
+                .for_each(|(d, &y)| *d = act.grad(y, *d))
+        });
     }
 
     fn pool(
@@ -320,62 +346,65 @@ impl Backend for CpuBackend {
     }
 
     fn im2col(&self, x: &Vec<f32>, col: &mut Vec<f32>, g: &ConvGeom) {
-        let (oh, ow, cc) = (g.out_h(), g.out_w(), g.col_cols());
-        col[..g.col_rows() * cc]
-            .par_chunks_mut(oh * ow * cc)
-            .enumerate()
-            .for_each(|(n, sample)| {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let row = &mut sample[(oy * ow + ox) * cc..(oy * ow + ox + 1) * cc];
-                        for ky in 0..g.k {
-                            for kx in 0..g.k {
-                                let dst =
-                                    &mut row[(ky * g.k + kx) * g.c..(ky * g.k + kx + 1) * g.c];
-                                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                                let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                    dst.fill(0.0);
-                                } else {
-                                    let src = ((n * g.h + iy as usize) * g.w + ix as usize) * g.c;
-                                    dst.copy_from_slice(&x[src..src + g.c]);
-                                }
-                            }
+        let (oh, ow, cc, c) = (g.out_h(), g.out_w(), g.col_cols(), g.c);
+        // A kernel row's taps are contiguous in the image (NHWC) and in the column row: copy them whole.
+        let kc = g.k * c;
+        for_chunks(&mut col[..g.col_rows() * cc], oh * ow * cc, |n, sample| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let row = &mut sample[(oy * ow + ox) * cc..(oy * ow + ox + 1) * cc];
+                    let (kx0, kx1, ix0) = kernel_columns_inside(g, ox);
+                    for ky in 0..g.k {
+                        let dst = &mut row[ky * kc..(ky + 1) * kc];
+                        let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                        if iy < 0 || iy >= g.h as isize || kx0 >= kx1 {
+                            dst.fill(0.0);
+                            continue;
                         }
+                        dst[..kx0 * c].fill(0.0);
+                        dst[kx1 * c..].fill(0.0);
+                        let src = ((n * g.h + iy as usize) * g.w + ix0) * c;
+                        dst[kx0 * c..kx1 * c].copy_from_slice(&x[src..src + (kx1 - kx0) * c]);
                     }
                 }
-            });
+            }
+        });
     }
 
     fn col2im(&self, col: &Vec<f32>, dx: &mut Vec<f32>, g: &ConvGeom) {
-        let (oh, ow, cc) = (g.out_h(), g.out_w(), g.col_cols());
-        dx[..g.n * g.h * g.w * g.c]
-            .par_chunks_mut(g.h * g.w * g.c)
-            .enumerate()
-            .for_each(|(n, sample)| {
+        let (oh, ow, cc, c) = (g.out_h(), g.out_w(), g.col_cols(), g.c);
+        let kc = g.k * c;
+        // Each input element gathers its taps in (oy, ox) order, one tap per output pixel: the same
+        // order on any number of threads.
+        for_chunks(
+            &mut dx[..g.n * g.h * g.w * c],
+            g.h * g.w * c,
+            |n, sample| {
                 sample.fill(0.0);
                 for oy in 0..oh {
                     for ox in 0..ow {
                         let row = &col
                             [((n * oh + oy) * ow + ox) * cc..((n * oh + oy) * ow + ox + 1) * cc];
+                        let (kx0, kx1, ix0) = kernel_columns_inside(g, ox);
+                        if kx0 >= kx1 {
+                            continue;
+                        }
                         for ky in 0..g.k {
-                            for kx in 0..g.k {
-                                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                                let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                    continue;
-                                }
-                                let dst = ((iy as usize) * g.w + ix as usize) * g.c;
-                                let src = &row[(ky * g.k + kx) * g.c..(ky * g.k + kx + 1) * g.c];
-                                sample[dst..dst + g.c]
-                                    .iter_mut()
-                                    .zip(src)
-                                    .for_each(|(d, s)| *d += s);
+                            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                            if iy < 0 || iy >= g.h as isize {
+                                continue;
                             }
+                            let dst = (iy as usize * g.w + ix0) * c;
+                            let src = &row[ky * kc + kx0 * c..ky * kc + kx1 * c];
+                            sample[dst..dst + src.len()]
+                                .iter_mut()
+                                .zip(src)
+                                .for_each(|(d, s)| *d += s);
                         }
                     }
                 }
-            });
+            },
+        );
     }
 
     fn bn_forward_train(
@@ -471,27 +500,24 @@ impl Backend for CpuBackend {
             .collect();
         let cols_of = |c: usize| (k[c], mean[c], invstd[c], dbeta[c], dgamma[c]);
         let per_col: Vec<_> = (0..cols).map(cols_of).collect();
-        dx[..rows * cols]
-            .par_chunks_mut(cols * PAR_ROWS)
-            .zip(x[..rows * cols].par_chunks(cols * PAR_ROWS))
-            .zip(dy[..rows * cols].par_chunks(cols * PAR_ROWS))
-            .zip(out[..rows * cols].par_chunks(cols * PAR_ROWS))
-            .for_each(|(((dxc, xc), dyc), yc)| {
-                for (((dxr, xr), dyr), yr) in dxc
-                    .chunks_mut(cols)
-                    .zip(xc.chunks(cols))
-                    .zip(dyc.chunks(cols))
-                    .zip(yc.chunks(cols))
+        let chunk = row_chunk(cols);
+        for_chunks(&mut dx[..rows * cols], chunk, |i, dxc| {
+            let (xc, dyc, yc) = (&x[i * chunk..], &dy[i * chunk..], &out[i * chunk..]);
+            for (((dxr, xr), dyr), yr) in dxc
+                .chunks_mut(cols)
+                .zip(xc.chunks(cols))
+                .zip(dyc.chunks(cols))
+                .zip(yc.chunks(cols))
+            {
+                for ((((d, &x), &dy), &y), &(k, m, is, db, dg)) in
+                    dxr.iter_mut().zip(xr).zip(dyr).zip(yr).zip(&per_col)
                 {
-                    for ((((d, &x), &dy), &y), &(k, m, is, db, dg)) in
-                        dxr.iter_mut().zip(xr).zip(dyr).zip(yr).zip(&per_col)
-                    {
-                        let dy = dy_at(dy, y);
-                        let xhat = (x - m) * is;
-                        *d = k * (r * dy - db - xhat * dg);
-                    }
+                    let dy = dy_at(dy, y);
+                    let xhat = (x - m) * is;
+                    *d = k * (r * dy - db - xhat * dg);
                 }
-            });
+            }
+        });
     }
 
     fn softmax_ce(
@@ -561,8 +587,8 @@ impl Backend for CpuBackend {
             }
         );
         // The gradient the rule sees: clipped, and with L2 decay, exactly as optim.wgsl forms it.
-        let grad = |i: usize, w: f32| {
-            let mut gi = g[i];
+        let grad = |gi: f32, w: f32| {
+            let mut gi = gi;
             if step.clip {
                 gi *= scale[0];
             }
@@ -571,32 +597,27 @@ impl Backend for CpuBackend {
             }
             gi
         };
-        match step.rule {
+        // The rule element by element over one chunk of the weights, their gradients and the state
+        // (`s0`, `s1`: the rule's state vectors, empty where it has fewer).
+        let update = |w: &mut [f32], g: &[f32], s0: &mut [f32], s1: &mut [f32]| match step.rule {
+            OptimRule::Sgd { momentum: 0.0, .. } => {
+                for (wi, &gi) in w.iter_mut().zip(g) {
+                    *wi -= lr * grad(gi, *wi);
+                }
+            }
             OptimRule::Sgd { momentum, nesterov } => {
-                if momentum == 0.0 {
-                    for (i, wi) in w.iter_mut().enumerate() {
-                        *wi -= lr * grad(i, *wi);
-                    }
-                } else {
-                    let buf = &mut state[0];
-                    for i in 0..w.len() {
-                        let gi = grad(i, w[i]);
-                        buf[i] = momentum * buf[i] + gi;
-                        let update = if nesterov {
-                            gi + momentum * buf[i]
-                        } else {
-                            buf[i]
-                        };
-                        w[i] -= lr * update;
-                    }
+                for ((wi, &gi), buf) in w.iter_mut().zip(g).zip(s0) {
+                    let gi = grad(gi, *wi);
+                    *buf = momentum * *buf + gi;
+                    let update = if nesterov { gi + momentum * *buf } else { *buf };
+                    *wi -= lr * update;
                 }
             }
             OptimRule::RmsProp { rho, eps } => {
-                let ms = &mut state[0];
-                for i in 0..w.len() {
-                    let gi = grad(i, w[i]);
-                    ms[i] = rho * ms[i] + (1.0 - rho) * gi * gi;
-                    w[i] -= lr * gi / (ms[i].sqrt() + eps);
+                for ((wi, &gi), ms) in w.iter_mut().zip(g).zip(s0) {
+                    let gi = grad(gi, *wi);
+                    *ms = rho * *ms + (1.0 - rho) * gi * gi;
+                    *wi -= lr * gi / (ms.sqrt() + eps);
                 }
             }
             OptimRule::Adam {
@@ -607,20 +628,47 @@ impl Backend for CpuBackend {
                 ..
             } => {
                 let (c1, c2) = adam_corrections(beta1, beta2, t);
-                let (m, v) = state.split_at_mut(1);
-                let (m, v) = (&mut m[0], &mut v[0]);
-                for i in 0..w.len() {
-                    let gi = grad(i, w[i]);
-                    let mut wi = w[i];
+                for (((wi, &gi), m), v) in w.iter_mut().zip(g).zip(s0).zip(s1) {
+                    let gi = grad(gi, *wi);
+                    let mut w = *wi;
                     if decoupled && wd != 0.0 {
-                        wi -= lr * wd * wi;
+                        w -= lr * wd * w;
                     }
-                    m[i] = beta1 * m[i] + (1.0 - beta1) * gi;
-                    v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi;
-                    w[i] = wi - lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+                    *m = beta1 * *m + (1.0 - beta1) * gi;
+                    *v = beta2 * *v + (1.0 - beta2) * gi * gi;
+                    *wi = w - lr * (*m / c1) / ((*v / c2).sqrt() + eps);
                 }
             }
+        };
+        let n = w.len();
+        let mut chunks = state.iter_mut().map(|s| s[..n].chunks_mut(PAR_ELEMS));
+        let (s0, s1) = (chunks.next(), chunks.next());
+        let tasks: Vec<_> = w
+            .chunks_mut(PAR_ELEMS)
+            .zip(g[..n].chunks(PAR_ELEMS))
+            .zip(state_chunks(s0, n).into_iter().zip(state_chunks(s1, n)))
+            .collect();
+        // Every element is updated alone, so the chunks and the threads change nothing.
+        if tasks.len() == 1 {
+            tasks
+                .into_iter()
+                .for_each(|((w, g), (s0, s1))| update(w, g, s0, s1));
+        } else {
+            tasks
+                .into_par_iter()
+                .for_each(|((w, g), (s0, s1))| update(w, g, s0, s1));
         }
+    }
+}
+
+/// An optimizer state vector's chunks of [`PAR_ELEMS`], or, for a state vector the rule lacks, as many
+/// empty chunks as `n` weights make.
+fn state_chunks(s: Option<std::slice::ChunksMut<'_, f32>>, n: usize) -> Vec<&mut [f32]> {
+    match s {
+        Some(s) => s.collect(),
+        None => (0..n.div_ceil(PAR_ELEMS))
+            .map(|_| Default::default())
+            .collect(),
     }
 }
 
@@ -672,21 +720,34 @@ fn column_mean_var(x: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) 
 /// Column sums in f64: `add(r, acc)` adds row `r`'s terms into `acc` (`width` long). Chunks of
 /// [`SUM_ROWS`] rows are summed in parallel, then the chunks are added in order.
 fn column_sums(rows: usize, width: usize, add: impl Fn(usize, &mut [f64]) + Sync) -> Vec<f64> {
-    let partials: Vec<Vec<f64>> = (0..rows.div_ceil(SUM_ROWS))
-        .into_par_iter()
-        .map(|chunk| {
-            let mut acc = vec![0.0f64; width];
-            for r in chunk * SUM_ROWS..((chunk + 1) * SUM_ROWS).min(rows) {
-                add(r, &mut acc);
-            }
-            acc
-        })
-        .collect();
+    let partial = |chunk: usize| {
+        let mut acc = vec![0.0f64; width];
+        for r in chunk * SUM_ROWS..((chunk + 1) * SUM_ROWS).min(rows) {
+            add(r, &mut acc);
+        }
+        acc
+    };
+    let chunks = rows.div_ceil(SUM_ROWS);
+    // One chunk is summed inline (see `for_chunks`); it is added to zeros all the same, as below.
+    let partials: Vec<Vec<f64>> = if chunks == 1 {
+        vec![partial(0)]
+    } else {
+        (0..chunks).into_par_iter().map(partial).collect()
+    };
     let mut total = vec![0.0f64; width];
     for p in partials {
         total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
     }
     total
+}
+
+/// The kernel columns `kx0..kx1` of output column `ox` that fall inside the image, and the image
+/// column `ix0` of the first.
+fn kernel_columns_inside(g: &ConvGeom, ox: usize) -> (usize, usize, usize) {
+    let x0 = (ox * g.stride) as isize - g.pad as isize;
+    let kx0 = (-x0).max(0) as usize;
+    let kx1 = (g.w as isize - x0).clamp(0, g.k as isize) as usize;
+    (kx0, kx1.max(kx0), (x0 + kx0 as isize).max(0) as usize)
 }
 
 /// `y = act(gamma * (x - mean) * invstd + beta)` per column (the activation if `bn.act`); `stats(c)` gives
@@ -699,15 +760,14 @@ fn normalise_rows(
 ) {
     let (rows, cols) = (bn.shape.rows, bn.shape.cols);
     let s: Vec<_> = (0..cols).map(stats).collect();
-    y[..rows * cols]
-        .par_chunks_mut(cols * PAR_ROWS)
-        .zip(x[..rows * cols].par_chunks(cols * PAR_ROWS))
-        .for_each(|(yc, xc)| {
-            for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
-                for ((y, &x), &(m, is, g, b)) in yr.iter_mut().zip(xr).zip(&s) {
-                    let v = g * (x - m) * is + b;
-                    *y = bn.act.map_or(v, |a| a.apply(v));
-                }
+    let chunk = row_chunk(cols);
+    for_chunks(&mut y[..rows * cols], chunk, |i, yc| {
+        let xc = &x[i * chunk..];
+        for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
+            for ((y, &x), &(m, is, g, b)) in yr.iter_mut().zip(xr).zip(&s) {
+                let v = g * (x - m) * is + b;
+                *y = bn.act.map_or(v, |a| a.apply(v));
             }
-        });
+        }
+    });
 }
