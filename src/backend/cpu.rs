@@ -1,13 +1,13 @@
 //! The reference backend: plain f32 Rust, simple enough to be obviously right.
 //!
-//! Matmul goes through `matrixmultiply` (a well-kept, threaded sgemm) so that the CPU throughput figure
-//! is honest; the other ops are direct loops, parallel over independent rows or samples with rayon where
+//! Matmul goes through the `gemm` crate (see [`super::cpu_matmul`]) so that the CPU throughput figure is
+//! honest; the other ops are direct loops, parallel over independent rows or samples with rayon where
 //! it pays. Every output element is computed by one thread in a fixed order, so runs are bit-identical.
 
 use super::dropout::DropoutStep;
 use super::{
     Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimRule, OptimStep,
-    PixelNorm, PoolGeom, PoolKind, Trans,
+    PixelNorm, PoolGeom, PoolKind,
 };
 use rayon::prelude::*;
 
@@ -21,6 +21,29 @@ const SUM_ROWS: usize = 1024;
 const PAR_ELEMS: usize = 1 << 14;
 /// Images per rayon task of the batch gather.
 const GATHER_IMAGES: usize = 32;
+
+/// `$body` with `$apply` bound to `$act`'s function and `$grad` to its gradient from the output
+/// (identities when `$act` is `None`), each a closure of its own type per activation: the loops inside
+/// are compiled once per activation and vectorise, where a match per element would not.
+macro_rules! with_act {
+    ($act:expr, |$apply:ident, $grad:ident| $body:expr) => {
+        match $act {
+            None => {
+                #[allow(unused_variables)]
+                let ($apply, $grad) = (|v: f32| v, |_y: f32, dy: f32| dy);
+                $body
+            }
+            Some(Act::Relu) => with_act!(@one Act::Relu, $apply, $grad, $body),
+            Some(Act::Sigmoid) => with_act!(@one Act::Sigmoid, $apply, $grad, $body),
+            Some(Act::Tanh) => with_act!(@one Act::Tanh, $apply, $grad, $body),
+        }
+    };
+    (@one $a:expr, $apply:ident, $grad:ident, $body:expr) => {{
+        #[allow(unused_variables)]
+        let ($apply, $grad) = (|v: f32| $a.apply(v), |y: f32, dy: f32| $a.grad(y, dy));
+        $body
+    }};
+}
 
 /// Elements per task of a row-wise op over rows of `cols`: whole rows, at least [`PAR_ROW_ELEMS`].
 fn row_chunk(cols: usize) -> usize {
@@ -158,20 +181,15 @@ impl Backend for CpuBackend {
 
     fn matmul(&self, g: &Gemm, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) {
         let (m, k, n) = (g.m, g.k, g.n);
-        assert!(
-            a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-            "matmul shape"
-        );
         let (rsa, csa) = match g.ta {
-            Trans::N => (k as isize, 1),
-            Trans::T => (1, m as isize),
+            super::Trans::N => (k as isize, 1),
+            super::Trans::T => (1, m as isize),
         };
         let (rsb, csb) = match g.tb {
-            Trans::N => (n as isize, 1),
-            Trans::T => (1, k as isize),
+            super::Trans::N => (n as isize, 1),
+            super::Trans::T => (1, k as isize),
         };
         let beta = if g.accumulate { 1.0 } else { 0.0 };
-        // SAFETY: the assert above keeps every strided access of the three matrices in bounds.
         unsafe {
             matrixmultiply::sgemm(
                 m,
@@ -472,52 +490,60 @@ impl Backend for CpuBackend {
             dgamma,
             dbeta,
         } = t;
-        // dy through the fused activation, from the output.
-        let dy_at = |dy: f32, y: f32| bn.act.map_or(dy, |a| a.grad(y, dy));
-        // [sum dy | sum dy * xhat] per column.
-        let sums = column_sums(rows, 2 * cols, |r, acc| {
-            let (xr, dyr) = (&x[r * cols..(r + 1) * cols], &dy[r * cols..(r + 1) * cols]);
-            let yr = &out[r * cols..(r + 1) * cols];
-            let (sum_dy, sum_dy_xhat) = acc.split_at_mut(cols);
-            let per_col = mean.iter().zip(invstd.iter()).zip(sum_dy).zip(sum_dy_xhat);
-            for (((&x, &dy), &y), (((&m, &is), s), sx)) in xr.iter().zip(dyr).zip(yr).zip(per_col) {
-                let dy = dy_at(dy, y);
-                let xhat = (x - m) * is;
-                *s += dy as f64;
-                *sx += (dy * xhat) as f64;
-            }
-        });
-        for c in 0..cols {
-            dbeta[c] = sums[c] as f32;
-            dgamma[c] = sums[cols + c] as f32;
-        }
-        let r = rows as f32;
-        // Per column: gamma * invstd / r (the same f32 operations, hoisted out of the rows).
-        let k: Vec<f32> = gamma
-            .iter()
-            .zip(invstd.iter())
-            .map(|(g, is)| g * is / r)
-            .collect();
-        let cols_of = |c: usize| (k[c], mean[c], invstd[c], dbeta[c], dgamma[c]);
-        let per_col: Vec<_> = (0..cols).map(cols_of).collect();
-        let chunk = row_chunk(cols);
-        for_chunks(&mut dx[..rows * cols], chunk, |i, dxc| {
-            let (xc, dyc, yc) = (&x[i * chunk..], &dy[i * chunk..], &out[i * chunk..]);
-            for (((dxr, xr), dyr), yr) in dxc
-                .chunks_mut(cols)
-                .zip(xc.chunks(cols))
-                .zip(dyc.chunks(cols))
-                .zip(yc.chunks(cols))
-            {
-                for ((((d, &x), &dy), &y), &(k, m, is, db, dg)) in
-                    dxr.iter_mut().zip(xr).zip(dyr).zip(yr).zip(&per_col)
+        // dy through the fused activation, from the output: `dy_at(dy, y)`.
+        with_act!(bn.act, |_act, grad| {
+            let dy_at = |dy: f32, y: f32| grad(y, dy);
+            // [sum dy | sum dy * xhat] per column.
+            let sums = column_sums(rows, 2 * cols, |r, acc| {
+                let (xr, dyr) = (&x[r * cols..(r + 1) * cols], &dy[r * cols..(r + 1) * cols]);
+                let yr = &out[r * cols..(r + 1) * cols];
+                let (sum_dy, sum_dy_xhat) = acc.split_at_mut(cols);
+                let per_col = mean.iter().zip(invstd.iter()).zip(sum_dy).zip(sum_dy_xhat);
+                for (((&x, &dy), &y), (((&m, &is), s), sx)) in
+                    xr.iter().zip(dyr).zip(yr).zip(per_col)
                 {
                     let dy = dy_at(dy, y);
                     let xhat = (x - m) * is;
-                    *d = k * (r * dy - db - xhat * dg);
+                    *s += dy as f64;
+                    *sx += (dy * xhat) as f64;
                 }
+            });
+            for c in 0..cols {
+                dbeta[c] = sums[c] as f32;
+                dgamma[c] = sums[cols + c] as f32;
             }
-        });
+            let r = rows as f32;
+            // Per column: gamma * invstd / r (the same f32 operations, hoisted out of the rows).
+            let k: Vec<f32> = gamma
+                .iter()
+                .zip(invstd.iter())
+                .map(|(g, is)| g * is / r)
+                .collect();
+            let chunk = row_chunk(cols);
+            for_chunks(&mut dx[..rows * cols], chunk, |i, dxc| {
+                let (xc, dyc, yc) = (&x[i * chunk..], &dy[i * chunk..], &out[i * chunk..]);
+                for (((dxr, xr), dyr), yr) in dxc
+                    .chunks_mut(cols)
+                    .zip(xc.chunks(cols))
+                    .zip(dyc.chunks(cols))
+                    .zip(yc.chunks(cols))
+                {
+                    let per_col = k
+                        .iter()
+                        .zip(mean.iter())
+                        .zip(invstd.iter())
+                        .zip(dbeta.iter())
+                        .zip(dgamma.iter());
+                    for ((((d, &x), &dy), &y), ((((&k, &m), &is), &db), &dg)) in
+                        dxr.iter_mut().zip(xr).zip(dyr).zip(yr).zip(per_col)
+                    {
+                        let dy = dy_at(dy, y);
+                        let xhat = (x - m) * is;
+                        *d = k * (r * dy - db - xhat * dg);
+                    }
+                }
+            });
+        })
     }
 
     fn softmax_ce(
@@ -759,15 +785,27 @@ fn normalise_rows(
     stats: impl Fn(usize) -> (f32, f32, f32, f32) + Sync,
 ) {
     let (rows, cols) = (bn.shape.rows, bn.shape.cols);
-    let s: Vec<_> = (0..cols).map(stats).collect();
+    let (mut m, mut is, mut g, mut b) = (
+        vec![0.0; cols],
+        vec![0.0; cols],
+        vec![0.0; cols],
+        vec![0.0; cols],
+    );
+    for c in 0..cols {
+        (m[c], is[c], g[c], b[c]) = stats(c);
+    }
     let chunk = row_chunk(cols);
-    for_chunks(&mut y[..rows * cols], chunk, |i, yc| {
-        let xc = &x[i * chunk..];
-        for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
-            for ((y, &x), &(m, is, g, b)) in yr.iter_mut().zip(xr).zip(&s) {
-                let v = g * (x - m) * is + b;
-                *y = bn.act.map_or(v, |a| a.apply(v));
+    with_act!(bn.act, |act, _grad| for_chunks(
+        &mut y[..rows * cols],
+        chunk,
+        |i, yc| {
+            let xc = &x[i * chunk..];
+            for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
+                let per_col = m.iter().zip(&is).zip(&g).zip(&b);
+                for ((y, &x), (((&m, &is), &g), &b)) in yr.iter_mut().zip(xr).zip(per_col) {
+                    *y = act(g * (x - m) * is + b);
+                }
             }
         }
-    });
+    ));
 }
