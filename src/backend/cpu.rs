@@ -180,34 +180,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, g: &Gemm, a: &Vec<f32>, b: &Vec<f32>, c: &mut Vec<f32>) {
-        let (m, k, n) = (g.m, g.k, g.n);
-        let (rsa, csa) = match g.ta {
-            super::Trans::N => (k as isize, 1),
-            super::Trans::T => (1, m as isize),
-        };
-        let (rsb, csb) = match g.tb {
-            super::Trans::N => (n as isize, 1),
-            super::Trans::T => (1, k as isize),
-        };
-        let beta = if g.accumulate { 1.0 } else { 0.0 };
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                rsa,
-                csa,
-                b.as_ptr(),
-                rsb,
-                csb,
-                beta,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            );
-        }
+        super::cpu_matmul::matmul(g, a, b, c);
     }
 
     fn bias_act(&self, x: &mut Vec<f32>, bias: Option<&Vec<f32>>, shape: Mat, act: Option<Act>) {

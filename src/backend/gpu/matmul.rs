@@ -1,5 +1,5 @@
 //! `shaders/matmul.wgsl`: the matrix products of every Linear and Conv2d, forward and backward.
-//! CPU twin: `CpuBackend::matmul` (matrixmultiply's sgemm). Tests: `tests/gpu_ops.rs` `matmul_*`.
+//! CPU twin: `CpuBackend::matmul` (the gemm crate, `backend/cpu_matmul.rs`). Tests: `tests/gpu_ops.rs` `matmul_*`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
 use super::{u, GpuBackend, GpuTensor, KernelStyle, Scratch};
