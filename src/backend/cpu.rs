@@ -166,7 +166,14 @@ impl Backend for CpuBackend {
             for (j, xi) in xs.chunks_mut(p).enumerate() {
                 let i = ds.order[start + chunk * GATHER_IMAGES + j] as usize;
                 let src = &ds.images[i * p..(i + 1) * p];
-                // One pixel's channels at a time: channel c looks up its own 256 entries.
+                // Channel c looks up its own 256 entries; grey images in one pass.
+                if ch == 1 {
+                    let table = &ds.table[..256];
+                    xi.iter_mut()
+                        .zip(src)
+                        .for_each(|(d, &s)| *d = table[s as usize]);
+                    continue;
+                }
                 for (dp, sp) in xi.chunks_mut(ch).zip(src.chunks(ch)) {
                     for (c, (d, &s)) in dp.iter_mut().zip(sp).enumerate() {
                         *d = ds.table[c * 256 + s as usize];
@@ -578,6 +585,7 @@ impl Backend for CpuBackend {
         scale: &Vec<f32>,
     ) {
         let (lr, wd) = (step.lr, step.weight_decay);
+        let s = if step.clip { scale[0] } else { 1.0 };
         let decoupled = matches!(
             step.rule,
             OptimRule::Adam {
@@ -585,78 +593,90 @@ impl Backend for CpuBackend {
                 ..
             }
         );
-        // The gradient the rule sees: clipped, and with L2 decay, exactly as optim.wgsl forms it.
-        let grad = |gi: f32, w: f32| {
-            let mut gi = gi;
-            if step.clip {
-                gi *= scale[0];
-            }
-            if wd != 0.0 && !decoupled {
-                gi += wd * w;
-            }
-            gi
-        };
-        // The rule element by element over one chunk of the weights, their gradients and the state
-        // (`s0`, `s1`: the rule's state vectors, empty where it has fewer).
-        let update = |w: &mut [f32], g: &[f32], s0: &mut [f32], s1: &mut [f32]| match step.rule {
-            OptimRule::Sgd { momentum: 0.0, .. } => {
-                for (wi, &gi) in w.iter_mut().zip(g) {
-                    *wi -= lr * grad(gi, *wi);
-                }
-            }
-            OptimRule::Sgd { momentum, nesterov } => {
-                for ((wi, &gi), buf) in w.iter_mut().zip(g).zip(s0) {
-                    let gi = grad(gi, *wi);
-                    *buf = momentum * *buf + gi;
-                    let update = if nesterov { gi + momentum * *buf } else { *buf };
-                    *wi -= lr * update;
-                }
-            }
-            OptimRule::RmsProp { rho, eps } => {
-                for ((wi, &gi), ms) in w.iter_mut().zip(g).zip(s0) {
-                    let gi = grad(gi, *wi);
-                    *ms = rho * *ms + (1.0 - rho) * gi * gi;
-                    *wi -= lr * gi / (ms.sqrt() + eps);
-                }
-            }
-            OptimRule::Adam {
-                beta1,
-                beta2,
-                eps,
-                t,
-                ..
-            } => {
-                let (c1, c2) = adam_corrections(beta1, beta2, t);
-                for (((wi, &gi), m), v) in w.iter_mut().zip(g).zip(s0).zip(s1) {
-                    let gi = grad(gi, *wi);
-                    let mut w = *wi;
-                    if decoupled && wd != 0.0 {
-                        w -= lr * wd * w;
-                    }
-                    *m = beta1 * *m + (1.0 - beta1) * gi;
-                    *v = beta2 * *v + (1.0 - beta2) * gi * gi;
-                    *wi = w - lr * (*m / c1) / ((*v / c2).sqrt() + eps);
-                }
-            }
-        };
-        let n = w.len();
-        let mut chunks = state.iter_mut().map(|s| s[..n].chunks_mut(PAR_ELEMS));
-        let (s0, s1) = (chunks.next(), chunks.next());
-        let tasks: Vec<_> = w
-            .chunks_mut(PAR_ELEMS)
-            .zip(g[..n].chunks(PAR_ELEMS))
-            .zip(state_chunks(s0, n).into_iter().zip(state_chunks(s1, n)))
-            .collect();
-        // Every element is updated alone, so the chunks and the threads change nothing.
-        if tasks.len() == 1 {
-            tasks
-                .into_iter()
-                .for_each(|((w, g), (s0, s1))| update(w, g, s0, s1));
-        } else {
-            tasks
-                .into_par_iter()
-                .for_each(|((w, g), (s0, s1))| update(w, g, s0, s1));
+        // The gradient the rule sees (clipped, and with L2 decay) and AdamW's decay of the weight, exactly
+        // as optim.wgsl forms them, chosen here once so that the loops inside are branch-free and vectorise.
+        let identity = |w: f32| w;
+        let decay = |w: f32| w - lr * wd * w;
+        match (step.clip, wd != 0.0 && !decoupled, wd != 0.0 && decoupled) {
+            (false, false, false) => optim_chunks(step, w, g, state, |g, _| g, identity),
+            (true, false, false) => optim_chunks(step, w, g, state, |g, _| g * s, identity),
+            (false, true, _) => optim_chunks(step, w, g, state, |g, w| g + wd * w, identity),
+            (true, true, _) => optim_chunks(step, w, g, state, |g, w| g * s + wd * w, identity),
+            (false, false, true) => optim_chunks(step, w, g, state, |g, _| g, decay),
+            (true, false, true) => optim_chunks(step, w, g, state, |g, _| g * s, decay),
         }
+    }
+}
+
+/// One optimizer step over `w` with `grad(g, w)` the gradient the rule sees and `decay(w)` the weight
+/// before the rule's update: in parallel over chunks of [`PAR_ELEMS`] of the weights, their gradients
+/// and the state. Every element is updated alone, so the chunks and the threads change nothing.
+fn optim_chunks(
+    step: &OptimStep,
+    w: &mut [f32],
+    g: &[f32],
+    state: &mut [Vec<f32>],
+    grad: impl Fn(f32, f32) -> f32 + Sync,
+    decay: impl Fn(f32) -> f32 + Sync,
+) {
+    let lr = step.lr;
+    // The rule element by element over one chunk of the weights, their gradients and the state
+    // (`s0`, `s1`: the rule's state vectors, empty where it has fewer).
+    let update = |w: &mut [f32], g: &[f32], s0: &mut [f32], s1: &mut [f32]| match step.rule {
+        OptimRule::Sgd { momentum: 0.0, .. } => {
+            for (wi, &gi) in w.iter_mut().zip(g) {
+                *wi -= lr * grad(gi, *wi);
+            }
+        }
+        OptimRule::Sgd { momentum, nesterov } => {
+            for ((wi, &gi), buf) in w.iter_mut().zip(g).zip(s0) {
+                let gi = grad(gi, *wi);
+                *buf = momentum * *buf + gi;
+                let update = if nesterov { gi + momentum * *buf } else { *buf };
+                *wi -= lr * update;
+            }
+        }
+        OptimRule::RmsProp { rho, eps } => {
+            for ((wi, &gi), ms) in w.iter_mut().zip(g).zip(s0) {
+                let gi = grad(gi, *wi);
+                *ms = rho * *ms + (1.0 - rho) * gi * gi;
+                *wi -= lr * gi / (ms.sqrt() + eps);
+            }
+        }
+        OptimRule::Adam {
+            beta1,
+            beta2,
+            eps,
+            t,
+            ..
+        } => {
+            let (c1, c2) = adam_corrections(beta1, beta2, t);
+            for (((wi, &gi), m), v) in w.iter_mut().zip(g).zip(s0).zip(s1) {
+                let gi = grad(gi, *wi);
+                let w = decay(*wi);
+                *m = beta1 * *m + (1.0 - beta1) * gi;
+                *v = beta2 * *v + (1.0 - beta2) * gi * gi;
+                *wi = w - lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+            }
+        }
+    };
+    let n = w.len();
+    let mut chunks = state.iter_mut().map(|s| s[..n].chunks_mut(PAR_ELEMS));
+    let (s0, s1) = (chunks.next(), chunks.next());
+    let tasks: Vec<_> = w
+        .chunks_mut(PAR_ELEMS)
+        .zip(g[..n].chunks(PAR_ELEMS))
+        .zip(state_chunks(s0, n).into_iter().zip(state_chunks(s1, n)))
+        .collect();
+    // Every element is updated alone, so the chunks and the threads change nothing.
+    if tasks.len() == 1 {
+        tasks
+            .into_iter()
+            .for_each(|((w, g), (s0, s1))| update(w, g, s0, s1));
+    } else {
+        tasks
+            .into_par_iter()
+            .for_each(|((w, g), (s0, s1))| update(w, g, s0, s1));
     }
 }
 
