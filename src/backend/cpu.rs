@@ -120,8 +120,8 @@ impl Backend for CpuBackend {
     fn write(&self, t: &mut Vec<f32>, data: &[f32]) {
         t.copy_from_slice(data);
     }
-    fn read(&self, t: &Vec<f32>) -> Vec<f32> {
-        t.clone()
+    fn read_async(&self, t: &Vec<f32>) -> impl std::future::Future<Output = Vec<f32>> {
+        std::future::ready(t.clone())
     }
     fn len(&self, t: &Vec<f32>) -> usize {
         t.len()

@@ -397,8 +397,14 @@ pub trait Backend {
     fn zeros(&self, len: usize) -> Self::Tensor;
     fn upload(&self, data: &[f32]) -> Self::Tensor;
     fn write(&self, t: &mut Self::Tensor, data: &[f32]);
-    /// Copies a tensor back to the host, waiting for all queued work.
-    fn read(&self, t: &Self::Tensor) -> Vec<f32>;
+    /// Copies a tensor back to the host once all queued work is done. The one read-back path: the
+    /// web awaits it (the browser completes the GPU's map); natively [`Backend::read`] drives it.
+    fn read_async(&self, t: &Self::Tensor) -> impl std::future::Future<Output = Vec<f32>>;
+    /// [`Backend::read_async`] driven to completion by `pollster` on this thread. Native code only for
+    /// a GPU: on the web nothing may block, and a GPU read there must be awaited.
+    fn read(&self, t: &Self::Tensor) -> Vec<f32> {
+        pollster::block_on(self.read_async(t))
+    }
     fn len(&self, t: &Self::Tensor) -> usize;
     /// GPU: a buffer clear or write (no kernel). Test: `copy_and_fill`.
     fn fill(&self, t: &mut Self::Tensor, value: f32);

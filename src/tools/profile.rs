@@ -209,8 +209,8 @@ impl<B: Backend> Backend for Profiled<B> {
     fn write(&self, t: &mut B::Tensor, data: &[f32]) {
         self.inner.write(t, data)
     }
-    fn read(&self, t: &B::Tensor) -> Vec<f32> {
-        self.inner.read(t)
+    fn read_async(&self, t: &B::Tensor) -> impl std::future::Future<Output = Vec<f32>> {
+        self.inner.read_async(t)
     }
     fn len(&self, t: &B::Tensor) -> usize {
         self.inner.len(t)

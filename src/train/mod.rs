@@ -7,18 +7,19 @@
 pub mod files;
 pub mod progress;
 pub mod request;
+pub mod trainer;
+
+pub use trainer::Trainer;
 
 use crate::backend::{Backend, Mat};
 use crate::error::InputError;
 use crate::io::checkpoint::Checkpoint;
-use crate::io::data::{epoch_order, DataInfo, ImageSet, Splits};
+use crate::io::data::{DataInfo, ImageSet, Splits};
 use crate::model::{Model, ModelSpec};
 use crate::optim::{OptimKind, Optimizer, Recipe};
 use anyhow::Result;
-use files::RunFiles;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// What to train and how long.
 #[derive(Clone, Debug)]
@@ -181,8 +182,9 @@ impl<B: Backend> BatchBuffers<B> {
     }
 }
 
-/// Accuracy and mean loss of `model` (evaluation mode) over a whole device data set, in order.
-pub fn evaluate<B: Backend>(
+/// Accuracy and mean loss of `model` (evaluation mode) over a whole device data set, in order. Its
+/// one wait on the device is the read of the sums at the end.
+pub async fn evaluate<B: Backend>(
     be: &B,
     model: &mut Model<B>,
     ds: &B::Dataset,
@@ -200,7 +202,7 @@ pub fn evaluate<B: Backend>(
         be.eval_batch(logits, &bufs.y, &mut bufs.acc, Mat::new(b, classes));
         start += b;
     }
-    let acc = be.read(&bufs.acc);
+    let acc = be.read_async(&bufs.acc).await;
     EvalResult {
         acc: acc[0] as f64 / n as f64,
         loss: acc[1] as f64 / n as f64,
@@ -260,6 +262,7 @@ pub struct Trained<B: Backend> {
 }
 
 /// [`train`], optionally continuing from a checkpoint and saving one; returns the final model too.
+/// A [`Trainer`] driven to the end on this thread, its log points awaited through `pollster`.
 pub fn train_with<B: Backend + 'static>(
     be: &B,
     data: &Splits,
@@ -267,184 +270,14 @@ pub fn train_with<B: Backend + 'static>(
     obs: &mut dyn Observer,
     persist: Persist,
 ) -> Result<Trained<B>> {
-    let started = Instant::now();
-    let (input, classes) = (data.shape(), data.info.classes());
-    if (cfg.model.input(), cfg.model.classes()) != (input, classes) {
-        return Err(InputError::value(format!(
-            "model {} is built for {} images in {} classes, the data has {input} images in {classes}",
-            cfg.model.name(),
-            cfg.model.input(),
-            cfg.model.classes()
-        ))
-        .into());
-    }
-    let spe = TrainConfig::steps_per_epoch(data.train.len(), cfg.batch);
-    let (mut model, mut opt) = match persist.resume {
-        Some(ck) => resume_state(be, ck, cfg, &data.info, data.train.len(), spe)?,
-        None => (
-            Model::new(be, cfg.model.clone(), cfg.batch, cfg.seed),
-            Optimizer::with_recipe(cfg.optim, cfg.lr, cfg.recipe, cfg.steps as u64),
-        ),
-    };
-    let start = opt.steps as usize;
-    let mut save = persist.save;
-    if let Some(path) = save {
-        crate::io::output::prepare_file(path, "--save")?;
-    }
-    let dev = DeviceData::upload(be, data);
-    let mut bufs = BatchBuffers::new(be, cfg.batch, data.train.pixels());
-    let mut files = cfg.out.as_deref().map(RunFiles::create).transpose()?;
-
-    anyhow::ensure!(
-        dev.train_len >= cfg.batch,
-        crate::error::InputError::value(format!(
-            "--batch {} is larger than the {} training images",
-            cfg.batch, dev.train_len
-        ))
-    );
-    let log_every = cfg.log_every.clamp(1, spe);
-    let mut step_losses = be.zeros(spe);
-    // Grown as the run goes: `cfg.steps` may be far more than a run will reach before it is stopped.
-    let mut losses: Vec<f32> = Vec::new();
-    // The first write that failed; its output is dropped, training goes on (see `Trained`).
-    let mut write_failure: Option<InputError> = None;
-    let mut failed = |e: InputError, note: &str, obs: &mut dyn Observer| {
-        obs.warn(&format!("{e}; {note}"));
-        write_failure.get_or_insert(e);
-    };
-    let mut epoch_metrics = Vec::new();
-    let mut train_seconds = 0.0;
-    let mut train_dev = dev.train;
-    obs.start(start, cfg.steps);
-
-    let mut step = start;
-    while step < cfg.steps {
-        let epoch = step / spe;
-        let t0 = Instant::now();
-        be.set_order(&mut train_dev, &epoch_order(dev.train_len, cfg.seed, epoch));
-        let epoch_end = ((epoch + 1) * spe).min(cfg.steps);
-        let mut logged = step;
-        while step < epoch_end {
-            train_step(
-                be,
-                &mut model,
-                &mut opt,
-                &train_dev,
-                (step % spe) * cfg.batch,
-                &mut bufs,
-            );
-            be.copy(&model.head.loss, 0, &mut step_losses, step % spe, 1);
-            step += 1;
-            if step.is_multiple_of(log_every) || step == epoch_end {
-                let all = be.read(&step_losses);
-                be.health()?;
-                let fresh = &all[logged % spe..logged % spe + (step - logged)];
-                for (i, &l) in fresh.iter().enumerate() {
-                    if let Some(f) = files.as_mut() {
-                        f.loss(logged + i + 1, epoch + 1, l);
-                    }
-                    if !l.is_finite() {
-                        if let Some(f) = files.as_mut() {
-                            f.flush_losses()?;
-                        }
-                        obs.finish();
-                        return Err(Diverged {
-                            step: logged + i + 1,
-                            loss: l,
-                        }
-                        .into());
-                    }
-                }
-                losses.extend_from_slice(fresh);
-                if let Some(Err(e)) = files.as_mut().map(RunFiles::flush_losses) {
-                    files = None;
-                    failed(e, "training goes on without the run's files", obs);
-                }
-                logged = step;
-                obs.log(step, *losses.last().expect("at least one loss"));
-            }
-        }
-        train_seconds += t0.elapsed().as_secs_f64();
-        let epoch_losses = &losses[(epoch * spe).max(start) - start..step - start];
-        let train_loss =
-            epoch_losses.iter().map(|&l| l as f64).sum::<f64>() / epoch_losses.len() as f64;
-        if cfg.eval_each_epoch || step == cfg.steps {
-            let v = evaluate(be, &mut model, &dev.val.0, dev.val.1, &mut bufs);
-            let m = EpochMetrics {
-                epoch: epoch + 1,
-                step,
-                train_loss,
-                val_loss: v.loss,
-                val_acc: v.acc,
-                partial: step < (epoch + 1) * spe,
-            };
-            if let Some(Err(e)) = files.as_mut().map(|f| f.epoch(&m)) {
-                files = None;
-                failed(e, "training goes on without the run's files", obs);
-            }
-            obs.epoch(&m);
-            epoch_metrics.push(m);
-        }
-        if let Some(path) = save {
-            let ck = Checkpoint::capture(
-                be,
-                &model,
-                &opt,
-                cfg.batch,
-                cfg.seed,
-                spe,
-                dev.train_len,
-                &data.info,
-            );
-            if let Err(e) = ck.save(path) {
-                save = None;
-                failed(e, "training goes on without saving", obs);
-            }
+    let mut run = Trainer::new(be, data, cfg, persist, obs)?;
+    while !run.finished() {
+        run.step();
+        if run.at_log_point() {
+            pollster::block_on(run.log(obs))?;
         }
     }
-    obs.finish();
-
-    let test = evaluate(be, &mut model, &dev.test.0, dev.test.1, &mut bufs);
-    let last = epoch_metrics
-        .last()
-        .cloned()
-        .expect("the last epoch is always evaluated");
-    let result = TrainResult {
-        model: cfg.model.name(),
-        optim: cfg.optim.name().to_string(),
-        lr: cfg.lr,
-        recipe: cfg.recipe,
-        batch: cfg.batch,
-        epochs: cfg.steps as f64 / spe as f64,
-        steps: cfg.steps,
-        start_step: start,
-        seed: cfg.seed,
-        backend: be.kind().to_string(),
-        device: be.device_name(),
-        data_format: data.info.format.to_string(),
-        input: input.to_string(),
-        classes,
-        kernels: be.kernels().map(String::from),
-        train_loss: last.train_loss,
-        val_loss: last.val_loss,
-        val_acc: last.val_acc,
-        test_loss: test.loss,
-        test_acc: test.acc,
-        seconds: started.elapsed().as_secs_f64(),
-        images_per_s: ((cfg.steps - start) * cfg.batch) as f64 / train_seconds.max(1e-9),
-        train_seconds,
-        losses,
-        epoch_metrics,
-    };
-    if let Some(Err(e)) = files.map(|f| f.metrics(&result)) {
-        write_failure.get_or_insert(e);
-    }
-    Ok(Trained {
-        result,
-        model,
-        optimizer: opt,
-        write_failure,
-    })
+    pollster::block_on(run.finish(obs))
 }
 
 /// The most optimizer steps a run may ask for: its per-step losses are kept in memory (4 bytes each),

@@ -322,7 +322,7 @@ impl Launcher {
             mapped_at_creation: false,
         }));
         self.with_encoder(|enc| enc.resolve_query_set(&timer.set, 0..timer.next, &resolved.buf, 0));
-        let raw = self.read_bytes(&resolved, bytes, timeout)?;
+        let raw = pollster::block_on(self.read_bytes(&resolved, bytes, timeout))?;
         let period_s = self.queue.get_timestamp_period() as f64 * 1e-9;
         Ok(raw
             .chunks_exact(8)
@@ -559,8 +559,11 @@ impl Launcher {
         }
     }
 
-    /// Copies `buf` back to the host, submitting and waiting for all queued work.
-    pub fn read_bytes(
+    /// Copies `buf` back to the host once all queued work is done. The map's completion is a oneshot
+    /// channel awaited on every target: natively the `poll` below blocks until the copy is done and its
+    /// callback has run (the caller's `pollster` then finds the value there); on WebGPU the browser's
+    /// event loop completes the map while the caller's future waits.
+    pub async fn read_bytes(
         &self,
         buf: &GpuBuf,
         bytes: u64,
@@ -575,27 +578,28 @@ impl Launcher {
         });
         self.with_encoder(|enc| enc.copy_buffer_to_buffer(&buf.buf, buf.offset, &staging, 0, size));
         let index = self.flush();
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: index,
-                timeout: Some(timeout),
-            })
-            .map_err(|e| format!("the GPU did not finish its work ({e})"))?;
-        match rx.try_recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("reading a GPU buffer failed ({e})")),
-            Err(_) => {
-                // The callback may run on the next poll.
-                let _ = self.device.poll(wgpu::PollType::Poll);
-                match rx.recv_timeout(timeout) {
-                    Ok(Ok(())) => {}
-                    _ => return Err("reading a GPU buffer did not complete".into()),
-                }
-            }
+        // Natively: wait here for the copy, then run the callbacks that became ready. On the web the
+        // browser completes the map by itself; nothing there blocks or polls.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: index,
+                    timeout: Some(timeout),
+                })
+                .map_err(|e| format!("the GPU did not finish its work ({e})"))?;
+            let _ = self.device.poll(wgpu::PollType::Poll);
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = (index, timeout);
+        match rx.receive().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(format!("reading a GPU buffer failed ({e})")),
+            None => return Err("reading a GPU buffer did not complete".into()),
         }
         let data = staging
             .get_mapped_range(..)
@@ -605,9 +609,16 @@ impl Launcher {
         Ok(data[..bytes as usize].to_vec())
     }
 
-    /// Submits everything and waits for it.
+    /// Submits everything and waits for it (on the web: submits only; a page never blocks, and its
+    /// next read waits for the work anyway).
     pub fn wait_idle(&self, timeout: std::time::Duration) -> Result<(), String> {
         let index = self.flush();
+        #[cfg(target_arch = "wasm32")]
+        return {
+            let _ = (index, timeout);
+            Ok(())
+        };
+        #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: index,
