@@ -90,6 +90,23 @@ fn bn_eval(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     y[i] = act(gamma[c] * (x[i] - mean[c]) * (1.0 / sqrt(scale[c] + p.eps)) + beta[c]);
 }
 
+// The per-column values the backward takes, packed side by side: coef[5c..5c+5] = gamma, mean, invstd,
+// dbeta, dgamma. So bn_backward_dx binds 5 storage buffers, not 9: WebGPU grants 8 per stage.
+@group(0) @binding(13) var<storage, read_write> coef: array<f32>;
+
+@compute @workgroup_size(256)
+fn bn_pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = flat_index(wid, nwg, lid);
+    if (c >= p.cols) {
+        return;
+    }
+    coef[5u * c] = gamma[c];
+    coef[5u * c + 1u] = mean[c];
+    coef[5u * c + 2u] = scale[c];
+    coef[5u * c + 3u] = beta[c];
+    coef[5u * c + 4u] = dgamma[c];
+}
+
 // dx = gamma * invstd / R * (R * dy - dbeta - xhat * dgamma)   (Ioffe & Szegedy 2015)
 @compute @workgroup_size(256)
 fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -97,12 +114,12 @@ fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if (i >= p.rows * p.cols) {
         return;
     }
-    let c = i % p.cols;
+    let c = 5u * (i % p.cols);
     let r = f32(p.rows);
-    let xhat = (x[i] - mean[c]) * scale[c];
+    let xhat = (x[i] - coef[c + 1u]) * coef[c + 2u];
     var g = dy[i];
     if (ACT != 0u) {
         g = act_bwd(act_out[i], g, ACT);
     }
-    y[i] = gamma[c] * scale[c] / r * (r * g - beta[c] - xhat * dgamma[c]);
+    y[i] = coef[c] * coef[c + 2u] / r * (r * g - coef[c + 3u] - xhat * coef[c + 4u]);
 }

@@ -272,8 +272,46 @@ fn fifty_gpu_steps_lower_the_loss_and_track_the_cpu() {
     }
 }
 
+/// What a web page opens (issue 21): WebGPU's default limits, which every browser grants (8 storage
+/// buffers per shader stage, 128 MiB per binding, 16 KiB of workgroup memory). Every built-in model on
+/// both kernel sets: a pipeline over a limit is a validation error (`health`), which also leaves the
+/// compared tensors wrong.
+fn every_model_fits_webgpu_default_limits() {
+    use wgtrain::backend::gpu::{choose_adapter, instance, GpuBackend};
+    use wgtrain::backend::Backend;
+    let adapter = choose_adapter(&instance(), support::test_adapter().as_deref(), true).unwrap();
+    for kernels in [KernelChoice::Tiled, KernelChoice::Emulated] {
+        let g = GpuBackend::on_adapter_web_limits(&adapter, kernels).unwrap();
+        assert_eq!(g.max_binding_len(), Some((128 << 20) / 4));
+        for name in [
+            "fc8",
+            "fc8-bn",
+            "cnn3",
+            "cnn3-bn",
+            "cnn5",
+            "cnn5-bn",
+            "cnn7",
+            "cnn7-bn",
+            "mlp3",
+            "lenet5",
+            "vgg-small",
+        ] {
+            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                check_model_on(&g, name, 8)
+            }));
+            g.health()
+                .unwrap_or_else(|e| panic!("{name}, {kernels:?} kernels: {e}"));
+            checked.unwrap();
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     support::run_gpu_tests(&[
+        (
+            "every_model_fits_webgpu_default_limits",
+            every_model_fits_webgpu_default_limits,
+        ),
         ("gradcheck_fc8_bn", gradcheck_fc8_bn),
         ("gradcheck_cnn7_bn", gradcheck_cnn7_bn),
         ("gradcheck_cnn3_plain", gradcheck_cnn3_plain),

@@ -81,31 +81,31 @@ impl<B: Backend + 'static> Side<B> {
         self.model.forward(be, &self.bufs.x, batch, true);
     }
     /// The backward pass; returns the loss.
-    fn backward(&mut self, be: &B) -> f32 {
+    async fn backward(&mut self, be: &B) -> f32 {
         let batch = self.model.capacity;
         self.model.backward(be, &self.bufs.x, &self.bufs.y, batch);
-        be.read(&self.model.head.loss)[0]
+        be.read_async(&self.model.head.loss).await[0]
     }
-    fn grads(&self, be: &B) -> Vec<(String, Vec<f32>)> {
-        self.model
-            .params()
-            .iter()
-            .map(|p| (p.name.clone(), be.read(&p.grad)))
-            .collect()
+    async fn grads(&self, be: &B) -> Vec<(String, Vec<f32>)> {
+        let mut out = Vec::new();
+        for p in self.model.params() {
+            out.push((p.name.clone(), be.read_async(&p.grad).await));
+        }
+        out
     }
-    fn values(&self, be: &B) -> Vec<(String, Vec<f32>)> {
-        self.model
-            .params()
-            .iter()
-            .map(|p| (p.name.clone(), be.read(&p.value)))
-            .collect()
+    async fn values(&self, be: &B) -> Vec<(String, Vec<f32>)> {
+        let mut out = Vec::new();
+        for p in self.model.params() {
+            out.push((p.name.clone(), be.read_async(&p.value).await));
+        }
+        out
     }
-    fn buffers(&self, be: &B) -> Vec<(String, Vec<f32>)> {
-        self.model
-            .buffers()
-            .iter()
-            .map(|b| (b.name.clone(), be.read(&b.value)))
-            .collect()
+    async fn buffers(&self, be: &B) -> Vec<(String, Vec<f32>)> {
+        let mut out = Vec::new();
+        for b in self.model.buffers() {
+            out.push((b.name.clone(), be.read_async(&b.value).await));
+        }
+        out
     }
     /// Puts back `values` and forgets the optimizer state, so each optimizer starts from the same point.
     fn reset(&mut self, be: &B, values: &[(String, Vec<f32>)]) {
@@ -135,7 +135,20 @@ fn compare(
 }
 
 /// Runs the check of `spec` on `gpu` against the CPU reference, on the first `batch` samples of `data`.
+/// Natively: [`gradcheck_async`] driven by `pollster`.
 pub fn gradcheck<G: Backend + 'static>(
+    gpu: &G,
+    spec: ModelSpec,
+    batch: usize,
+    seed: u64,
+    data: &ImageSet,
+    tol: Tolerance,
+) -> GradcheckReport {
+    pollster::block_on(gradcheck_async(gpu, spec, batch, seed, data, tol))
+}
+
+/// [`gradcheck`] with every read-back awaited: what a web page runs.
+pub async fn gradcheck_async<G: Backend + 'static>(
     gpu: &G,
     spec: ModelSpec,
     batch: usize,
@@ -148,21 +161,21 @@ pub fn gradcheck<G: Backend + 'static>(
     let mut g = Side::new(gpu, spec.clone(), batch, seed, data);
     c.forward(&cpu);
     g.forward(gpu);
-    let relu_kinks = align_relu_kinks(&cpu, &mut c, gpu, &mut g);
-    let loss_cpu = c.backward(&cpu);
-    let loss_gpu = g.backward(gpu);
+    let relu_kinks = align_relu_kinks(&cpu, &mut c, gpu, &mut g).await;
+    let loss_cpu = c.backward(&cpu).await;
+    let loss_gpu = g.backward(gpu).await;
     let mut tensors = Vec::new();
     compare(
         "grad",
-        &g.grads(gpu),
-        &c.grads(&cpu),
+        &g.grads(gpu).await,
+        &c.grads(&cpu).await,
         tol.tensor,
         &mut tensors,
     );
     compare(
         "buffer",
-        &g.buffers(gpu),
-        &c.buffers(&cpu),
+        &g.buffers(gpu).await,
+        &c.buffers(&cpu).await,
         tol.tensor,
         &mut tensors,
     );
@@ -171,8 +184,8 @@ pub fn gradcheck<G: Backend + 'static>(
     // kernels alone: with each side's own gradients, RMSProp and Adam would turn the f32 noise of
     // gradients that are mathematically zero (e.g. weights of always-background pixels under batch
     // norm) into full +-lr steps, on the CPU in two summation orders as much as between CPU and GPU.
-    let start = c.values(&cpu);
-    let cpu_grads = c.grads(&cpu);
+    let start = c.values(&cpu).await;
+    let cpu_grads = c.grads(&cpu).await;
     for (p, (_, grad)) in g.model.params_mut().into_iter().zip(&cpu_grads) {
         gpu.write(&mut p.grad, grad);
     }
@@ -183,8 +196,8 @@ pub fn gradcheck<G: Backend + 'static>(
         Optimizer::new(kind, kind.default_lr()).step(gpu, &mut g.model);
         compare(
             &format!("step:{}", kind.name()),
-            &g.values(gpu),
-            &c.values(&cpu),
+            &g.values(gpu).await,
+            &c.values(&cpu).await,
             tol.tensor,
             &mut tensors,
         );
@@ -219,7 +232,7 @@ const KINK: f32 = 1e-5;
 /// The gradient jumps there, so the two backward passes would differ by a whole term (in cnn7 at seed
 /// 1 one such output of 1.5e-6 moved conv7's weight gradient by 9e-2); both are set to 0, which moves
 /// every other figure by less than the bounds. Returns how many were aligned.
-fn align_relu_kinks<C: Backend + 'static, G: Backend + 'static>(
+async fn align_relu_kinks<C: Backend + 'static, G: Backend + 'static>(
     cpu: &C,
     c: &mut Side<C>,
     gpu: &G,
@@ -227,7 +240,10 @@ fn align_relu_kinks<C: Backend + 'static, G: Backend + 'static>(
 ) -> usize {
     let mut aligned = 0;
     for (lc, lg) in c.model.layers.iter_mut().zip(g.model.layers.iter_mut()) {
-        let (mut yc, mut yg) = (cpu.read(lc.output()), gpu.read(lg.output()));
+        let (mut yc, mut yg) = (
+            cpu.read_async(lc.output()).await,
+            gpu.read_async(lg.output()).await,
+        );
         let scale = yc.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let mut changed = false;
         for (a, b) in yc.iter_mut().zip(yg.iter_mut()) {

@@ -220,7 +220,8 @@ impl<'a, B: Backend + 'static> Trainer<'a, B> {
     /// An epoch's validation (where asked for, and always after the last step) and checkpoint.
     async fn end_epoch(&mut self, epoch: usize, obs: &mut dyn Observer) {
         let (spe, step) = (self.spe, self.step);
-        let epoch_losses = &self.losses[(epoch * spe).max(self.start) - self.start..step - self.start];
+        let epoch_losses =
+            &self.losses[(epoch * spe).max(self.start) - self.start..step - self.start];
         let train_loss =
             epoch_losses.iter().map(|&l| l as f64).sum::<f64>() / epoch_losses.len() as f64;
         if self.cfg.eval_each_epoch || step == self.cfg.steps {

@@ -3,9 +3,14 @@
 use crate::error::InputError;
 use anyhow::Result;
 
-/// The backends wgtrain asks wgpu for (those it is built with).
+/// The backends wgtrain asks wgpu for (those it is built with): natively Vulkan, Metal and DX12, in a
+/// browser its WebGPU.
 fn backends() -> wgpu::Backends {
-    wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12
+    if cfg!(target_arch = "wasm32") {
+        wgpu::Backends::BROWSER_WEBGPU
+    } else {
+        wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12
+    }
 }
 
 pub fn instance() -> wgpu::Instance {

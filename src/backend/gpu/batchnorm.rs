@@ -4,7 +4,7 @@
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
 use super::reduce::{column_sum_into, partials};
-use super::{u, GpuBackend, GpuTensor};
+use super::{u, GpuBackend, GpuTensor, Scratch};
 use crate::backend::{Act, BnBackward, BnEval, BnSpec, BnTrain};
 use bytemuck::{Pod, Zeroable};
 
@@ -120,8 +120,8 @@ pub(super) fn forward_eval(
     );
 }
 
-/// dbeta (`sum_partials`, `column_sum`), dgamma (`xhat_dot_partials`, `column_sum`), then
-/// `bn_backward_dx` (one invocation per element); with a fused ReLU, dy is masked by the forward output
+/// dbeta (`sum_partials`, `column_sum`), dgamma (`xhat_dot_partials`, `column_sum`), the per-column
+/// values packed into one buffer (`bn_pack`), then `bn_backward_dx` (one invocation per element); with a fused ReLU, dy is masked by the forward output
 /// in all three.
 pub(super) fn backward(
     be: &GpuBackend,
@@ -148,18 +148,29 @@ pub(super) fn backward(
         bn.shape,
     );
     column_sum_into(be, &dots, &t.dgamma.buf, bn.shape);
+    let coef = be.scratch(Scratch::BnCoef, 5 * bn.shape.cols);
+    be.l.launch(
+        Kernel::new(Family::BatchNorm, "bn_pack"),
+        &[
+            (6, &t.gamma.buf),
+            (7, &t.dbeta.buf),
+            (8, &t.mean.buf),
+            (9, &t.invstd.buf),
+            (11, &t.dgamma.buf),
+            (13, &coef),
+        ],
+        &params(bn, dots.chunks),
+        ParamsKind::Static,
+        Launcher::groups_1d(bn.shape.cols),
+    );
     be.l.launch(
         kernel("bn_backward_dx", bn),
         &[
             (1, &x.buf),
             (5, &dx.buf),
-            (6, &t.gamma.buf),
-            (7, &t.dbeta.buf),
-            (8, &t.mean.buf),
-            (9, &t.invstd.buf),
             (10, &dy.buf),
-            (11, &t.dgamma.buf),
             (12, &t.out.buf),
+            (13, &coef),
         ],
         &params(bn, dots.chunks),
         ParamsKind::Static,

@@ -34,7 +34,7 @@ mod pool;
 mod reduce;
 mod softmax_ce;
 
-pub use adapter::{choose_adapter, list_adapters, AdapterSummary};
+pub use adapter::{choose_adapter, instance, list_adapters, AdapterSummary};
 pub use launch::PipelineInfo;
 use launch::{GpuBuf, Launcher};
 
@@ -119,6 +119,17 @@ pub struct GpuBackend {
     binding_limit: u64,
 }
 
+/// Drives a device request to completion on this thread: natively only. A page must await
+/// [`GpuBackend::request`] instead (the browser answers on its event loop, which blocking would stop).
+fn block_on_native<T>(
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    if cfg!(target_arch = "wasm32") {
+        anyhow::bail!("on the web the GPU is opened with GpuBackend::request, awaited");
+    }
+    pollster::block_on(f)
+}
+
 /// A dimension as the kernels take it.
 pub(super) fn u(v: usize) -> u32 {
     u32::try_from(v).expect("tensor dimension exceeds u32")
@@ -130,6 +141,7 @@ pub(super) enum Scratch {
     Partial = 0,
     Rows = 1,
     SplitK = 2,
+    BnCoef = 3,
 }
 
 impl GpuBackend {
@@ -150,21 +162,66 @@ impl GpuBackend {
         Self::on_adapter(&adapter, kernels)
     }
 
-    /// The backend on `adapter` (any wgpu adapter: the translation test uses wgpu's noop backend).
+    /// The backend on `adapter` (any wgpu adapter: the translation test uses wgpu's noop backend),
+    /// with every limit the adapter has.
     pub fn on_adapter(adapter: &wgpu::Adapter, kernels: KernelChoice) -> anyhow::Result<Self> {
+        block_on_native(Self::on_adapter_async(adapter, kernels, adapter.limits()))
+    }
+
+    /// The backend on `adapter` within WebGPU's default limits (128 MiB per storage binding, 8
+    /// storage buffers per stage, 16 KiB of workgroup memory), which every browser grants: what a web
+    /// page opens, and what natively shows the kernels fit in them (tests/gpu_models.rs).
+    pub fn on_adapter_web_limits(
+        adapter: &wgpu::Adapter,
+        kernels: KernelChoice,
+    ) -> anyhow::Result<Self> {
+        block_on_native(Self::on_adapter_async(
+            adapter,
+            kernels,
+            wgpu::Limits::default(),
+        ))
+    }
+
+    /// The browser's WebGPU adapter (or natively the best one wgpu finds), opened within WebGPU's
+    /// default limits: the web page's backend. Errors are one line (no WebGPU, no adapter).
+    pub async fn request(kernels: KernelChoice) -> anyhow::Result<Self> {
+        let instance = adapter::instance();
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "no WebGPU adapter: {e} (this browser may lack WebGPU, or have it disabled)"
+                )
+            })?;
+        Self::on_adapter_async(&adapter, kernels, wgpu::Limits::default()).await
+    }
+
+    /// Opens the device (awaited: the browser answers asynchronously) with `limits`, which must be
+    /// within the adapter's.
+    pub async fn on_adapter_async(
+        adapter: &wgpu::Adapter,
+        kernels: KernelChoice,
+        limits: wgpu::Limits,
+    ) -> anyhow::Result<Self> {
         let info = adapter.get_info();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("wgtrain"),
-            // Where the adapter has them: subgroups (the matmul kernels for lavapipe use them) and
-            // timestamps between passes (`wgtrain profile`).
-            required_features: adapter.features()
-                & (wgpu::Features::SUBGROUP
-                    | wgpu::Features::TIMESTAMP_QUERY
-                    | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS),
-            required_limits: adapter.limits(),
-            ..Default::default()
-        }))
-        .map_err(|e| anyhow::anyhow!("cannot open GPU adapter {}: {e}", info.name))?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgtrain"),
+                // Where the adapter has them: subgroups (the matmul kernels for lavapipe use them) and
+                // timestamps between passes (`wgtrain profile`).
+                required_features: adapter.features()
+                    & (wgpu::Features::SUBGROUP
+                        | wgpu::Features::TIMESTAMP_QUERY
+                        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS),
+                required_limits: limits,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open GPU adapter {}: {e}", info.name))?;
         let error = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
         let sink = error.clone();
         device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
@@ -195,7 +252,7 @@ impl GpuBackend {
             subgroup_kernels,
             style,
             info,
-            scratch: RefCell::new(vec![GpuTensor { buf: empty, len: 0 }; 3]),
+            scratch: RefCell::new(vec![GpuTensor { buf: empty, len: 0 }; 4]),
             error,
         })
     }
@@ -307,11 +364,15 @@ impl Backend for GpuBackend {
             self.l.write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
         }
     }
-    fn read(&self, t: &GpuTensor) -> Vec<f32> {
+    async fn read_async(&self, t: &GpuTensor) -> Vec<f32> {
         if t.len == 0 {
             return Vec::new();
         }
-        match self.l.read_bytes(&t.buf, (t.len * 4) as u64, READ_TIMEOUT) {
+        match self
+            .l
+            .read_bytes(&t.buf, (t.len * 4) as u64, READ_TIMEOUT)
+            .await
+        {
             Ok(bytes) => bytemuck::pod_collect_to_vec(&bytes),
             Err(e) => {
                 self.record_error(e);
