@@ -385,3 +385,39 @@ fn real_mnist() {
         ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
     );
 }
+
+/// What a web page does (issue 21): the four files' contents as fetched, gzip decoded in memory, give
+/// exactly the splits `load_dir` reads from disk; a corrupt file is an error naming it.
+#[test]
+fn idx_from_contents_equals_loading_the_directory() {
+    let dir = data::default_data_dir();
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let names = [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ];
+    let from_disk = data::load_dir(&dir, 5000).unwrap();
+    let fetched = data::idx_from_contents(names.map(|n| (n, read(n))), 5000).unwrap();
+    for (a, b) in [
+        (&fetched.train, &from_disk.train),
+        (&fetched.val, &from_disk.val),
+        (&fetched.test, &from_disk.test),
+    ] {
+        assert_eq!((&a.images, &a.labels), (&b.images, &b.labels));
+    }
+    assert_eq!(fetched.info.norm, from_disk.info.norm);
+    assert_eq!(fetched.info.class_names, from_disk.info.class_names);
+    assert_eq!(fetched.describe(), from_disk.describe());
+
+    let mut files = names.map(|n| (n, read(n)));
+    files[2].1.truncate(1000);
+    let err = data::idx_from_contents(files, 5000)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("t10k-images-idx3-ubyte.gz: corrupt or truncated gzip data"),
+        "{err}"
+    );
+}

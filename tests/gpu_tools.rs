@@ -205,8 +205,49 @@ fn gpu_training_memory_is_flat_across_epochs() {
     }
 }
 
+/// The op check a web page runs on the browser's adapter (src/tools/opcheck.rs), here on the test
+/// adapter with the native kernels' choice: every case within its bound, and all of the op families
+/// there.
+fn opcheck_every_op_agrees_with_the_cpu() {
+    let g = gpu();
+    let report = pollster::block_on(wgtrain::tools::opcheck::check_ops(&g, &CpuBackend::new()));
+    let failed: Vec<_> = report.iter().filter(|c| !c.pass).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    for family in [
+        "matmul ",
+        "matmul_bias_act",
+        "bias_act",
+        "activation",
+        "bias_grad",
+        "maxpool",
+        "avgpool",
+        "dropout",
+        "im2col",
+        "col2im",
+        "bn_forward_train",
+        "bn_backward",
+        "bn_forward_eval",
+        "softmax_ce",
+        "eval_batch",
+        "clip_scale",
+        "optim_step",
+        "gather_batch",
+        "fill and copy",
+    ] {
+        assert!(
+            report.iter().any(|c| c.op.starts_with(family)),
+            "no {family} case"
+        );
+    }
+    g.health().unwrap();
+}
+
 fn main() -> std::process::ExitCode {
     support::run_gpu_tests(&[
+        (
+            "opcheck_every_op_agrees_with_the_cpu",
+            opcheck_every_op_agrees_with_the_cpu,
+        ),
         ("gpu_bench_rows_and_speedups", gpu_bench_rows_and_speedups),
         (
             "checkpoints_move_between_cpu_and_gpu",

@@ -71,16 +71,27 @@ pub fn load_digit(path: &Path, invert: bool) -> Result<Digit, InputError> {
             )
         })
     };
+    Ok(Digit {
+        pixels: prepare(grey),
+        hint,
+    })
+}
+
+/// A white-on-black digit of any size (`w * h` grey pixels, row-major: a web page's drawing) prepared
+/// as [`load_digit`] prepares a file's: `MNIST_SIDE^2` pixels, scaled and centred as MNIST's were.
+pub fn prepare_grey(w: u32, h: u32, pixels: Vec<u8>) -> Option<Vec<u8>> {
+    GrayImage::from_raw(w, h, pixels).map(prepare)
+}
+
+/// An image of exactly 28x28 keeps its scale; any other is fitted to MNIST's box; then centred by mass.
+fn prepare(grey: GrayImage) -> Vec<u8> {
     let side = MNIST_SIDE as u32;
-    let scaled = if (w, h) == (side, side) {
+    let scaled = if grey.dimensions() == (side, side) {
         grey
     } else {
         fit_box(&grey)
     };
-    Ok(Digit {
-        pixels: centre_by_mass(&scaled),
-        hint,
-    })
+    centre_by_mass(&scaled)
 }
 
 /// The mean of the image's outermost pixels is above mid-grey.

@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod gradcheck;
 pub mod graph;
+pub mod opcheck;
 pub mod predict;
 pub mod profile;

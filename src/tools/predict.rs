@@ -98,7 +98,7 @@ fn lse_argmax(z: &[f32]) -> (f64, usize) {
 
 /// The logits of `model` (evaluation mode) for every image of `images` (u8, the model's input shape
 /// each, normalised by `norm`), in order.
-fn logits_of<B: Backend>(
+async fn logits_of<B: Backend>(
     be: &B,
     model: &mut Model<B>,
     images: &[u8],
@@ -116,7 +116,7 @@ fn logits_of<B: Backend>(
     while start < n {
         let b = cap.min(n - start);
         be.gather_batch(&ds, start, b, &mut bufs.x, &mut bufs.y);
-        let logits = be.read(model.forward(be, &bufs.x, b, false));
+        let logits = be.read_async(model.forward(be, &bufs.x, b, false)).await;
         out.extend(logits[..b * classes].chunks(classes).map(<[f32]>::to_vec));
         start += b;
     }
@@ -133,7 +133,7 @@ pub fn evaluate_checkpoint<B: Backend + 'static>(
     let n = test.len();
     let mut model = ck.build_model(be, batch.clamp(1, n.max(1)))?;
     let data = ck.meta.data();
-    let logits = logits_of(be, &mut model, &test.images, n, &data.norm);
+    let logits = pollster::block_on(logits_of(be, &mut model, &test.images, n, &data.norm));
     let classes = model.spec.classes();
     let mut confusion = vec![vec![0u64; classes]; classes];
     let (mut correct, mut loss) = (0usize, 0.0f64);
@@ -302,8 +302,20 @@ pub fn predict_pixels<B: Backend>(
     k: usize,
     data: &crate::io::checkpoint::CheckpointData,
 ) -> Vec<(Vec<ClassProb>, Vec<f32>)> {
+    pollster::block_on(predict_pixels_async(be, model, images, k, data))
+}
+
+/// [`predict_pixels`] with its read-back awaited (a web page's).
+pub async fn predict_pixels_async<B: Backend>(
+    be: &B,
+    model: &mut Model<B>,
+    images: &[Vec<u8>],
+    k: usize,
+    data: &crate::io::checkpoint::CheckpointData,
+) -> Vec<(Vec<ClassProb>, Vec<f32>)> {
     let flat: Vec<u8> = images.concat();
     logits_of(be, model, &flat, images.len(), &data.norm)
+        .await
         .iter()
         .map(|z| {
             let probs = softmax(z);

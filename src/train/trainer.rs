@@ -132,6 +132,16 @@ impl<'a, B: Backend + 'static> Trainer<'a, B> {
         self.step
     }
 
+    /// The run's total steps (`cfg.steps`).
+    pub fn total_steps(&self) -> usize {
+        self.cfg.steps
+    }
+
+    /// Every loss read back so far (one per step since this invocation's first).
+    pub fn losses(&self) -> &[f32] {
+        &self.losses
+    }
+
     /// The model as it stands (its tensors may still be in flight on the device).
     pub fn model(&self) -> &Model<B> {
         &self.model

@@ -48,6 +48,8 @@ impl Drop for DeviceBuffer {
 }
 
 impl GpuBuf {
+    // On the web wgpu's buffers are neither Send nor Sync (JavaScript objects); one thread uses them.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub fn new(buf: DeviceBuffer) -> Self {
         let size = buf.size();
         GpuBuf {

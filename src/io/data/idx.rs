@@ -161,7 +161,7 @@ pub fn load_pair(images: &Path, labels: &Path) -> Result<ImageSet, InputError> {
 }
 
 /// [`load_pair`] on contents already read, each with the path it came from.
-fn pair_from_bytes(
+pub(crate) fn pair_from_bytes(
     (images, image_bytes): (PathBuf, Vec<u8>),
     (labels, label_bytes): (PathBuf, Vec<u8>),
 ) -> Result<ImageSet, InputError> {

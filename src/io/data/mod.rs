@@ -156,6 +156,12 @@ impl Splits {
 /// Reads a whole file, inflating it if it is gzip (by its magic bytes, not its name).
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, InputError> {
     let raw = std::fs::read(path).map_err(|e| InputError::unreadable(path, "file", &e))?;
+    inflate_maybe_gz(path, raw)
+}
+
+/// A file's contents as read (from disk, or fetched by a web page), inflated if they are gzip (by
+/// their magic bytes, not the name); `path` names the file in errors.
+pub fn inflate_maybe_gz(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, InputError> {
     if raw.is_empty() {
         return Err(InputError::file(path, "empty file"));
     }
@@ -174,6 +180,33 @@ pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, InputError> {
     } else {
         Ok(raw)
     }
+}
+
+/// An IDX data set from its four files' contents (gzip or raw; a web page fetches them), each with the
+/// name it is known by for errors, in the order `train images, train labels, test images, test
+/// labels`; the last `validation` training images held out, as [`load`] does.
+pub fn idx_from_contents(
+    files: [(&str, Vec<u8>); 4],
+    validation: usize,
+) -> Result<Splits, InputError> {
+    let [train_images, train_labels, test_images, test_labels] = files.map(|(name, raw)| {
+        let path = PathBuf::from(name);
+        inflate_maybe_gz(&path, raw).map(|bytes| (path, bytes))
+    });
+    let train = idx::pair_from_bytes(train_images?, train_labels?)?;
+    let (test_images, test_labels) = (test_images?, test_labels?);
+    let test_name = test_images.0.clone();
+    let test = idx::pair_from_bytes(test_images, test_labels)?;
+    if (test.rows, test.cols) != (train.rows, train.cols) {
+        return Err(InputError::file(
+            &test_name,
+            format!(
+                "images are {}x{}, the training images are {}x{}",
+                test.rows, test.cols, train.rows, train.cols
+            ),
+        ));
+    }
+    split(train, test, validation).map_err(|msg| InputError::file(&test_name, msg))
 }
 
 /// A data directory's format, found from what it holds; a CIFAR tarball extracted as it ships
