@@ -30,7 +30,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use web_time::Instant;
 
 /// `--quick`: optimizer steps per run.
 pub const QUICK_STEPS: usize = 20;

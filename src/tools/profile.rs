@@ -24,7 +24,7 @@ use anyhow::Result;
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::time::Instant;
+use web_time::Instant;
 
 /// What an op does, for its rate: floating-point operations or bytes moved (at least).
 #[derive(Clone, Copy, Debug)]

@@ -47,6 +47,11 @@ CHROME_FLAGS = [
 ]
 
 
+# A browser without WebGPU: navigator.gpu is gone.
+NO_WEBGPU_FLAGS = [f for f in CHROME_FLAGS if "webgpu" not in f and "Vulkan" not in f] + [
+    "--disable-blink-features=WebGPU"]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -99,6 +104,9 @@ def main():
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--batch", type=int, default=110)
     ap.add_argument("--no-gradcheck", action="store_true")
+    ap.add_argument("--no-webgpu", action="store_true",
+                    help="a browser without WebGPU: the page must say so in one line and train on the CPU")
+    ap.add_argument("--no-ops", action="store_true", help="skip the op check (to time load-to-first-step)")
     ap.add_argument("--no-training", action="store_true", help="ops and gradcheck only")
     ap.add_argument("--kernels", default="auto", help="the page's kernel set: auto, tiled or emulated")
     ap.add_argument("--screenshot", default=None, help="PNG of the page after the runs")
@@ -126,7 +134,7 @@ def main():
                 time.sleep(0.1)
         caps = {"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": args.chromium, "args": CHROME_FLAGS},
+            "goog:chromeOptions": {"binary": args.chromium, "args": NO_WEBGPU_FLAGS if args.no_webgpu else CHROME_FLAGS},
         }}}
         session = webdriver(dport, "POST", "/session", caps, timeout=120)["sessionId"]
         query = f"test=1&model={args.model}&steps={args.steps}&batch={args.batch}&kernels={args.kernels}"
@@ -134,6 +142,8 @@ def main():
             query += "&gradcheck=0"
         if args.no_training:
             query += "&train=0"
+        if args.no_ops:
+            query += "&ops=0"
         url = f"http://127.0.0.1:{httpd.server_address[1]}/web/index.html?{query}"
         started = time.time()
         webdriver(dport, "POST", f"/session/{session}/url", {"url": url}, timeout=120)
@@ -185,14 +195,21 @@ def report(t, args):
         print(f"browser test: {'PASS' if ok else 'FAIL'}: {line}")
 
     print(f"browser test: adapter {t.get('adapter')}")
-    check(not t["errors"], "no error line on the page" + (f" (got: {t['errors']})" if t["errors"] else ""))
-    ops = t.get("ops") or []
-    bad = [o for o in ops if not o["pass"]]
-    worst = max(ops, key=lambda o: o["rel_err"] / o["tol"] if o["tol"] else o["rel_err"]) if ops else None
-    check(ops and not bad, f"ops against the wasm CPU: {len(ops) - len(bad)}/{len(ops)} within bounds"
-          + (f"; failed: {', '.join(o['op'] for o in bad)}" if bad else "")
-          + (f"; nearest its bound: {worst['op']} {worst['rel_err']:.2e} (bound {worst['tol']:.0e})" if worst else ""))
-    if not args.no_gradcheck:
+    errors = t["errors"]
+    if args.no_webgpu:
+        check(len(errors) == 1 and "no WebGPU" in errors[0] and "\n" not in errors[0],
+              f"without WebGPU the page shows one error line: {errors}")
+    else:
+        check(not errors, "no error line on the page" + (f" (got: {errors})" if errors else ""))
+    if not (args.no_webgpu or args.no_ops):
+        ops = t.get("ops") or []
+        bad = [o for o in ops if not o["pass"]]
+        worst = max(ops, key=lambda o: o["rel_err"] / o["tol"] if o["tol"] else o["rel_err"]) if ops else None
+        check(ops and not bad, f"ops against the wasm CPU: {len(ops) - len(bad)}/{len(ops)} within bounds"
+              + (f"; failed: {', '.join(o['op'] for o in bad)}" if bad else "")
+              + (f"; nearest its bound: {worst['op']} {worst['rel_err']:.2e} (bound {worst['tol']:.0e})"
+                 if worst else ""))
+    if not (args.no_webgpu or args.no_gradcheck):
         reports = t.get("gradcheck") or []
         for name in STUDY:
             r = next((r for r in reports if r["model"] == name), None)
@@ -210,15 +227,15 @@ def report(t, args):
     s = t.get("settings") or {}
     native = native_losses(args.wgtrain, args.model, args.steps, args.batch, s.get("seed", 1),
                            s.get("optim", "adam"), s.get("lr", 0.001))
-    for side in ["gpu", "cpu"]:
+    for side in ["cpu"] if args.no_webgpu else ["gpu", "cpu"]:
         run = t.get(side)
+        what = "WebGPU" if side == "gpu" else "wasm CPU"
         if not run:
-            check(False, f"{side}: the run did not finish")
+            check(False, f"{what}: the run did not finish")
             continue
         losses = run["losses"]
         n = min(20, len(native))
         rel = [abs(a - b) / abs(b) for a, b in zip(losses[:n], native[:n])]
-        what = "WebGPU" if side == "gpu" else "wasm CPU"
         check(len(losses) == args.steps and len(rel) == 20 and max(rel) <= 1e-3,
               f"{what} {args.model}: {len(losses)} steps; first 20 losses against the native CPU's, "
               f"worst relative difference {max(rel) if rel else float('nan'):.2e} (bound 1e-3)")

@@ -192,9 +192,10 @@ impl GpuBackend {
                 ..Default::default()
             })
             .await
-            .map_err(|e| {
+            // wgpu's reason lists every backend it was not asked for; the one that matters is this.
+            .map_err(|_| {
                 anyhow::anyhow!(
-                    "no WebGPU adapter: {e} (this browser may lack WebGPU, or have it disabled)"
+                    "no WebGPU adapter: the browser offers none (WebGPU missing or disabled, or no usable GPU)"
                 )
             })?;
         Self::on_adapter_async(&adapter, kernels, wgpu::Limits::default()).await

@@ -11,7 +11,8 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use web_time::Instant;
 
 /// A repeat runs at least this long (estimated from the last warm-up step) unless `--steps` is given,
 /// so that fast CPU configurations are not timed over a millisecond.
