@@ -22,8 +22,8 @@ pub struct OpCheck {
     pub pass: bool,
 }
 
-/// Values in [-1, 1) from a fixed sequence (the tests' `rand_vec`).
-fn values(n: usize, seed: u64) -> Vec<f32> {
+/// Values in [-1, 1) from a fixed sequence (a 64-bit LCG; the tests' `rand_vec` too).
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);

@@ -107,19 +107,10 @@ pub fn tiny_train(data: &str) -> Vec<&str> {
     ]
 }
 
-/// Deterministic pseudo-random values in [-1, 1) from a seed (no RNG state to pass around).
+/// Deterministic pseudo-random values in [-1, 1) from a seed (no RNG state to pass around): the op
+/// check's sequence (`wgtrain::tools::opcheck::values`).
 pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    wgtrain::tools::opcheck::values(n, seed)
 }
 
 /// `n` values uniform in [lo, hi) from `rng`.

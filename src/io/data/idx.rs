@@ -190,21 +190,30 @@ pub(crate) fn pair_from_bytes(
     })
 }
 
+/// The test images (from `test_images`) have the training images' size, or an error naming the file.
+pub(crate) fn same_size(
+    train: &ImageSet,
+    test: &ImageSet,
+    test_images: &Path,
+) -> Result<(), InputError> {
+    if (test.rows, test.cols) == (train.rows, train.cols) {
+        return Ok(());
+    }
+    Err(InputError::file(
+        test_images,
+        format!(
+            "images are {}x{}, the training images are {}x{}",
+            test.rows, test.cols, train.rows, train.cols
+        ),
+    ))
+}
+
 /// Loads the training and test sets of an IDX directory; the test images must have the training
 /// images' size. Returns them with the test image file's path (for errors about the test set).
 pub fn load(dir: &Path) -> Result<(ImageSet, ImageSet, PathBuf, PathBuf), InputError> {
     let train = load_set(dir, TRAIN_FILES)?;
     let test = load_set(dir, TEST_FILES)?;
-    let test_images = find_file(dir, TEST_FILES.0);
-    if (test.rows, test.cols) != (train.rows, train.cols) {
-        return Err(InputError::file(
-            &test_images,
-            format!(
-                "images are {}x{}, the training images are {}x{}",
-                test.rows, test.cols, train.rows, train.cols
-            ),
-        ));
-    }
+    same_size(&train, &test, &find_file(dir, TEST_FILES.0))?;
     Ok((
         train,
         test,

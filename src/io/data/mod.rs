@@ -197,15 +197,7 @@ pub fn idx_from_contents(
     let (test_images, test_labels) = (test_images?, test_labels?);
     let test_name = test_images.0.clone();
     let test = idx::pair_from_bytes(test_images, test_labels)?;
-    if (test.rows, test.cols) != (train.rows, train.cols) {
-        return Err(InputError::file(
-            &test_name,
-            format!(
-                "images are {}x{}, the training images are {}x{}",
-                test.rows, test.cols, train.rows, train.cols
-            ),
-        ));
-    }
+    idx::same_size(&train, &test, &test_name)?;
     split(train, test, validation).map_err(|msg| InputError::file(&test_name, msg))
 }
 
