@@ -133,15 +133,6 @@ impl Gpu {
         Gpu { be: self.be }
     }
 
-    /// The adapter's name and the kernel set, e.g. "SwiftShader Device (Subzero), tiled kernels".
-    pub fn describe(&self) -> String {
-        format!(
-            "{}, {} kernels",
-            self.be.device_name(),
-            self.be.kernels().unwrap_or("no")
-        )
-    }
-
     /// Every GPU op against the CPU reference (wasm) at small odd shapes: JSON of
     /// `wgtrain::tools::opcheck::OpCheck`s.
     pub async fn check_ops(&self) -> Result<String, JsError> {
@@ -310,14 +301,12 @@ impl<B: Backend + 'static> RunOn<B> {
         let Stage::Trained(t) = &mut self.stage else {
             return Err(one_line("train a model first"));
         };
-        let input = t.model.spec.input();
-        let pixels = if input.to_string() == "28x28x1" {
-            wgtrain::io::digit::prepare_grey(w, h, grey)
-        } else {
-            None
+        let meta = CheckpointData::new(t.model.spec.input(), &self.data.info);
+        if !meta.is_mnist_shaped() {
+            return Err(one_line("the drawing is for 28x28 grey models (MNIST's)"));
         }
-        .ok_or_else(|| one_line("the drawing is for 28x28 grey models (MNIST's)"))?;
-        let meta = CheckpointData::new(input, &self.data.info);
+        let pixels = wgtrain::io::digit::prepare_grey(w, h, grey)
+            .ok_or_else(|| one_line(format!("the drawing is not {w}x{h} grey pixels")))?;
         let out = predict_pixels_async(self.be, &mut t.model, &[pixels], 3, &meta).await;
         let top: Vec<Guess> = out[0]
             .0

@@ -121,8 +121,8 @@ pub(super) fn forward_eval(
 }
 
 /// dbeta (`sum_partials`, `column_sum`), dgamma (`xhat_dot_partials`, `column_sum`), the per-column
-/// values packed into one buffer (`bn_pack`), then `bn_backward_dx` (one invocation per element); with a fused ReLU, dy is masked by the forward output
-/// in all three.
+/// values packed into one buffer (`bn_pack`), then `bn_backward_dx` (one invocation per element); with
+/// a fused ReLU, dy is masked by the forward output in all three.
 pub(super) fn backward(
     be: &GpuBackend,
     bn: &BnSpec,
