@@ -4,10 +4,12 @@
 //! honest; the other ops are direct loops, parallel over independent rows or samples with rayon where
 //! it pays. Every output element is computed by one thread in a fixed order, so runs are bit-identical.
 
+use super::cpu_conv;
 use super::dropout::DropoutStep;
+use super::wide::wide;
 use super::{
-    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimRule, OptimStep,
-    PixelNorm, PoolGeom, PoolKind,
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvBackward, ConvForward, ConvGeom, Gemm,
+    Mat, OptimRule, OptimStep, PixelNorm, PoolGeom, PoolKind,
 };
 use rayon::prelude::*;
 
@@ -192,15 +194,9 @@ impl Backend for CpuBackend {
 
     fn bias_act(&self, x: &mut Vec<f32>, bias: Option<&Vec<f32>>, shape: Mat, act: Option<Act>) {
         let (rows, cols) = (shape.rows, shape.cols);
+        let bias = bias.map(|b| &b[..]);
         for_chunks(&mut x[..rows * cols], row_chunk(cols), |_, chunk| {
-            for row in chunk.chunks_mut(cols) {
-                if let Some(b) = bias {
-                    row.iter_mut().zip(b.iter()).for_each(|(v, b)| *v += b);
-                }
-                if let Some(a) = act {
-                    row.iter_mut().for_each(|v| *v = a.apply(*v));
-                }
-            }
+            bias_act_rows(chunk, bias, cols, act)
         });
     }
 
@@ -248,7 +244,8 @@ impl Backend for CpuBackend {
                         for ky in 0..g.kh {
                             for kx in 0..g.kw {
                                 let pos = (ky * g.kw + kx) as f32;
-                                for ((best, a), &v) in yp.iter_mut().zip(ap.iter_mut()).zip(window(ky, kx))
+                                for ((best, a), &v) in
+                                    yp.iter_mut().zip(ap.iter_mut()).zip(window(ky, kx))
                                 {
                                     if v > *best {
                                         *best = v;
@@ -262,7 +259,9 @@ impl Backend for CpuBackend {
                         yp.fill(0.0);
                         for ky in 0..g.kh {
                             for kx in 0..g.kw {
-                                yp.iter_mut().zip(window(ky, kx)).for_each(|(s, &v)| *s += v);
+                                yp.iter_mut()
+                                    .zip(window(ky, kx))
+                                    .for_each(|(s, &v)| *s += v);
                             }
                         }
                         yp.iter_mut().for_each(|s| *s *= g.inv_area());
@@ -389,65 +388,35 @@ impl Backend for CpuBackend {
     }
 
     fn im2col(&self, x: &Vec<f32>, col: &mut Vec<f32>, g: &ConvGeom) {
-        let (oh, ow, cc, c) = (g.out_h(), g.out_w(), g.col_cols(), g.c);
-        // A kernel row's taps are contiguous in the image (NHWC) and in the column row: copy them whole.
-        let kc = g.k * c;
-        for_chunks(&mut col[..g.col_rows() * cc], oh * ow * cc, |n, sample| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let row = &mut sample[(oy * ow + ox) * cc..(oy * ow + ox + 1) * cc];
-                    let (kx0, kx1, ix0) = kernel_columns_inside(g, ox);
-                    for ky in 0..g.k {
-                        let dst = &mut row[ky * kc..(ky + 1) * kc];
-                        let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                        if iy < 0 || iy >= g.h as isize || kx0 >= kx1 {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        dst[..kx0 * c].fill(0.0);
-                        dst[kx1 * c..].fill(0.0);
-                        let src = ((n * g.h + iy as usize) * g.w + ix0) * c;
-                        dst[kx0 * c..kx1 * c].copy_from_slice(&x[src..src + (kx1 - kx0) * c]);
-                    }
-                }
+        let cc = g.col_cols();
+        let per_image = g.out_h() * g.out_w() * cc;
+        for_chunks(&mut col[..g.col_rows() * cc], per_image, |n, sample| {
+            let r0 = n * g.out_h() * g.out_w();
+            for (i, row) in sample.chunks_mut(cc).enumerate() {
+                cpu_conv::im2col_row(g, x, r0 + i, row);
             }
         });
     }
 
     fn col2im(&self, col: &Vec<f32>, dx: &mut Vec<f32>, g: &ConvGeom) {
-        let (oh, ow, cc, c) = (g.out_h(), g.out_w(), g.col_cols(), g.c);
-        let kc = g.k * c;
-        // Each input element gathers its taps in (oy, ox) order, one tap per output pixel: the same
-        // order on any number of threads.
+        let per_image = g.out_h() * g.out_w() * g.col_cols();
+        // Each input element gathers its taps in (oy, ox) order: the same on any number of threads.
         for_chunks(
-            &mut dx[..g.n * g.h * g.w * c],
-            g.h * g.w * c,
-            |n, sample| {
-                sample.fill(0.0);
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let row = &col
-                            [((n * oh + oy) * ow + ox) * cc..((n * oh + oy) * ow + ox + 1) * cc];
-                        let (kx0, kx1, ix0) = kernel_columns_inside(g, ox);
-                        if kx0 >= kx1 {
-                            continue;
-                        }
-                        for ky in 0..g.k {
-                            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                            if iy < 0 || iy >= g.h as isize {
-                                continue;
-                            }
-                            let dst = (iy as usize * g.w + ix0) * c;
-                            let src = &row[ky * kc + kx0 * c..ky * kc + kx1 * c];
-                            sample[dst..dst + src.len()]
-                                .iter_mut()
-                                .zip(src)
-                                .for_each(|(d, s)| *d += s);
-                        }
-                    }
-                }
-            },
+            &mut dx[..g.n * g.h * g.w * g.c],
+            g.h * g.w * g.c,
+            |n, sample| cpu_conv::col2im_image(g, &col[n * per_image..(n + 1) * per_image], sample),
         );
+    }
+
+    fn conv_forward(&self, g: &ConvGeom, out_c: usize, f: ConvForward<'_, Vec<f32>>) -> bool {
+        let (bias, act) = (f.bias.map(|b| &b[..]), f.act);
+        cpu_conv::forward(g, out_c, f, |rows| bias_act_rows(rows, bias, out_c, act))
+    }
+    fn conv_backward(&self, g: &ConvGeom, out_c: usize, b: ConvBackward<'_, Vec<f32>>) {
+        cpu_conv::backward(self, g, out_c, b)
+    }
+    fn fuses_conv(&self) -> bool {
+        true
     }
 
     fn bn_forward_train(
@@ -546,27 +515,29 @@ impl Backend for CpuBackend {
                 .collect();
             let chunk = row_chunk(cols);
             for_chunks(&mut dx[..rows * cols], chunk, |i, dxc| {
-                let (xc, dyc, yc) = (&x[i * chunk..], &dy[i * chunk..], &out[i * chunk..]);
-                for (((dxr, xr), dyr), yr) in dxc
-                    .chunks_mut(cols)
-                    .zip(xc.chunks(cols))
-                    .zip(dyc.chunks(cols))
-                    .zip(yc.chunks(cols))
-                {
-                    let per_col = k
-                        .iter()
-                        .zip(mean.iter())
-                        .zip(invstd.iter())
-                        .zip(dbeta.iter())
-                        .zip(dgamma.iter());
-                    for ((((d, &x), &dy), &y), ((((&k, &m), &is), &db), &dg)) in
-                        dxr.iter_mut().zip(xr).zip(dyr).zip(yr).zip(per_col)
+                wide(|| {
+                    let (xc, dyc, yc) = (&x[i * chunk..], &dy[i * chunk..], &out[i * chunk..]);
+                    for (((dxr, xr), dyr), yr) in dxc
+                        .chunks_mut(cols)
+                        .zip(xc.chunks(cols))
+                        .zip(dyc.chunks(cols))
+                        .zip(yc.chunks(cols))
                     {
-                        let dy = dy_at(dy, y);
-                        let xhat = (x - m) * is;
-                        *d = k * (r * dy - db - xhat * dg);
+                        let per_col = k
+                            .iter()
+                            .zip(mean.iter())
+                            .zip(invstd.iter())
+                            .zip(dbeta.iter())
+                            .zip(dgamma.iter());
+                        for ((((d, &x), &dy), &y), ((((&k, &m), &is), &db), &dg)) in
+                            dxr.iter_mut().zip(xr).zip(dyr).zip(yr).zip(per_col)
+                        {
+                            let dy = dy_at(dy, y);
+                            let xhat = (x - m) * is;
+                            *d = k * (r * dy - db - xhat * dg);
+                        }
                     }
-                }
+                })
             });
         })
     }
@@ -786,9 +757,11 @@ fn column_mean_var(x: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) 
 fn column_sums(rows: usize, width: usize, add: impl Fn(usize, &mut [f64]) + Sync) -> Vec<f64> {
     let partial = |chunk: usize| {
         let mut acc = vec![0.0f64; width];
-        for r in chunk * SUM_ROWS..((chunk + 1) * SUM_ROWS).min(rows) {
-            add(r, &mut acc);
-        }
+        wide(|| {
+            for r in chunk * SUM_ROWS..((chunk + 1) * SUM_ROWS).min(rows) {
+                add(r, &mut acc);
+            }
+        });
         acc
     };
     let chunks = rows.div_ceil(SUM_ROWS);
@@ -805,13 +778,16 @@ fn column_sums(rows: usize, width: usize, add: impl Fn(usize, &mut [f64]) + Sync
     total
 }
 
-/// The kernel columns `kx0..kx1` of output column `ox` that fall inside the image, and the image
-/// column `ix0` of the first.
-fn kernel_columns_inside(g: &ConvGeom, ox: usize) -> (usize, usize, usize) {
-    let x0 = (ox * g.stride) as isize - g.pad as isize;
-    let kx0 = (-x0).max(0) as usize;
-    let kx1 = (g.w as isize - x0).clamp(0, g.k as isize) as usize;
-    (kx0, kx1.max(kx0), (x0 + kx0 as isize).max(0) as usize)
+/// [`Backend::bias_act`] on whole rows of `cols`.
+fn bias_act_rows(rows: &mut [f32], bias: Option<&[f32]>, cols: usize, act: Option<Act>) {
+    for row in rows.chunks_mut(cols) {
+        if let Some(b) = bias {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        }
+        if let Some(a) = act {
+            row.iter_mut().for_each(|v| *v = a.apply(*v));
+        }
+    }
 }
 
 /// `y = act(gamma * (x - mean) * invstd + beta)` per column (the activation if `bn.act`); `stats(c)` gives
@@ -836,7 +812,7 @@ fn normalise_rows(
     with_act!(bn.act, |act, _grad| for_chunks(
         &mut y[..rows * cols],
         chunk,
-        |i, yc| {
+        |i, yc| wide(|| {
             let xc = &x[i * chunk..];
             for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
                 let per_col = m.iter().zip(&is).zip(&g).zip(&b);
@@ -844,6 +820,6 @@ fn normalise_rows(
                     *y = act(g * (x - m) * is + b);
                 }
             }
-        }
+        })
     ));
 }

@@ -15,6 +15,15 @@ pub const K_SLICE: usize = 1024;
 
 /// `c = a b` (or `c += a b` with `g.accumulate`), `a` and `b` read as `g` says.
 pub fn matmul(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+    matmul_on(g, a, b, c, true)
+}
+
+/// [`matmul`] on the calling thread alone (one tile of a loop that is parallel already): the same bits.
+pub fn matmul_here(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
+    matmul_on(g, a, b, c, false)
+}
+
+fn matmul_on(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool) {
     let (m, k, n) = (g.m, g.k, g.n);
     assert!(
         a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
@@ -23,20 +32,61 @@ pub fn matmul(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     if m == 0 || n == 0 {
         return;
     }
+    let threads = if parallel {
+        threads()
+    } else {
+        gemm::Parallelism::None
+    };
     if k <= K_SLICE {
         // SAFETY: the assert above keeps every access of the three matrices in bounds.
-        unsafe { product(g, 0..k, a, b, &mut c[..m * n], g.accumulate, threads()) };
+        unsafe { product(g, 0..k, a, b, &mut c[..m * n], g.accumulate, threads) };
         return;
     }
+    split_k(g, c, parallel, |ks, partial| {
+        // SAFETY: as above; `ks` lies inside 0..k.
+        unsafe { product(g, ks, a, b, partial, false, gemm::Parallelism::None) };
+    });
+}
+
+/// `c (+)= a b` split over k as [`matmul`] splits it (`g.k` > [`K_SLICE`], `b` stored `[k x n]`), with
+/// the rows `ks` of `b` written by `b_rows(ks, tile)` into a scratch tile just before their slice is
+/// multiplied: a convolution's weight gradient builds its column matrix so, a cache-sized slice at a
+/// time. The same slices, products and sums as [`matmul`]: the same bits.
+pub fn matmul_b_by_slices(
+    g: &Gemm,
+    a: &[f32],
+    b_rows: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+    c: &mut [f32],
+) {
+    let (m, k, n) = (g.m, g.k, g.n);
+    assert!(k > K_SLICE && g.tb == Trans::N, "matmul_b_by_slices: {g:?}");
+    assert!(a.len() >= m * k && c.len() >= m * n, "matmul shape");
+    split_k(g, c, true, |ks, partial| {
+        with_tile(ks.len() * n, |tile| {
+            b_rows(ks.clone(), tile);
+            // SAFETY: `tile` holds exactly b's rows `ks`; a is in bounds by the assert above.
+            unsafe { product_b_at(g, ks, a, tile, partial, gemm::Parallelism::None) };
+        })
+    });
+}
+
+/// `slice(ks, partial)` writes `a[:, ks] b[ks, :]` into `partial` for each [`K_SLICE`] of k, in
+/// parallel or not; the partials are then added in slice order into `c`.
+fn split_k(
+    g: &Gemm,
+    c: &mut [f32],
+    parallel: bool,
+    slice: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
+    let (m, k, n) = (g.m, g.k, g.n);
     let mut partials = vec![0.0f32; k.div_ceil(K_SLICE) * m * n];
-    partials
-        .par_chunks_mut(m * n)
-        .enumerate()
-        .for_each(|(s, partial)| {
-            let ks = s * K_SLICE..((s + 1) * K_SLICE).min(k);
-            // SAFETY: as above; `ks` lies inside 0..k.
-            unsafe { product(g, ks, a, b, partial, false, gemm::Parallelism::None) };
-        });
+    let one =
+        |(s, partial): (usize, &mut [f32])| slice(s * K_SLICE..((s + 1) * K_SLICE).min(k), partial);
+    if parallel {
+        partials.par_chunks_mut(m * n).enumerate().for_each(one);
+    } else {
+        partials.chunks_mut(m * n).enumerate().for_each(one);
+    }
     let (first, rest) = partials.split_at_mut(m * n);
     for partial in rest.chunks(m * n) {
         first.iter_mut().zip(partial).for_each(|(t, p)| *t += p);
@@ -47,6 +97,24 @@ pub fn matmul(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     } else {
         c.copy_from_slice(first);
     }
+}
+
+thread_local! {
+    /// Each thread's scratch tile, kept between calls (see [`with_tile`]).
+    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` on this thread's scratch tile of `len` floats (contents unspecified), grown as needed and kept:
+/// a tile per task would be a fresh allocation and its page faults each time. `f` must not start
+/// rayon work (a stolen task could ask for the same tile).
+pub fn with_tile<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    TILE.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.len() < len {
+            t.resize(len, 0.0);
+        }
+        f(&mut t[..len])
+    })
 }
 
 /// rayon's threads for one product; gemm keeps small products on one thread by itself.
@@ -67,17 +135,61 @@ unsafe fn product(
     accumulate: bool,
     threads: gemm::Parallelism,
 ) {
+    let (rsb, _) = b_strides(g);
+    // SAFETY: the caller's contract; b's row ks.start lies inside it.
+    unsafe {
+        let b_ks = b.as_ptr().add(ks.start * rsb);
+        gemm_at(g, ks, a, b_ks, c, accumulate, threads)
+    }
+}
+
+/// As [`product`] into a fresh `c`, with `b_ks` holding b's rows `ks` only (b stored `[k x n]`).
+///
+/// # Safety
+/// As [`product`]; `b_ks` must hold `ks.len() x n` floats.
+unsafe fn product_b_at(
+    g: &Gemm,
+    ks: std::ops::Range<usize>,
+    a: &[f32],
+    b_ks: &[f32],
+    c: &mut [f32],
+    threads: gemm::Parallelism,
+) {
+    assert!(b_ks.len() >= ks.len() * g.n, "matmul shape");
+    // SAFETY: the caller's contract and the assert.
+    unsafe { gemm_at(g, ks, a, b_ks.as_ptr(), c, false, threads) }
+}
+
+/// (row stride, column stride) of b as stored.
+fn b_strides(g: &Gemm) -> (usize, usize) {
+    match g.tb {
+        Trans::N => (g.n, 1),
+        Trans::T => (1, g.k),
+    }
+}
+
+/// The `gemm` call for the inner indices `ks`, b's element (ks.start, 0) at `b_ks`.
+///
+/// # Safety
+/// `a` and `c` must hold the matrices `g` describes, `ks` lie inside `0..g.k`, and `b_ks` point at b's
+/// row `ks.start` with `ks.len()` rows readable at b's strides.
+unsafe fn gemm_at(
+    g: &Gemm,
+    ks: std::ops::Range<usize>,
+    a: &[f32],
+    b_ks: *const f32,
+    c: &mut [f32],
+    accumulate: bool,
+    threads: gemm::Parallelism,
+) {
     let (m, k, n) = (g.m, g.k, g.n);
     // (row stride, column stride) of each operand as stored.
     let (rsa, csa) = match g.ta {
         Trans::N => (k, 1),
         Trans::T => (1, m),
     };
-    let (rsb, csb) = match g.tb {
-        Trans::N => (n, 1),
-        Trans::T => (1, k),
-    };
-    // SAFETY: the caller's contract; column ks.start of a and row ks.start of b lie inside them.
+    let (rsb, csb) = b_strides(g);
+    // SAFETY: the caller's contract; column ks.start of a lies inside it.
     unsafe {
         gemm::gemm(
             m,
@@ -90,7 +202,7 @@ unsafe fn product(
             a.as_ptr().add(ks.start * csa),
             csa as isize,
             rsa as isize,
-            b.as_ptr().add(ks.start * rsb),
+            b_ks,
             csb as isize,
             rsb as isize,
             1.0,

@@ -8,11 +8,13 @@
 //! linear layer's output `[N, C]` are both "rows x channels" and one batch-norm kernel serves 1d and 2d.
 
 pub mod cpu;
+pub mod cpu_conv;
 pub mod cpu_matmul;
 pub mod dropout;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod select;
+pub mod wide;
 
 /// How a matmul operand is read: as stored (`N`) or transposed (`T`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -293,6 +295,35 @@ pub struct BnBackward<'a, T> {
     pub dbeta: &'a mut T,
 }
 
+/// A convolution's forward, [`Backend::conv_forward`]: `y = act(im2col(x) W^T + bias)`, `w` stored
+/// `[out_c x taps]`, `y` `[col_rows x out_c]`.
+pub struct ConvForward<'a, T> {
+    pub x: &'a T,
+    pub w: &'a T,
+    pub bias: Option<&'a T>,
+    pub act: Option<Act>,
+    /// Scratch for the column matrix `[col_rows x taps]`.
+    pub col: &'a mut T,
+    pub y: &'a mut T,
+}
+
+/// A convolution's backward, [`Backend::conv_backward`]: `dw (+)= dy^T im2col(x)` and, if `dx` is
+/// given, `dx = col2im(dy W)`. `dy` has been taken through the layer's activation already.
+pub struct ConvBackward<'a, T> {
+    pub x: &'a T,
+    pub dy: &'a T,
+    pub w: &'a T,
+    /// The column matrix; `col_ready` when the forward left x's columns in it.
+    pub col: &'a mut T,
+    pub col_ready: bool,
+    /// Scratch for `dy W` `[col_rows x taps]`.
+    pub dcol: &'a mut T,
+    pub dw: &'a mut T,
+    /// Add to `dw` rather than overwrite it.
+    pub accumulate: bool,
+    pub dx: Option<&'a mut T>,
+}
+
 /// The update rule of one optimizer step, with its own hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimRule {
@@ -566,6 +597,24 @@ pub trait Backend {
     /// `db[c] = sum_r dy[r, c]`. GPU: `reduce.wgsl` `sum_partials` then `column_sum`.
     /// Test: `bias_grad_many_rows`.
     fn bias_grad(&self, dy: &Self::Tensor, db: &mut Self::Tensor, shape: Mat);
+    /// A convolution's forward (see [`ConvForward`]); returns whether `col` now holds x's columns.
+    /// By default im2col into `col`, then [`Backend::matmul_bias_act`]; the CPU builds and multiplies
+    /// the column matrix a tile at a time, in cache, with the same arithmetic. Tests:
+    /// `conv_ops_equal_their_unfused_sequence` (tests/gpu_ops.rs runs the GPU's, which is this default).
+    fn conv_forward(&self, g: &ConvGeom, out_c: usize, f: ConvForward<'_, Self::Tensor>) -> bool {
+        conv_forward_unfused(self, g, out_c, f)
+    }
+    /// A convolution's backward (see [`ConvBackward`]). By default im2col (unless the columns are
+    /// ready), then [`Backend::matmul`] for dW and dcol, and [`Backend::col2im`]; the CPU tiles it as
+    /// the forward. Test: as [`Backend::conv_forward`].
+    fn conv_backward(&self, g: &ConvGeom, out_c: usize, b: ConvBackward<'_, Self::Tensor>) {
+        conv_backward_unfused(self, g, out_c, b)
+    }
+    /// Whether [`Backend::conv_forward`] and [`Backend::conv_backward`] are this backend's own (the
+    /// profiler then times each as one op rather than its im2col, matmuls and col2im).
+    fn fuses_conv(&self) -> bool {
+        false
+    }
     /// Unfolds NHWC `x` into `col[col_rows x col_cols]` (zero padding). GPU: `im2col.wgsl` `im2col`.
     /// Test: `im2col_col2im_stride_and_padding`.
     fn im2col(&self, x: &Self::Tensor, col: &mut Self::Tensor, g: &ConvGeom);
@@ -676,5 +725,40 @@ impl PixelNorm {
         (0..self.channels())
             .flat_map(|c| (0..=255u8).map(move |p| self.apply(p, c)))
             .collect()
+    }
+}
+
+/// [`Backend::conv_forward`] as im2col then [`Backend::matmul_bias_act`].
+pub fn conv_forward_unfused<B: Backend + ?Sized>(
+    be: &B,
+    g: &ConvGeom,
+    out_c: usize,
+    f: ConvForward<'_, B::Tensor>,
+) -> bool {
+    be.im2col(f.x, f.col, g);
+    let gemm = Gemm::new(g.col_rows(), g.col_cols(), out_c).b_t();
+    be.matmul_bias_act(&gemm, f.col, f.w, f.y, f.bias, f.act);
+    true
+}
+
+/// [`Backend::conv_backward`] as im2col (unless ready), the two matmuls and col2im.
+pub fn conv_backward_unfused<B: Backend + ?Sized>(
+    be: &B,
+    g: &ConvGeom,
+    out_c: usize,
+    b: ConvBackward<'_, B::Tensor>,
+) {
+    if !b.col_ready {
+        be.im2col(b.x, b.col, g);
+    }
+    let (rows, taps) = (g.col_rows(), g.col_cols());
+    let mut dw = Gemm::new(out_c, rows, taps).a_t();
+    if b.accumulate {
+        dw = dw.accumulate();
+    }
+    be.matmul(&dw, b.dy, b.col, b.dw);
+    if let Some(dx) = b.dx {
+        be.matmul(&Gemm::new(rows, out_c, taps), b.dy, b.w, b.dcol);
+        be.col2im(b.dcol, dx, g);
     }
 }

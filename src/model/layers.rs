@@ -8,8 +8,8 @@
 
 use crate::backend::dropout::DropoutStep;
 use crate::backend::{
-    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, PoolGeom, PoolKind,
-    VIEW_ALIGN,
+    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvBackward, ConvForward, ConvGeom, Gemm,
+    Mat, PoolGeom, PoolKind, VIEW_ALIGN,
 };
 use rand::Rng;
 
@@ -223,6 +223,8 @@ pub struct Conv2d<B: Backend> {
     w: Param<B::Tensor>,
     b: Option<Param<B::Tensor>>,
     col: B::Tensor,
+    /// Whether `col` holds the last forward's batch columns (one chunk, and a backend that keeps them).
+    col_ready: bool,
     dcol: B::Tensor,
     y: B::Tensor,
     dx: B::Tensor,
@@ -255,6 +257,7 @@ impl<B: Backend> Conv2d<B> {
             w,
             b,
             col: be.zeros(rows * fan_in),
+            col_ready: false,
             dcol: be.zeros(rows * fan_in),
             y: be.zeros(geom.col_rows() * out_c),
             dx: be.zeros(geom.n * geom.h * geom.w * geom.c),
@@ -278,31 +281,6 @@ impl<B: Backend> Conv2d<B> {
     }
     fn out_per_image(&self) -> usize {
         self.geom.out_h() * self.geom.out_w() * self.out_c
-    }
-    /// dW (+)= dy^T col (K = every output pixel of the chunk); if `need_dcol`, dcol = dy W (the caller
-    /// folds it into dx with col2im).
-    fn backward_chunk(
-        &mut self,
-        be: &B,
-        dy: &B::Tensor,
-        g: &ConvGeom,
-        accumulate: bool,
-        need_dcol: bool,
-    ) {
-        let (rows, taps) = (g.col_rows(), g.col_cols());
-        let mut dw = Gemm::new(self.out_c, rows, taps).a_t();
-        if accumulate {
-            dw = dw.accumulate();
-        }
-        be.matmul(&dw, dy, &self.col, &mut self.w.grad);
-        if need_dcol {
-            be.matmul(
-                &Gemm::new(rows, self.out_c, taps),
-                dy,
-                &self.w.value,
-                &mut self.dcol,
-            );
-        }
     }
 }
 
@@ -344,28 +322,34 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
     }
     fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
         // y = col W^T: one output row per pixel, W stored [out_c, taps].
-        let gemm = |g: &ConvGeom| Gemm::new(g.col_rows(), g.col_cols(), self.out_c).b_t();
         let bias = self.b.as_ref().map(|b| &b.value);
         if batch <= self.chunk {
             let g = self.geom_for(batch);
-            be.im2col(x, &mut self.col, &g);
-            be.matmul_bias_act(
-                &gemm(&g),
-                &self.col,
-                &self.w.value,
-                &mut self.y,
+            let f = ConvForward {
+                x,
+                w: &self.w.value,
                 bias,
-                self.act,
-            );
+                act: self.act,
+                col: &mut self.col,
+                y: &mut self.y,
+            };
+            self.col_ready = be.conv_forward(&g, self.out_c, f);
             return;
         }
         let (inp, out) = (self.in_per_image(), self.out_per_image());
         for (n0, n) in self.chunks(batch) {
             let g = self.geom_for(n);
-            be.im2col(&be.view(x, n0 * inp, n * inp), &mut self.col, &g);
-            let mut y = be.view(&self.y, n0 * out, n * out);
-            be.matmul_bias_act(&gemm(&g), &self.col, &self.w.value, &mut y, bias, self.act);
+            let f = ConvForward {
+                x: &be.view(x, n0 * inp, n * inp),
+                w: &self.w.value,
+                bias,
+                act: self.act,
+                col: &mut self.col,
+                y: &mut be.view(&self.y, n0 * out, n * out),
+            };
+            be.conv_forward(&g, self.out_c, f);
         }
+        self.col_ready = false;
     }
     owns_y_and_dx!();
     fn backward(&mut self, be: &B, x: &B::Tensor, dy: &mut B::Tensor, batch: usize, need_dx: bool) {
@@ -377,11 +361,18 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
             be.bias_grad(dy, &mut b.grad, Mat::new(g.col_rows(), self.out_c));
         }
         if batch <= self.chunk {
-            // `col` still holds this batch's columns from the forward pass.
-            self.backward_chunk(be, dy, &g, false, need_dx);
-            if need_dx {
-                be.col2im(&self.dcol, &mut self.dx, &g);
-            }
+            let b = ConvBackward {
+                x,
+                dy,
+                w: &self.w.value,
+                col: &mut self.col,
+                col_ready: self.col_ready,
+                dcol: &mut self.dcol,
+                dw: &mut self.w.grad,
+                accumulate: false,
+                dx: need_dx.then_some(&mut self.dx),
+            };
+            be.conv_backward(&g, self.out_c, b);
             return;
         }
         // Chunk by chunk: the columns again (the forward pass kept only the last chunk's), dW summed
@@ -390,11 +381,19 @@ impl<B: Backend> Layer<B> for Conv2d<B> {
         let chunks: Vec<(usize, usize)> = self.chunks(batch).collect();
         for (i, (n0, n)) in chunks.into_iter().enumerate() {
             let g = self.geom_for(n);
-            be.im2col(&be.view(x, n0 * inp, n * inp), &mut self.col, &g);
-            self.backward_chunk(be, &be.view(dy, n0 * out, n * out), &g, i > 0, need_dx);
-            if need_dx {
-                be.col2im(&self.dcol, &mut be.view(&self.dx, n0 * inp, n * inp), &g);
-            }
+            let mut dx = need_dx.then(|| be.view(&self.dx, n0 * inp, n * inp));
+            let b = ConvBackward {
+                x: &be.view(x, n0 * inp, n * inp),
+                dy: &be.view(dy, n0 * out, n * out),
+                w: &self.w.value,
+                col: &mut self.col,
+                col_ready: false,
+                dcol: &mut self.dcol,
+                dw: &mut self.w.grad,
+                accumulate: i > 0,
+                dx: dx.as_mut(),
+            };
+            be.conv_backward(&g, self.out_c, b);
         }
     }
     fn params(&self) -> Vec<&Param<B::Tensor>> {

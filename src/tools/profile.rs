@@ -11,8 +11,9 @@ use super::bench::BackendSel;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::KernelChoice;
 use crate::backend::{
-    Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimRule, OptimStep,
-    PoolGeom, PoolKind, Trans,
+    conv_backward_unfused, conv_forward_unfused, Act, Backend, BnBackward, BnEval, BnSpec, BnTrain,
+    ConvBackward, ConvForward, ConvGeom, Gemm, Mat, OptimRule, OptimStep, PoolGeom, PoolKind,
+    Trans,
 };
 use crate::error::InputError;
 use crate::io::data::ImageSet;
@@ -388,6 +389,40 @@ impl<B: Backend> Backend for Profiled<B> {
             || "bias_grad".into(),
             Work::Bytes(bytes),
             || self.inner.bias_grad(dy, db, shape),
+        )
+    }
+    fn conv_forward(&self, g: &ConvGeom, out_c: usize, f: ConvForward<'_, B::Tensor>) -> bool {
+        if !self.inner.fuses_conv() {
+            // Through this wrapper, so that the im2col and the matmul are timed apart.
+            return conv_forward_unfused(self, g, out_c, f);
+        }
+        let flops = Gemm::new(g.col_rows(), g.col_cols(), out_c).flops();
+        self.op(
+            || {
+                format!(
+                    "conv forward {}x{}x{} k{} s{} -> {}",
+                    g.h, g.w, g.c, g.k, g.stride, out_c
+                )
+            },
+            Work::Flops(flops),
+            || self.inner.conv_forward(g, out_c, f),
+        )
+    }
+    fn conv_backward(&self, g: &ConvGeom, out_c: usize, b: ConvBackward<'_, B::Tensor>) {
+        if !self.inner.fuses_conv() {
+            return conv_backward_unfused(self, g, out_c, b);
+        }
+        let products = if b.dx.is_some() { 2.0 } else { 1.0 };
+        let flops = products * Gemm::new(g.col_rows(), g.col_cols(), out_c).flops();
+        self.op(
+            || {
+                format!(
+                    "conv backward {}x{}x{} k{} s{} -> {}",
+                    g.h, g.w, g.c, g.k, g.stride, out_c
+                )
+            },
+            Work::Flops(flops),
+            || self.inner.conv_backward(g, out_c, b),
         )
     }
     fn im2col(&self, x: &B::Tensor, col: &mut B::Tensor, g: &ConvGeom) {
