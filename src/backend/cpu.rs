@@ -4,9 +4,9 @@
 //! honest; the other ops are direct loops, parallel over independent rows or samples with rayon where
 //! it pays. Every output element is computed by one thread in a fixed order, so runs are bit-identical.
 
+use super::cpu_bn::{self, Affine, DxCols, GradRows};
 use super::cpu_conv;
 use super::dropout::DropoutStep;
-use super::wide::wide;
 use super::{
     Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvBackward, ConvForward, ConvGeom, Gemm,
     Mat, OptimRule, OptimStep, PixelNorm, PoolGeom, PoolKind,
@@ -23,29 +23,6 @@ const SUM_ROWS: usize = 1024;
 const PAR_ELEMS: usize = 1 << 14;
 /// Images per rayon task of the batch gather.
 const GATHER_IMAGES: usize = 32;
-
-/// `$body` with `$apply` bound to `$act`'s function and `$grad` to its gradient from the output
-/// (identities when `$act` is `None`), each a closure of its own type per activation: the loops inside
-/// are compiled once per activation and vectorise, where a match per element would not.
-macro_rules! with_act {
-    ($act:expr, |$apply:ident, $grad:ident| $body:expr) => {
-        match $act {
-            None => {
-                #[allow(unused_variables)]
-                let ($apply, $grad) = (|v: f32| v, |_y: f32, dy: f32| dy);
-                $body
-            }
-            Some(Act::Relu) => with_act!(@one Act::Relu, $apply, $grad, $body),
-            Some(Act::Sigmoid) => with_act!(@one Act::Sigmoid, $apply, $grad, $body),
-            Some(Act::Tanh) => with_act!(@one Act::Tanh, $apply, $grad, $body),
-        }
-    };
-    (@one $a:expr, $apply:ident, $grad:ident, $body:expr) => {{
-        #[allow(unused_variables)]
-        let ($apply, $grad) = (|v: f32| $a.apply(v), |y: f32, dy: f32| $a.grad(y, dy));
-        $body
-    }};
-}
 
 /// Elements per task of a row-wise op over rows of `cols`: whole rows, at least [`PAR_ROW_ELEMS`].
 fn row_chunk(cols: usize) -> usize {
@@ -380,9 +357,8 @@ impl Backend for CpuBackend {
 
     fn bias_grad(&self, dy: &Vec<f32>, db: &mut Vec<f32>, shape: Mat) {
         let (rows, cols) = (shape.rows, shape.cols);
-        let acc = column_sums(rows, cols, |r, acc| {
-            let row = &dy[r * cols..(r + 1) * cols];
-            acc.iter_mut().zip(row).for_each(|(d, &v)| *d += v as f64);
+        let acc = column_sums(rows, cols, |rs, acc| {
+            cpu_bn::sum_rows(&dy[rs.start * cols..rs.end * cols], cols, acc)
         });
         db.iter_mut().zip(&acc).for_each(|(d, &a)| *d = a as f32);
     }
@@ -484,62 +460,42 @@ impl Backend for CpuBackend {
             dgamma,
             dbeta,
         } = t;
-        // dy through the fused activation, from the output: `dy_at(dy, y)`.
-        with_act!(bn.act, |_act, grad| {
-            let dy_at = |dy: f32, y: f32| grad(y, dy);
-            // [sum dy | sum dy * xhat] per column.
-            let sums = column_sums(rows, 2 * cols, |r, acc| {
-                let (xr, dyr) = (&x[r * cols..(r + 1) * cols], &dy[r * cols..(r + 1) * cols]);
-                let yr = &out[r * cols..(r + 1) * cols];
-                let (sum_dy, sum_dy_xhat) = acc.split_at_mut(cols);
-                let per_col = mean.iter().zip(invstd.iter()).zip(sum_dy).zip(sum_dy_xhat);
-                for (((&x, &dy), &y), (((&m, &is), s), sx)) in
-                    xr.iter().zip(dyr).zip(yr).zip(per_col)
-                {
-                    let dy = dy_at(dy, y);
-                    let xhat = (x - m) * is;
-                    *s += dy as f64;
-                    *sx += (dy * xhat) as f64;
-                }
-            });
-            for c in 0..cols {
-                dbeta[c] = sums[c] as f32;
-                dgamma[c] = sums[cols + c] as f32;
-            }
-            let r = rows as f32;
-            // Per column: gamma * invstd / r (the same f32 operations, hoisted out of the rows).
-            let k: Vec<f32> = gamma
-                .iter()
-                .zip(invstd.iter())
-                .map(|(g, is)| g * is / r)
-                .collect();
-            let chunk = row_chunk(cols);
-            for_chunks(&mut dx[..rows * cols], chunk, |i, dxc| {
-                wide(|| {
-                    let (xc, dyc, yc) = (&x[i * chunk..], &dy[i * chunk..], &out[i * chunk..]);
-                    for (((dxr, xr), dyr), yr) in dxc
-                        .chunks_mut(cols)
-                        .zip(xc.chunks(cols))
-                        .zip(dyc.chunks(cols))
-                        .zip(yc.chunks(cols))
-                    {
-                        let per_col = k
-                            .iter()
-                            .zip(mean.iter())
-                            .zip(invstd.iter())
-                            .zip(dbeta.iter())
-                            .zip(dgamma.iter());
-                        for ((((d, &x), &dy), &y), ((((&k, &m), &is), &db), &dg)) in
-                            dxr.iter_mut().zip(xr).zip(dyr).zip(yr).zip(per_col)
-                        {
-                            let dy = dy_at(dy, y);
-                            let xhat = (x - m) * is;
-                            *d = k * (r * dy - db - xhat * dg);
-                        }
-                    }
-                })
-            });
-        })
+        // [sum dy | sum dy * xhat] per column, dy through the fused activation.
+        let (mean, invstd) = (&mean[..cols], &invstd[..cols]);
+        let rows_of = |rs: std::ops::Range<usize>| GradRows {
+            x: &x[rs.start * cols..rs.end * cols],
+            dy: &dy[rs.start * cols..rs.end * cols],
+            out: &out[rs.start * cols..rs.end * cols],
+            cols,
+        };
+        let sums = column_sums(rows, 2 * cols, |rs, acc| {
+            cpu_bn::grad_sums_rows(rows_of(rs), mean, invstd, bn.act, acc)
+        });
+        for c in 0..cols {
+            dbeta[c] = sums[c] as f32;
+            dgamma[c] = sums[cols + c] as f32;
+        }
+        let r = rows as f32;
+        // Per column: gamma * invstd / r (the same f32 operations, hoisted out of the rows).
+        let k: Vec<f32> = gamma
+            .iter()
+            .zip(invstd.iter())
+            .map(|(g, is)| g * is / r)
+            .collect();
+        let p = DxCols {
+            k: &k,
+            mean,
+            invstd,
+            dbeta: &dbeta[..cols],
+            dgamma: &dgamma[..cols],
+            r,
+        };
+        let chunk = row_chunk(cols);
+        for_chunks(&mut dx[..rows * cols], chunk, |i, dxc| {
+            let first = i * chunk / cols;
+            let rs = first..first + dxc.len() / cols;
+            cpu_bn::dx_rows(rows_of(rs), &p, bn.act, dxc)
+        });
     }
 
     fn softmax_ce(
@@ -735,33 +691,29 @@ fn log_sum_exp(z: &[f32]) -> (f32, usize) {
 /// Per-column mean and biased variance of `x[rows x cols]`: two passes, f64 sums, so the reference's
 /// own rounding stays far below the 1e-4 the GPU is held to (a plain f32 sum over 10^5 rows does not).
 fn column_mean_var(x: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
-    let row = |r: usize| &x[r * cols..(r + 1) * cols];
-    let sum = column_sums(rows, cols, |r, acc| {
-        acc.iter_mut()
-            .zip(row(r))
-            .for_each(|(m, &v)| *m += v as f64);
-    });
+    let of = |rs: std::ops::Range<usize>| &x[rs.start * cols..rs.end * cols];
+    let sum = column_sums(rows, cols, |rs, acc| cpu_bn::sum_rows(of(rs), cols, acc));
     let mean: Vec<f32> = sum.iter().map(|s| (s / rows as f64) as f32).collect();
-    let sq = column_sums(rows, cols, |r, acc| {
-        for ((a, &v), &m) in acc.iter_mut().zip(row(r)).zip(&mean) {
-            let d = (v - m) as f64;
-            *a += d * d;
-        }
+    let sq = column_sums(rows, cols, |rs, acc| {
+        cpu_bn::sum_sq_dev_rows(of(rs), cols, &mean, acc)
     });
     let var = sq.iter().map(|v| (v / rows as f64) as f32).collect();
     (mean, var)
 }
 
-/// Column sums in f64: `add(r, acc)` adds row `r`'s terms into `acc` (`width` long). Chunks of
+/// Column sums in f64: `add(rows, acc)` adds the terms of a run of rows, in order, into `acc` (`width` long). Chunks of
 /// [`SUM_ROWS`] rows are summed in parallel, then the chunks are added in order.
-fn column_sums(rows: usize, width: usize, add: impl Fn(usize, &mut [f64]) + Sync) -> Vec<f64> {
+fn column_sums(
+    rows: usize,
+    width: usize,
+    add: impl Fn(std::ops::Range<usize>, &mut [f64]) + Sync,
+) -> Vec<f64> {
     let partial = |chunk: usize| {
         let mut acc = vec![0.0f64; width];
-        wide(|| {
-            for r in chunk * SUM_ROWS..((chunk + 1) * SUM_ROWS).min(rows) {
-                add(r, &mut acc);
-            }
-        });
+        add(
+            chunk * SUM_ROWS..((chunk + 1) * SUM_ROWS).min(rows),
+            &mut acc,
+        );
         acc
     };
     let chunks = rows.div_ceil(SUM_ROWS);
@@ -808,18 +760,15 @@ fn normalise_rows(
     for c in 0..cols {
         (m[c], is[c], g[c], b[c]) = stats(c);
     }
+    let p = Affine {
+        mean: &m,
+        invstd: &is,
+        gamma: &g,
+        beta: &b,
+    };
     let chunk = row_chunk(cols);
-    with_act!(bn.act, |act, _grad| for_chunks(
-        &mut y[..rows * cols],
-        chunk,
-        |i, yc| wide(|| {
-            let xc = &x[i * chunk..];
-            for (yr, xr) in yc.chunks_mut(cols).zip(xc.chunks(cols)) {
-                let per_col = m.iter().zip(&is).zip(&g).zip(&b);
-                for ((y, &x), (((&m, &is), &g), &b)) in yr.iter_mut().zip(xr).zip(per_col) {
-                    *y = act(g * (x - m) * is + b);
-                }
-            }
-        })
-    ));
+    for_chunks(&mut y[..rows * cols], chunk, |i, yc| {
+        let xc = &x[i * chunk..i * chunk + yc.len()];
+        cpu_bn::normalise_rows(xc, yc, cols, &p, bn.act)
+    });
 }

@@ -11,6 +11,7 @@
 //! those of im2col + matmul + col2im, on any number of threads.
 
 use super::cpu_matmul::{self, with_tile, K_SLICE};
+use super::wide::multiversion;
 use super::{conv_backward_unfused, Backend, ConvBackward, ConvForward, ConvGeom, Gemm};
 use rayon::prelude::*;
 
@@ -133,30 +134,32 @@ pub fn im2col_row(g: &ConvGeom, x: &[f32], r: usize, row: &mut [f32]) {
     }
 }
 
-/// One image's `dx` from its rows of the column matrix: each input element gathers its taps in
-/// (oy, ox) order, one tap per output pixel.
-pub fn col2im_image(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
-    let (oh, ow, cc, c) = (g.out_h(), g.out_w(), g.col_cols(), g.c);
-    let kc = g.k * c;
-    dx.fill(0.0);
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let row = &col[(oy * ow + ox) * cc..(oy * ow + ox + 1) * cc];
-            let (kx0, kx1, ix0) = kernel_columns_inside(g, ox);
-            if kx0 >= kx1 {
-                continue;
-            }
-            for ky in 0..g.k {
-                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                if iy < 0 || iy >= g.h as isize {
+multiversion! {
+    /// One image's `dx` from its rows of the column matrix: each input element gathers its taps in
+    /// (oy, ox) order, one tap per output pixel.
+    pub fn col2im_image(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
+        let (oh, ow, cc, c) = (g.out_h(), g.out_w(), g.col_cols(), g.c);
+        let kc = g.k * c;
+        dx.fill(0.0);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = &col[(oy * ow + ox) * cc..(oy * ow + ox + 1) * cc];
+                let (kx0, kx1, ix0) = kernel_columns_inside(g, ox);
+                if kx0 >= kx1 {
                     continue;
                 }
-                let dst = (iy as usize * g.w + ix0) * c;
-                let src = &row[ky * kc + kx0 * c..ky * kc + kx1 * c];
-                dx[dst..dst + src.len()]
-                    .iter_mut()
-                    .zip(src)
-                    .for_each(|(d, s)| *d += s);
+                for ky in 0..g.k {
+                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let dst = (iy as usize * g.w + ix0) * c;
+                    let src = &row[ky * kc + kx0 * c..ky * kc + kx1 * c];
+                    dx[dst..dst + src.len()]
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(d, s)| *d += s);
+                }
             }
         }
     }

@@ -8,6 +8,7 @@
 //! linear layer's output `[N, C]` are both "rows x channels" and one batch-norm kernel serves 1d and 2d.
 
 pub mod cpu;
+pub mod cpu_bn;
 pub mod cpu_conv;
 pub mod cpu_matmul;
 pub mod dropout;
