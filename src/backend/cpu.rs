@@ -6,6 +6,7 @@
 
 use super::cpu_bn::{self, Affine, DxCols, GradRows};
 use super::cpu_conv;
+use super::cpu_pool;
 use super::dropout::DropoutStep;
 use super::{
     Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvBackward, ConvForward, ConvGeom, Gemm,
@@ -201,58 +202,17 @@ impl Backend for CpuBackend {
         y: &mut Vec<f32>,
         arg: &mut Vec<f32>,
     ) {
-        let (oh, ow, c) = (g.out_h(), g.out_w(), g.c);
-        let per_image = oh * ow * c;
-        // One image per task; each output scans its window in row-major order, the channels side by
-        // side (so the loops vectorise): every output is computed alone, so threads change nothing.
-        let pool_image = |n: usize, yi: &mut [f32], mut ai: Option<&mut [f32]>| {
-            for (p, yp) in yi.chunks_mut(c).enumerate() {
-                let (oy, ox) = (p / ow, p % ow);
-                let window = |ky: usize, kx: usize| {
-                    let at = ((n * g.h + oy * g.stride + ky) * g.w + ox * g.stride + kx) * c;
-                    &x[at..at + c]
-                };
-                match kind {
-                    PoolKind::Max => {
-                        let ap = ai.as_deref_mut().map(|a| &mut a[p * c..(p + 1) * c]);
-                        let ap = ap.expect("max pooling keeps its positions");
-                        yp.copy_from_slice(window(0, 0));
-                        ap.fill(0.0);
-                        for ky in 0..g.kh {
-                            for kx in 0..g.kw {
-                                let pos = (ky * g.kw + kx) as f32;
-                                for ((best, a), &v) in
-                                    yp.iter_mut().zip(ap.iter_mut()).zip(window(ky, kx))
-                                {
-                                    if v > *best {
-                                        *best = v;
-                                        *a = pos;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    PoolKind::Avg => {
-                        yp.fill(0.0);
-                        for ky in 0..g.kh {
-                            for kx in 0..g.kw {
-                                yp.iter_mut()
-                                    .zip(window(ky, kx))
-                                    .for_each(|(s, &v)| *s += v);
-                            }
-                        }
-                        yp.iter_mut().for_each(|s| *s *= g.inv_area());
-                    }
-                }
-            }
-        };
+        let per_image = g.out_h() * g.out_w() * g.c;
+        // One image per task: every output is computed alone, so threads change nothing.
         let out = y[..g.out_len()].par_chunks_mut(per_image);
         match kind {
             PoolKind::Max => out
                 .zip(arg[..g.out_len()].par_chunks_mut(per_image))
                 .enumerate()
-                .for_each(|(n, (yi, ai))| pool_image(n, yi, Some(ai))),
-            PoolKind::Avg => out.enumerate().for_each(|(n, yi)| pool_image(n, yi, None)),
+                .for_each(|(n, (yi, ai))| cpu_pool::pool_image(kind, g, x, n, yi, Some(ai))),
+            PoolKind::Avg => out
+                .enumerate()
+                .for_each(|(n, yi)| cpu_pool::pool_image(kind, g, x, n, yi, None)),
         }
     }
 
@@ -264,77 +224,11 @@ impl Backend for CpuBackend {
         arg: &Vec<f32>,
         dx: &mut Vec<f32>,
     ) {
-        let (oh, ow, c, s) = (g.out_h(), g.out_w(), g.c, g.stride);
-        let finish = |sum: f32| match kind {
-            PoolKind::Max => sum,
-            PoolKind::Avg => sum * g.inv_area(),
-        };
-        if s >= g.kh && s >= g.kw {
-            // Windows that do not overlap (the usual 2x2, stride 2): each input lies in one window at
-            // most, so its gradient is that window's one term, `0.0 + dy` as the general loop below
-            // sums it, and 0 outside every window. Scattered window by window, channels side by side.
-            dx[..g.in_len()]
-                .par_chunks_mut(g.h * g.w * c)
-                .enumerate()
-                .for_each(|(n, dxi)| {
-                    dxi.fill(0.0);
-                    for (p, dyp) in dy[n * oh * ow * c..(n + 1) * oh * ow * c]
-                        .chunks(c)
-                        .enumerate()
-                    {
-                        let (oy, ox) = (p / ow, p % ow);
-                        let o = (n * oh * ow + p) * c;
-                        for ky in 0..g.kh {
-                            for kx in 0..g.kw {
-                                let at = ((oy * s + ky) * g.w + ox * s + kx) * c;
-                                let d = &mut dxi[at..at + c];
-                                let pos = (ky * g.kw + kx) as f32;
-                                match kind {
-                                    PoolKind::Max => {
-                                        let ap = &arg[o..o + c];
-                                        for ((d, &dy), &a) in d.iter_mut().zip(dyp).zip(ap) {
-                                            *d = if a == pos { 0.0 + dy } else { 0.0 };
-                                        }
-                                    }
-                                    PoolKind::Avg => d
-                                        .iter_mut()
-                                        .zip(dyp)
-                                        .for_each(|(d, &dy)| *d = finish(0.0 + dy)),
-                                }
-                            }
-                        }
-                    }
-                });
-            return;
-        }
-        // The first window holding position `pos` along a side with windows of `k`.
-        let first = |pos: usize, k: usize| {
-            if pos < k {
-                0
-            } else {
-                (pos + 1 - k).div_ceil(s)
-            }
-        };
-        // One image per task; each input gathers its windows in order, so threads change nothing.
+        // One image per task; each input's gradient is summed in a fixed order, so threads change nothing.
         dx[..g.in_len()]
-            .par_chunks_mut(g.h * g.w * c)
+            .par_chunks_mut(g.h * g.w * g.c)
             .enumerate()
-            .for_each(|(n, dxi)| {
-                for (j, d) in dxi.iter_mut().enumerate() {
-                    let (ch, ix, iy) = (j % c, (j / c) % g.w, j / (c * g.w));
-                    let mut sum = 0.0f32;
-                    for oy in first(iy, g.kh)..(iy / s + 1).min(oh) {
-                        for ox in first(ix, g.kw)..(ix / s + 1).min(ow) {
-                            let o = ((n * oh + oy) * ow + ox) * c + ch;
-                            let pos = (iy - oy * s) * g.kw + (ix - ox * s);
-                            if kind == PoolKind::Avg || arg[o] as usize == pos {
-                                sum += dy[o];
-                            }
-                        }
-                    }
-                    *d = finish(sum);
-                }
-            });
+            .for_each(|(n, dxi)| cpu_pool::unpool_image(kind, g, dy, arg, n, dxi));
     }
 
     fn dropout(
