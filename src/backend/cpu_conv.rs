@@ -3,12 +3,12 @@
 //!
 //! Materialised whole, a column matrix is megabytes (cnn7-bn's second convolution: 21,560 x 144
 //! floats, 12 MB at batch 110): im2col streams it out to memory and the matmul streams it back. Built
-//! in tiles of [`TILE_BYTES`] on the thread that multiplies them, it never leaves the core's cache.
-//! The arithmetic is the unfused sequence's, element for element: the forward's and dx's products are
+//! in tiles of [`TILE_BYTES`] on the thread that multiplies them, it stays in the core's cache. The
+//! arithmetic is the unfused sequence's, element for element: the forward's and dx's products are
 //! row-independent (each output row is the same `gemm` dot product however many rows a call has, down
-//! to [`MIN_TILE_ROWS`]), and
-//! the weight gradient keeps [`cpu_matmul::matmul`]'s k slices, partials and sums. So the bits are
-//! those of im2col + matmul + col2im, on any number of threads.
+//! to [`MIN_TILE_ROWS`]), and the weight gradient keeps [`cpu_matmul::matmul`]'s k slices, partials
+//! and sums. So the bits are those of im2col + matmul + col2im, on any number of threads
+//! (`tests/cpu_conv.rs`).
 
 use super::cpu_matmul::{self, with_tile, K_SLICE};
 use super::wide::multiversion;
@@ -24,7 +24,7 @@ const TILE_BYTES: usize = 512 << 10;
 /// whose sums round differently from the whole matrix's product.
 const MIN_TILE_ROWS: usize = 257;
 
-/// Rows of the column matrix per tile: [`TILE_BYTES`] of them, at least [`MIN_TILE_ROWS`].
+/// Rows of the column matrix per tile: as many as fill [`TILE_BYTES`], at least [`MIN_TILE_ROWS`].
 fn tile_rows(g: &ConvGeom) -> usize {
     (TILE_BYTES / 4 / g.col_cols()).max(MIN_TILE_ROWS)
 }

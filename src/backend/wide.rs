@@ -17,8 +17,8 @@ macro_rules! multiversion {
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,avx,fma,bmi1,bmi2")]
                 unsafe fn x86_64_v4($($arg: $ty),*) $body
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has just been found to have AVX-512, and with it x86-64-v4.
+                if $crate::backend::wide::has_x86_64_v4() {
+                    // SAFETY: the CPU has just been found to have every feature enabled above.
                     return unsafe { x86_64_v4($($arg),*) };
                 }
             }
@@ -27,3 +27,20 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+/// Whether this CPU has every feature [`multiversion`]'s second copy is compiled with (checked one by
+/// one: an AVX-512F CPU without BW, VL or DQ, such as Xeon Phi, takes the first copy). The standard
+/// library caches the CPU's answers, so a call costs a few loads.
+#[cfg(target_arch = "x86_64")]
+pub fn has_x86_64_v4() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    has!("avx512f")
+        && has!("avx512vl")
+        && has!("avx512bw")
+        && has!("avx512dq")
+        && has!("avx2")
+        && has!("avx")
+        && has!("fma")
+        && has!("bmi1")
+        && has!("bmi2")
+}
