@@ -261,10 +261,7 @@ impl Backend for CpuBackend {
         let cc = g.col_cols();
         let per_image = g.out_h() * g.out_w() * cc;
         for_chunks(&mut col[..g.col_rows() * cc], per_image, |n, sample| {
-            let r0 = n * g.out_h() * g.out_w();
-            for (i, row) in sample.chunks_mut(cc).enumerate() {
-                cpu_conv::im2col_row(g, x, r0 + i, row);
-            }
+            cpu_conv::im2col_rows(g, x, n * g.out_h() * g.out_w(), sample)
         });
     }
 
@@ -595,8 +592,9 @@ fn column_mean_var(x: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) 
     (mean, var)
 }
 
-/// Column sums in f64: `add(rows, acc)` adds the terms of a run of rows, in order, into `acc` (`width` long). Chunks of
-/// [`SUM_ROWS`] rows are summed in parallel, then the chunks are added in order.
+/// Column sums in f64: `add(rows, acc)` adds the terms of a run of rows, in order, into `acc`
+/// (`width` long). Chunks of [`SUM_ROWS`] rows are summed in parallel, then the chunks are added in
+/// order.
 fn column_sums(
     rows: usize,
     width: usize,

@@ -59,9 +59,7 @@ pub fn forward(
         .for_each(|(r0, yt)| {
             let n = yt.len() / out_c;
             with_tile(n * taps, |col| {
-                for (i, row) in col.chunks_mut(taps).enumerate() {
-                    im2col_row(g, x, r0 + i, row);
-                }
+                im2col_rows(g, x, r0, col);
                 cpu_matmul::matmul_here(&Gemm::new(n, taps, out_c).b_t(), col, w, yt);
             });
             bias_act(yt);
@@ -86,11 +84,7 @@ pub fn backward<B: Backend<Tensor = Vec<f32>>>(
     if b.accumulate {
         dw = dw.accumulate();
     }
-    let columns = |ks: std::ops::Range<usize>, tile: &mut [f32]| {
-        for (r, row) in ks.zip(tile.chunks_mut(taps)) {
-            im2col_row(g, x, r, row);
-        }
-    };
+    let columns = |ks: std::ops::Range<usize>, tile: &mut [f32]| im2col_rows(g, x, ks.start, tile);
     cpu_matmul::matmul_b_by_slices(&dw, b.dy, columns, b.dw);
     let Some(dx) = b.dx else { return };
     let (per_image, image_len) = (g.out_h() * g.out_w(), g.h * g.w * g.c);
@@ -111,9 +105,16 @@ pub fn backward<B: Backend<Tensor = Vec<f32>>>(
         });
 }
 
+/// Rows `r0..` of the column matrix, as many as `col` holds (see [`im2col_row`]).
+pub fn im2col_rows(g: &ConvGeom, x: &[f32], r0: usize, col: &mut [f32]) {
+    for (i, row) in col.chunks_mut(g.col_cols()).enumerate() {
+        im2col_row(g, x, r0 + i, row);
+    }
+}
+
 /// Row `r` of the column matrix (output pixel `r` of the batch, image-major): its k*k*c taps, zero
 /// where the kernel hangs over the padding.
-pub fn im2col_row(g: &ConvGeom, x: &[f32], r: usize, row: &mut [f32]) {
+fn im2col_row(g: &ConvGeom, x: &[f32], r: usize, row: &mut [f32]) {
     let (oh, ow, c) = (g.out_h(), g.out_w(), g.c);
     let (n, p) = (r / (oh * ow), r % (oh * ow));
     let (oy, ox) = (p / ow, p % ow);
