@@ -1,12 +1,8 @@
-// Column reductions of a [rows x cols] tensor in two deterministic passes:
+// Column reductions of a [rows x cols] tensor in two deterministic passes (batch norm's gradient sums
+// are in batchnorm.wgsl):
 //   *_partials: workgroup (16 columns x 16 row lanes) per (column block, chunk of `chunk_rows` rows)
 //               writes partial[chunk, col]; dispatch (ceil(cols / 16), chunks, 1).
 //   column_sum: one invocation per column adds its chunks in order; 1-d launch over cols.
-
-// ACT (a pipeline constant, Act::code; 0: none): the reduced dy is that of a fused activation, taken
-// through it from the forward output (binding 7). Every partials kernel reads its term through
-// `masked`, so all of them declare binding 7 (the host binds the reduced tensor there without one).
-override ACT: u32 = 0u;
 
 struct Params {
     rows: u32,
@@ -17,33 +13,14 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;             // the reduced tensor (x, or dy)
-@group(0) @binding(2) var<storage, read> dy: array<f32>;            // dy, for xhat_dot_partials
 @group(0) @binding(3) var<storage, read> mean: array<f32>;          // per-column mean
-@group(0) @binding(4) var<storage, read> invstd: array<f32>;        // per-column 1/sqrt(var + eps)
 @group(0) @binding(5) var<storage, read_write> partial: array<f32>; // [chunks x cols]
-@group(0) @binding(7) var<storage, read> act_out: array<f32>;       // with ACT: the forward output
 
-fn masked(v: f32, at: u32) -> f32 {
-    if (ACT != 0u) {
-        return act_bwd(act_out[at], v, ACT);
-    }
-    return v;
-}
-
-var<workgroup> lanes: array<f32, 256>;
-
-// Adds the 16 row lanes of each column and stores the chunk's partial.
+// Adds the 16 row lanes of each column (column_lanes.wgsl) and stores the chunk's partial.
 fn finish_partial(lid: vec3<u32>, col: u32, chunk: u32, acc: f32) {
-    lanes[lid.y * 16u + lid.x] = acc;
-    workgroupBarrier();
-    for (var s = 8u; s > 0u; s = s / 2u) {
-        if (lid.y < s) {
-            lanes[lid.y * 16u + lid.x] += lanes[(lid.y + s) * 16u + lid.x];
-        }
-        workgroupBarrier();
-    }
+    let total = lanes_total(lid, acc);
     if (lid.y == 0u && col < p.cols) {
-        partial[chunk * p.cols + col] = lanes[lid.x];
+        partial[chunk * p.cols + col] = total;
     }
 }
 
@@ -56,7 +33,7 @@ fn sum_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     if (col < p.cols) {
         for (var r = wid.y * p.chunk_rows + lid.y; r < r1; r += 16u) {
             let at = r * p.cols + col;
-            acc += masked(a[at], at);
+            acc += a[at];
         }
     }
     finish_partial(lid, col, wid.y, acc);
@@ -73,24 +50,7 @@ fn sqdev_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         for (var r = wid.y * p.chunk_rows + lid.y; r < r1; r += 16u) {
             let at = r * p.cols + col;
             let d = a[at] - m;
-            acc += masked(d * d, at);
-        }
-    }
-    finish_partial(lid, col, wid.y, acc);
-}
-
-// sum_r dy[r, c] * xhat[r, c], xhat = (a - mean) * invstd
-@compute @workgroup_size(16, 16)
-fn xhat_dot_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let col = wid.x * 16u + lid.x;
-    let r1 = min((wid.y + 1u) * p.chunk_rows, p.rows);
-    var acc = 0.0;
-    if (col < p.cols) {
-        let m = mean[col];
-        let s = invstd[col];
-        for (var r = wid.y * p.chunk_rows + lid.y; r < r1; r += 16u) {
-            let at = r * p.cols + col;
-            acc += masked(dy[at], at) * ((a[at] - m) * s);
+            acc += d * d;
         }
     }
     finish_partial(lid, col, wid.y, acc);

@@ -362,6 +362,9 @@ fn batchnorm_forward_backward() {
         (300, 17, Some(Act::Relu)),
         (300, 17, Some(Act::Sigmoid)),
         (40, 5, Some(Act::Tanh)),
+        // More than 8 chunks of 256 rows: the per-chunk passes, not the fused kernels.
+        (2100, 17, None),
+        (2100, 17, Some(Act::Relu)),
     ];
     for &(rows, cols, act) in &cases {
         let x: Vec<f32> = rand_vec(rows * cols, 10)
@@ -467,6 +470,84 @@ fn batchnorm_forward_backward() {
         assert_close("bn dbeta", &g.read(&gdb), &cdb, 1e-5);
         assert_close("bn dgamma", &g.read(&gdg), &cdg, 1e-5);
         assert_close("bn dx", &g.read(&gdx), &cdx, 1e-4);
+    }
+}
+
+/// Batch norm's forward and backward on `g`: y, mean, invstd, running mean and variance, dbeta,
+/// dgamma, dx, as the device wrote them.
+fn batchnorm_outputs(g: &GpuBackend, rows: usize, cols: usize, act: Option<Act>) -> Vec<Vec<f32>> {
+    let x: Vec<f32> = rand_vec(rows * cols, 20)
+        .iter()
+        .map(|v| 3.0 * v + 0.5)
+        .collect();
+    let bn = BnSpec {
+        shape: Mat::new(rows, cols),
+        momentum: 0.1,
+        eps: 1e-5,
+        act,
+    };
+    let (gx, gamma, beta) = (
+        g.upload(&x),
+        g.upload(&rand_vec(cols, 21)),
+        g.upload(&rand_vec(cols, 22)),
+    );
+    let (mut y, mut mean, mut invstd) = (g.zeros(x.len()), g.zeros(cols), g.zeros(cols));
+    let (mut rm, mut rv) = (g.upload(&rand_vec(cols, 23)), g.upload(&vec![1.0; cols]));
+    let t = BnTrain {
+        gamma: &gamma,
+        beta: &beta,
+        mean: &mut mean,
+        invstd: &mut invstd,
+        running_mean: &mut rm,
+        running_var: &mut rv,
+    };
+    g.bn_forward_train(&bn, &gx, &mut y, t);
+    let (mut dx, mut dgamma, mut dbeta) = (g.zeros(x.len()), g.zeros(cols), g.zeros(cols));
+    let t = BnBackward {
+        out: &y,
+        gamma: &gamma,
+        mean: &mean,
+        invstd: &invstd,
+        dgamma: &mut dgamma,
+        dbeta: &mut dbeta,
+    };
+    g.bn_backward(&bn, &gx, &g.upload(&rand_vec(x.len(), 24)), &mut dx, t);
+    [&y, &mean, &invstd, &rm, &rv, &dbeta, &dgamma, &dx]
+        .iter()
+        .map(|t| g.read(t))
+        .collect()
+}
+
+/// The fused batch-norm kernels (few rows) round exactly as the per-chunk passes they replace.
+fn batchnorm_fused_matches_passes() {
+    let mut g = gpu();
+    let names = [
+        "y",
+        "mean",
+        "invstd",
+        "running mean",
+        "running var",
+        "dbeta",
+        "dgamma",
+        "dx",
+    ];
+    // One row; a partial column block; 8 chunks (the most the fused kernels take) with a fused ReLU.
+    for &(rows, cols, act) in &[
+        (1, 3, None),
+        (300, 17, Some(Act::Sigmoid)),
+        (2048, 33, Some(Act::Relu)),
+    ] {
+        g.fused_batchnorm = true;
+        let fused = batchnorm_outputs(&g, rows, cols, act);
+        g.fused_batchnorm = false;
+        let passes = batchnorm_outputs(&g, rows, cols, act);
+        for ((name, a), b) in names.iter().zip(&fused).zip(&passes) {
+            let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(
+                same,
+                "bn {name} at {rows}x{cols}: the fused kernel differs from the passes"
+            );
+        }
     }
 }
 
@@ -747,6 +828,10 @@ fn main() -> std::process::ExitCode {
             im2col_col2im_stride_and_padding,
         ),
         ("batchnorm_forward_backward", batchnorm_forward_backward),
+        (
+            "batchnorm_fused_matches_passes",
+            batchnorm_fused_matches_passes,
+        ),
         ("softmax_ce_and_eval", softmax_ce_and_eval),
         ("optimizer_updates", optimizer_updates),
         (

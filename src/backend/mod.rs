@@ -625,8 +625,9 @@ pub trait Backend {
     fn col2im(&self, col: &Self::Tensor, dx: &mut Self::Tensor, g: &ConvGeom);
 
     /// Batch norm of `x` with batch statistics into `y`; saves the mean and invstd for backward and
-    /// moves the running statistics. GPU: `reduce.wgsl` `sum_partials`, `sqdev_partials`, then
-    /// `batchnorm.wgsl` `bn_mean`, `bn_var`, `bn_normalise`. Test: `batchnorm_forward_backward`.
+    /// moves the running statistics. GPU: `batchnorm.wgsl` `bn_forward_fused` over few rows; over many,
+    /// `reduce.wgsl` `sum_partials`, `sqdev_partials` with `bn_mean`, `bn_var`, `bn_normalise`. Tests:
+    /// `batchnorm_forward_backward`, `batchnorm_fused_matches_passes`.
     fn bn_forward_train(
         &self,
         bn: &BnSpec,
@@ -644,8 +645,9 @@ pub trait Backend {
         t: BnEval<'_, Self::Tensor>,
     );
     /// Batch-norm backward (Ioffe & Szegedy 2015): dgamma, dbeta and dx through mean and variance.
-    /// GPU: `reduce.wgsl` `sum_partials`, `xhat_dot_partials`, `column_sum`, then `batchnorm.wgsl`
-    /// `bn_backward_dx`. Test: `batchnorm_forward_backward`.
+    /// GPU: `batchnorm.wgsl` `bn_grad_sums` over few rows, `bn_grad_partials` and `bn_grad_finish` over
+    /// many, then `bn_backward_dx`. Tests: `batchnorm_forward_backward`,
+    /// `batchnorm_fused_matches_passes`.
     fn bn_backward(
         &self,
         bn: &BnSpec,

@@ -1,12 +1,19 @@
-//! `shaders/batchnorm.wgsl`: batch norm over the rows of `[rows x cols]`, with its statistics summed by
-//! `reduce.wgsl`. CPU twins: `CpuBackend::bn_forward_train`, `bn_forward_eval`, `bn_backward`.
-//! Test: `tests/gpu_ops.rs` `batchnorm_forward_backward`.
+//! `shaders/batchnorm.wgsl`: batch norm over the rows of `[rows x cols]`. Every column sum adds
+//! chunks of [`CHUNK_ROWS`] rows in chunk order, so a workgroup that goes over all the chunks of its
+//! columns (the fused kernels, for few rows) gives the bits of the per-chunk passes (many rows, where
+//! the chunks run in parallel). CPU twins: `CpuBackend::bn_forward_train`, `bn_forward_eval`,
+//! `bn_backward`. Test: `tests/gpu_ops.rs` `batchnorm_forward_backward`.
 
 use super::launch::{Family, Kernel, Launcher, ParamsKind};
-use super::reduce::{column_sum_into, partials};
+use super::reduce::{partials, CHUNK_ROWS};
 use super::{u, GpuBackend, GpuTensor, Scratch};
 use crate::backend::{Act, BnBackward, BnEval, BnSpec, BnTrain};
 use bytemuck::{Pod, Zeroable};
+
+/// Most chunks of [`CHUNK_ROWS`] rows a fused kernel goes over (2,048 rows): its one workgroup per 16
+/// columns then reads each element three times, which costs less than the three more dispatches it
+/// saves; beyond that the chunks are worth spreading over workgroups.
+pub(super) const FUSED_MAX_CHUNKS: usize = 8;
 
 /// The uniform at binding 0 (WGSL `Params`).
 #[repr(C)]
@@ -15,7 +22,7 @@ pub(super) struct Params {
     rows: u32,
     cols: u32,
     chunks: u32,
-    _pad: u32,
+    chunk_rows: u32,
     momentum: f32,
     eps: f32,
     unbias: f32,
@@ -23,18 +30,28 @@ pub(super) struct Params {
 }
 const _: () = assert!(std::mem::size_of::<Params>() == 32);
 
-/// `entry` with the fused ReLU on or off (the RELU pipeline constant).
+/// `entry` with the fused activation (the ACT pipeline constant).
 fn kernel(entry: &'static str, bn: &BnSpec) -> Kernel {
     Kernel::new(Family::BatchNorm, entry).with_consts(&["ACT"], &[Act::code_of(bn.act)])
 }
 
-fn params(bn: &BnSpec, chunks: u32) -> Params {
+/// Chunks of [`CHUNK_ROWS`] rows in `bn`'s tensor.
+fn chunks(bn: &BnSpec) -> usize {
+    bn.shape.rows.div_ceil(CHUNK_ROWS).max(1)
+}
+
+/// Whether `bn` runs as the fused kernels on `be`.
+fn fused(be: &GpuBackend, bn: &BnSpec) -> bool {
+    be.fused_batchnorm && chunks(bn) <= FUSED_MAX_CHUNKS
+}
+
+fn params(bn: &BnSpec) -> Params {
     let rows = bn.shape.rows;
     Params {
         rows: u(rows),
         cols: u(bn.shape.cols),
-        chunks,
-        _pad: 0,
+        chunks: u(chunks(bn)),
+        chunk_rows: u(CHUNK_ROWS),
         momentum: bn.momentum,
         eps: bn.eps,
         // The running variance is unbiased, as PyTorch's.
@@ -47,9 +64,14 @@ fn params(bn: &BnSpec, chunks: u32) -> Params {
     }
 }
 
-/// Mean (`sum_partials`, `bn_mean`), invstd (`sqdev_partials`, `bn_var`; both finishers also move the
-/// running statistics, one invocation per column), then `bn_normalise` (one invocation per element,
-/// the fused ReLU included).
+/// Workgroups of the 16-column kernels: one per 16 columns and per chunk (`chunks`).
+fn column_blocks(bn: &BnSpec, chunks: usize) -> (u32, u32, u32) {
+    (u(bn.shape.cols.div_ceil(16)), u(chunks), 1)
+}
+
+/// Few rows: `bn_forward_fused` (1 dispatch). Many: mean (`sum_partials`, `bn_mean`), invstd
+/// (`sqdev_partials`, `bn_var`; both finishers also move the running statistics, one invocation per
+/// column), then `bn_normalise` (one invocation per element, the fused activation included).
 pub(super) fn forward_train(
     be: &GpuBackend,
     bn: &BnSpec,
@@ -57,12 +79,31 @@ pub(super) fn forward_train(
     y: &GpuTensor,
     t: BnTrain<'_, GpuTensor>,
 ) {
+    if fused(be, bn) {
+        be.l.launch(
+            kernel("bn_forward_fused", bn),
+            &[
+                (1, &x.buf),
+                (5, &y.buf),
+                (6, &t.gamma.buf),
+                (7, &t.beta.buf),
+                (14, &t.mean.buf),
+                (15, &t.invstd.buf),
+                (16, &t.running_mean.buf),
+                (17, &t.running_var.buf),
+            ],
+            &params(bn),
+            ParamsKind::Static,
+            column_blocks(bn, 1),
+        );
+        return;
+    }
     let cols = Launcher::groups_1d(bn.shape.cols);
-    let sums = partials(be, "sum_partials", &[(1, &x.buf)], None, bn.shape);
+    let sums = partials(be, "sum_partials", &[(1, &x.buf)], bn.shape);
     be.l.launch(
         Kernel::new(Family::BatchNorm, "bn_mean"),
         &[(2, &sums.buf), (3, &t.mean.buf), (4, &t.running_mean.buf)],
-        &params(bn, sums.chunks),
+        &params(bn),
         ParamsKind::Static,
         cols,
     );
@@ -70,13 +111,12 @@ pub(super) fn forward_train(
         be,
         "sqdev_partials",
         &[(1, &x.buf), (3, &t.mean.buf)],
-        None,
         bn.shape,
     );
     be.l.launch(
         Kernel::new(Family::BatchNorm, "bn_var"),
         &[(2, &sq.buf), (3, &t.invstd.buf), (4, &t.running_var.buf)],
-        &params(bn, sq.chunks),
+        &params(bn),
         ParamsKind::Static,
         cols,
     );
@@ -90,13 +130,13 @@ pub(super) fn forward_train(
             (8, &t.mean.buf),
             (9, &t.invstd.buf),
         ],
-        &params(bn, sq.chunks),
+        &params(bn),
         ParamsKind::Static,
         Launcher::groups_1d(bn.shape.len()),
     );
 }
 
-/// `bn_eval`: one invocation per element, with the running statistics (and the fused ReLU).
+/// `bn_eval`: one invocation per element, with the running statistics (and the fused activation).
 pub(super) fn forward_eval(
     be: &GpuBackend,
     bn: &BnSpec,
@@ -114,15 +154,15 @@ pub(super) fn forward_eval(
             (8, &t.running_mean.buf),
             (9, &t.running_var.buf),
         ],
-        &params(bn, 0),
+        &params(bn),
         ParamsKind::Static,
         Launcher::groups_1d(bn.shape.len()),
     );
 }
 
-/// dbeta (`sum_partials`, `column_sum`), dgamma (`xhat_dot_partials`, `column_sum`), the per-column
-/// values packed into one buffer (`bn_pack`), then `bn_backward_dx` (one invocation per element); with
-/// a fused ReLU, dy is masked by the forward output in all three.
+/// dbeta and dgamma (few rows: `bn_grad_sums`; many: `bn_grad_partials` then `bn_grad_finish`), which
+/// also go side by side into one buffer for `bn_backward_dx` (one invocation per element). With a
+/// fused activation, dy is taken through it from the forward output in all of them.
 pub(super) fn backward(
     be: &GpuBackend,
     bn: &BnSpec,
@@ -131,48 +171,53 @@ pub(super) fn backward(
     dx: &GpuTensor,
     t: BnBackward<'_, GpuTensor>,
 ) {
-    // dbeta and dgamma through the fused activation: dy taken through it from the forward output.
-    let through = bn.act.map(|a| (&t.out.buf, a));
-    let sums = partials(be, "sum_partials", &[(1, &dy.buf)], through, bn.shape);
-    column_sum_into(be, &sums, &t.dbeta.buf, bn.shape);
-    let dots = partials(
-        be,
-        "xhat_dot_partials",
-        &[
-            (1, &x.buf),
-            (2, &dy.buf),
-            (3, &t.mean.buf),
-            (4, &t.invstd.buf),
-        ],
-        through,
-        bn.shape,
-    );
-    column_sum_into(be, &dots, &t.dgamma.buf, bn.shape);
-    let coef = be.scratch(Scratch::BnCoef, 5 * bn.shape.cols);
-    be.l.launch(
-        Kernel::new(Family::BatchNorm, "bn_pack"),
-        &[
-            (6, &t.gamma.buf),
-            (7, &t.dbeta.buf),
-            (8, &t.mean.buf),
-            (9, &t.invstd.buf),
-            (11, &t.dgamma.buf),
-            (13, &coef),
-        ],
-        &params(bn, dots.chunks),
-        ParamsKind::Static,
-        Launcher::groups_1d(bn.shape.cols),
-    );
+    let coef = be.scratch(Scratch::BnCoef, 2 * bn.shape.cols);
+    let terms = [
+        (1, &x.buf),
+        (10, &dy.buf),
+        (12, &t.out.buf),
+        (8, &t.mean.buf),
+        (9, &t.invstd.buf),
+    ];
+    let outputs = [(19, &t.dbeta.buf), (20, &t.dgamma.buf), (13, &coef)];
+    if fused(be, bn) {
+        be.l.launch(
+            kernel("bn_grad_sums", bn),
+            &[&terms[..], &outputs[..]].concat(),
+            &params(bn),
+            ParamsKind::Static,
+            column_blocks(bn, 1),
+        );
+    } else {
+        let partial = be.scratch(Scratch::Partial, 2 * chunks(bn) * bn.shape.cols);
+        be.l.launch(
+            kernel("bn_grad_partials", bn),
+            &[&terms[..], &[(18, &partial)]].concat(),
+            &params(bn),
+            ParamsKind::Static,
+            column_blocks(bn, chunks(bn)),
+        );
+        be.l.launch(
+            Kernel::new(Family::BatchNorm, "bn_grad_finish"),
+            &[&[(2, &partial)][..], &outputs[..]].concat(),
+            &params(bn),
+            ParamsKind::Static,
+            Launcher::groups_1d(bn.shape.cols),
+        );
+    }
     be.l.launch(
         kernel("bn_backward_dx", bn),
         &[
             (1, &x.buf),
             (5, &dx.buf),
+            (6, &t.gamma.buf),
+            (8, &t.mean.buf),
+            (9, &t.invstd.buf),
             (10, &dy.buf),
             (12, &t.out.buf),
             (13, &coef),
         ],
-        &params(bn, dots.chunks),
+        &params(bn),
         ParamsKind::Static,
         Launcher::groups_1d(bn.shape.len()),
     );
@@ -181,5 +226,5 @@ pub(super) fn backward(
 params_layout_test!(
     Family::BatchNorm,
     Params,
-    [rows, cols, chunks, _pad, momentum, eps, unbias, _pad1]
+    [rows, cols, chunks, chunk_rows, momentum, eps, unbias, _pad1]
 );

@@ -115,6 +115,9 @@ impl Family {
     pub fn wgsl(self) -> String {
         let extra = match self {
             Family::MatmulSg => include_str!("../../../shaders/matmul_sg.wgsl"),
+            Family::Reduce | Family::BatchNorm => {
+                include_str!("../../../shaders/column_lanes.wgsl")
+            }
             _ => "",
         };
         format!(

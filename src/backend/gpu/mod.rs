@@ -114,6 +114,10 @@ pub struct GpuBackend {
     /// CPU-emulated matmuls then share loads across a subgroup (matmul_sg.wgsl). Can be switched off
     /// (tests, benches) to run the plain vec4 kernels; never on where the device lacks it.
     pub subgroup_kernels: bool,
+    /// Batch norm over few rows runs as one fused kernel a pass (`bn_forward_fused`, `bn_grad_sums`)
+    /// instead of four and two: the same bits, fewer dispatches to record. Can be switched off (tests)
+    /// to compare the two.
+    pub fused_batchnorm: bool,
     /// Bytes one binding may span: the adapter's `max_storage_buffer_binding_size`, or less for tests
     /// ([`GpuBackend::with_binding_limit`]), which makes layers chunk their batch at small shapes.
     binding_limit: u64,
@@ -251,6 +255,7 @@ impl GpuBackend {
             l,
             binding_limit,
             subgroup_kernels,
+            fused_batchnorm: true,
             style,
             info,
             scratch: RefCell::new(vec![GpuTensor { buf: empty, len: 0 }; 4]),

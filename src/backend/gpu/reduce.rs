@@ -1,7 +1,7 @@
 //! `shaders/reduce.wgsl`: deterministic column sums of a `[rows x cols]` tensor in two passes, a
 //! partials kernel over chunks of [`CHUNK_ROWS`] rows, then `column_sum` adding each column's chunks in
 //! order (so a run gives the same bits every time on a given GPU). Serves the bias gradient and batch
-//! norm's statistics and gradients. CPU twin: `CpuBackend::bias_grad` (f64 sums). Test:
+//! norm's statistics over many rows. CPU twin: `CpuBackend::bias_grad` (f64 sums). Test:
 //! `tests/gpu_ops.rs` `bias_grad_many_rows`.
 
 use super::launch::{Family, GpuBuf, Kernel, Launcher, ParamsKind};
@@ -30,26 +30,20 @@ pub(super) struct Partials {
 }
 
 /// `partial[chunk, c] = sum over the chunk's rows r of term(r, c)`, where the partials kernel `entry`
-/// (`sum_partials`, `sqdev_partials`, `xhat_dot_partials`) defines the term from `bindings` (1-4).
-/// With `through` (the forward output and its activation), the reduced dy is taken through a fused
-/// activation first (the ACT pipeline). Dispatch: (ceil(cols / 16), chunks, 1) workgroups of 16 columns x 16 row lanes.
+/// (`sum_partials`, `sqdev_partials`) defines the term from `bindings` (1: the tensor, 3: the mean).
+/// Dispatch: (ceil(cols / 16), chunks, 1) workgroups of 16 columns x 16 row lanes.
 pub(super) fn partials(
     be: &GpuBackend,
     entry: &'static str,
     bindings: &[(u32, &GpuBuf)],
-    through: Option<(&GpuBuf, crate::backend::Act)>,
     shape: Mat,
 ) -> Partials {
     let chunks = shape.rows.div_ceil(CHUNK_ROWS).max(1);
     let buf = be.scratch(Scratch::Partial, chunks * shape.cols);
     let mut b: Vec<(u32, &GpuBuf)> = bindings.to_vec();
     b.push((5, &buf));
-    // The kernels declare binding 7 whether or not ACT reads it: without one it gets the reduced
-    // tensor again (read-only, never read).
-    b.push((7, through.map_or(bindings[0].1, |(out, _)| out)));
-    let act = crate::backend::Act::code_of(through.map(|(_, a)| a));
     be.l.launch(
-        Kernel::new(Family::Reduce, entry).with_consts(&["ACT"], &[act]),
+        Kernel::new(Family::Reduce, entry),
         &b,
         &params(shape, u(chunks)),
         ParamsKind::Static,
@@ -74,7 +68,7 @@ pub(super) fn column_sum_into(be: &GpuBackend, p: &Partials, out: &GpuBuf, shape
 
 /// `db[c] = sum_r dy[r, c]`.
 pub(super) fn bias_grad(be: &GpuBackend, dy: &GpuTensor, db: &GpuTensor, shape: Mat) {
-    let p = partials(be, "sum_partials", &[(1, &dy.buf)], None, shape);
+    let p = partials(be, "sum_partials", &[(1, &dy.buf)], shape);
     column_sum_into(be, &p, &db.buf, shape);
 }
 
