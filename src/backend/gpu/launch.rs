@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 /// Invocations per workgroup of the 1-d kernels (`WG` in shaders/common.wgsl).
 pub const WG: u32 = 256;
 /// Workgroups per dispatch dimension (WebGPU's minimum guaranteed limit).
@@ -218,6 +220,8 @@ struct BindKey {
 }
 
 struct BindEntry {
+    /// The kernel's pipeline, kept here so a cached launch does one map lookup, not two.
+    pipeline: wgpu::ComputePipeline,
     group: wgpu::BindGroup,
     uniform: DeviceBuffer,
     params: Vec<u8>,
@@ -230,8 +234,10 @@ pub struct Launcher {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     modules: RefCell<HashMap<Family, wgpu::ShaderModule>>,
-    pipelines: RefCell<HashMap<Kernel, wgpu::ComputePipeline>>,
-    binds: RefCell<HashMap<BindKey, BindEntry>>,
+    pipelines: RefCell<FxHashMap<Kernel, wgpu::ComputePipeline>>,
+    /// Looked up once per dispatch: hashed with FxHash (a few multiplies a word), not SipHash, whose
+    /// cost over a key's kernel names, buffers and params was a tenth of the recording thread's time.
+    binds: RefCell<FxHashMap<BindKey, BindEntry>>,
     /// The open compute pass on `encoder` (declared first, so it is dropped before the encoder): consecutive dispatches share one pass (wgpu still orders
     /// them), and it is closed before any copy or clear and before submitting.
     pass: RefCell<Option<wgpu::ComputePass<'static>>>,
@@ -261,8 +267,8 @@ impl Launcher {
             device,
             queue,
             modules: RefCell::new(HashMap::new()),
-            pipelines: RefCell::new(HashMap::new()),
-            binds: RefCell::new(HashMap::new()),
+            pipelines: RefCell::new(FxHashMap::default()),
+            binds: RefCell::new(FxHashMap::default()),
             encoder: RefCell::new(None),
             pass: RefCell::new(None),
             serial: Cell::new(1),
@@ -474,7 +480,7 @@ impl Launcher {
         if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 {
             return;
         }
-        let bytes = bytemuck::bytes_of(params).to_vec();
+        let bytes = bytemuck::bytes_of(params);
         let key = BindKey {
             kernel,
             buffers: buffers
@@ -482,12 +488,11 @@ impl Launcher {
                 .map(|(b, buf)| (*b, buf.id, buf.offset, buf.size))
                 .collect(),
             params: if kind == ParamsKind::Static {
-                bytes.clone()
+                bytes.to_vec()
             } else {
                 Vec::new()
             },
         };
-        let pipeline = self.pipeline(kernel);
         let mut binds = self.binds.borrow_mut();
         let entry = match binds.entry(key) {
             std::collections::hash_map::Entry::Occupied(o) => {
@@ -497,15 +502,16 @@ impl Launcher {
                         // The pending encoder still reads the old values: submit it before they change.
                         self.flush();
                     }
-                    self.queue.write_buffer(&entry.uniform, 0, &bytes);
-                    entry.params = bytes;
+                    self.queue.write_buffer(&entry.uniform, 0, bytes);
+                    entry.params = bytes.to_vec();
                 }
                 entry
             }
             std::collections::hash_map::Entry::Vacant(v) => {
+                let pipeline = self.pipeline(kernel);
                 let uniform = self.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(kernel.entry),
-                    contents: &bytes,
+                    contents: bytes,
                     usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 });
                 let mut entries = vec![wgpu::BindGroupEntry {
@@ -522,9 +528,10 @@ impl Launcher {
                     entries: &entries,
                 });
                 v.insert(BindEntry {
+                    pipeline,
                     group,
                     uniform,
-                    params: bytes,
+                    params: bytes.to_vec(),
                     used_in: 0,
                 })
             }
@@ -549,7 +556,7 @@ impl Launcher {
             );
         }
         let pass = pass.as_mut().expect("a compute pass was just opened");
-        pass.set_pipeline(&pipeline);
+        pass.set_pipeline(&entry.pipeline);
         pass.set_bind_group(0, &entry.group, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
     }
