@@ -1,7 +1,7 @@
-// Column reductions of a [rows x cols] tensor in two deterministic passes (batch norm's gradient sums
-// are in batchnorm.wgsl):
-//   *_partials: workgroup (16 columns x 16 row lanes) per (column block, chunk of `chunk_rows` rows)
-//               writes partial[chunk, col]; dispatch (ceil(cols / 16), chunks, 1).
+// Column sums of a [rows x cols] tensor in two deterministic passes (the bias gradient; batch norm's
+// sums are in batchnorm.wgsl, with the same lanes):
+//   sum_partials: workgroup (16 columns x 16 row lanes) per (column block, chunk of `chunk_rows` rows)
+//                 writes partial[chunk, col]; dispatch (ceil(cols / 16), chunks, 1).
 //   column_sum: one invocation per column adds its chunks in order; 1-d launch over cols.
 
 struct Params {
@@ -12,8 +12,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;             // the reduced tensor (x, or dy)
-@group(0) @binding(3) var<storage, read> mean: array<f32>;          // per-column mean
+@group(0) @binding(1) var<storage, read> a: array<f32>;             // the reduced tensor
 @group(0) @binding(5) var<storage, read_write> partial: array<f32>; // [chunks x cols]
 
 // Adds the 16 row lanes of each column (column_lanes.wgsl) and stores the chunk's partial.
@@ -34,23 +33,6 @@ fn sum_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         for (var r = wid.y * p.chunk_rows + lid.y; r < r1; r += 16u) {
             let at = r * p.cols + col;
             acc += a[at];
-        }
-    }
-    finish_partial(lid, col, wid.y, acc);
-}
-
-// sum_r (a[r, c] - mean[c])^2
-@compute @workgroup_size(16, 16)
-fn sqdev_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let col = wid.x * 16u + lid.x;
-    let r1 = min((wid.y + 1u) * p.chunk_rows, p.rows);
-    var acc = 0.0;
-    if (col < p.cols) {
-        let m = mean[col];
-        for (var r = wid.y * p.chunk_rows + lid.y; r < r1; r += 16u) {
-            let at = r * p.cols + col;
-            let d = a[at] - m;
-            acc += d * d;
         }
     }
     finish_partial(lid, col, wid.y, acc);

@@ -1,11 +1,11 @@
 //! `shaders/batchnorm.wgsl`: batch norm over the rows of `[rows x cols]`. Every column sum adds
 //! chunks of [`CHUNK_ROWS`] rows in chunk order, so a workgroup that goes over all the chunks of its
 //! columns (the fused kernels, for few rows) gives the bits of the per-chunk passes (many rows, where
-//! the chunks run in parallel). CPU twins: `CpuBackend::bn_forward_train`, `bn_forward_eval`,
+//! the chunks run in parallel). Forward: 1 dispatch or 3; backward: 2 or 3. CPU twins: `CpuBackend::bn_forward_train`, `bn_forward_eval`,
 //! `bn_backward`. Test: `tests/gpu_ops.rs` `batchnorm_forward_backward`.
 
-use super::launch::{Family, Kernel, Launcher, ParamsKind};
-use super::reduce::{partials, CHUNK_ROWS};
+use super::launch::{Family, GpuBuf, Kernel, Launcher, ParamsKind};
+use super::reduce::CHUNK_ROWS;
 use super::{u, GpuBackend, GpuTensor, Scratch};
 use crate::backend::{Act, BnBackward, BnEval, BnSpec, BnTrain};
 use bytemuck::{Pod, Zeroable};
@@ -69,9 +69,9 @@ fn column_blocks(bn: &BnSpec, chunks: usize) -> (u32, u32, u32) {
     (u(bn.shape.cols.div_ceil(16)), u(chunks), 1)
 }
 
-/// Few rows: `bn_forward_fused` (1 dispatch). Many: mean (`sum_partials`, `bn_mean`), invstd
-/// (`sqdev_partials`, `bn_var`; both finishers also move the running statistics, one invocation per
-/// column), then `bn_normalise` (one invocation per element, the fused activation included).
+/// Few rows: `bn_forward_fused` (1 dispatch). Many: `bn_sum_partials`, `bn_sqdev_partials` (which
+/// finishes the mean), `bn_normalise_chunks` (which finishes invstd); the two finishers also move the
+/// running statistics.
 pub(super) fn forward_train(
     be: &GpuBackend,
     bn: &BnSpec,
@@ -79,61 +79,51 @@ pub(super) fn forward_train(
     y: &GpuTensor,
     t: BnTrain<'_, GpuTensor>,
 ) {
+    let (mean, invstd) = ((14, &t.mean.buf), (15, &t.invstd.buf));
+    let (running_mean, running_var) = ((16, &t.running_mean.buf), (17, &t.running_var.buf));
+    let normalise = [
+        (1, &x.buf),
+        (5, &y.buf),
+        (6, &t.gamma.buf),
+        (7, &t.beta.buf),
+        mean,
+        invstd,
+        running_var,
+    ];
     if fused(be, bn) {
         be.l.launch(
             kernel("bn_forward_fused", bn),
-            &[
-                (1, &x.buf),
-                (5, &y.buf),
-                (6, &t.gamma.buf),
-                (7, &t.beta.buf),
-                (14, &t.mean.buf),
-                (15, &t.invstd.buf),
-                (16, &t.running_mean.buf),
-                (17, &t.running_var.buf),
-            ],
+            &[&normalise[..], &[running_mean]].concat(),
             &params(bn),
             ParamsKind::Static,
             column_blocks(bn, 1),
         );
         return;
     }
-    let cols = Launcher::groups_1d(bn.shape.cols);
-    let sums = partials(be, "sum_partials", &[(1, &x.buf)], bn.shape);
-    be.l.launch(
-        Kernel::new(Family::BatchNorm, "bn_mean"),
-        &[(2, &sums.buf), (3, &t.mean.buf), (4, &t.running_mean.buf)],
-        &params(bn),
-        ParamsKind::Static,
-        cols,
-    );
-    let sq = partials(
-        be,
-        "sqdev_partials",
-        &[(1, &x.buf), (3, &t.mean.buf)],
-        bn.shape,
-    );
-    be.l.launch(
-        Kernel::new(Family::BatchNorm, "bn_var"),
-        &[(2, &sq.buf), (3, &t.invstd.buf), (4, &t.running_var.buf)],
-        &params(bn),
-        ParamsKind::Static,
-        cols,
-    );
-    be.l.launch(
-        kernel("bn_normalise", bn),
-        &[
-            (1, &x.buf),
-            (5, &y.buf),
-            (6, &t.gamma.buf),
-            (7, &t.beta.buf),
-            (8, &t.mean.buf),
-            (9, &t.invstd.buf),
-        ],
-        &params(bn),
-        ParamsKind::Static,
-        Launcher::groups_1d(bn.shape.len()),
-    );
+    let chunks = chunks(bn);
+    let partial = be.scratch(Scratch::Partial, 2 * chunks * bn.shape.cols);
+    // Only the last pass applies the activation.
+    let plain = |entry| Kernel::new(Family::BatchNorm, entry);
+    let passes: [(Kernel, Vec<(u32, &GpuBuf)>); 3] = [
+        (plain("bn_sum_partials"), vec![(1, &x.buf), (18, &partial)]),
+        (
+            plain("bn_sqdev_partials"),
+            vec![(1, &x.buf), (18, &partial), mean, running_mean],
+        ),
+        (
+            kernel("bn_normalise_chunks", bn),
+            [&normalise[..], &[(18, &partial)]].concat(),
+        ),
+    ];
+    for (kernel, bindings) in passes {
+        be.l.launch(
+            kernel,
+            &bindings,
+            &params(bn),
+            ParamsKind::Static,
+            column_blocks(bn, chunks),
+        );
+    }
 }
 
 /// `bn_eval`: one invocation per element, with the running statistics (and the fused activation).
@@ -199,7 +189,7 @@ pub(super) fn backward(
         );
         be.l.launch(
             Kernel::new(Family::BatchNorm, "bn_grad_finish"),
-            &[&[(2, &partial)][..], &outputs[..]].concat(),
+            &[&[(18, &partial)][..], &outputs[..]].concat(),
             &params(bn),
             ParamsKind::Static,
             Launcher::groups_1d(bn.shape.cols),

@@ -1,10 +1,10 @@
-//! `shaders/reduce.wgsl`: deterministic column sums of a `[rows x cols]` tensor in two passes, a
-//! partials kernel over chunks of [`CHUNK_ROWS`] rows, then `column_sum` adding each column's chunks in
-//! order (so a run gives the same bits every time on a given GPU). Serves the bias gradient and batch
-//! norm's statistics over many rows. CPU twin: `CpuBackend::bias_grad` (f64 sums). Test:
+//! `shaders/reduce.wgsl`: deterministic column sums of a `[rows x cols]` tensor in two passes, partial
+//! sums over chunks of [`CHUNK_ROWS`] rows, then each column's chunks added in order (so a run gives
+//! the same bits every time on a given GPU): the bias gradient. Batch norm's sums (batchnorm.wgsl)
+//! take the same chunks and lanes. CPU twin: `CpuBackend::bias_grad` (f64 sums). Test:
 //! `tests/gpu_ops.rs` `bias_grad_many_rows`.
 
-use super::launch::{Family, GpuBuf, Kernel, Launcher, ParamsKind};
+use super::launch::{Family, Kernel, Launcher, ParamsKind};
 use super::{u, GpuBackend, GpuTensor, Scratch};
 use crate::backend::Mat;
 use bytemuck::{Pod, Zeroable};
@@ -23,53 +23,27 @@ pub(super) struct Params {
 }
 const _: () = assert!(std::mem::size_of::<Params>() == 16);
 
-/// Partial sums waiting in scratch for [`column_sum_into`] (or batch norm's finishers).
-pub(super) struct Partials {
-    pub buf: GpuBuf,
-    pub chunks: u32,
-}
-
-/// `partial[chunk, c] = sum over the chunk's rows r of term(r, c)`, where the partials kernel `entry`
-/// (`sum_partials`, `sqdev_partials`) defines the term from `bindings` (1: the tensor, 3: the mean).
-/// Dispatch: (ceil(cols / 16), chunks, 1) workgroups of 16 columns x 16 row lanes.
-pub(super) fn partials(
-    be: &GpuBackend,
-    entry: &'static str,
-    bindings: &[(u32, &GpuBuf)],
-    shape: Mat,
-) -> Partials {
+/// `db[c] = sum_r dy[r, c]`: `sum_partials` writes each chunk's sums of [`CHUNK_ROWS`] rows
+/// ((ceil(cols / 16), chunks, 1) workgroups of 16 columns x 16 row lanes), then `column_sum` adds each
+/// column's chunks in order (one invocation per column).
+pub(super) fn bias_grad(be: &GpuBackend, dy: &GpuTensor, db: &GpuTensor, shape: Mat) {
     let chunks = shape.rows.div_ceil(CHUNK_ROWS).max(1);
-    let buf = be.scratch(Scratch::Partial, chunks * shape.cols);
-    let mut b: Vec<(u32, &GpuBuf)> = bindings.to_vec();
-    b.push((5, &buf));
+    let partial = be.scratch(Scratch::Partial, chunks * shape.cols);
+    let p = params(shape, u(chunks));
     be.l.launch(
-        Kernel::new(Family::Reduce, entry),
-        &b,
-        &params(shape, u(chunks)),
+        Kernel::new(Family::Reduce, "sum_partials"),
+        &[(1, &dy.buf), (5, &partial)],
+        &p,
         ParamsKind::Static,
         (u(shape.cols.div_ceil(16)), u(chunks), 1),
     );
-    Partials {
-        buf,
-        chunks: u(chunks),
-    }
-}
-
-/// `out[c] = sum of the chunks of column c`, in chunk order: one invocation per column.
-pub(super) fn column_sum_into(be: &GpuBackend, p: &Partials, out: &GpuBuf, shape: Mat) {
     be.l.launch(
         Kernel::new(Family::Reduce, "column_sum"),
-        &[(5, &p.buf), (6, out)],
-        &params(shape, p.chunks),
+        &[(5, &partial), (6, &db.buf)],
+        &p,
         ParamsKind::Static,
         Launcher::groups_1d(shape.cols),
     );
-}
-
-/// `db[c] = sum_r dy[r, c]`.
-pub(super) fn bias_grad(be: &GpuBackend, dy: &GpuTensor, db: &GpuTensor, shape: Mat) {
-    let p = partials(be, "sum_partials", &[(1, &dy.buf)], shape);
-    column_sum_into(be, &p, &db.buf, shape);
 }
 
 fn params(shape: Mat, chunks: u32) -> Params {
