@@ -98,7 +98,13 @@ fn gpu_profile_counts_dispatches() {
         assert_eq!(p.dispatches_per_step, Some(per_op));
         assert!(p.host_us_per_step.is_some_and(|h| h > 0.0), "{p:?}");
         // Batch norm over a small batch: one fused kernel forward; the gradient sums and dx backward.
-        let bn = |op: &str| p.ops.iter().find(|r| r.op == op).unwrap().dispatches_per_step;
+        let bn = |op: &str| {
+            p.ops
+                .iter()
+                .find(|r| r.op == op)
+                .unwrap()
+                .dispatches_per_step
+        };
         assert_eq!(bn("bn_forward_train"), Some(7.0 * 1.0));
         assert_eq!(bn("bn_backward"), Some(7.0 * 2.0));
         let stamped = timing == Timing::Auto && has_timestamps;

@@ -4,10 +4,11 @@
 //! honest; the other ops are direct loops, parallel over independent rows or samples with rayon where
 //! it pays. Every output element is computed by one thread in a fixed order, so runs are bit-identical.
 
-use super::cpu_bn::{self, Affine, DxCols, GradRows};
+use super::cpu_bn::{self, with_act, Affine, DxCols, GradRows};
 use super::cpu_conv;
 use super::cpu_pool;
 use super::dropout::DropoutStep;
+use super::wide::multiversion;
 use super::{
     Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvBackward, ConvForward, ConvGeom, Gemm,
     Mat, OptimRule, OptimStep, PixelNorm, PoolGeom, PoolKind,
@@ -622,15 +623,20 @@ fn column_sums(
     total
 }
 
-/// [`Backend::bias_act`] on whole rows of `cols`.
-fn bias_act_rows(rows: &mut [f32], bias: Option<&[f32]>, cols: usize, act: Option<Act>) {
-    for row in rows.chunks_mut(cols) {
+multiversion! {
+    /// [`Backend::bias_act`] on whole rows of `cols`: compiled once per activation (`with_act!`) and
+    /// for AVX-512, so the activation's loop vectorises (tanh's in particular, `act_math`).
+    fn bias_act_rows(rows: &mut [f32], bias: Option<&[f32]>, cols: usize, act: Option<Act>) {
         if let Some(b) = bias {
-            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            for row in rows.chunks_mut(cols) {
+                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
         }
-        if let Some(a) = act {
-            row.iter_mut().for_each(|v| *v = a.apply(*v));
-        }
+        // Over the whole run, not row by row: rows can be a few values wide (LeNet-5's first
+        // convolution has 6 channels), too short for a vector loop.
+        with_act!(act, |apply, _grad| if act.is_some() {
+            rows.iter_mut().for_each(|v| *v = apply(*v));
+        })
     }
 }
 

@@ -27,6 +27,7 @@ macro_rules! with_act {
         $body
     }};
 }
+pub(crate) use with_act;
 
 /// Rows of the backward pass: the input, the gradient arriving, and the forward's output (after the
 /// fused activation, which the gradient is taken through).
