@@ -10,9 +10,10 @@ use super::{u, GpuBackend, GpuTensor, Scratch};
 use crate::backend::{Act, BnBackward, BnEval, BnSpec, BnTrain};
 use bytemuck::{Pod, Zeroable};
 
-/// Most chunks of [`CHUNK_ROWS`] rows a fused kernel goes over (2,048 rows): its one workgroup per 16
-/// columns then reads each element three times, which costs less than the three more dispatches it
-/// saves; beyond that the chunks are worth spreading over workgroups.
+/// Most chunks of [`CHUNK_ROWS`] rows a fused kernel goes over (2,048 rows): one workgroup per 16
+/// columns reads each of their elements three times (forward) or once (backward), which on a real
+/// GPU costs less than the dispatches it saves (two forward, one backward); beyond that the chunks
+/// are worth spreading over workgroups.
 pub(super) const FUSED_MAX_CHUNKS: usize = 8;
 
 /// The uniform at binding 0 (WGSL `Params`).
