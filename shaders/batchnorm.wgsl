@@ -2,7 +2,8 @@
 // Every column sum adds chunks of `chunk_rows` rows in chunk order, each chunk by the 16 x 16 lanes of
 // column_lanes.wgsl, so the fused kernels (few rows) and the per-chunk passes (many rows, the chunks
 // spread over workgroups) round alike, bit for bit.
-// Forward: bn_sum_partials, bn_sqdev_partials, bn_normalise_chunks; or bn_forward_fused.
+// Forward: bn_sum_partials, bn_sqdev_partials, bn_normalise_chunks; or bn_forward_fused; over very
+// many chunks, bn_finish_mean and bn_finish_invstd in between.
 // Backward: bn_grad_partials, bn_grad_finish; or bn_grad_sums; then bn_backward_dx.
 // Evaluation: bn_eval.
 // ACT (a pipeline constant, Act::code; 0: none) fuses the activation that follows: the forward applies
@@ -18,7 +19,7 @@ struct Params {
     momentum: f32, // running statistics: r = (1 - momentum) * r + momentum * batch value
     eps: f32,
     unbias: f32,   // rows / (rows - 1): the running variance is unbiased, as PyTorch's
-    _pad1: f32,
+    finished: u32, // 1: bn_finish_mean / bn_finish_invstd stored the statistic; the passes read it
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -133,12 +134,16 @@ fn bn_sum_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 }
 
 // Every workgroup adds up the sums' partials for the mean (chunk 0's stores it and moves the running
-// mean), then writes chunk wid.y's sums of (x - mean)^2.
+// mean), or reads it where bn_finish_mean did that; then writes chunk wid.y's sums of (x - mean)^2.
 @compute @workgroup_size(16, 16)
 fn bn_sqdev_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let col = wid.x * 16u + lid.x;
     if (lid.y == 0u && col < p.cols) {
-        column_mean[lid.x] = finish_mean(col, partials_total(0u, col), wid.y == 0u);
+        if (p.finished != 0u) {
+            column_mean[lid.x] = mean_out[col];
+        } else {
+            column_mean[lid.x] = finish_mean(col, partials_total(0u, col), wid.y == 0u);
+        }
     }
     workgroupBarrier();
     let total = lanes_total(lid, lane_sqdev(col, wid.y, lid.y, column_mean[lid.x]));
@@ -148,17 +153,39 @@ fn bn_sqdev_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
 }
 
 // Every workgroup adds up the squared deviations' partials for invstd (chunk 0's stores it and moves
-// the running variance), then normalises chunk wid.y's rows.
+// the running variance), or reads it where bn_finish_invstd did that; then normalises chunk wid.y's
+// rows.
 @compute @workgroup_size(16, 16)
 fn bn_normalise_chunks(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let col = wid.x * 16u + lid.x;
     if (lid.y == 0u && col < p.cols) {
-        column_invstd[lid.x] = finish_invstd(col, partials_total(1u, col), wid.y == 0u);
+        if (p.finished != 0u) {
+            column_invstd[lid.x] = invstd_out[col];
+        } else {
+            column_invstd[lid.x] = finish_invstd(col, partials_total(1u, col), wid.y == 0u);
+        }
     }
     workgroupBarrier();
     if (col < p.cols) {
         let r0 = wid.y * p.chunk_rows;
         normalise_rows(col, r0, chunk_end(wid.y), lid.y, mean_out[col], column_invstd[lid.x]);
+    }
+}
+
+// Over very many chunks: the statistic once per column (1-d launch over cols), between the passes.
+@compute @workgroup_size(256)
+fn bn_finish_mean(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let col = flat_index(wid, nwg, lid);
+    if (col < p.cols) {
+        finish_mean(col, partials_total(0u, col), true);
+    }
+}
+
+@compute @workgroup_size(256)
+fn bn_finish_invstd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let col = flat_index(wid, nwg, lid);
+    if (col < p.cols) {
+        finish_invstd(col, partials_total(1u, col), true);
     }
 }
 

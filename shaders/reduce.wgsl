@@ -3,6 +3,7 @@
 //   sum_partials: workgroup (16 columns x 16 row lanes) per (column block, chunk of `chunk_rows` rows)
 //                 writes partial[chunk, col]; dispatch (ceil(cols / 16), chunks, 1).
 //   column_sum: one invocation per column adds its chunks in order; 1-d launch over cols.
+//   column_sum_fused (few rows): both in one workgroup per 16 columns; dispatch (ceil(cols / 16), 1, 1).
 
 struct Params {
     rows: u32,
@@ -23,19 +24,23 @@ fn finish_partial(lid: vec3<u32>, col: u32, chunk: u32, acc: f32) {
     }
 }
 
+// One lane's sum of a over its rows of chunk k (rows k * chunk_rows + ly, every 16th).
+fn lane_sum(col: u32, k: u32, ly: u32) -> f32 {
+    let r1 = min((k + 1u) * p.chunk_rows, p.rows);
+    var acc = 0.0;
+    if (col < p.cols) {
+        for (var r = k * p.chunk_rows + ly; r < r1; r += 16u) {
+            acc += a[r * p.cols + col];
+        }
+    }
+    return acc;
+}
+
 // sum_r a[r, c]
 @compute @workgroup_size(16, 16)
 fn sum_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let col = wid.x * 16u + lid.x;
-    let r1 = min((wid.y + 1u) * p.chunk_rows, p.rows);
-    var acc = 0.0;
-    if (col < p.cols) {
-        for (var r = wid.y * p.chunk_rows + lid.y; r < r1; r += 16u) {
-            let at = r * p.cols + col;
-            acc += a[at];
-        }
-    }
-    finish_partial(lid, col, wid.y, acc);
+    finish_partial(lid, col, wid.y, lane_sum(col, wid.y, lid.y));
 }
 
 @group(0) @binding(6) var<storage, read_write> out: array<f32>; // [cols]
@@ -52,4 +57,18 @@ fn column_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         s += partial[k * p.cols + col];
     }
     out[col] = s;
+}
+
+// sum_partials and column_sum in one workgroup per 16 columns that goes over every chunk itself (few
+// rows): the same sums in the same order, so the same bits. Dispatch: (ceil(cols / 16), 1, 1).
+@compute @workgroup_size(16, 16)
+fn column_sum_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let col = wid.x * 16u + lid.x;
+    var s = 0.0;
+    for (var k = 0u; k < p.chunks; k++) {
+        s += lanes_total(lid, lane_sum(col, k, lid.y));
+    }
+    if (lid.y == 0u && col < p.cols) {
+        out[col] = s;
+    }
 }

@@ -5,7 +5,7 @@ mod support;
 
 use support::{gpu, rand_vec};
 use wgtrain::backend::cpu::CpuBackend;
-use wgtrain::backend::gpu::{GpuBackend, KernelStyle};
+use wgtrain::backend::gpu::{ColumnSums, GpuBackend, KernelStyle};
 use wgtrain::backend::{
     Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimRule, OptimStep,
     PixelNorm, PoolGeom, PoolKind, Trans,
@@ -518,8 +518,10 @@ fn batchnorm_outputs(g: &GpuBackend, rows: usize, cols: usize, act: Option<Act>)
         .collect()
 }
 
-/// The fused batch-norm kernels (few rows) round exactly as the per-chunk passes they replace.
-fn batchnorm_fused_matches_passes() {
+/// The three ways column sums are spread over dispatches (batch norm, the bias gradient) round alike:
+/// one fused kernel, per-chunk passes that finish the statistics themselves, and passes with
+/// finisher dispatches in between.
+fn fused_column_sums_match_passes() {
     let mut g = gpu();
     let names = [
         "y",
@@ -531,22 +533,54 @@ fn batchnorm_fused_matches_passes() {
         "dgamma",
         "dx",
     ];
-    // One row; a partial column block; 8 chunks (the most the fused kernels take) with a fused ReLU.
+    let ways = [
+        (
+            "fused",
+            ColumnSums {
+                fused_max_chunks: usize::MAX,
+                finish_in_pass_max_chunks: 0,
+            },
+        ),
+        (
+            "passes",
+            ColumnSums {
+                fused_max_chunks: 0,
+                finish_in_pass_max_chunks: usize::MAX,
+            },
+        ),
+        (
+            "finishers",
+            ColumnSums {
+                fused_max_chunks: 0,
+                finish_in_pass_max_chunks: 0,
+            },
+        ),
+    ];
+    // One row; a partial column block; 8 chunks with a fused ReLU.
     for &(rows, cols, act) in &[
         (1, 3, None),
         (300, 17, Some(Act::Sigmoid)),
         (2048, 33, Some(Act::Relu)),
     ] {
-        g.fused_batchnorm = true;
-        let fused = batchnorm_outputs(&g, rows, cols, act);
-        g.fused_batchnorm = false;
-        let passes = batchnorm_outputs(&g, rows, cols, act);
-        for ((name, a), b) in names.iter().zip(&fused).zip(&passes) {
-            let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
-            assert!(
-                same,
-                "bn {name} at {rows}x{cols}: the fused kernel differs from the passes"
+        let mut results = Vec::new();
+        for (way, sums) in ways {
+            g.column_sums = sums;
+            let mut out = batchnorm_outputs(&g, rows, cols, act);
+            let mut db = g.zeros(cols);
+            g.bias_grad(
+                &g.upload(&rand_vec(rows * cols, 25)),
+                &mut db,
+                Mat::new(rows, cols),
             );
+            out.push(g.read(&db));
+            results.push((way, out));
+        }
+        let (first, want) = &results[0];
+        for (way, got) in &results[1..] {
+            for ((name, a), b) in names.iter().chain(&["bias grad"]).zip(want).zip(got) {
+                let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "{name} at {rows}x{cols}: {way} differs from {first}");
+            }
         }
     }
 }
@@ -829,8 +863,8 @@ fn main() -> std::process::ExitCode {
         ),
         ("batchnorm_forward_backward", batchnorm_forward_backward),
         (
-            "batchnorm_fused_matches_passes",
-            batchnorm_fused_matches_passes,
+            "fused_column_sums_match_passes",
+            fused_column_sums_match_passes,
         ),
         ("softmax_ce_and_eval", softmax_ce_and_eval),
         ("optimizer_updates", optimizer_updates),

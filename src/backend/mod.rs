@@ -599,7 +599,8 @@ pub trait Backend {
     );
     /// `dy *= mask` in place over `len` elements. GPU: `dropout.wgsl` `dropout_backward`.
     fn dropout_backward(&self, mask: &Self::Tensor, dy: &mut Self::Tensor, len: usize);
-    /// `db[c] = sum_r dy[r, c]`. GPU: `reduce.wgsl` `sum_partials` then `column_sum`.
+    /// `db[c] = sum_r dy[r, c]`. GPU: `reduce.wgsl` `sum_partials` then `column_sum`, or
+    /// `column_sum_fused` over few rows.
     /// Test: `bias_grad_many_rows`.
     fn bias_grad(&self, dy: &Self::Tensor, db: &mut Self::Tensor, shape: Mat);
     /// A convolution's forward (see [`ConvForward`]); returns whether `col` now holds x's columns.
@@ -629,8 +630,9 @@ pub trait Backend {
 
     /// Batch norm of `x` with batch statistics into `y`; saves the mean and invstd for backward and
     /// moves the running statistics. GPU: `batchnorm.wgsl` `bn_forward_fused` over few rows; over many,
-    /// `reduce.wgsl` `sum_partials`, `sqdev_partials` with `bn_mean`, `bn_var`, `bn_normalise`. Tests:
-    /// `batchnorm_forward_backward`, `batchnorm_fused_matches_passes`.
+    /// `bn_sum_partials`, `bn_sqdev_partials`, `bn_normalise_chunks` (over very many with
+    /// `bn_finish_mean` and `bn_finish_invstd` between them). Tests:
+    /// `batchnorm_forward_backward`, `fused_column_sums_match_passes`.
     fn bn_forward_train(
         &self,
         bn: &BnSpec,
@@ -650,7 +652,7 @@ pub trait Backend {
     /// Batch-norm backward (Ioffe & Szegedy 2015): dgamma, dbeta and dx through mean and variance.
     /// GPU: `batchnorm.wgsl` `bn_grad_sums` over few rows, `bn_grad_partials` and `bn_grad_finish` over
     /// many, then `bn_backward_dx`. Tests: `batchnorm_forward_backward`,
-    /// `batchnorm_fused_matches_passes`.
+    /// `fused_column_sums_match_passes`.
     fn bn_backward(
         &self,
         bn: &BnSpec,

@@ -1,20 +1,14 @@
 //! `shaders/batchnorm.wgsl`: batch norm over the rows of `[rows x cols]`. Every column sum adds
 //! chunks of [`CHUNK_ROWS`] rows in chunk order, so a workgroup that goes over all the chunks of its
 //! columns (the fused kernels, for few rows) gives the bits of the per-chunk passes (many rows, where
-//! the chunks run in parallel). Forward: 1 dispatch or 3; backward: 2 or 3. CPU twins: `CpuBackend::bn_forward_train`, `bn_forward_eval`,
+//! the chunks run in parallel). Forward: 1 dispatch, 3, or 5 over very many rows; backward: 2 or 3. CPU twins: `CpuBackend::bn_forward_train`, `bn_forward_eval`,
 //! `bn_backward`. Test: `tests/gpu_ops.rs` `batchnorm_forward_backward`.
 
 use super::launch::{Family, GpuBuf, Kernel, Launcher, ParamsKind};
-use super::reduce::CHUNK_ROWS;
+use super::reduce::{fuses, CHUNK_ROWS};
 use super::{u, GpuBackend, GpuTensor, Scratch};
 use crate::backend::{Act, BnBackward, BnEval, BnSpec, BnTrain};
 use bytemuck::{Pod, Zeroable};
-
-/// Most chunks of [`CHUNK_ROWS`] rows a fused kernel goes over (2,048 rows): one workgroup per 16
-/// columns reads each of their elements three times (forward) or once (backward), which on a real
-/// GPU costs less than the dispatches it saves (two forward, one backward); beyond that the chunks
-/// are worth spreading over workgroups.
-pub(super) const FUSED_MAX_CHUNKS: usize = 8;
 
 /// The uniform at binding 0 (WGSL `Params`).
 #[repr(C)]
@@ -27,7 +21,8 @@ pub(super) struct Params {
     momentum: f32,
     eps: f32,
     unbias: f32,
-    _pad1: f32,
+    /// 1: the finishers stored mean and invstd, and the passes read them.
+    finished: u32,
 }
 const _: () = assert!(std::mem::size_of::<Params>() == 32);
 
@@ -43,10 +38,10 @@ fn chunks(bn: &BnSpec) -> usize {
 
 /// Whether `bn` runs as the fused kernels on `be`.
 fn fused(be: &GpuBackend, bn: &BnSpec) -> bool {
-    be.fused_batchnorm && chunks(bn) <= FUSED_MAX_CHUNKS
+    fuses(be, chunks(bn))
 }
 
-fn params(bn: &BnSpec) -> Params {
+fn params(bn: &BnSpec, finished: bool) -> Params {
     let rows = bn.shape.rows;
     Params {
         rows: u(rows),
@@ -61,7 +56,7 @@ fn params(bn: &BnSpec) -> Params {
         } else {
             1.0
         },
-        _pad1: 0.0,
+        finished: finished.into(),
     }
 }
 
@@ -71,8 +66,9 @@ fn column_blocks(bn: &BnSpec, chunks: usize) -> (u32, u32, u32) {
 }
 
 /// Few rows: `bn_forward_fused` (1 dispatch). Many: `bn_sum_partials`, `bn_sqdev_partials` (which
-/// finishes the mean), `bn_normalise_chunks` (which finishes invstd); the two finishers also move the
-/// running statistics.
+/// finishes the mean), `bn_normalise_chunks` (which finishes invstd); finishing also moves the
+/// running statistic. Very many: `bn_finish_mean` and `bn_finish_invstd` finish them once, between
+/// the passes (5 dispatches).
 pub(super) fn forward_train(
     be: &GpuBackend,
     bn: &BnSpec,
@@ -95,36 +91,49 @@ pub(super) fn forward_train(
         be.l.launch(
             kernel("bn_forward_fused", bn),
             &[&normalise[..], &[running_mean]].concat(),
-            &params(bn),
+            &params(bn, false),
             ParamsKind::Static,
             column_blocks(bn, 1),
         );
         return;
     }
     let chunks = chunks(bn);
+    let finishers = chunks > be.column_sums.finish_in_pass_max_chunks;
+    let p = params(bn, finishers);
     let partial = be.scratch(Scratch::Partial, 2 * chunks * bn.shape.cols);
-    // Only the last pass applies the activation.
-    let plain = |entry| Kernel::new(Family::BatchNorm, entry);
-    let passes: [(Kernel, Vec<(u32, &GpuBuf)>); 3] = [
-        (plain("bn_sum_partials"), vec![(1, &x.buf), (18, &partial)]),
-        (
-            plain("bn_sqdev_partials"),
-            vec![(1, &x.buf), (18, &partial), mean, running_mean],
-        ),
-        (
-            kernel("bn_normalise_chunks", bn),
-            [&normalise[..], &[(18, &partial)]].concat(),
-        ),
-    ];
-    for (kernel, bindings) in passes {
+    let pass = |kernel: Kernel, bindings: &[(u32, &GpuBuf)]| {
         be.l.launch(
             kernel,
-            &bindings,
-            &params(bn),
+            bindings,
+            &p,
             ParamsKind::Static,
             column_blocks(bn, chunks),
         );
-    }
+    };
+    let finish = |entry, stat, running| {
+        if finishers {
+            be.l.launch(
+                Kernel::new(Family::BatchNorm, entry),
+                &[(18, &partial), stat, running],
+                &p,
+                ParamsKind::Static,
+                Launcher::groups_1d(bn.shape.cols),
+            );
+        }
+    };
+    // Only the last pass applies the activation.
+    let plain = |entry| Kernel::new(Family::BatchNorm, entry);
+    pass(plain("bn_sum_partials"), &[(1, &x.buf), (18, &partial)]);
+    finish("bn_finish_mean", mean, running_mean);
+    pass(
+        plain("bn_sqdev_partials"),
+        &[(1, &x.buf), (18, &partial), mean, running_mean],
+    );
+    finish("bn_finish_invstd", invstd, running_var);
+    pass(
+        kernel("bn_normalise_chunks", bn),
+        &[&normalise[..], &[(18, &partial)]].concat(),
+    );
 }
 
 /// `bn_eval`: one invocation per element, with the running statistics (and the fused activation).
@@ -145,7 +154,7 @@ pub(super) fn forward_eval(
             (8, &t.running_mean.buf),
             (9, &t.running_var.buf),
         ],
-        &params(bn),
+        &params(bn, false),
         ParamsKind::Static,
         Launcher::groups_1d(bn.shape.len()),
     );
@@ -175,7 +184,7 @@ pub(super) fn backward(
         be.l.launch(
             kernel("bn_grad_sums", bn),
             &[&terms[..], &outputs[..]].concat(),
-            &params(bn),
+            &params(bn, false),
             ParamsKind::Static,
             column_blocks(bn, 1),
         );
@@ -184,14 +193,14 @@ pub(super) fn backward(
         be.l.launch(
             kernel("bn_grad_partials", bn),
             &[&terms[..], &[(18, &partial)]].concat(),
-            &params(bn),
+            &params(bn, false),
             ParamsKind::Static,
             column_blocks(bn, chunks(bn)),
         );
         be.l.launch(
             Kernel::new(Family::BatchNorm, "bn_grad_finish"),
             &[&[(18, &partial)][..], &outputs[..]].concat(),
-            &params(bn),
+            &params(bn, false),
             ParamsKind::Static,
             Launcher::groups_1d(bn.shape.cols),
         );
@@ -208,7 +217,7 @@ pub(super) fn backward(
             (12, &t.out.buf),
             (13, &coef),
         ],
-        &params(bn),
+        &params(bn, false),
         ParamsKind::Static,
         Launcher::groups_1d(bn.shape.len()),
     );
@@ -217,5 +226,5 @@ pub(super) fn backward(
 params_layout_test!(
     Family::BatchNorm,
     Params,
-    [rows, cols, chunks, chunk_rows, momentum, eps, unbias, _pad1]
+    [rows, cols, chunks, chunk_rows, momentum, eps, unbias, finished]
 );

@@ -114,10 +114,9 @@ pub struct GpuBackend {
     /// CPU-emulated matmuls then share loads across a subgroup (matmul_sg.wgsl). Can be switched off
     /// (tests, benches) to run the plain vec4 kernels; never on where the device lacks it.
     pub subgroup_kernels: bool,
-    /// Batch norm over few rows runs as one fused kernel a pass (`bn_forward_fused`, `bn_grad_sums`)
-    /// instead of four and two: the same bits, fewer dispatches to record. Can be switched off (tests)
-    /// to compare the two.
-    pub fused_batchnorm: bool,
+    /// How column sums (batch norm, the bias gradient) are spread over dispatches; every choice gives
+    /// the same bits. Settable for tests, which compare them.
+    pub column_sums: ColumnSums,
     /// Bytes one binding may span: the adapter's `max_storage_buffer_binding_size`, or less for tests
     /// ([`GpuBackend::with_binding_limit`]), which makes layers chunk their batch at small shapes.
     binding_limit: u64,
@@ -138,6 +137,8 @@ fn block_on_native<T>(
 pub(super) fn u(v: usize) -> u32 {
     u32::try_from(v).expect("tensor dimension exceeds u32")
 }
+
+pub use reduce::ColumnSums;
 
 /// Scratch slots: each op family uses its own so results that live across ops never alias.
 #[derive(Clone, Copy)]
@@ -255,7 +256,7 @@ impl GpuBackend {
             l,
             binding_limit,
             subgroup_kernels,
-            fused_batchnorm: true,
+            column_sums: ColumnSums::default(),
             style,
             info,
             scratch: RefCell::new(vec![GpuTensor { buf: empty, len: 0 }; 4]),

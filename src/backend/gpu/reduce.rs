@@ -12,6 +12,37 @@ use bytemuck::{Pod, Zeroable};
 /// Rows per partial sum.
 pub(super) const CHUNK_ROWS: usize = 256;
 
+/// How column sums over chunks of [`CHUNK_ROWS`] rows are spread over dispatches. Every choice adds
+/// the same terms in the same order, so gives the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColumnSums {
+    /// Up to this many chunks, one fused kernel goes over all of them (one workgroup per 16 columns),
+    /// instead of a pass per chunk.
+    pub fused_max_chunks: usize,
+    /// Up to this many chunks, each of batch norm's passes adds up the statistic it needs from the
+    /// chunk partials itself (every workgroup, serially: chunks^2 loads per column block); beyond,
+    /// a finisher dispatch adds them once and the passes read the result.
+    pub finish_in_pass_max_chunks: usize,
+}
+
+impl Default for ColumnSums {
+    /// 8 chunks (2,048 rows) fused: one workgroup per 16 columns then reads each of their elements
+    /// (three times in batch norm's forward), which on a real GPU costs less than the dispatches it
+    /// saves. 512 chunks (131,072 rows) finished in the passes: lane 0 of a column adds at most 512
+    /// partials, a few microseconds on a real GPU, against a dispatch each.
+    fn default() -> Self {
+        ColumnSums {
+            fused_max_chunks: 8,
+            finish_in_pass_max_chunks: 512,
+        }
+    }
+}
+
+/// Whether a column sum over `chunks` chunks runs as one fused kernel on `be`.
+pub(super) fn fuses(be: &GpuBackend, chunks: usize) -> bool {
+    chunks <= be.column_sums.fused_max_chunks
+}
+
 /// The uniform at binding 0 (WGSL `Params`).
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -25,17 +56,28 @@ const _: () = assert!(std::mem::size_of::<Params>() == 16);
 
 /// `db[c] = sum_r dy[r, c]`: `sum_partials` writes each chunk's sums of [`CHUNK_ROWS`] rows
 /// ((ceil(cols / 16), chunks, 1) workgroups of 16 columns x 16 row lanes), then `column_sum` adds each
-/// column's chunks in order (one invocation per column).
+/// column's chunks in order (one invocation per column); over few rows `column_sum_fused` does both.
 pub(super) fn bias_grad(be: &GpuBackend, dy: &GpuTensor, db: &GpuTensor, shape: Mat) {
     let chunks = shape.rows.div_ceil(CHUNK_ROWS).max(1);
-    let partial = be.scratch(Scratch::Partial, chunks * shape.cols);
     let p = params(shape, u(chunks));
+    let blocks = u(shape.cols.div_ceil(16));
+    if fuses(be, chunks) {
+        be.l.launch(
+            Kernel::new(Family::Reduce, "column_sum_fused"),
+            &[(1, &dy.buf), (6, &db.buf)],
+            &p,
+            ParamsKind::Static,
+            (blocks, 1, 1),
+        );
+        return;
+    }
+    let partial = be.scratch(Scratch::Partial, chunks * shape.cols);
     be.l.launch(
         Kernel::new(Family::Reduce, "sum_partials"),
         &[(1, &dy.buf), (5, &partial)],
         &p,
         ParamsKind::Static,
-        (u(shape.cols.div_ceil(16)), u(chunks), 1),
+        (blocks, u(chunks), 1),
     );
     be.l.launch(
         Kernel::new(Family::Reduce, "column_sum"),
