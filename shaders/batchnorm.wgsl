@@ -47,23 +47,7 @@ fn act(v: f32) -> f32 {
     return act_fwd(v, ACT);
 }
 
-// The end of chunk k's rows; row lane ly takes the chunk's rows ly, ly + 16, ...
-fn chunk_end(k: u32) -> u32 {
-    return min((k + 1u) * p.chunk_rows, p.rows);
-}
-
-// One lane's sum of x over its rows of chunk k.
-fn lane_sum(col: u32, k: u32, ly: u32) -> f32 {
-    var acc = 0.0;
-    if (col < p.cols) {
-        for (var r = k * p.chunk_rows + ly; r < chunk_end(k); r += 16u) {
-            acc += x[r * p.cols + col];
-        }
-    }
-    return acc;
-}
-
-// One lane's sum of (x - m)^2 over its rows of chunk k.
+// One lane's sum of (x - m)^2 over its rows of chunk k (lane_sum, chunk_end: column_lanes.wgsl).
 fn lane_sqdev(col: u32, k: u32, ly: u32, m: f32) -> f32 {
     var acc = 0.0;
     if (col < p.cols) {

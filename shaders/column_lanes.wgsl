@@ -1,8 +1,26 @@
-// Column sums by a 16 x 16 workgroup: 16 columns side by side, 16 row lanes each. Appended to the
-// families that reduce columns (reduce.wgsl, batchnorm.wgsl), so every column sum adds its lanes in
-// the one order below and a fused kernel rounds exactly as the separate passes it replaces.
+// Column sums by a 16 x 16 workgroup: 16 columns side by side, 16 row lanes each, over chunks of
+// p.chunk_rows rows. Appended to the families that reduce columns (reduce.wgsl, batchnorm.wgsl), so
+// every column sum walks its rows and adds its lanes in the one order below, and a fused kernel rounds
+// exactly as the separate passes it replaces. The family declares `p` (with rows, cols and chunk_rows)
+// and `x`, the [rows x cols] tensor summed.
 
 var<workgroup> lanes: array<f32, 256>;
+
+// The end of chunk k's rows; row lane ly takes the chunk's rows ly, ly + 16, ...
+fn chunk_end(k: u32) -> u32 {
+    return min((k + 1u) * p.chunk_rows, p.rows);
+}
+
+// One lane's sum of x over its rows of chunk k.
+fn lane_sum(col: u32, k: u32, ly: u32) -> f32 {
+    var acc = 0.0;
+    if (col < p.cols) {
+        for (var r = k * p.chunk_rows + ly; r < chunk_end(k); r += 16u) {
+            acc += x[r * p.cols + col];
+        }
+    }
+    return acc;
+}
 
 // Adds the 16 row lanes of each column (halving: 8, 4, 2, 1 apart); every invocation gets the total
 // of its column (lid.x). Barriers inside: call it from uniform control flow.

@@ -13,7 +13,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;             // the reduced tensor
+@group(0) @binding(1) var<storage, read> x: array<f32>;             // the reduced tensor
 @group(0) @binding(5) var<storage, read_write> partial: array<f32>; // [chunks x cols]
 
 // Adds the 16 row lanes of each column (column_lanes.wgsl) and stores the chunk's partial.
@@ -24,19 +24,7 @@ fn finish_partial(lid: vec3<u32>, col: u32, chunk: u32, acc: f32) {
     }
 }
 
-// One lane's sum of a over its rows of chunk k (rows k * chunk_rows + ly, every 16th).
-fn lane_sum(col: u32, k: u32, ly: u32) -> f32 {
-    let r1 = min((k + 1u) * p.chunk_rows, p.rows);
-    var acc = 0.0;
-    if (col < p.cols) {
-        for (var r = k * p.chunk_rows + ly; r < r1; r += 16u) {
-            acc += a[r * p.cols + col];
-        }
-    }
-    return acc;
-}
-
-// sum_r a[r, c]
+// sum_r x[r, c] (lane_sum: column_lanes.wgsl)
 @compute @workgroup_size(16, 16)
 fn sum_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let col = wid.x * 16u + lid.x;

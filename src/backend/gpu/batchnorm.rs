@@ -1,11 +1,12 @@
 //! `shaders/batchnorm.wgsl`: batch norm over the rows of `[rows x cols]`. Every column sum adds
 //! chunks of [`CHUNK_ROWS`] rows in chunk order, so a workgroup that goes over all the chunks of its
 //! columns (the fused kernels, for few rows) gives the bits of the per-chunk passes (many rows, where
-//! the chunks run in parallel). Forward: 1 dispatch, 3, or 5 over very many rows; backward: 2 or 3. CPU twins: `CpuBackend::bn_forward_train`, `bn_forward_eval`,
-//! `bn_backward`. Test: `tests/gpu_ops.rs` `batchnorm_forward_backward`.
+//! the chunks run in parallel). Forward: 1 dispatch, 3, or 5 over very many rows; backward: 2 or 3.
+//! CPU twins: `CpuBackend::bn_forward_train`, `bn_forward_eval`, `bn_backward`. Tests:
+//! `tests/gpu_ops.rs` `batchnorm_forward_backward`, `fused_column_sums_match_passes`.
 
 use super::launch::{Family, GpuBuf, Kernel, Launcher, ParamsKind};
-use super::reduce::{fuses, CHUNK_ROWS};
+use super::reduce::{chunks_of, fuses, CHUNK_ROWS};
 use super::{u, GpuBackend, GpuTensor, Scratch};
 use crate::backend::{Act, BnBackward, BnEval, BnSpec, BnTrain};
 use bytemuck::{Pod, Zeroable};
@@ -33,7 +34,7 @@ fn kernel(entry: &'static str, bn: &BnSpec) -> Kernel {
 
 /// Chunks of [`CHUNK_ROWS`] rows in `bn`'s tensor.
 fn chunks(bn: &BnSpec) -> usize {
-    bn.shape.rows.div_ceil(CHUNK_ROWS).max(1)
+    chunks_of(bn.shape.rows)
 }
 
 /// Whether `bn` runs as the fused kernels on `be`.
@@ -189,13 +190,14 @@ pub(super) fn backward(
             column_blocks(bn, 1),
         );
     } else {
-        let partial = be.scratch(Scratch::Partial, 2 * chunks(bn) * bn.shape.cols);
+        let chunks = chunks(bn);
+        let partial = be.scratch(Scratch::Partial, 2 * chunks * bn.shape.cols);
         be.l.launch(
             kernel("bn_grad_partials", bn),
             &[&terms[..], &[(18, &partial)]].concat(),
             &params(bn, false),
             ParamsKind::Static,
-            column_blocks(bn, chunks(bn)),
+            column_blocks(bn, chunks),
         );
         be.l.launch(
             Kernel::new(Family::BatchNorm, "bn_grad_finish"),

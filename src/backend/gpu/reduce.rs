@@ -12,6 +12,11 @@ use bytemuck::{Pod, Zeroable};
 /// Rows per partial sum.
 pub(super) const CHUNK_ROWS: usize = 256;
 
+/// Chunks of [`CHUNK_ROWS`] rows in `rows` (at least one).
+pub(super) fn chunks_of(rows: usize) -> usize {
+    rows.div_ceil(CHUNK_ROWS).max(1)
+}
+
 /// How column sums over chunks of [`CHUNK_ROWS`] rows are spread over dispatches. Every choice adds
 /// the same terms in the same order, so gives the same bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +63,7 @@ const _: () = assert!(std::mem::size_of::<Params>() == 16);
 /// ((ceil(cols / 16), chunks, 1) workgroups of 16 columns x 16 row lanes), then `column_sum` adds each
 /// column's chunks in order (one invocation per column); over few rows `column_sum_fused` does both.
 pub(super) fn bias_grad(be: &GpuBackend, dy: &GpuTensor, db: &GpuTensor, shape: Mat) {
-    let chunks = shape.rows.div_ceil(CHUNK_ROWS).max(1);
+    let chunks = chunks_of(shape.rows);
     let p = params(shape, u(chunks));
     let blocks = u(shape.cols.div_ceil(16));
     if fuses(be, chunks) {
