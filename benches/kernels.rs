@@ -290,14 +290,16 @@ fn main() {
     c.final_summary();
 }
 
-/// Host CPU time of recording (the recording thread's CPU clock, not wall time): wgpu's own floor on
-/// the adapter beside a whole fc8-bn step's on the GPU backend. The floor is 100 dispatches of one small
-/// kernel in one compute pass (16 pipelines in turn, a uniform and 4 storage buffers each, prebuilt
-/// bind groups, each dispatch reading what the one before wrote) and one submit; the step is 50
-/// dispatches (106 before batch norm's fused kernels). Both start with the device idle and wait for it outside the clock, so the recording does
-/// not share the CPU with a software device's threads (back to back on lavapipe it does, and `wgtrain
-/// bench`'s host figure, taken that way, is several times higher). Issue 20 asks for 2 µs a dispatch;
-/// the floor says how far wgpu itself lets that go.
+/// Host CPU time of a whole step (the recording thread's CPU clock, not wall time): wgpu's own floor
+/// on the adapter beside an fc8-bn training step on the GPU backend. The floor is 100 dispatches of one
+/// small kernel in one compute pass (16 pipelines in turn, a uniform and 4 storage buffers each,
+/// prebuilt bind groups, each dispatch reading what the one before wrote); the step is 49 dispatches.
+/// Each is recorded, finished, submitted and waited for with the device idle before it: the clock
+/// counts the recording, wgpu's encoding at `finish`, the submit, and the freeing of the finished
+/// commands during the wait (a third of the whole), but not the time asleep waiting for the device.
+/// So the recording does not share the CPU with a software device's threads (back to back on
+/// lavapipe it does, and `wgtrain bench`'s host figure, taken that way, is higher). Issue 20 asks
+/// for 2 µs a dispatch; the floor says how far wgpu itself lets that go.
 #[cfg(feature = "gpu")]
 fn host_cpu(c: &mut Criterion, gpu: Option<&Gpu>, set: &data::ImageSet) {
     use wgtrain::tools::bench::thread_cpu_seconds;
@@ -309,8 +311,8 @@ fn host_cpu(c: &mut Criterion, gpu: Option<&Gpu>, set: &data::ImageSet) {
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(100))
         .measurement_time(Duration::from_millis(300));
-    // Each call records and submits, then waits for the device outside the clock: `f` returns the
-    // recording thread's CPU seconds of its recording.
+    // Each call records, submits and waits for the device: `f` returns the recording thread's CPU
+    // seconds (asleep waiting is not counted).
     let host = |iters: u64, f: &mut dyn FnMut() -> f64| {
         Duration::from_secs_f64((0..iters).map(|_| f()).sum())
     };
@@ -332,10 +334,9 @@ fn host_cpu(c: &mut Criterion, gpu: Option<&Gpu>, set: &data::ImageSet) {
             let t0 = thread_cpu_seconds();
             let at = (pos % batches) * batch;
             train_step(be, &mut m, &mut opt, &ds, at, &mut bufs);
-            let cpu = thread_cpu_seconds() - t0;
             be.sync();
             pos += 1;
-            cpu
+            thread_cpu_seconds() - t0
         };
         group.bench_function("train_step_fc8-bn_b110", |b| {
             b.iter_custom(|iters| host(iters, &mut step))
@@ -348,7 +349,7 @@ fn host_cpu(c: &mut Criterion, gpu: Option<&Gpu>, set: &data::ImageSet) {
 fn host_cpu(_: &mut Criterion, _: Option<&Gpu>, _: &data::ImageSet) {}
 
 /// The floor: a routine that records and submits its 100 dispatches, waits for them, and returns the
-/// CPU seconds of the recording and submit.
+/// thread's CPU seconds of all three.
 #[cfg(feature = "gpu")]
 fn dispatch_floor() -> impl FnMut() -> f64 {
     use wgpu::util::DeviceExt as _;
@@ -438,10 +439,9 @@ fn dispatch_floor() -> impl FnMut() -> f64 {
             }
         }
         queue.submit([encoder.finish()]);
-        let cpu = wgtrain::tools::bench::thread_cpu_seconds() - t0;
         device
             .poll(wgpu::PollType::wait_indefinitely())
             .expect("the device finishes");
-        cpu
+        wgtrain::tools::bench::thread_cpu_seconds() - t0
     }
 }
