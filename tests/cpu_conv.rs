@@ -93,3 +93,62 @@ fn conv_ops_equal_their_unfused_sequence() {
         }
     }
 }
+
+/// `im2col_rows` against a gather written tap by tap, from several starting rows, on geometries whose
+/// kernel-row runs (k * c floats) take each of its copy paths: 1 to 3, 4 to 7, 8 to 32 and longer,
+/// each with the padding cutting runs short at the borders.
+#[test]
+fn im2col_matches_a_naive_gather() {
+    use wgtrain::backend::cpu_conv::im2col_rows;
+    // (c, k, stride, pad, side)
+    let cases = [
+        (1, 1, 1, 0, 4),
+        (1, 3, 1, 1, 6),
+        (1, 5, 1, 2, 9),
+        (2, 3, 2, 1, 7),
+        (3, 2, 1, 1, 5),
+        (3, 3, 1, 1, 6),
+        (5, 3, 2, 2, 8),
+        (7, 5, 1, 2, 7),
+        (16, 3, 1, 1, 5),
+    ];
+    for (i, &(c, k, stride, pad, side)) in cases.iter().enumerate() {
+        let g = ConvGeom {
+            n: 3,
+            c,
+            h: side,
+            w: side + 1,
+            k,
+            stride,
+            pad,
+        };
+        let x = rand_vec(g.n * g.h * g.w * c, 50 + i as u64);
+        let (oh, ow, taps) = (g.out_h(), g.out_w(), g.col_cols());
+        let mut want = vec![0.0f32; g.col_rows() * taps];
+        for r in 0..g.col_rows() {
+            let (n, oy, ox) = (r / (oh * ow), r / ow % oh, r % ow);
+            for ky in 0..k {
+                for kx in 0..k {
+                    let iy = (oy * stride + ky) as isize - pad as isize;
+                    let ix = (ox * stride + kx) as isize - pad as isize;
+                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                        continue;
+                    }
+                    for ch in 0..c {
+                        want[r * taps + (ky * k + kx) * c + ch] =
+                            x[((n * g.h + iy as usize) * g.w + ix as usize) * c + ch];
+                    }
+                }
+            }
+        }
+        for r0 in [0, 1, ow + 2, g.col_rows() / 2] {
+            let mut got = vec![f32::NAN; (g.col_rows() - r0) * taps];
+            im2col_rows(&g, &x, r0, &mut got);
+            assert_eq!(
+                bits(&got),
+                bits(&want[r0 * taps..]),
+                "im2col c{c} k{k} s{stride} p{pad} from row {r0}"
+            );
+        }
+    }
+}

@@ -105,19 +105,72 @@ pub fn backward<B: Backend<Tensor = Vec<f32>>>(
         });
 }
 
-/// Rows `r0..` of the column matrix, as many as `col` holds (see [`im2col_row`]).
+/// Rows `r0..` of the column matrix, as many as `col` holds (see [`im2col_row`]). The common short
+/// kernel rows (k * c = 3, 5, 9 floats: a grey or RGB image's first convolution) get their own loop
+/// with copies of a size known when compiled.
 pub fn im2col_rows(g: &ConvGeom, x: &[f32], r0: usize, col: &mut [f32]) {
-    for (i, row) in col.chunks_mut(g.col_cols()).enumerate() {
-        im2col_row(g, x, r0 + i, row);
+    match g.k * g.c {
+        3 => im2col_rows_of::<3>(g, x, r0, col),
+        5 => im2col_rows_of::<5>(g, x, r0, col),
+        9 => im2col_rows_of::<9>(g, x, r0, col),
+        _ => im2col_rows_of::<0>(g, x, r0, col),
     }
 }
 
-/// Row `r` of the column matrix (output pixel `r` of the batch, image-major): its k*k*c taps, zero
-/// where the kernel hangs over the padding.
-fn im2col_row(g: &ConvGeom, x: &[f32], r: usize, row: &mut [f32]) {
-    let (oh, ow, c) = (g.out_h(), g.out_w(), g.c);
-    let (n, p) = (r / (oh * ow), r % (oh * ow));
-    let (oy, ox) = (p / ow, p % ow);
+/// [`im2col_rows`] with kernel rows of `KC` floats (0: known only at run time). It walks the output
+/// pixels in order instead of dividing out each row's position, keeps the image offset of each
+/// kernel row while the output row stays the same, and copies whole kernel rows for the pixels whose
+/// kernel lies inside the image across; the others (and the padding) go through [`im2col_row`].
+fn im2col_rows_of<const KC: usize>(g: &ConvGeom, x: &[f32], r0: usize, col: &mut [f32]) {
+    let (oh, ow, k, c) = (g.out_h(), g.out_w(), g.k, g.c);
+    let kc = k * c;
+    debug_assert!(KC == 0 || KC == kc);
+    let (mut n, p) = (r0 / (oh * ow), r0 % (oh * ow));
+    let (mut oy, mut ox) = (p / ow, p % ow);
+    // Offset in `x` of image row iy(ky) of output row (n, oy), or None where it is padding.
+    let row_offsets = |n: usize, oy: usize, out: &mut Vec<Option<usize>>| {
+        out.clear();
+        out.extend((0..k).map(|ky| {
+            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+            (0..g.h as isize)
+                .contains(&iy)
+                .then(|| (n * g.h + iy as usize) * g.w * c)
+        }));
+    };
+    let mut offsets = Vec::with_capacity(k);
+    row_offsets(n, oy, &mut offsets);
+    for row in col.chunks_exact_mut(g.col_cols()) {
+        let x0 = (ox * g.stride) as isize - g.pad as isize;
+        if x0 >= 0 && x0 as usize + k <= g.w {
+            let at = x0 as usize * c;
+            for (dst, off) in row.chunks_exact_mut(kc).zip(&offsets) {
+                match off {
+                    Some(o) if KC > 0 => dst[..KC].copy_from_slice(&x[o + at..o + at + KC]),
+                    Some(o) => copy_run(dst, &x[o + at..o + at + kc]),
+                    None => zero_run(dst),
+                }
+            }
+        } else {
+            im2col_row(g, x, n, oy, ox, row);
+        }
+        ox += 1;
+        if ox == ow {
+            ox = 0;
+            oy += 1;
+            if oy == oh {
+                oy = 0;
+                n += 1;
+            }
+            row_offsets(n, oy, &mut offsets);
+        }
+    }
+}
+
+/// The column row of output pixel (`oy`, `ox`) of image `n`: its k*k*c taps, zero where the kernel
+/// hangs over the padding.
+#[inline(always)]
+fn im2col_row(g: &ConvGeom, x: &[f32], n: usize, oy: usize, ox: usize, row: &mut [f32]) {
+    let c = g.c;
     // A kernel row's taps are contiguous in the image (NHWC) and in the column row: copy them whole.
     let kc = g.k * c;
     let (kx0, kx1, ix0) = kernel_columns_inside(g, ox);
@@ -125,13 +178,59 @@ fn im2col_row(g: &ConvGeom, x: &[f32], r: usize, row: &mut [f32]) {
         let dst = &mut row[ky * kc..(ky + 1) * kc];
         let iy = (oy * g.stride + ky) as isize - g.pad as isize;
         if iy < 0 || iy >= g.h as isize || kx0 >= kx1 {
-            dst.fill(0.0);
+            zero_run(dst);
             continue;
         }
-        dst[..kx0 * c].fill(0.0);
-        dst[kx1 * c..].fill(0.0);
+        zero_run(&mut dst[..kx0 * c]);
+        zero_run(&mut dst[kx1 * c..]);
         let src = ((n * g.h + iy as usize) * g.w + ix0) * c;
-        dst[kx0 * c..kx1 * c].copy_from_slice(&x[src..src + (kx1 - kx0) * c]);
+        copy_run(&mut dst[kx0 * c..kx1 * c], &x[src..src + (kx1 - kx0) * c]);
+    }
+}
+
+/// Copies a short run (a kernel row's taps, k * c floats: 5 in LeNet-5's first convolution, 3 in
+/// cnn7's) in fixed-size moves: `copy_from_slice` of an unknown length calls `memmove`, and on runs
+/// this short the call cost most of im2col's time (a third of a LeNet-5 CPU step in `perf`).
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    assert_eq!(n, src.len());
+    if n > 32 {
+        dst.copy_from_slice(src);
+    } else if n >= 8 {
+        // Whole eights, then the last eight again, overlapping what is already copied.
+        for (d, s) in dst.chunks_exact_mut(8).zip(src.chunks_exact(8)) {
+            d.copy_from_slice(s);
+        }
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else {
+        for i in 0..n {
+            dst[i] = src[i];
+        }
+    }
+}
+
+/// `fill(0.0)` for the same short runs (the padding's share of a row), without a `memset` call.
+#[inline(always)]
+fn zero_run(dst: &mut [f32]) {
+    let n = dst.len();
+    if n > 32 {
+        dst.fill(0.0);
+    } else if n >= 8 {
+        for d in dst.chunks_exact_mut(8) {
+            d.fill(0.0);
+        }
+        dst[n - 8..].fill(0.0);
+    } else if n >= 4 {
+        dst[..4].fill(0.0);
+        dst[n - 4..].fill(0.0);
+    } else {
+        for d in dst {
+            *d = 0.0;
+        }
     }
 }
 
