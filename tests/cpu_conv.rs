@@ -26,6 +26,16 @@ fn conv_ops_equal_their_unfused_sequence() {
         (5, 6, 14, 14, 5, 1, 0, 16),
         (3, 3, 11, 13, 3, 2, 0, 7),
         (1, 2, 6, 6, 3, 1, 1, 1),
+        // One input channel: LeNet-5's first convolution, and strided, unpadded and odd-sized ones
+        // (the direct forward on AVX-512).
+        (20, 1, 28, 28, 5, 1, 2, 6),
+        (12, 1, 13, 11, 3, 2, 0, 5),
+        (3, 1, 29, 30, 3, 1, 1, 16),
+        (6, 1, 20, 20, 4, 2, 1, 3),
+        (6, 1, 12, 12, 2, 1, 0, 2),
+        (4, 1, 16, 16, 3, 1, 1, 8),
+        // One output channel: `gemm`'s matrix-vector path, so not the direct forward.
+        (6, 1, 20, 20, 4, 2, 1, 1),
     ];
     for (i, &(n, c, h, w, k, stride, pad, out_c)) in geoms.iter().enumerate() {
         let g = ConvGeom {

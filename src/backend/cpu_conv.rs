@@ -54,17 +54,133 @@ pub fn forward(
 ) -> bool {
     let (rows, taps) = (g.col_rows(), g.col_cols());
     let (x, w) = (&f.x[..], &f.w[..]);
+    let direct = one_channel_direct(g, out_c);
     parts(f.y, out_c, rows, tile_rows(g))
         .into_par_iter()
         .for_each(|(r0, yt)| {
-            let n = yt.len() / out_c;
-            with_tile(n * taps, |col| {
-                im2col_rows(g, x, r0, col);
-                cpu_matmul::matmul_here(&Gemm::new(n, taps, out_c).b_t(), col, w, yt);
-            });
+            if direct {
+                one_channel_rows(g, x, w, out_c, r0, yt);
+            } else {
+                let n = yt.len() / out_c;
+                with_tile(n * taps, |col| {
+                    im2col_rows(g, x, r0, col);
+                    cpu_matmul::matmul_here(&Gemm::new(n, taps, out_c).b_t(), col, w, yt);
+                });
+            }
             bias_act(yt);
         });
     false
+}
+
+/// Whether the forward of `g` goes by [`one_channel_rows`]: one input channel (a grey image's first
+/// convolution, whose column rows of k*k floats made im2col and a skinny product most of LeNet-5's
+/// step), 2 to [`DIRECT_MAX_OUT`] outputs, and on AVX-512, where `gemm`'s sum of each output is one
+/// fused multiply-add chain over the taps in order from zero. Elsewhere `gemm` takes other paths
+/// that round differently (matrix-vector for one output, other kernels below [`MIN_TILE_ROWS`] rows or
+/// for a 1x1 kernel), so those keep im2col and the product.
+fn one_channel_direct(g: &ConvGeom, out_c: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let fma = super::wide::has_x86_64_v4();
+    #[cfg(not(target_arch = "x86_64"))]
+    let fma = false;
+    fma && g.c == 1
+        && g.k >= 2
+        && (2..=DIRECT_MAX_OUT).contains(&out_c)
+        && g.col_rows() >= MIN_TILE_ROWS
+}
+
+/// Most output channels [`one_channel_rows`] keeps in its accumulators.
+const DIRECT_MAX_OUT: usize = 16;
+
+multiversion! {
+    /// Rows `r0..` of `y = im2col(x) W^T` (before the bias) for one input channel, without the column
+    /// matrix, [`PX`] output pixels of an output row at a time, their sums for every output channel
+    /// held in registers (the channel count rounded up to 4, 6, 8 or 16, a constant of each compiled
+    /// copy). Each output is a fused multiply-add chain over the taps in order from zero, as `gemm`
+    /// sums it, so the bits are the unfused product's (`tests/cpu_conv.rs`).
+    pub fn one_channel_rows(g: &ConvGeom, x: &[f32], w: &[f32], out_c: usize, r0: usize, y: &mut [f32]) {
+        assert!(g.c == 1 && out_c <= DIRECT_MAX_OUT);
+        match out_c {
+            ..=4 => one_channel_rows_of::<4>(g, x, w, out_c, r0, y),
+            5..=6 => one_channel_rows_of::<6>(g, x, w, out_c, r0, y),
+            7..=8 => one_channel_rows_of::<8>(g, x, w, out_c, r0, y),
+            _ => one_channel_rows_of::<16>(g, x, w, out_c, r0, y),
+        }
+    }
+}
+
+/// Output pixels [`one_channel_rows`] computes together (one AVX-512 register of each channel's sums).
+const PX: usize = 16;
+
+/// [`one_channel_rows`] with `OC` channels' sums (`out_c` of them stored); inlined into its
+/// AVX-512 copy.
+#[inline(always)]
+fn one_channel_rows_of<const OC: usize>(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    out_c: usize,
+    r0: usize,
+    y: &mut [f32],
+) {
+    let (oh, ow, k, s) = (g.out_h(), g.out_w(), g.k, g.stride);
+    let taps = k * k;
+    // The weights tap-major, OC to a tap, zero past out_c.
+    let mut wt = vec![[0.0f32; OC]; taps];
+    for (oc, wo) in w.chunks_exact(taps).take(out_c).enumerate() {
+        for (wt, &v) in wt.iter_mut().zip(wo) {
+            wt[oc] = v;
+        }
+    }
+    // The k image rows under an output row, zero-padded, long enough for a chunk of PX pixels
+    // starting at any output column.
+    let span = (ow + PX) * s + k;
+    let mut padded = vec![0.0f32; k * span];
+    let end = r0 + y.len() / out_c;
+    let mut r = r0;
+    while r < end {
+        let (n, p) = (r / (oh * ow), r % (oh * ow));
+        let (oy, ox_start) = (p / ow, p % ow);
+        let ox_end = ow.min(ox_start + (end - r));
+        for (ky, dst) in padded.chunks_exact_mut(span).enumerate() {
+            dst.fill(0.0);
+            let iy = (oy * s + ky) as isize - g.pad as isize;
+            if (0..g.h as isize).contains(&iy) {
+                let src = &x[(n * g.h + iy as usize) * g.w..][..g.w];
+                dst[g.pad..g.pad + g.w].copy_from_slice(src);
+            }
+        }
+        let mut ox0 = ox_start;
+        while ox0 < ox_end {
+            let count = PX.min(ox_end - ox0);
+            let mut acc = [[0.0f32; PX]; OC];
+            for (t, wt) in wt.iter().enumerate() {
+                let row = &padded[(t / k) * span + ox0 * s + t % k..];
+                // Stride 1 (the usual first convolution) loads the 16 pixels' taps at once.
+                let xs: [f32; PX] = if s == 1 {
+                    row[..PX].try_into().expect("PX floats")
+                } else {
+                    std::array::from_fn(|i| row[i * s])
+                };
+                for (a, &wv) in acc.iter_mut().zip(wt) {
+                    for (a, &v) in a.iter_mut().zip(&xs) {
+                        *a = v.mul_add(wv, *a);
+                    }
+                }
+            }
+            let first = r - r0 + (ox0 - ox_start);
+            for (i, yr) in y[first * out_c..(first + count) * out_c]
+                .chunks_exact_mut(out_c)
+                .enumerate()
+            {
+                for (v, a) in yr.iter_mut().zip(&acc) {
+                    *v = a[i];
+                }
+            }
+            ox0 += count;
+        }
+        r += ox_end - ox_start;
+    }
 }
 
 /// `dw (+)= dy^T im2col(x)` in [`K_SLICE`] slices whose columns are built as they are multiplied, and
@@ -207,8 +323,8 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
         dst[..4].copy_from_slice(&src[..4]);
         dst[n - 4..].copy_from_slice(&src[n - 4..]);
     } else {
-        for i in 0..n {
-            dst[i] = src[i];
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
         }
     }
 }
