@@ -34,6 +34,7 @@ fn conv_ops_equal_their_unfused_sequence() {
         (6, 1, 20, 20, 4, 2, 1, 3),
         (6, 1, 12, 12, 2, 1, 0, 2),
         (4, 1, 16, 16, 3, 1, 1, 8),
+        (5, 1, 18, 18, 3, 1, 1, 12),
         // One output channel: `gemm`'s matrix-vector path, so not the direct forward.
         (6, 1, 20, 20, 4, 2, 1, 1),
     ];

@@ -94,9 +94,9 @@ const DIRECT_MAX_OUT: usize = 16;
 
 multiversion! {
     /// Rows `r0..` of `y = im2col(x) W^T` (before the bias) for one input channel, without the column
-    /// matrix, [`PX`] output pixels of an output row at a time, their sums for every output channel
-    /// held in registers (the channel count rounded up to 4, 6, 8 or 16, a constant of each compiled
-    /// copy). Each output is a fused multiply-add chain over the taps in order from zero, as `gemm`
+    /// matrix, [`PX`] output pixels of an output row at a time, each pixel's sums in registers with a
+    /// lane per output channel (the channel count rounded up to 4, 6, 8 or 16, a constant of each
+    /// compiled copy). Each output is a fused multiply-add chain over the taps in order from zero, as `gemm`
     /// sums it, so the bits are the unfused product's (`tests/cpu_conv.rs`).
     pub fn one_channel_rows(g: &ConvGeom, x: &[f32], w: &[f32], out_c: usize, r0: usize, y: &mut [f32]) {
         assert!(g.c == 1 && out_c <= DIRECT_MAX_OUT);
@@ -109,7 +109,7 @@ multiversion! {
     }
 }
 
-/// Output pixels [`one_channel_rows`] computes together (one AVX-512 register of each channel's sums).
+/// Output pixels [`one_channel_rows`] computes together.
 const PX: usize = 16;
 
 /// [`one_channel_rows`] with `OC` channels' sums (`out_c` of them stored); inlined into its
@@ -153,33 +153,100 @@ fn one_channel_rows_of<const OC: usize>(
         let mut ox0 = ox_start;
         while ox0 < ox_end {
             let count = PX.min(ox_end - ox0);
-            let mut acc = [[0.0f32; PX]; OC];
-            for (t, wt) in wt.iter().enumerate() {
-                let row = &padded[(t / k) * span + ox0 * s + t % k..];
-                // Stride 1 (the usual first convolution) loads the 16 pixels' taps at once.
-                let xs: [f32; PX] = if s == 1 {
-                    row[..PX].try_into().expect("PX floats")
-                } else {
-                    std::array::from_fn(|i| row[i * s])
-                };
-                for (a, &wv) in acc.iter_mut().zip(wt) {
-                    for (a, &v) in a.iter_mut().zip(&xs) {
-                        *a = v.mul_add(wv, *a);
-                    }
-                }
-            }
             let first = r - r0 + (ox0 - ox_start);
-            for (i, yr) in y[first * out_c..(first + count) * out_c]
-                .chunks_exact_mut(out_c)
-                .enumerate()
-            {
-                for (v, a) in yr.iter_mut().zip(&acc) {
-                    *v = a[i];
-                }
+            let yt = &mut y[first * out_c..(first + count) * out_c];
+            let at = ox0 * s;
+            let rows = PaddedRows {
+                data: &padded,
+                span,
+                k,
+                stride: s,
+            };
+            if OC == DIRECT_MAX_OUT {
+                one_channel_chunk_by_channel::<OC>(rows, at, &wt, out_c, yt);
+            } else {
+                one_channel_chunk_by_pixel::<OC>(rows, at, &wt, out_c, yt);
             }
             ox0 += count;
         }
         r += ox_end - ox_start;
+    }
+}
+
+/// [`PX`] pixels' outputs (the first pixel's taps at `at` in the padded rows; `y` holds `out_c`
+/// outputs of each pixel there is), each pixel's sums one register with a lane per output channel,
+/// stored as they are. For 16 channels, where [`one_channel_chunk_by_pixel`]'s transposing store cost
+/// more than the arithmetic (cnn7's first convolution: 4.7-5.1 ms a step against 1.2).
+#[inline(always)]
+fn one_channel_chunk_by_channel<const OC: usize>(
+    rows: PaddedRows<'_>,
+    at: usize,
+    wt: &[[f32; OC]],
+    out_c: usize,
+    y: &mut [f32],
+) {
+    let mut acc = [[0.0f32; OC]; PX];
+    for (t, wt) in wt.iter().enumerate() {
+        let row = rows.tap(t, at);
+        for (i, a) in acc.iter_mut().enumerate() {
+            let v = row[i * rows.stride];
+            for (a, &wv) in a.iter_mut().zip(wt) {
+                *a = v.mul_add(wv, *a);
+            }
+        }
+    }
+    for (yr, a) in y.chunks_exact_mut(out_c).zip(&acc) {
+        yr.copy_from_slice(&a[..out_c]);
+    }
+}
+
+/// As [`one_channel_chunk_by_channel`], each output channel's sums one register with a lane per
+/// pixel, transposed as they are stored. For up to 8 channels, where a lane per channel leaves most
+/// of each register empty (LeNet-5's 6: 1.6 ms a step against 1.9-2.3).
+#[inline(always)]
+fn one_channel_chunk_by_pixel<const OC: usize>(
+    rows: PaddedRows<'_>,
+    at: usize,
+    wt: &[[f32; OC]],
+    out_c: usize,
+    y: &mut [f32],
+) {
+    let mut acc = [[0.0f32; PX]; OC];
+    for (t, wt) in wt.iter().enumerate() {
+        let row = rows.tap(t, at);
+        // Stride 1 (the usual first convolution) loads the 16 pixels' taps at once.
+        let xs: [f32; PX] = if rows.stride == 1 {
+            row[..PX].try_into().expect("PX floats")
+        } else {
+            std::array::from_fn(|i| row[i * rows.stride])
+        };
+        for (a, &wv) in acc.iter_mut().zip(wt) {
+            for (a, &v) in a.iter_mut().zip(&xs) {
+                *a = v.mul_add(wv, *a);
+            }
+        }
+    }
+    for (i, yr) in y.chunks_exact_mut(out_c).enumerate() {
+        for (v, a) in yr.iter_mut().zip(&acc) {
+            *v = a[i];
+        }
+    }
+}
+
+/// The k zero-padded image rows under one output row, `span` floats each.
+#[derive(Clone, Copy)]
+struct PaddedRows<'a> {
+    data: &'a [f32],
+    span: usize,
+    k: usize,
+    stride: usize,
+}
+
+impl PaddedRows<'_> {
+    /// Tap `t`'s values from the pixel whose first tap is at `at`: every `stride`-th float on.
+    #[inline(always)]
+    fn tap(&self, t: usize, at: usize) -> &[f32] {
+        &self.data[(t / self.k) * self.span + at + t % self.k..]
     }
 }
 
