@@ -35,6 +35,13 @@ fn conv_ops_equal_their_unfused_sequence() {
         (6, 1, 12, 12, 2, 1, 0, 2),
         (4, 1, 16, 16, 3, 1, 1, 8),
         (5, 1, 18, 18, 3, 1, 1, 12),
+        // Tiles that start mid-row (at output columns 18 and 9; 9 and 4 with stride 2), a lane per
+        // channel with stride 2, and padding wider than the kernel.
+        (23, 1, 28, 28, 5, 1, 2, 6),
+        (82, 1, 28, 28, 5, 2, 2, 12),
+        (4, 1, 10, 10, 2, 1, 3, 5),
+        // 23x23 taps: `gemm` sums more than 512 in two blocks, so not the direct forward.
+        (2, 1, 30, 30, 23, 1, 11, 4),
         // One output channel: `gemm`'s matrix-vector path, so not the direct forward.
         (6, 1, 20, 20, 4, 2, 1, 1),
     ];

@@ -77,7 +77,7 @@ pub fn forward(
 /// step), 2 to [`DIRECT_MAX_OUT`] outputs, and on AVX-512, where `gemm`'s sum of each output is one
 /// fused multiply-add chain over the taps in order from zero. Elsewhere `gemm` takes other paths
 /// that round differently (matrix-vector for one output, other kernels below [`MIN_TILE_ROWS`] rows or
-/// for a 1x1 kernel), so those keep im2col and the product.
+/// for a 1x1 kernel, blocks past [`DIRECT_MAX_TAPS`] taps), so those keep im2col and the product.
 fn one_channel_direct(g: &ConvGeom, out_c: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     let fma = super::wide::has_x86_64_v4();
@@ -85,18 +85,23 @@ fn one_channel_direct(g: &ConvGeom, out_c: usize) -> bool {
     let fma = false;
     fma && g.c == 1
         && g.k >= 2
+        && g.k * g.k <= DIRECT_MAX_TAPS
         && (2..=DIRECT_MAX_OUT).contains(&out_c)
         && g.col_rows() >= MIN_TILE_ROWS
 }
+
+/// Most taps a direct forward sums: `gemm` adds a longer sum in blocks of 512 (its depth block),
+/// each chained from zero, and then the blocks.
+const DIRECT_MAX_TAPS: usize = 512;
 
 /// Most output channels [`one_channel_rows`] keeps in its accumulators.
 const DIRECT_MAX_OUT: usize = 16;
 
 multiversion! {
     /// Rows `r0..` of `y = im2col(x) W^T` (before the bias) for one input channel, without the column
-    /// matrix, [`PX`] output pixels of an output row at a time, each pixel's sums in registers with a
-    /// lane per output channel (the channel count rounded up to 4, 6, 8 or 16, a constant of each
-    /// compiled copy). Each output is a fused multiply-add chain over the taps in order from zero, as `gemm`
+    /// matrix, [`PX`] output pixels of an output row at a time, their sums in registers (the channel
+    /// count rounded up to 4, 6, 8 or 16, a constant of each compiled copy; a lane per pixel up to 8
+    /// channels, a lane per channel above). Each output is a fused multiply-add chain over the taps in order from zero, as `gemm`
     /// sums it, so the bits are the unfused product's (`tests/cpu_conv.rs`).
     pub fn one_channel_rows(g: &ConvGeom, x: &[f32], w: &[f32], out_c: usize, r0: usize, y: &mut [f32]) {
         assert!(g.c == 1 && out_c <= DIRECT_MAX_OUT);
@@ -371,9 +376,10 @@ fn im2col_row(g: &ConvGeom, x: &[f32], n: usize, oy: usize, ox: usize, row: &mut
     }
 }
 
-/// Copies a short run (a kernel row's taps, k * c floats: 5 in LeNet-5's first convolution, 3 in
-/// cnn7's) in fixed-size moves: `copy_from_slice` of an unknown length calls `memmove`, and on runs
-/// this short the call cost most of im2col's time (a third of a LeNet-5 CPU step in `perf`).
+/// Copies a short run of a kernel row's taps (k * c floats; the kernel rows of the sizes
+/// [`im2col_rows`] compiles in, where the padding cuts them, and all others) in fixed-size moves:
+/// `copy_from_slice` of an unknown length calls `memmove`, and on runs this short the call was most of
+/// im2col's time (a third of a LeNet-5 CPU step in `perf`).
 #[inline(always)]
 fn copy_run(dst: &mut [f32], src: &[f32]) {
     let n = dst.len();
