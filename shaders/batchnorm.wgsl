@@ -180,16 +180,13 @@ fn bn_finish_invstd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
 @compute @workgroup_size(16, 16)
 fn bn_forward_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let col = wid.x * 16u + lid.x;
-    var total = 0.0;
-    for (var k = 0u; k < p.chunks; k++) {
-        total += lanes_total(lid, lane_sum(col, k, lid.y));
-    }
+    let sum = column_total(col, lid);
     if (lid.y == 0u && col < p.cols) {
-        column_mean[lid.x] = finish_mean(col, total, true);
+        column_mean[lid.x] = finish_mean(col, sum, true);
     }
     workgroupBarrier();
     let m = column_mean[lid.x];
-    total = 0.0;
+    var total = 0.0;
     for (var k = 0u; k < p.chunks; k++) {
         total += lanes_total(lid, lane_sqdev(col, k, lid.y, m));
     }

@@ -1,8 +1,8 @@
 // Column sums by a 16 x 16 workgroup: 16 columns side by side, 16 row lanes each, over chunks of
 // p.chunk_rows rows. Appended to the families that reduce columns (reduce.wgsl, batchnorm.wgsl), so
 // every column sum walks its rows and adds its lanes in the one order below, and a fused kernel rounds
-// exactly as the separate passes it replaces. The family declares `p` (with rows, cols and chunk_rows)
-// and `x`, the [rows x cols] tensor summed.
+// exactly as the separate passes it replaces. The family declares `p` (with rows, cols, chunks and
+// chunk_rows) and `x`, the [rows x cols] tensor summed.
 
 var<workgroup> lanes: array<f32, 256>;
 
@@ -36,5 +36,16 @@ fn lanes_total(lid: vec3<u32>, acc: f32) -> f32 {
     let total = lanes[lid.x];
     // The next call may overwrite the lanes only after every invocation has read its total.
     workgroupBarrier();
+    return total;
+}
+
+// The whole sum of column `col` (this invocation's), chunk by chunk in order, by one workgroup (the
+// fused kernels, few rows); every invocation gets it. Barriers inside: call it from uniform control
+// flow.
+fn column_total(col: u32, lid: vec3<u32>) -> f32 {
+    var total = 0.0;
+    for (var k = 0u; k < p.chunks; k++) {
+        total += lanes_total(lid, lane_sum(col, k, lid.y));
+    }
     return total;
 }

@@ -52,10 +52,7 @@ fn column_sum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 @compute @workgroup_size(16, 16)
 fn column_sum_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let col = wid.x * 16u + lid.x;
-    var s = 0.0;
-    for (var k = 0u; k < p.chunks; k++) {
-        s += lanes_total(lid, lane_sum(col, k, lid.y));
-    }
+    let s = column_total(col, lid);
     if (lid.y == 0u && col < p.cols) {
         out[col] = s;
     }
