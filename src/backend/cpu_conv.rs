@@ -149,9 +149,8 @@ fn one_channel_rows_of<const OC: usize>(
         let ox_end = ow.min(ox_start + (end - r));
         for (ky, dst) in padded.chunks_exact_mut(span).enumerate() {
             dst.fill(0.0);
-            let iy = (oy * s + ky) as isize - g.pad as isize;
-            if (0..g.h as isize).contains(&iy) {
-                let src = &x[(n * g.h + iy as usize) * g.w..][..g.w];
+            if let Some(iy) = image_row(g, oy, ky) {
+                let src = &x[(n * g.h + iy) * g.w..][..g.w];
                 dst[g.pad..g.pad + g.w].copy_from_slice(src);
             }
         }
@@ -318,12 +317,7 @@ fn im2col_rows_of<const KC: usize>(g: &ConvGeom, x: &[f32], r0: usize, col: &mut
     // Offset in `x` of image row iy(ky) of output row (n, oy), or None where it is padding.
     let row_offsets = |n: usize, oy: usize, out: &mut Vec<Option<usize>>| {
         out.clear();
-        out.extend((0..k).map(|ky| {
-            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-            (0..g.h as isize)
-                .contains(&iy)
-                .then(|| (n * g.h + iy as usize) * g.w * c)
-        }));
+        out.extend((0..k).map(|ky| image_row(g, oy, ky).map(|iy| (n * g.h + iy) * g.w * c)));
     };
     let mut offsets = Vec::with_capacity(k);
     row_offsets(n, oy, &mut offsets);
@@ -364,14 +358,13 @@ fn im2col_row(g: &ConvGeom, x: &[f32], n: usize, oy: usize, ox: usize, row: &mut
     let (kx0, kx1, ix0) = kernel_columns_inside(g, ox);
     for ky in 0..g.k {
         let dst = &mut row[ky * kc..(ky + 1) * kc];
-        let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-        if iy < 0 || iy >= g.h as isize || kx0 >= kx1 {
+        let Some(iy) = image_row(g, oy, ky).filter(|_| kx0 < kx1) else {
             zero_run(dst);
             continue;
-        }
+        };
         zero_run(&mut dst[..kx0 * c]);
         zero_run(&mut dst[kx1 * c..]);
-        let src = ((n * g.h + iy as usize) * g.w + ix0) * c;
+        let src = ((n * g.h + iy) * g.w + ix0) * c;
         copy_run(&mut dst[kx0 * c..kx1 * c], &x[src..src + (kx1 - kx0) * c]);
     }
 }
@@ -438,11 +431,10 @@ multiversion! {
                     continue;
                 }
                 for ky in 0..g.k {
-                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                    if iy < 0 || iy >= g.h as isize {
+                    let Some(iy) = image_row(g, oy, ky) else {
                         continue;
-                    }
-                    let dst = (iy as usize * g.w + ix0) * c;
+                    };
+                    let dst = (iy * g.w + ix0) * c;
                     let src = &row[ky * kc + kx0 * c..ky * kc + kx1 * c];
                     dx[dst..dst + src.len()]
                         .iter_mut()
@@ -452,6 +444,13 @@ multiversion! {
             }
         }
     }
+}
+
+/// The image row under kernel row `ky` of output row `oy`, or None where that is padding.
+#[inline(always)]
+fn image_row(g: &ConvGeom, oy: usize, ky: usize) -> Option<usize> {
+    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+    (0..g.h as isize).contains(&iy).then_some(iy as usize)
 }
 
 /// The kernel columns `kx0..kx1` of output column `ox` that fall inside the image, and the image
