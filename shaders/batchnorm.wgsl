@@ -4,7 +4,8 @@
 // spread over workgroups) round alike, bit for bit.
 // Forward: bn_sum_partials, bn_sqdev_partials, bn_normalise_chunks; or bn_forward_fused; over very
 // many chunks, bn_finish_mean and bn_finish_invstd in between.
-// Backward: bn_grad_partials, bn_grad_finish; or bn_grad_sums; then bn_backward_dx.
+// Backward: bn_grad_partials, bn_grad_finish; or bn_grad_sums; then bn_backward_dx. Or, few rows and
+// 9 storage buffers a stage, bn_backward_fused.
 // Evaluation: bn_eval.
 // ACT (a pipeline constant, Act::code; 0: none) fuses the activation that follows: the forward applies
 // it and the backward takes dy through it from the forward output, in the same passes.
@@ -280,7 +281,19 @@ fn bn_grad_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     }
 }
 
-// dx = gamma * invstd / R * (R * dy - dbeta - xhat * dgamma)   (Ioffe & Szegedy 2015)
+// dx = gamma * invstd / R * (R * dy - dbeta - xhat * dgamma)   (Ioffe & Szegedy 2015) at element i
+// of column c, dy taken through the fused activation.
+fn dx_at(i: u32, c: u32, dbeta: f32, dgamma: f32) {
+    let r = f32(p.rows);
+    let xhat = (x[i] - mean[c]) * scale[c];
+    var g = dy[i];
+    if (ACT != 0u) {
+        g = act_bwd(act_out[i], g, ACT);
+    }
+    y[i] = gamma[c] * scale[c] / r * (r * g - dbeta - xhat * dgamma);
+}
+
+// One invocation per element, dbeta and dgamma from coef.
 @compute @workgroup_size(256)
 fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_index(wid, nwg, lid);
@@ -288,11 +301,30 @@ fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         return;
     }
     let c = i % p.cols;
-    let r = f32(p.rows);
-    let xhat = (x[i] - mean[c]) * scale[c];
-    var g = dy[i];
-    if (ACT != 0u) {
-        g = act_bwd(act_out[i], g, ACT);
+    dx_at(i, c, coef[2u * c], coef[2u * c + 1u]);
+}
+
+// bn_grad_sums and bn_backward_dx in one workgroup per 16 columns: the same sums, then dx over every
+// row of its columns. It binds 9 storage buffers (no coef), so it runs where the device grants that
+// many per stage (WebGPU's default is 8). Dispatch: (ceil(cols / 16), 1, 1).
+@compute @workgroup_size(16, 16)
+fn bn_backward_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let col = wid.x * 16u + lid.x;
+    var dbeta = 0.0;
+    var dgamma = 0.0;
+    for (var k = 0u; k < p.chunks; k++) {
+        let acc = grad_terms(col, k, lid.y);
+        dbeta += lanes_total(lid, acc.x);
+        dgamma += lanes_total(lid, acc.y);
     }
-    y[i] = gamma[c] * scale[c] / r * (r * g - coef[2u * c] - xhat * coef[2u * c + 1u]);
+    if (col >= p.cols) {
+        return;
+    }
+    if (lid.y == 0u) {
+        dbeta_out[col] = dbeta;
+        dgamma_out[col] = dgamma;
+    }
+    for (var r = lid.y; r < p.rows; r += 16u) {
+        dx_at(r * p.cols + col, col, dbeta, dgamma);
+    }
 }

@@ -1,6 +1,7 @@
 // Fused softmax cross-entropy over logits[rows x cols] with integer labels stored as f32.
-// Row kernels: one invocation per row (1-d launch). Finishers: one workgroup adds the rows in a fixed
-// order (deterministic), dispatch (1, 1, 1).
+// Many rows: row kernels (one invocation per row, 1-d launch), then a finisher, one workgroup that adds
+// the rows in a fixed order (deterministic), dispatch (1, 1, 1). Few rows: one kernel, one workgroup,
+// whose invocations compute their rows themselves and add them in the finisher's order (same bits).
 
 struct Params {
     rows: u32,
@@ -32,16 +33,10 @@ fn row_lse(r: u32, m: f32) -> f32 {
     return m + log(s);
 }
 
-// per_row[r] = -log softmax(z)[label]; dlogits = (softmax(z) - onehot(label)) / rows
-@compute @workgroup_size(256)
-fn softmax_ce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r = flat_index(wid, nwg, lid);
-    if (r >= p.rows) {
-        return;
-    }
+// Row r: dlogits = (softmax(z) - onehot(label)) / rows written; returns -log softmax(z)[label].
+fn ce_row(r: u32) -> f32 {
     let label = u32(labels[r]);
     let lse = row_lse(r, row_max(r));
-    per_row[r] = lse - logits[r * p.cols + label];
     for (var c = 0u; c < p.cols; c++) {
         var onehot = 0.0;
         if (c == label) {
@@ -49,15 +44,11 @@ fn softmax_ce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         }
         dlogits[r * p.cols + c] = (exp(logits[r * p.cols + c] - lse) - onehot) / f32(p.rows);
     }
+    return lse - logits[r * p.cols + label];
 }
 
-// per_row[2r] = 1 if argmax == label (first maximum wins), per_row[2r+1] = row loss
-@compute @workgroup_size(256)
-fn eval_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r = flat_index(wid, nwg, lid);
-    if (r >= p.rows) {
-        return;
-    }
+// Row r: (1 if argmax == label, the first maximum winning; the row loss).
+fn eval_row(r: u32) -> vec2<f32> {
     let label = u32(labels[r]);
     var best = 0u;
     for (var c = 1u; c < p.cols; c++) {
@@ -66,8 +57,29 @@ fn eval_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         }
     }
     let lse = row_lse(r, logits[r * p.cols + best]);
-    per_row[2u * r] = select(0.0, 1.0, best == label);
-    per_row[2u * r + 1u] = lse - logits[r * p.cols + label];
+    return vec2<f32>(select(0.0, 1.0, best == label), lse - logits[r * p.cols + label]);
+}
+
+// per_row[r] = the row loss (ce_row)
+@compute @workgroup_size(256)
+fn softmax_ce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r = flat_index(wid, nwg, lid);
+    if (r >= p.rows) {
+        return;
+    }
+    per_row[r] = ce_row(r);
+}
+
+// per_row[2r], per_row[2r+1] = eval_row(r)
+@compute @workgroup_size(256)
+fn eval_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let r = flat_index(wid, nwg, lid);
+    if (r >= p.rows) {
+        return;
+    }
+    let e = eval_row(r);
+    per_row[2u * r] = e.x;
+    per_row[2u * r + 1u] = e.y;
 }
 
 var<workgroup> lanes: array<f32, 256>;
@@ -83,18 +95,13 @@ fn tree_sum(lid: u32) {
     }
 }
 
-// loss[0] = (loss[0] if accumulate) + mean of per_row
-@compute @workgroup_size(256)
-fn loss_finish(@builtin(local_invocation_id) lid: vec3<u32>) {
-    var s = 0.0;
-    for (var r = lid.x; r < p.rows; r += 256u) {
-        s += per_row[r];
-    }
-    lanes[lid.x] = s;
-    lanes2[lid.x] = 0.0;
+// loss[0] = (loss[0] if accumulate) + the mean of the row losses, given lane lid's share of their sum.
+fn store_loss(lid: u32, share: f32) {
+    lanes[lid] = share;
+    lanes2[lid] = 0.0;
     workgroupBarrier();
-    tree_sum(lid.x);
-    if (lid.x == 0u) {
+    tree_sum(lid);
+    if (lid == 0u) {
         let mean = lanes[0] / f32(p.rows);
         if (p.accumulate != 0u) {
             out[0] = out[0] + mean;
@@ -104,7 +111,40 @@ fn loss_finish(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
 }
 
-// out[0] += correct rows, out[1] += summed row losses
+// out[0] += correct rows, out[1] += summed row losses, given lane lid's shares of both.
+fn store_counts(lid: u32, correct: f32, loss: f32) {
+    lanes[lid] = correct;
+    lanes2[lid] = loss;
+    workgroupBarrier();
+    tree_sum(lid);
+    if (lid == 0u) {
+        out[0] = out[0] + lanes[0];
+        out[1] = out[1] + lanes2[0];
+    }
+}
+
+// Finishes softmax_ce_rows: lane l adds rows l, l + 256, ... of per_row.
+@compute @workgroup_size(256)
+fn loss_finish(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var s = 0.0;
+    for (var r = lid.x; r < p.rows; r += 256u) {
+        s += per_row[r];
+    }
+    store_loss(lid.x, s);
+}
+
+// softmax_ce_rows and loss_finish in one workgroup: lane l computes rows l, l + 256, ... and adds
+// their losses in loss_finish's order.
+@compute @workgroup_size(256)
+fn softmax_ce_fused(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var s = 0.0;
+    for (var r = lid.x; r < p.rows; r += 256u) {
+        s += ce_row(r);
+    }
+    store_loss(lid.x, s);
+}
+
+// Finishes eval_rows.
 @compute @workgroup_size(256)
 fn eval_finish(@builtin(local_invocation_id) lid: vec3<u32>) {
     var correct = 0.0;
@@ -113,12 +153,18 @@ fn eval_finish(@builtin(local_invocation_id) lid: vec3<u32>) {
         correct += per_row[2u * r];
         loss += per_row[2u * r + 1u];
     }
-    lanes[lid.x] = correct;
-    lanes2[lid.x] = loss;
-    workgroupBarrier();
-    tree_sum(lid.x);
-    if (lid.x == 0u) {
-        out[0] = out[0] + lanes[0];
-        out[1] = out[1] + lanes2[0];
+    store_counts(lid.x, correct, loss);
+}
+
+// eval_rows and eval_finish in one workgroup, in eval_finish's order.
+@compute @workgroup_size(256)
+fn eval_fused(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var correct = 0.0;
+    var loss = 0.0;
+    for (var r = lid.x; r < p.rows; r += 256u) {
+        let e = eval_row(r);
+        correct += e.x;
+        loss += e.y;
     }
+    store_counts(lid.x, correct, loss);
 }

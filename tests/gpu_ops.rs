@@ -585,6 +585,61 @@ fn fused_column_sums_match_passes() {
     }
 }
 
+/// Logits whose row losses are 0 (the label far ahead) except rows 0 (2^24), 256 and 257 (about
+/// 1.31 each): added in another order than the row kernels' finisher (rows 256 and 257 first),
+/// their sum rounds to another value.
+fn order_sensitive_logits(rows: usize, cols: usize, labels: &[f32]) -> Vec<f32> {
+    let mut z = vec![0.0; rows * cols];
+    for (r, row) in z.chunks_mut(cols).enumerate() {
+        let (label, next) = (labels[r] as usize, (labels[r] as usize + 1) % cols);
+        match r {
+            0 => row[next] = 16_777_216.0,
+            256 | 257 => {
+                row.fill(-50.0);
+                row[label] = 0.0;
+                row[next] = 1.0;
+            }
+            _ => row[label] = 50.0,
+        }
+    }
+    z
+}
+
+/// The one-workgroup softmax cross-entropy and evaluation kernels (few rows) give the bits of the
+/// per-row kernels and their finishers: one row, a partial workgroup, more rows than lanes.
+fn fused_row_sums_match_passes() {
+    let mut g = gpu();
+    let cols = 10;
+    for rows in [1, 37, 300, 2048] {
+        let shape = Mat::new(rows, cols);
+        let labels: Vec<f32> = (0..rows).map(|r| (r * 7 % cols) as f32).collect();
+        let logits: Vec<f32> = if rows == 2048 {
+            order_sensitive_logits(rows, cols, &labels)
+        } else {
+            rand_vec(rows * cols, 26).iter().map(|v| v * 5.0).collect()
+        };
+        let (gz, gy) = (g.upload(&logits), g.upload(&labels));
+        let mut results = Vec::new();
+        for fused_max_chunks in [usize::MAX, 0] {
+            g.column_sums.fused_max_chunks = fused_max_chunks;
+            // Not accumulated: the sum's last bits would be lost in the addition.
+            let (mut gd, mut gl) = (g.zeros(rows * cols), g.zeros(1));
+            g.softmax_ce(&gz, &gy, &mut gd, &mut gl, shape, false);
+            let mut counts = g.zeros(2);
+            g.eval_batch(&gz, &gy, &mut counts, shape);
+            results.push([g.read(&gd), g.read(&gl), g.read(&counts)]);
+        }
+        g.column_sums = ColumnSums::default();
+        for (name, (a, b)) in ["dlogits", "loss", "eval counts"]
+            .iter()
+            .zip(results[0].iter().zip(&results[1]))
+        {
+            let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(same, "{name} at {rows} rows: fused differs from the passes");
+        }
+    }
+}
+
 fn softmax_ce_and_eval() {
     let g = gpu();
     let cpu = CpuBackend::new();
@@ -867,6 +922,7 @@ fn main() -> std::process::ExitCode {
             fused_column_sums_match_passes,
         ),
         ("softmax_ce_and_eval", softmax_ce_and_eval),
+        ("fused_row_sums_match_passes", fused_row_sums_match_passes),
         ("optimizer_updates", optimizer_updates),
         (
             "adam_step_count_changes_between_steps_on_one_tensor",

@@ -1,7 +1,7 @@
 //! `shaders/batchnorm.wgsl`: batch norm over the rows of `[rows x cols]`. Every column sum adds
 //! chunks of [`CHUNK_ROWS`] rows in chunk order, so a workgroup that goes over all the chunks of its
 //! columns (the fused kernels, for few rows) gives the bits of the per-chunk passes (many rows, where
-//! the chunks run in parallel). Forward: 1 dispatch, 3, or 5 over very many rows; backward: 2 or 3.
+//! the chunks run in parallel). Forward: 1 dispatch, 3, or 5 over very many rows; backward: 1, 2 or 3.
 //! CPU twins: `CpuBackend::bn_forward_train`, `bn_forward_eval`, `bn_backward`. Tests:
 //! `tests/gpu_ops.rs` `batchnorm_forward_backward`, `fused_column_sums_match_passes`.
 
@@ -161,9 +161,10 @@ pub(super) fn forward_eval(
     );
 }
 
-/// dbeta and dgamma (few rows: `bn_grad_sums`; many: `bn_grad_partials` then `bn_grad_finish`), which
-/// also go side by side into one buffer for `bn_backward_dx` (one invocation per element). With a
-/// fused activation, dy is taken through it from the forward output in all of them.
+/// Few rows, on a device that grants 9 storage buffers a stage: `bn_backward_fused` (1 dispatch).
+/// Otherwise dbeta and dgamma (few rows: `bn_grad_sums`; many: `bn_grad_partials` then
+/// `bn_grad_finish`), which also go side by side into one buffer for `bn_backward_dx` (one invocation
+/// per element). With a fused activation, dy is taken through it from the forward output in all.
 pub(super) fn backward(
     be: &GpuBackend,
     bn: &BnSpec,
@@ -180,7 +181,18 @@ pub(super) fn backward(
         (8, &t.mean.buf),
         (9, &t.invstd.buf),
     ];
-    let outputs = [(19, &t.dbeta.buf), (20, &t.dgamma.buf), (13, &coef)];
+    let grads = [(19, &t.dbeta.buf), (20, &t.dgamma.buf)];
+    if fused(be, bn) && be.l.device.limits().max_storage_buffers_per_shader_stage >= 9 {
+        be.l.launch(
+            kernel("bn_backward_fused", bn),
+            &[&terms[..], &grads[..], &[(5, &dx.buf), (6, &t.gamma.buf)]].concat(),
+            &params(bn, false),
+            ParamsKind::Static,
+            column_blocks(bn, 1),
+        );
+        return;
+    }
+    let outputs = [&grads[..], &[(13, &coef)]].concat();
     if fused(be, bn) {
         be.l.launch(
             kernel("bn_grad_sums", bn),
