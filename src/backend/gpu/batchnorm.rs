@@ -182,7 +182,7 @@ pub(super) fn backward(
         (9, &t.invstd.buf),
     ];
     let grads = [(19, &t.dbeta.buf), (20, &t.dgamma.buf)];
-    if fused(be, bn) && be.l.device.limits().max_storage_buffers_per_shader_stage >= 9 {
+    if fused(be, bn) && be.fuses_bn_backward() {
         be.l.launch(
             kernel("bn_backward_fused", bn),
             &[&terms[..], &grads[..], &[(5, &dx.buf), (6, &t.gamma.buf)]].concat(),

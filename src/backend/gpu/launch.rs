@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 /// Invocations per workgroup of the 1-d kernels (`WG` in shaders/common.wgsl).
 pub const WG: u32 = 256;
@@ -207,26 +208,108 @@ pub enum ParamsKind {
     /// Part of the cache key: each distinct shape gets its own bind group, written once.
     Static,
     /// Change every step (Adam's bias corrections, the batch position): one bind group per buffers,
-    /// its uniform rewritten when the value changes.
+    /// its uniform a slot of a shared buffer ([`DynamicSlots`]) rewritten when the value changes.
     Dynamic,
 }
+
+/// Bytes of uniform parameters a launch may pass (the largest `Params` is well under).
+const MAX_PARAMS: usize = 64;
 
 #[derive(Hash, PartialEq, Eq)]
 struct BindKey {
     kernel: Kernel,
     /// (binding, buffer id, offset, size) of each bound range: two views of one buffer differ.
-    buffers: Vec<(u32, u64, u64, u64)>,
-    params: Vec<u8>,
+    /// Inline, as the params: building a key allocates nothing.
+    buffers: SmallVec<[(u32, u64, u64, u64); 12]>,
+    params: SmallVec<[u8; MAX_PARAMS]>,
 }
 
 struct BindEntry {
     /// The kernel's pipeline, kept here so a cached launch does one map lookup, not two.
     pipeline: wgpu::ComputePipeline,
     group: wgpu::BindGroup,
-    uniform: DeviceBuffer,
-    params: Vec<u8>,
+    uniform: Uniform,
+    params: SmallVec<[u8; MAX_PARAMS]>,
     /// Serial of the encoder that last recorded a dispatch with this bind group.
     used_in: u64,
+}
+
+/// Where a bind group's uniform parameters live.
+enum Uniform {
+    /// Static parameters: a buffer of their own, written once (kept alive by the entry).
+    Own(#[allow(dead_code)] DeviceBuffer),
+    /// Dynamic parameters: slot `slot` of block `block` of [`DynamicSlots`].
+    Slot { block: usize, slot: usize },
+}
+
+/// Bytes per dynamic-uniform slot: WebGPU's largest `minUniformBufferOffsetAlignment`.
+const SLOT_BYTES: usize = 256;
+/// Slots per block of dynamic uniforms (a block is one buffer).
+const SLOTS_PER_BLOCK: usize = 16;
+
+/// The uniforms of every `Dynamic` launch, slots of a few shared buffers with a host copy. A changed
+/// value goes into the host copy, and each block's changed bytes reach the device in one
+/// `write_buffer` just before the next submit (queue writes land before the commands submitted
+/// after them): one staging buffer per block and submit, not one per changed launch.
+struct DynamicSlots {
+    blocks: Vec<SlotBlock>,
+}
+
+struct SlotBlock {
+    buffer: DeviceBuffer,
+    host: Vec<u8>,
+    used: usize,
+    /// The byte range changed since the last upload (empty: none).
+    dirty: std::ops::Range<usize>,
+}
+
+impl DynamicSlots {
+    /// A fresh slot holding `bytes`, in a new block when the last is full.
+    fn take(
+        &mut self,
+        launcher_make: impl FnOnce() -> DeviceBuffer,
+        bytes: &[u8],
+    ) -> (usize, usize) {
+        if self.blocks.last().is_none_or(|b| b.used == SLOTS_PER_BLOCK) {
+            self.blocks.push(SlotBlock {
+                buffer: launcher_make(),
+                host: vec![0; SLOT_BYTES * SLOTS_PER_BLOCK],
+                used: 0,
+                dirty: 0..0,
+            });
+        }
+        let block = self.blocks.len() - 1;
+        let b = &mut self.blocks[block];
+        let slot = b.used;
+        b.used += 1;
+        self.set(block, slot, bytes);
+        (block, slot)
+    }
+
+    /// Puts `bytes` into the host copy of a slot, to be uploaded before the next submit.
+    fn set(&mut self, block: usize, slot: usize, bytes: &[u8]) {
+        let b = &mut self.blocks[block];
+        let at = slot * SLOT_BYTES;
+        b.host[at..at + bytes.len()].copy_from_slice(bytes);
+        let end = at + bytes.len();
+        b.dirty = if b.dirty.is_empty() {
+            at..end
+        } else {
+            b.dirty.start.min(at)..b.dirty.end.max(end)
+        };
+    }
+
+    /// Queues the changed bytes of every block.
+    fn upload(&mut self, queue: &wgpu::Queue) {
+        for b in &mut self.blocks {
+            if !b.dirty.is_empty() {
+                // write_buffer takes multiples of 4 bytes; params are Pod structs of u32 and f32.
+                let range = b.dirty.start..b.dirty.end.next_multiple_of(4);
+                queue.write_buffer(&b.buffer, range.start as u64, &b.host[range]);
+                b.dirty = 0..0;
+            }
+        }
+    }
 }
 
 /// The recording state of a GPU backend.
@@ -238,6 +321,8 @@ pub struct Launcher {
     /// Looked up once per dispatch: hashed with FxHash (a few multiplies a word), not SipHash, whose
     /// cost over a key's kernel names, buffers and params was a tenth of the recording thread's time.
     binds: RefCell<FxHashMap<BindKey, BindEntry>>,
+    /// The uniforms of the `Dynamic` launches' bind groups.
+    dynamic: RefCell<DynamicSlots>,
     /// The open compute pass on `encoder` (declared first, so it is dropped before the encoder): consecutive dispatches share one pass (wgpu still orders
     /// them), and it is closed before any copy or clear and before submitting.
     pass: RefCell<Option<wgpu::ComputePass<'static>>>,
@@ -269,6 +354,7 @@ impl Launcher {
             modules: RefCell::new(HashMap::new()),
             pipelines: RefCell::new(FxHashMap::default()),
             binds: RefCell::new(FxHashMap::default()),
+            dynamic: RefCell::new(DynamicSlots { blocks: Vec::new() }),
             encoder: RefCell::new(None),
             pass: RefCell::new(None),
             serial: Cell::new(1),
@@ -436,9 +522,13 @@ impl Launcher {
         f(enc)
     }
 
-    /// Forgets every cached bind group (and so releases the buffers they hold).
+    /// Forgets every cached bind group (and so releases the buffers they hold). The dynamic uniform
+    /// slots are freed too: work already recorded is submitted first, so later writes into them
+    /// land after it.
     pub fn clear_binds(&self) {
+        self.flush();
         self.binds.borrow_mut().clear();
+        self.dynamic.borrow_mut().blocks.clear();
     }
 
     /// Dispatches recorded since the launcher was made.
@@ -451,10 +541,12 @@ impl Launcher {
         self.binds.borrow().len()
     }
 
-    /// Submits the pending encoder (without waiting for it).
+    /// Submits the pending encoder (without waiting for it), after queueing the dynamic uniforms'
+    /// changed values, which it reads.
     pub fn flush(&self) -> Option<wgpu::SubmissionIndex> {
         self.pass.borrow_mut().take();
         let enc = self.encoder.borrow_mut().take()?;
+        self.dynamic.borrow_mut().upload(&self.queue);
         self.serial.set(self.serial.get() + 1);
         Some(self.queue.submit([enc.finish()]))
     }
@@ -481,6 +573,11 @@ impl Launcher {
             return;
         }
         let bytes = bytemuck::bytes_of(params);
+        assert!(
+            bytes.len() <= MAX_PARAMS,
+            "{}: params over {MAX_PARAMS} bytes",
+            kernel.entry
+        );
         let key = BindKey {
             kernel,
             buffers: buffers
@@ -488,50 +585,85 @@ impl Launcher {
                 .map(|(b, buf)| (*b, buf.id, buf.offset, buf.size))
                 .collect(),
             params: if kind == ParamsKind::Static {
-                bytes.to_vec()
+                SmallVec::from_slice(bytes)
             } else {
-                Vec::new()
+                SmallVec::new()
             },
         };
         let mut binds = self.binds.borrow_mut();
         let entry = match binds.entry(key) {
             std::collections::hash_map::Entry::Occupied(o) => {
                 let entry = o.into_mut();
-                if entry.params != bytes {
+                if entry.params.as_slice() != bytes {
                     if entry.used_in == self.serial.get() {
                         // The pending encoder still reads the old values: submit it before they change.
                         self.flush();
                     }
-                    self.queue.write_buffer(&entry.uniform, 0, bytes);
-                    entry.params = bytes.to_vec();
+                    let Uniform::Slot { block, slot } = entry.uniform else {
+                        unreachable!("static params are part of the key")
+                    };
+                    self.dynamic.borrow_mut().set(block, slot, bytes);
+                    entry.params = SmallVec::from_slice(bytes);
                 }
                 entry
             }
             std::collections::hash_map::Entry::Vacant(v) => {
                 let pipeline = self.pipeline(kernel);
-                let uniform = self.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(kernel.entry),
-                    contents: bytes,
-                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                });
-                let mut entries = vec![wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: uniform.as_entire_binding(),
-                }];
-                entries.extend(buffers.iter().map(|(b, buf)| wgpu::BindGroupEntry {
-                    binding: *b,
-                    resource: buf.binding(),
-                }));
-                let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(kernel.entry),
-                    layout: &pipeline.get_bind_group_layout(0),
-                    entries: &entries,
-                });
+                let uniform = match kind {
+                    ParamsKind::Static => {
+                        Uniform::Own(self.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                            label: Some(kernel.entry),
+                            contents: bytes,
+                            usage: wgpu::BufferUsages::UNIFORM,
+                        }))
+                    }
+                    ParamsKind::Dynamic => {
+                        let make = || {
+                            self.create_buffer(&wgpu::BufferDescriptor {
+                                label: Some("dynamic uniforms"),
+                                size: (SLOT_BYTES * SLOTS_PER_BLOCK) as u64,
+                                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                                mapped_at_creation: false,
+                            })
+                        };
+                        let (block, slot) = self.dynamic.borrow_mut().take(make, bytes);
+                        Uniform::Slot { block, slot }
+                    }
+                };
+                let group = {
+                    let dynamic = self.dynamic.borrow();
+                    let resource = match &uniform {
+                        Uniform::Own(buffer) => buffer.as_entire_binding(),
+                        Uniform::Slot { block, slot } => {
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &dynamic.blocks[*block].buffer,
+                                offset: (slot * SLOT_BYTES) as u64,
+                                size: std::num::NonZeroU64::new(
+                                    bytes.len().next_multiple_of(16) as u64
+                                ),
+                            })
+                        }
+                    };
+                    let mut entries: SmallVec<[wgpu::BindGroupEntry; 12]> =
+                        smallvec::smallvec![wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource,
+                        }];
+                    entries.extend(buffers.iter().map(|(b, buf)| wgpu::BindGroupEntry {
+                        binding: *b,
+                        resource: buf.binding(),
+                    }));
+                    self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(kernel.entry),
+                        layout: &pipeline.get_bind_group_layout(0),
+                        entries: &entries,
+                    })
+                };
                 v.insert(BindEntry {
                     pipeline,
                     group,
                     uniform,
-                    params: bytes.to_vec(),
+                    params: SmallVec::from_slice(bytes),
                     used_in: 0,
                 })
             }

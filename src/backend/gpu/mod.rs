@@ -275,6 +275,13 @@ impl GpuBackend {
         &self.info
     }
 
+    /// Whether a batch norm's backward over few rows is one dispatch (`bn_backward_fused`), which
+    /// binds 9 storage buffers: natively where the adapter grants that many a stage; not within
+    /// WebGPU's default limits (8).
+    pub fn fuses_bn_backward(&self) -> bool {
+        self.l.device.limits().max_storage_buffers_per_shader_stage >= 9
+    }
+
     /// How many bind groups are cached: each keeps its buffers (a model's tensors, a data set) alive
     /// until [`Backend::release_cached`].
     pub fn cached_bind_groups(&self) -> usize {
