@@ -293,7 +293,7 @@ fn main() {
 /// Host CPU time of a whole step (the recording thread's CPU clock, not wall time): wgpu's own floor
 /// on the adapter beside an fc8-bn training step on the GPU backend. The floor is 100 dispatches of one
 /// small kernel in one compute pass (16 pipelines in turn, a uniform and 4 storage buffers each,
-/// prebuilt bind groups, each dispatch reading what the one before wrote); the step is 49 dispatches.
+/// prebuilt bind groups, each dispatch reading what the one before wrote); the step is 41 dispatches.
 /// Each is recorded, finished, submitted and waited for with the device idle before it: the clock
 /// counts the recording, wgpu's encoding at `finish`, the submit, and the freeing of the finished
 /// commands during the wait (a third of the whole), but not the time asleep waiting for the device.
