@@ -264,20 +264,26 @@ fn bn_grad_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     store_grads(col, partials_total(0u, col), partials_total(1u, col));
 }
 
+// Column col's (dbeta, dgamma), chunk by chunk in order, by one workgroup; every invocation gets
+// them. Barriers inside: call it from uniform control flow.
+fn grad_totals(col: u32, lid: vec3<u32>) -> vec2<f32> {
+    var totals = vec2<f32>(0.0, 0.0);
+    for (var k = 0u; k < p.chunks; k++) {
+        let acc = grad_terms(col, k, lid.y);
+        totals.x += lanes_total(lid, acc.x);
+        totals.y += lanes_total(lid, acc.y);
+    }
+    return totals;
+}
+
 // bn_grad_partials and bn_grad_finish in one workgroup per 16 columns, going over every chunk.
 // Dispatch: (ceil(cols / 16), 1, 1).
 @compute @workgroup_size(16, 16)
 fn bn_grad_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let col = wid.x * 16u + lid.x;
-    var dbeta = 0.0;
-    var dgamma = 0.0;
-    for (var k = 0u; k < p.chunks; k++) {
-        let acc = grad_terms(col, k, lid.y);
-        dbeta += lanes_total(lid, acc.x);
-        dgamma += lanes_total(lid, acc.y);
-    }
+    let totals = grad_totals(col, lid);
     if (lid.y == 0u && col < p.cols) {
-        store_grads(col, dbeta, dgamma);
+        store_grads(col, totals.x, totals.y);
     }
 }
 
@@ -310,21 +316,15 @@ fn bn_backward_dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 @compute @workgroup_size(16, 16)
 fn bn_backward_fused(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let col = wid.x * 16u + lid.x;
-    var dbeta = 0.0;
-    var dgamma = 0.0;
-    for (var k = 0u; k < p.chunks; k++) {
-        let acc = grad_terms(col, k, lid.y);
-        dbeta += lanes_total(lid, acc.x);
-        dgamma += lanes_total(lid, acc.y);
-    }
+    let totals = grad_totals(col, lid);
     if (col >= p.cols) {
         return;
     }
     if (lid.y == 0u) {
-        dbeta_out[col] = dbeta;
-        dgamma_out[col] = dgamma;
+        dbeta_out[col] = totals.x;
+        dgamma_out[col] = totals.y;
     }
     for (var r = lid.y; r < p.rows; r += 16u) {
-        dx_at(r * p.cols + col, col, dbeta, dgamma);
+        dx_at(r * p.cols + col, col, totals.x, totals.y);
     }
 }
