@@ -811,6 +811,32 @@ fn adam_step_count_changes_between_steps_on_one_tensor() {
     assert_close("adam x3", &g.read(&gw), &cw, 1e-6);
 }
 
+/// Twenty tensors' Adam steps queued together: each bind group's corrections are a slot of the shared
+/// dynamic uniforms (more slots than one block holds), all changed every step before one submit.
+fn dynamic_uniforms_of_many_tensors() {
+    let g = gpu();
+    let cpu = CpuBackend::new();
+    let (count, n) = (20, 40);
+    let grads: Vec<Vec<f32>> = (0..count).map(|i| rand_vec(n, 100 + i as u64)).collect();
+    let mut cw: Vec<Vec<f32>> = (0..count).map(|i| rand_vec(n, 200 + i as u64)).collect();
+    let mut gw: Vec<_> = cw.iter().map(|w| g.upload(w)).collect();
+    let mut cs = vec![vec![vec![0.0; n]; 2]; count];
+    let mut gs: Vec<Vec<_>> = (0..count).map(|_| vec![g.zeros(n), g.zeros(n)]).collect();
+    let gg: Vec<_> = grads.iter().map(|v| g.upload(v)).collect();
+    let (cscale, gscale) = (vec![1.0], g.upload(&[1.0]));
+    for t in 1..=3 {
+        // Each tensor its own rate, so a slot read in place of another's gives other values.
+        for i in 0..count {
+            let step = OptimStep::plain(adam(t, false), 0.01 * (i + 1) as f32);
+            cpu.optim_step(&step, &mut cw[i], &grads[i], &mut cs[i], &cscale);
+            g.optim_step(&step, &mut gw[i], &gg[i], &mut gs[i], &gscale);
+        }
+    }
+    for i in 0..count {
+        assert_close(&format!("adam tensor {i}"), &g.read(&gw[i]), &cw[i], 1e-6);
+    }
+}
+
 fn gather_batch_normalises_in_order() {
     let g = gpu();
     let cpu = CpuBackend::new();
@@ -927,6 +953,10 @@ fn main() -> std::process::ExitCode {
         (
             "adam_step_count_changes_between_steps_on_one_tensor",
             adam_step_count_changes_between_steps_on_one_tensor,
+        ),
+        (
+            "dynamic_uniforms_of_many_tensors",
+            dynamic_uniforms_of_many_tensors,
         ),
         (
             "gather_batch_normalises_in_order",
