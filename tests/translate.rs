@@ -21,11 +21,12 @@ use wgtrain::train::{train, Silent, TrainConfig};
 /// the largest bench batch (2048, where cnn7-bn's convolutions work in chunks under a 128 MiB binding).
 const BATCHES: [usize; 5] = [1, 16, 110, 500, 2048];
 
-/// The backend on a noop adapter with subgroups of `subgroup` lanes and the kernel set `kernels`. (The
+/// The backend on a noop adapter with subgroups of `subgroup` lanes, `storage_buffers` storage buffers
+/// a stage, and the kernel set `kernels`. (The
 /// noop adapter calls itself a CPU whatever its options say, so `auto` gives the emulated kernels; the
 /// tiled ones are asked for by name, as `--kernels tiled` does.) The emulated kernels take the subgroup
 /// matmuls where subgroups are 8 lanes, as on lavapipe.
-fn noop_backend(kernels: KernelChoice, subgroup: u32) -> GpuBackend {
+fn noop_backend(kernels: KernelChoice, subgroup: u32, storage_buffers: u32) -> GpuBackend {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = wgpu::Backends::NOOP;
     // lavapipe's binding limit, so that the largest batches take the chunked convolutions; at most the
@@ -33,6 +34,7 @@ fn noop_backend(kernels: KernelChoice, subgroup: u32) -> GpuBackend {
     let limits = wgpu::Limits {
         max_storage_buffer_binding_size: 128 << 20,
         max_bind_groups: 8,
+        max_storage_buffers_per_shader_stage: storage_buffers,
         ..wgpu::Limits::unlimited()
     };
     desc.backend_options.noop = wgpu::NoopBackendOptions {
@@ -112,15 +114,26 @@ fn build_every_model(be: &GpuBackend) {
 
 /// The pipelines of each kernel set, keyed by a readable name (family, entry, constants).
 fn every_pipeline() -> BTreeMap<String, (PipelineInfo, Vec<&'static str>)> {
+    // The last set is a browser's: 8 storage buffers a stage (batch norm's backward as the fused
+    // sums then dx), and column sums fused only within one chunk, so the softmax and evaluation row
+    // kernels and their finishers are built too (at batches 500 and 2048).
     let sets = [
-        ("tiled", KernelChoice::Tiled, 32),
-        ("emulated, 8-lane subgroups", KernelChoice::Auto, 8),
-        ("emulated, 4-lane subgroups", KernelChoice::Auto, 4),
+        ("tiled", KernelChoice::Tiled, 32, 64),
+        ("emulated, 8-lane subgroups", KernelChoice::Auto, 8, 64),
+        ("emulated, 4-lane subgroups", KernelChoice::Auto, 4, 64),
+        ("tiled, 8 storage buffers", KernelChoice::Tiled, 32, 8),
     ];
     let mut all: BTreeMap<String, (PipelineInfo, Vec<&'static str>)> = BTreeMap::new();
-    for (set, kernels, lanes) in sets {
-        let be = noop_backend(kernels, lanes);
-        let expected = if set == "tiled" { "tiled" } else { "emulated" };
+    for (set, kernels, lanes, storage_buffers) in sets {
+        let mut be = noop_backend(kernels, lanes, storage_buffers);
+        if storage_buffers == 8 {
+            be.column_sums.fused_max_chunks = 1;
+        }
+        let expected = if set.starts_with("tiled") {
+            "tiled"
+        } else {
+            "emulated"
+        };
         assert_eq!(be.style.name(), expected, "{set}");
         assert_eq!(be.subgroup_kernels, lanes == 8, "{set}");
         build_every_model(&be);
@@ -284,7 +297,8 @@ fn every_pipeline_of_the_models_translates_to_msl_hlsl_and_spirv() {
         failures.len(),
         failures.join("\n")
     );
-    // Both kernel sets reach their own matmuls, and every family is there.
+    // Both kernel sets reach their own matmuls, every family is there, and both ways of the kernels
+    // that fuse over few rows.
     let entries: Vec<&str> = all.values().map(|(p, _)| p.entry).collect();
     for e in [
         "matmul_tiled",
@@ -297,6 +311,15 @@ fn every_pipeline_of_the_models_translates_to_msl_hlsl_and_spirv() {
         "im2col",
         "col2im",
         "bn_eval",
+        "bn_backward_fused",
+        "bn_grad_sums",
+        "bn_backward_dx",
+        "softmax_ce_fused",
+        "softmax_ce_rows",
+        "loss_finish",
+        "eval_fused",
+        "eval_rows",
+        "eval_finish",
         "sgd",
         "rmsprop",
         "adam",

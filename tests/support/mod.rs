@@ -134,6 +134,17 @@ pub fn gpu() -> wgtrain::backend::gpu::GpuBackend {
     gpu_with(wgtrain::backend::KernelChoice::Auto)
 }
 
+/// [`gpu`] within WebGPU's default limits, as a web page opens it (8 storage buffers a stage).
+#[cfg(feature = "gpu")]
+#[allow(dead_code)]
+pub fn gpu_web_limits() -> wgtrain::backend::gpu::GpuBackend {
+    use wgtrain::backend::gpu::{choose_adapter, instance, GpuBackend};
+    let adapter = choose_adapter(&instance(), test_adapter().as_deref(), true)
+        .unwrap_or_else(|e| panic!("no GPU adapter is usable: {e:#}"));
+    GpuBackend::on_adapter_web_limits(&adapter, wgtrain::backend::KernelChoice::Auto)
+        .unwrap_or_else(|e| panic!("the adapter within WebGPU's default limits: {e:#}"))
+}
+
 /// [`gpu`] with the kernel set `kernels`.
 #[cfg(feature = "gpu")]
 pub fn gpu_with(kernels: wgtrain::backend::KernelChoice) -> wgtrain::backend::gpu::GpuBackend {

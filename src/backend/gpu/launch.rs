@@ -245,7 +245,7 @@ enum Uniform {
 /// Bytes per dynamic-uniform slot: WebGPU's largest `minUniformBufferOffsetAlignment`.
 const SLOT_BYTES: usize = 256;
 /// Slots per block of dynamic uniforms (a block is one buffer).
-const SLOTS_PER_BLOCK: usize = 16;
+pub const SLOTS_PER_BLOCK: usize = 16;
 
 /// The uniforms of every `Dynamic` launch, slots of a few shared buffers with a host copy. A changed
 /// value goes into the host copy, and each block's changed bytes reach the device in one

@@ -35,8 +35,8 @@ mod reduce;
 mod softmax_ce;
 
 pub use adapter::{choose_adapter, instance, list_adapters, AdapterSummary};
-pub use launch::PipelineInfo;
 use launch::{GpuBuf, Launcher};
+pub use launch::{PipelineInfo, SLOTS_PER_BLOCK as DYNAMIC_SLOTS_PER_BLOCK};
 
 use super::KernelChoice;
 use super::{
@@ -120,6 +120,9 @@ pub struct GpuBackend {
     /// Bytes one binding may span: the adapter's `max_storage_buffer_binding_size`, or less for tests
     /// ([`GpuBackend::with_binding_limit`]), which makes layers chunk their batch at small shapes.
     binding_limit: u64,
+    /// The device grants 9 storage buffers a stage ([`GpuBackend::fuses_bn_backward`]); read once,
+    /// since on the web the limits live in JavaScript.
+    bn_backward_fuses: bool,
 }
 
 /// Drives a device request to completion on this thread: natively only. A page must await
@@ -250,11 +253,13 @@ impl GpuBackend {
         }));
         let style = KernelStyle::pick(kernels, info.device_type);
         let binding_limit = l.device.limits().max_storage_buffer_binding_size;
+        let bn_backward_fuses = l.device.limits().max_storage_buffers_per_shader_stage >= 9;
         let subgroup_kernels = l.device.features().contains(wgpu::Features::SUBGROUP)
             && (info.subgroup_min_size, info.subgroup_max_size) == (8, 8);
         Ok(GpuBackend {
             l,
             binding_limit,
+            bn_backward_fuses,
             subgroup_kernels,
             column_sums: ColumnSums::default(),
             style,
@@ -279,7 +284,7 @@ impl GpuBackend {
     /// binds 9 storage buffers: natively where the adapter grants that many a stage; not within
     /// WebGPU's default limits (8).
     pub fn fuses_bn_backward(&self) -> bool {
-        self.l.device.limits().max_storage_buffers_per_shader_stage >= 9
+        self.bn_backward_fuses
     }
 
     /// How many bind groups are cached: each keeps its buffers (a model's tensors, a data set) alive
