@@ -277,11 +277,9 @@ fn fifty_gpu_steps_lower_the_loss_and_track_the_cpu() {
 /// both kernel sets: a pipeline over a limit is a validation error (`health`), which also leaves the
 /// compared tensors wrong.
 fn every_model_fits_webgpu_default_limits() {
-    use wgtrain::backend::gpu::{choose_adapter, instance, GpuBackend};
     use wgtrain::backend::Backend;
-    let adapter = choose_adapter(&instance(), support::test_adapter().as_deref(), true).unwrap();
     for kernels in [KernelChoice::Tiled, KernelChoice::Emulated] {
-        let g = GpuBackend::on_adapter_web_limits(&adapter, kernels).unwrap();
+        let g = support::gpu_web_limits(kernels);
         assert_eq!(g.max_binding_len(), Some((128 << 20) / 4));
         for name in [
             "fc8",

@@ -518,13 +518,19 @@ fn batchnorm_outputs(g: &GpuBackend, rows: usize, cols: usize, act: Option<Act>)
         .collect()
 }
 
+/// Whether two results are equal bit for bit (the fused kernels' promise), NaNs and signed zeros
+/// included.
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits())
+}
+
 /// The ways column sums are spread over dispatches (batch norm, the bias gradient) round alike: one
 /// fused kernel (batch norm's backward one dispatch where 9 storage buffers are granted, else the
 /// fused sums then dx, as in a browser), per-chunk passes that finish the statistics themselves, and
 /// passes with finisher dispatches in between.
 fn fused_column_sums_match_passes() {
     let mut g = gpu();
-    let web = support::gpu_web_limits();
+    let web = support::gpu_web_limits(wgtrain::backend::KernelChoice::Auto);
     assert!(!web.fuses_bn_backward(), "8 storage buffers a stage");
     let names = [
         "y",
@@ -585,8 +591,10 @@ fn fused_column_sums_match_passes() {
         let (first, want) = &results[0];
         for (way, got) in &results[1..] {
             for ((name, a), b) in names.iter().chain(&["bias grad"]).zip(want).zip(got) {
-                let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
-                assert!(same, "{name} at {rows}x{cols}: {way} differs from {first}");
+                assert!(
+                    same_bits(a, b),
+                    "{name} at {rows}x{cols}: {way} differs from {first}"
+                );
             }
         }
     }
@@ -641,8 +649,10 @@ fn fused_row_sums_match_passes() {
             .iter()
             .zip(results[0].iter().zip(&results[1]))
         {
-            let same = a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
-            assert!(same, "{name} at {rows} rows: fused differs from the passes");
+            assert!(
+                same_bits(a, b),
+                "{name} at {rows} rows: fused differs from the passes"
+            );
         }
     }
 }

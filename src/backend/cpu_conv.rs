@@ -101,8 +101,9 @@ multiversion! {
     /// Rows `r0..` of `y = im2col(x) W^T` (before the bias) for one input channel, without the column
     /// matrix, [`PX`] output pixels of an output row at a time, their sums in registers (the channel
     /// count rounded up to 4, 6, 8 or 16, a constant of each compiled copy; a lane per pixel up to 8
-    /// channels, a lane per channel above). Each output is a fused multiply-add chain over the taps in order from zero, as `gemm`
-    /// sums it, so the bits are the unfused product's (`tests/cpu_conv.rs`).
+    /// channels, a lane per channel above). Each output is a fused multiply-add chain over the taps
+    /// in order from zero, as `gemm` sums it, so the bits are the unfused product's
+    /// (`tests/cpu_conv.rs`).
     pub fn one_channel_rows(g: &ConvGeom, x: &[f32], w: &[f32], out_c: usize, r0: usize, y: &mut [f32]) {
         assert!(g.c == 1 && out_c <= DIRECT_MAX_OUT);
         match out_c {

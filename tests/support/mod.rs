@@ -134,14 +134,17 @@ pub fn gpu() -> wgtrain::backend::gpu::GpuBackend {
     gpu_with(wgtrain::backend::KernelChoice::Auto)
 }
 
-/// [`gpu`] within WebGPU's default limits, as a web page opens it (8 storage buffers a stage).
+/// [`gpu_with`] within WebGPU's default limits, as a web page opens it (8 storage buffers a stage,
+/// 128 MiB a binding).
 #[cfg(feature = "gpu")]
 #[allow(dead_code)]
-pub fn gpu_web_limits() -> wgtrain::backend::gpu::GpuBackend {
+pub fn gpu_web_limits(
+    kernels: wgtrain::backend::KernelChoice,
+) -> wgtrain::backend::gpu::GpuBackend {
     use wgtrain::backend::gpu::{choose_adapter, instance, GpuBackend};
     let adapter = choose_adapter(&instance(), test_adapter().as_deref(), true)
         .unwrap_or_else(|e| panic!("no GPU adapter is usable: {e:#}"));
-    GpuBackend::on_adapter_web_limits(&adapter, wgtrain::backend::KernelChoice::Auto)
+    GpuBackend::on_adapter_web_limits(&adapter, kernels)
         .unwrap_or_else(|e| panic!("the adapter within WebGPU's default limits: {e:#}"))
 }
 

@@ -251,37 +251,33 @@ pub const SLOTS_PER_BLOCK: usize = 16;
 /// value goes into the host copy, and each block's changed bytes reach the device in one
 /// `write_buffer` just before the next submit (queue writes land before the commands submitted
 /// after them): one staging buffer per block and submit, not one per changed launch.
+#[derive(Default)]
 struct DynamicSlots {
     blocks: Vec<SlotBlock>,
+    /// Slots handed out, in order: slot i is slot i % SLOTS_PER_BLOCK of block i / SLOTS_PER_BLOCK.
+    taken: usize,
 }
 
 struct SlotBlock {
     buffer: DeviceBuffer,
     host: Vec<u8>,
-    used: usize,
     /// The byte range changed since the last upload (empty: none).
     dirty: std::ops::Range<usize>,
 }
 
 impl DynamicSlots {
-    /// A fresh slot holding `bytes`, in a new block when the last is full.
-    fn take(
-        &mut self,
-        launcher_make: impl FnOnce() -> DeviceBuffer,
-        bytes: &[u8],
-    ) -> (usize, usize) {
-        if self.blocks.last().is_none_or(|b| b.used == SLOTS_PER_BLOCK) {
+    /// A fresh slot holding `bytes`, in a new block (its buffer from `make_buffer`) when the last is
+    /// full.
+    fn take(&mut self, make_buffer: impl FnOnce() -> DeviceBuffer, bytes: &[u8]) -> (usize, usize) {
+        let (block, slot) = (self.taken / SLOTS_PER_BLOCK, self.taken % SLOTS_PER_BLOCK);
+        if slot == 0 {
             self.blocks.push(SlotBlock {
-                buffer: launcher_make(),
+                buffer: make_buffer(),
                 host: vec![0; SLOT_BYTES * SLOTS_PER_BLOCK],
-                used: 0,
                 dirty: 0..0,
             });
         }
-        let block = self.blocks.len() - 1;
-        let b = &mut self.blocks[block];
-        let slot = b.used;
-        b.used += 1;
+        self.taken += 1;
         self.set(block, slot, bytes);
         (block, slot)
     }
@@ -354,7 +350,7 @@ impl Launcher {
             modules: RefCell::new(HashMap::new()),
             pipelines: RefCell::new(FxHashMap::default()),
             binds: RefCell::new(FxHashMap::default()),
-            dynamic: RefCell::new(DynamicSlots { blocks: Vec::new() }),
+            dynamic: RefCell::new(DynamicSlots::default()),
             encoder: RefCell::new(None),
             pass: RefCell::new(None),
             serial: Cell::new(1),
@@ -528,7 +524,7 @@ impl Launcher {
     pub fn clear_binds(&self) {
         self.flush();
         self.binds.borrow_mut().clear();
-        self.dynamic.borrow_mut().blocks.clear();
+        *self.dynamic.borrow_mut() = DynamicSlots::default();
     }
 
     /// Dispatches recorded since the launcher was made.
