@@ -40,6 +40,14 @@ fn conv_ops_equal_their_unfused_sequence() {
         (23, 1, 28, 28, 5, 1, 2, 6),
         (82, 1, 28, 28, 5, 2, 2, 12),
         (4, 1, 10, 10, 2, 1, 3, 5),
+        // The direct one-channel weight gradient: a last k slice of 1, 2 and 3 rows (`gemm`'s gevv
+        // for 1 and 2), 32 outputs of a 3x3 kernel (vgg-small), 2x2 and 4x4 kernels, and 17 outputs
+        // of a 3x3 (the 32-lane copy, half used).
+        (1, 1, 41, 25, 3, 1, 1, 32),
+        (2, 1, 27, 19, 3, 1, 1, 9),
+        (1, 1, 13, 79, 3, 1, 1, 17),
+        (3, 1, 24, 24, 2, 1, 0, 16),
+        (4, 1, 25, 25, 4, 1, 2, 7),
         // 23x23 taps: `gemm` sums more than 512 in two blocks, so not the direct forward.
         (2, 1, 30, 30, 23, 1, 11, 4),
         // One output channel: `gemm`'s matrix-vector path, so not the direct forward.

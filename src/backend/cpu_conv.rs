@@ -272,8 +272,17 @@ pub fn backward<B: Backend<Tensor = Vec<f32>>>(
     if b.accumulate {
         dw = dw.accumulate();
     }
-    let columns = |ks: std::ops::Range<usize>, tile: &mut [f32]| im2col_rows(g, x, ks.start, tile);
-    cpu_matmul::matmul_b_by_slices(&dw, b.dy, columns, b.dw);
+    if one_channel_dw_direct(g, out_c) {
+        let padded = padded_images(g, x);
+        let slice = |ks: std::ops::Range<usize>, partial: &mut [f32]| {
+            one_channel_dw_slice(g, &padded, b.dy, out_c, ks, partial)
+        };
+        cpu_matmul::split_k(&dw, b.dw, true, slice);
+    } else {
+        let columns =
+            |ks: std::ops::Range<usize>, tile: &mut [f32]| im2col_rows(g, x, ks.start, tile);
+        cpu_matmul::matmul_b_by_slices(&dw, b.dy, columns, b.dw);
+    }
     let Some(dx) = b.dx else { return };
     let (per_image, image_len) = (g.out_h() * g.out_w(), g.h * g.w * g.c);
     let images = tile_rows(g).div_ceil(per_image);
@@ -291,6 +300,214 @@ pub fn backward<B: Backend<Tensor = Vec<f32>>>(
                 }
             });
         });
+}
+
+/// Whether the weight gradient of `g` (past one [`K_SLICE`] of rows) goes by
+/// [`one_channel_dw_slice`]: one input channel, a 2x2, 3x3, 4x4 or 5x5 kernel and 2 to 16 outputs (32
+/// for 3x3), on AVX-512. `gemm` runs each slice's product `dy^T col` as the `[taps x k] [k x out_c]`
+/// product (it turns a row-major result into a column-major one), and with both sides at most 64 that
+/// is its packed kernel with k blocks of 512, except for slices of 1 or 2 rows (its `gevv`, without
+/// fused multiply-adds): the rounding [`one_channel_dw_slice`] repeats.
+fn one_channel_dw_direct(g: &ConvGeom, out_c: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let fma = super::wide::has_x86_64_v4();
+    #[cfg(not(target_arch = "x86_64"))]
+    let fma = false;
+    let most_out = if g.k == 3 { 32 } else { 16 };
+    fma && g.c == 1 && (2..=5).contains(&g.k) && (2..=most_out).contains(&out_c)
+}
+
+/// `gemm`'s depth block when both sides of a product are at most 64: its sums are fused
+/// multiply-add chains from zero over blocks of this many of k, each block then added to the total.
+const GEMM_SMALL_KC: usize = 512;
+
+/// The batch's images zero-padded on every side by `g.pad`, one channel: each tap of each output
+/// pixel is then one load at a fixed offset, with no test for the border.
+fn padded_images(g: &ConvGeom, x: &[f32]) -> Vec<f32> {
+    let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+    let mut out = vec![0.0f32; g.n * hp * wp];
+    for (img, src) in out.chunks_exact_mut(hp * wp).zip(x.chunks_exact(g.h * g.w)) {
+        for (dst, row) in img[g.pad * wp..]
+            .chunks_exact_mut(wp)
+            .zip(src.chunks_exact(g.w))
+        {
+            dst[g.pad..g.pad + g.w].copy_from_slice(row);
+        }
+    }
+    out
+}
+
+multiversion! {
+    /// One [`K_SLICE`] of a one-channel convolution's weight gradient, `partial = dy[ks]^T col[ks]`
+    /// (`[out_c x taps]`), without the column matrix, rounded as `gemm` rounds it (see
+    /// [`one_channel_dw_direct`]): per output a fused multiply-add chain from zero over each block of
+    /// [`GEMM_SMALL_KC`] rows in order, the blocks added; a slice of 1 or 2 rows as plain products
+    /// and their sum. Each row loads its `dy` (a lane per output channel) and each tap's value from
+    /// `padded` ([`padded_images`]); the sums stay in registers.
+    pub fn one_channel_dw_slice(
+        g: &ConvGeom,
+        padded: &[f32],
+        dy: &[f32],
+        out_c: usize,
+        ks: std::ops::Range<usize>,
+        partial: &mut [f32],
+    ) {
+        match (g.k, out_c) {
+            (2, ..=8) => dw_slice_of::<4, 8, 4>(g, padded, dy, out_c, ks, partial),
+            (2, _) => dw_slice_of::<4, 16, 4>(g, padded, dy, out_c, ks, partial),
+            (3, ..=8) => dw_slice_of::<9, 8, 9>(g, padded, dy, out_c, ks, partial),
+            (3, ..=16) => dw_slice_of::<9, 16, 9>(g, padded, dy, out_c, ks, partial),
+            (3, _) => dw_slice_of::<9, 32, 9>(g, padded, dy, out_c, ks, partial),
+            (4, ..=8) => dw_slice_of::<16, 8, 8>(g, padded, dy, out_c, ks, partial),
+            (4, _) => dw_slice_of::<16, 16, 8>(g, padded, dy, out_c, ks, partial),
+            (5, ..=8) => dw_slice_of::<25, 8, 13>(g, padded, dy, out_c, ks, partial),
+            _ => dw_slice_of::<25, 16, 13>(g, padded, dy, out_c, ks, partial),
+        }
+    }
+}
+
+/// [`one_channel_dw_slice`] with `TAPS` taps (k * k) and `OC` lanes of output channels (`out_c` of
+/// them used), the rows walked once per group of `G` taps (at most 16 sums in registers). Its helpers are functions inlined into the AVX-512 copy, not closures: a closure is
+/// compiled on its own, without the copy's features, and its `mul_add` would be a library call.
+#[inline(always)]
+fn dw_slice_of<const TAPS: usize, const OC: usize, const G: usize>(
+    g: &ConvGeom,
+    padded: &[f32],
+    dy: &[f32],
+    out_c: usize,
+    ks: std::ops::Range<usize>,
+    partial: &mut [f32],
+) {
+    assert!(g.k * g.k == TAPS && out_c <= OC && ks.end <= g.col_rows());
+    let wp = g.w + 2 * g.pad;
+    let offsets: [usize; TAPS] = std::array::from_fn(|t| (t / g.k) * wp + t % g.k);
+    let rows = DwRows {
+        g,
+        padded,
+        dy,
+        out_c,
+        offsets,
+    };
+    let total = match ks.len() {
+        // `gemm`'s gevv: `l1 * r1 + l0 * r0`, each product and the sum rounded.
+        1 | 2 => {
+            let mut acc = [[0.0f32; OC]; TAPS];
+            for (i, r) in ks.clone().enumerate() {
+                let (d, base) = (rows.dy_row::<OC>(r), rows.base(r));
+                for (a, &off) in acc.iter_mut().zip(&offsets) {
+                    for (a, &d) in a.iter_mut().zip(&d) {
+                        let p = padded[base + off] * d;
+                        *a = if i == 0 { p } else { p + *a };
+                    }
+                }
+            }
+            acc
+        }
+        _ => {
+            let mut total = rows.chain::<OC, G>(ks.start..ks.end.min(ks.start + GEMM_SMALL_KC));
+            let mut at = ks.start + GEMM_SMALL_KC;
+            while at < ks.end {
+                let block = rows.chain::<OC, G>(at..ks.end.min(at + GEMM_SMALL_KC));
+                for (t, b) in total.iter_mut().zip(&block) {
+                    t.iter_mut().zip(b).for_each(|(t, b)| *t += b);
+                }
+                at += GEMM_SMALL_KC;
+            }
+            total
+        }
+    };
+    for (oc, row) in partial.chunks_exact_mut(TAPS).take(out_c).enumerate() {
+        for (p, a) in row.iter_mut().zip(&total) {
+            *p = a[oc];
+        }
+    }
+}
+
+/// What [`dw_slice_of`] reads: the padded images, `dy`, and each tap's offset from a pixel's first
+/// (an array of `TAPS`, so the loops over it have a constant trip count and unroll).
+#[derive(Clone, Copy)]
+struct DwRows<'a, const TAPS: usize> {
+    g: &'a ConvGeom,
+    padded: &'a [f32],
+    dy: &'a [f32],
+    out_c: usize,
+    offsets: [usize; TAPS],
+}
+
+impl<const TAPS: usize> DwRows<'_, TAPS> {
+    /// Row `r`'s dy, a lane per output channel. Past `out_c` the lanes hold whatever follows (the
+    /// next row's dy, or zero at the end): their sums are never stored. One wide load where it fits,
+    /// since `out_c` narrow stores read back as one vector stall the load.
+    #[inline(always)]
+    fn dy_row<const OC: usize>(&self, r: usize) -> [f32; OC] {
+        let start = r * self.out_c;
+        if let Some(wide) = self.dy.get(start..start + OC) {
+            return wide.try_into().expect("OC floats");
+        }
+        let mut d = [0.0f32; OC];
+        for (d, &v) in d.iter_mut().zip(&self.dy[start..start + self.out_c]) {
+            *d = v;
+        }
+        d
+    }
+
+    /// The offset in the padded images of row `r`'s first tap.
+    #[inline(always)]
+    fn base(&self, r: usize) -> usize {
+        let g = self.g;
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let (n, p) = (r / (oh * ow), r % (oh * ow));
+        (n * (g.h + 2 * g.pad) + (p / ow) * g.stride) * (g.w + 2 * g.pad) + (p % ow) * g.stride
+    }
+
+    /// Per tap, per output channel: one fused multiply-add chain from zero over the rows `rs`, in
+    /// order, `G` taps at a time.
+    #[inline(always)]
+    fn chain<const OC: usize, const G: usize>(
+        &self,
+        rs: std::ops::Range<usize>,
+    ) -> [[f32; OC]; TAPS] {
+        let mut acc = [[0.0f32; OC]; TAPS];
+        for first in (0..TAPS).step_by(G) {
+            let group = self.chain_group::<OC, G>(rs.clone(), first);
+            for (a, g) in acc[first..].iter_mut().zip(&group) {
+                *a = *g;
+            }
+        }
+        acc
+    }
+
+    /// [`Self::chain`] for taps `first..first + G` (a tap past the last repeats the first, and is
+    /// dropped by the caller). `G` sums and their offsets are local arrays, so the tap loop unrolls
+    /// and the sums stay in registers across the rows.
+    #[inline(always)]
+    fn chain_group<const OC: usize, const G: usize>(
+        &self,
+        rs: std::ops::Range<usize>,
+        first: usize,
+    ) -> [[f32; OC]; G] {
+        let offsets: [usize; G] = std::array::from_fn(|i| self.offsets[(first + i) % TAPS]);
+        let ow = self.g.out_w();
+        let mut acc = [[0.0f32; OC]; G];
+        let (mut base, mut ox) = (self.base(rs.start), rs.start % ow);
+        for r in rs {
+            let d = self.dy_row::<OC>(r);
+            for (a, &off) in acc.iter_mut().zip(&offsets) {
+                let v = self.padded[base + off];
+                for (a, &d) in a.iter_mut().zip(&d) {
+                    *a = v.mul_add(d, *a);
+                }
+            }
+            ox += 1;
+            if ox == ow {
+                ox = 0;
+                base = self.base(r + 1);
+            } else {
+                base += self.g.stride;
+            }
+        }
+        acc
+    }
 }
 
 /// Rows `r0..` of the column matrix, as many as `col` holds (see [`im2col_row`]). The common short

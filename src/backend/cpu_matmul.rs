@@ -71,8 +71,9 @@ pub fn matmul_b_by_slices(
 }
 
 /// `slice(ks, partial)` writes `a[:, ks] b[ks, :]` into `partial` for each [`K_SLICE`] of k, in
-/// parallel or not; the partials are then added in slice order into `c`.
-fn split_k(
+/// parallel or not; the partials are then added in slice order into `c`. A caller that computes a
+/// slice's product itself must round it as `gemm` does (see `cpu_conv`'s direct weight gradient).
+pub fn split_k(
     g: &Gemm,
     c: &mut [f32],
     parallel: bool,
