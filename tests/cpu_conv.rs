@@ -48,6 +48,14 @@ fn conv_ops_equal_their_unfused_sequence() {
         (1, 1, 13, 79, 3, 1, 1, 17),
         (3, 1, 24, 24, 2, 1, 0, 16),
         (4, 1, 25, 25, 4, 1, 2, 7),
+        // The direct forward over several channels: 64 lanes (out_c 64 and 40, 504 taps), 32 lanes
+        // for 20 outputs, stride 2 with padding, 3 channels with a 4x4 kernel, and 576 taps (two
+        // depth blocks in `gemm`, so not direct).
+        (8, 32, 7, 7, 3, 1, 1, 64),
+        (2, 56, 12, 12, 3, 1, 1, 40),
+        (12, 8, 9, 9, 3, 2, 1, 20),
+        (5, 3, 16, 16, 4, 2, 1, 5),
+        (8, 64, 7, 7, 3, 1, 1, 64),
         // 23x23 taps: `gemm` sums more than 512 in two blocks, so not the direct forward.
         (2, 1, 30, 30, 23, 1, 11, 4),
         // One output channel: `gemm`'s matrix-vector path, so not the direct forward.

@@ -10,6 +10,7 @@
 //! and sums. So the bits are those of im2col + matmul + col2im, on any number of threads
 //! (`tests/cpu_conv.rs`).
 
+use super::cpu_conv_direct;
 use super::cpu_matmul::{self, with_tile, K_SLICE};
 use super::wide::multiversion;
 use super::{conv_backward_unfused, Backend, ConvBackward, ConvForward, ConvGeom, Gemm};
@@ -22,7 +23,7 @@ const TILE_BYTES: usize = 512 << 10;
 /// The fewest rows a tile's product may have. Below it `gemm` takes other paths for small products
 /// (a dot-product kernel when m * n <= 256, matrix-vector at m = 1, another k blocking at m, n <= 64)
 /// whose sums round differently from the whole matrix's product.
-const MIN_TILE_ROWS: usize = 257;
+pub(crate) const MIN_TILE_ROWS: usize = 257;
 
 /// Rows of the column matrix per tile: as many as fill [`TILE_BYTES`], at least [`MIN_TILE_ROWS`].
 fn tile_rows(g: &ConvGeom) -> usize {
@@ -55,11 +56,19 @@ pub fn forward(
     let (rows, taps) = (g.col_rows(), g.col_cols());
     let (x, w) = (&f.x[..], &f.w[..]);
     let direct = one_channel_direct(g, out_c);
+    let multi = cpu_conv_direct::multi_channel_direct(g, out_c);
+    let wt = if multi {
+        cpu_conv_direct::tap_major_weights(g, w, out_c)
+    } else {
+        Vec::new()
+    };
     parts(f.y, out_c, rows, tile_rows(g))
         .into_par_iter()
         .for_each(|(r0, yt)| {
             if direct {
                 one_channel_rows(g, x, w, out_c, r0, yt);
+            } else if multi {
+                cpu_conv_direct::multi_channel_rows(g, x, &wt, out_c, r0, yt);
             } else {
                 let n = yt.len() / out_c;
                 with_tile(n * taps, |col| {
@@ -92,7 +101,7 @@ fn one_channel_direct(g: &ConvGeom, out_c: usize) -> bool {
 
 /// Most taps a direct forward sums: `gemm` adds a longer sum in blocks of 512 (its depth block),
 /// each chained from zero, and then the blocks.
-const DIRECT_MAX_TAPS: usize = 512;
+pub(crate) const DIRECT_MAX_TAPS: usize = 512;
 
 /// Most output channels [`one_channel_rows`] keeps in its accumulators.
 const DIRECT_MAX_OUT: usize = 16;

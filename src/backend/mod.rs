@@ -11,6 +11,7 @@ pub mod act_math;
 pub mod cpu;
 pub mod cpu_bn;
 pub mod cpu_conv;
+pub mod cpu_conv_direct;
 pub mod cpu_matmul;
 pub mod cpu_pool;
 pub mod dropout;
