@@ -56,8 +56,8 @@ pub fn forward(
     let (rows, taps) = (g.col_rows(), g.col_cols());
     let (x, w) = (&f.x[..], &f.w[..]);
     let direct = one_channel_direct(g, out_c);
-    let multi = cpu_conv_direct::multi_channel_direct(g, out_c);
-    let wt = if multi {
+    let by_channel = cpu_conv_direct::by_channel_direct(g, out_c);
+    let wt = if by_channel {
         cpu_conv_direct::tap_major_weights(g, w, out_c)
     } else {
         Vec::new()
@@ -67,8 +67,8 @@ pub fn forward(
         .for_each(|(r0, yt)| {
             if direct {
                 one_channel_rows(g, x, w, out_c, r0, yt);
-            } else if multi {
-                cpu_conv_direct::multi_channel_rows(g, x, &wt, out_c, r0, yt);
+            } else if by_channel {
+                cpu_conv_direct::by_channel_rows(g, x, &wt, out_c, r0, yt);
             } else {
                 let n = yt.len() / out_c;
                 with_tile(n * taps, |col| {
@@ -83,7 +83,8 @@ pub fn forward(
 
 /// Whether the forward of `g` goes by [`one_channel_rows`]: one input channel (a grey image's first
 /// convolution, whose column rows of k*k floats made im2col and a skinny product most of LeNet-5's
-/// step), 2 to [`DIRECT_MAX_OUT`] outputs, and on AVX-512, where `gemm`'s sum of each output is one
+/// step), 2 to [`DIRECT_MAX_OUT`] outputs (more go by `cpu_conv_direct`'s lane per channel), and on
+/// AVX-512, where `gemm`'s sum of each output is one
 /// fused multiply-add chain over the taps in order from zero. Elsewhere `gemm` takes other paths
 /// that round differently (matrix-vector for one output, other kernels below [`MIN_TILE_ROWS`] rows or
 /// for a 1x1 kernel, blocks past [`DIRECT_MAX_TAPS`] taps), so those keep im2col and the product.
@@ -103,14 +104,13 @@ fn one_channel_direct(g: &ConvGeom, out_c: usize) -> bool {
 /// each chained from zero, and then the blocks.
 pub(crate) const DIRECT_MAX_TAPS: usize = 512;
 
-/// Most output channels [`one_channel_rows`] keeps in its accumulators.
-const DIRECT_MAX_OUT: usize = 16;
+/// Most output channels [`one_channel_rows`] keeps in its accumulators, a lane per pixel.
+pub(crate) const DIRECT_MAX_OUT: usize = 8;
 
 multiversion! {
     /// Rows `r0..` of `y = im2col(x) W^T` (before the bias) for one input channel, without the column
     /// matrix, [`PX`] output pixels of an output row at a time, their sums in registers (the channel
-    /// count rounded up to 4, 6, 8 or 16, a constant of each compiled copy; a lane per pixel up to 8
-    /// channels, a lane per channel above). Each output is a fused multiply-add chain over the taps
+    /// count rounded up to 4, 6 or 8, a constant of each compiled copy; a lane per pixel). Each output is a fused multiply-add chain over the taps
     /// in order from zero, as `gemm` sums it, so the bits are the unfused product's
     /// (`tests/cpu_conv.rs`).
     pub fn one_channel_rows(g: &ConvGeom, x: &[f32], w: &[f32], out_c: usize, r0: usize, y: &mut [f32]) {
@@ -118,8 +118,7 @@ multiversion! {
         match out_c {
             ..=4 => one_channel_rows_of::<4>(g, x, w, out_c, r0, y),
             5..=6 => one_channel_rows_of::<6>(g, x, w, out_c, r0, y),
-            7..=8 => one_channel_rows_of::<8>(g, x, w, out_c, r0, y),
-            _ => one_channel_rows_of::<16>(g, x, w, out_c, r0, y),
+            _ => one_channel_rows_of::<8>(g, x, w, out_c, r0, y),
         }
     }
 }
@@ -176,11 +175,7 @@ fn one_channel_rows_of<const OC: usize>(
                 k,
                 stride: s,
             };
-            if OC == DIRECT_MAX_OUT {
-                one_channel_chunk_by_channel::<OC>(rows, at, &wt, out_c, yt);
-            } else {
-                one_channel_chunk_by_pixel::<OC>(rows, at, &wt, out_c, yt);
-            }
+            one_channel_chunk_by_pixel::<OC>(rows, at, &wt, out_c, yt);
             ox0 += count;
         }
         r += ox_end - ox_start;
@@ -188,35 +183,9 @@ fn one_channel_rows_of<const OC: usize>(
 }
 
 /// [`PX`] pixels' outputs (the first pixel's taps at `at` in the padded rows; `y` holds `out_c`
-/// outputs of each pixel there is), each pixel's sums one register with a lane per output channel,
-/// stored as they are. For 16 channels, where [`one_channel_chunk_by_pixel`]'s transposing store cost
-/// more than the arithmetic (cnn7's first convolution: 4.7-5.1 ms a step against 1.2).
-#[inline(always)]
-fn one_channel_chunk_by_channel<const OC: usize>(
-    rows: PaddedRows<'_>,
-    at: usize,
-    wt: &[[f32; OC]],
-    out_c: usize,
-    y: &mut [f32],
-) {
-    let mut acc = [[0.0f32; OC]; PX];
-    for (t, wt) in wt.iter().enumerate() {
-        let row = rows.tap(t, at);
-        for (i, a) in acc.iter_mut().enumerate() {
-            let v = row[i * rows.stride];
-            for (a, &wv) in a.iter_mut().zip(wt) {
-                *a = v.mul_add(wv, *a);
-            }
-        }
-    }
-    for (yr, a) in y.chunks_exact_mut(out_c).zip(&acc) {
-        yr.copy_from_slice(&a[..out_c]);
-    }
-}
-
-/// As [`one_channel_chunk_by_channel`], each output channel's sums one register with a lane per
-/// pixel, transposed as they are stored. For up to 8 channels, where a lane per channel leaves most
-/// of each register empty (LeNet-5's 6: 1.6 ms a step against 1.9-2.3).
+/// outputs of each pixel there is), each output channel's sums one register with a lane per pixel,
+/// transposed as they are stored. For up to 8 channels, where a lane per channel leaves most of each
+/// register empty (LeNet-5's 6: 1.6 ms a step against 1.9-2.3).
 #[inline(always)]
 fn one_channel_chunk_by_pixel<const OC: usize>(
     rows: PaddedRows<'_>,

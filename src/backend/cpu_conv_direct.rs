@@ -1,28 +1,30 @@
-//! The CPU backend's direct forward convolution over several input channels: each output computed
-//! from zero-padded images and the weights, without a column matrix, rounded as `gemm` rounds the
-//! column matrix's product.
+//! The CPU backend's direct forward convolution with a lane per output channel (several input
+//! channels, or one with more outputs than `cpu_conv`'s lane-per-pixel kernel keeps): each output
+//! computed from zero-padded images and the weights, without a column matrix, rounded as `gemm`
+//! rounds the column matrix's product.
 //!
 //! The unfused forward is `im2col(x) W^T`, which `gemm` 0.19 runs as the column-major product
 //! `[out_c x taps] [taps x rows]`. With rows past [`MIN_TILE_ROWS`] that is its packed kernel, and with
 //! at most [`DIRECT_MAX_TAPS`] taps its depth block holds all of them: each output is one fused
-//! multiply-add chain from zero over the taps in order (ky, kx, channel). [`multi_channel_rows`] forms
+//! multiply-add chain from zero over the taps in order (ky, kx, channel). [`by_channel_rows`] forms
 //! the same chain, the padding's zeros included (they can turn a -0 sum into +0), so the bits are the
 //! unfused forward's (`tests/cpu_conv.rs`). Building and re-reading the column matrix was a third of
 //! the convolutions' forward time in cnn7-bn.
 
-use super::cpu_conv::{DIRECT_MAX_TAPS, MIN_TILE_ROWS};
+use super::cpu_conv::{DIRECT_MAX_OUT, DIRECT_MAX_TAPS, MIN_TILE_ROWS};
 use super::ConvGeom;
 
-/// Whether the forward of `g` goes by [`multi_channel_rows`]: 2 or more input channels, a kernel of 2
-/// or more, at most [`DIRECT_MAX_TAPS`] taps, 2 to 64 outputs, rows past [`MIN_TILE_ROWS`], on
+/// Whether the forward of `g` goes by [`by_channel_rows`]: 2 or more input channels (or one and more
+/// than [`DIRECT_MAX_OUT`] outputs: cnn7's first convolution, 0.5-0.6 ms a step against 1.0-1.4 by
+/// lanes per pixel), a kernel of 2 or more, at most [`DIRECT_MAX_TAPS`] taps, 2 to 64 outputs, rows past [`MIN_TILE_ROWS`], on
 /// AVX-512. Elsewhere `gemm` takes paths that round otherwise (more than one depth block, a
 /// matrix-vector product for one output, a dot-product kernel for small products).
-pub fn multi_channel_direct(g: &ConvGeom, out_c: usize) -> bool {
+pub fn by_channel_direct(g: &ConvGeom, out_c: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     let fma = super::wide::has_x86_64_v4();
     #[cfg(not(target_arch = "x86_64"))]
     let fma = false;
-    fma && g.c >= 2
+    fma && (g.c >= 2 || out_c > DIRECT_MAX_OUT)
         && g.k >= 2
         && g.col_cols() <= DIRECT_MAX_TAPS
         && (2..=64).contains(&out_c)
@@ -51,7 +53,7 @@ fn lanes_for(out_c: usize) -> usize {
     }
 }
 
-/// Rows `r0..` of `y = im2col(x) W^T` (before the bias) for `g` (see [`multi_channel_direct`]),
+/// Rows `r0..` of `y = im2col(x) W^T` (before the bias) for `g` (see [`by_channel_direct`]),
 /// `wt` from [`tap_major_weights`]. An image at a time is zero-padded into a scratch buffer; then a
 /// few output pixels of an output row at a time, each pixel's sums one to four AVX-512 registers with
 /// a lane per output channel (16 registers of sums in all), and per tap one broadcast of each pixel's
@@ -59,7 +61,7 @@ fn lanes_for(out_c: usize) -> usize {
 ///
 /// Written with AVX-512 intrinsics: the same loops in plain Rust were turned by the compiler's
 /// vectoriser into gathers across the pixels for 16 outputs (12-40 ms against `gemm`'s 1.3).
-pub fn multi_channel_rows(
+pub fn by_channel_rows(
     g: &ConvGeom,
     x: &[f32],
     wt: &[f32],
@@ -71,7 +73,7 @@ pub fn multi_channel_rows(
     {
         assert!(
             super::wide::has_x86_64_v4(),
-            "multi_channel_rows needs AVX-512"
+            "by_channel_rows needs AVX-512"
         );
         // SAFETY: the CPU has AVX-512F, just checked.
         unsafe { avx512::rows(g, x, wt, out_c, r0, y) }
@@ -79,7 +81,7 @@ pub fn multi_channel_rows(
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (g, x, wt, out_c, r0, y);
-        unreachable!("multi_channel_direct is false off x86-64");
+        unreachable!("by_channel_direct is false off x86-64");
     }
 }
 
