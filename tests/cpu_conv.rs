@@ -56,9 +56,8 @@ fn conv_ops_equal_their_unfused_sequence() {
         (12, 8, 9, 9, 3, 2, 1, 20),
         (5, 3, 16, 16, 4, 2, 1, 5),
         (8, 64, 7, 7, 3, 1, 1, 64),
-        // The direct input gradient past one k slice: 576 taps in six passes with 128 outputs,
-        // LeNet-5's second convolution (150 taps, padded to 160), 3 outputs, and 2 (`gemm`'s gevv,
-        // so not direct).
+        // The tiled input gradient past one k slice: 576 taps with 128 outputs, LeNet-5's second
+        // convolution, 3 outputs and 2 (`gemm`'s gevv).
         (30, 64, 7, 7, 3, 1, 1, 128),
         (25, 6, 14, 14, 5, 1, 0, 16),
         (2, 4, 30, 30, 3, 1, 1, 3),

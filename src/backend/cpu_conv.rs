@@ -265,19 +265,6 @@ pub fn backward<B: Backend<Tensor = Vec<f32>>>(
     let (per_image, image_len) = (g.out_h() * g.out_w(), g.h * g.w * g.c);
     let images = tile_rows(g).div_ceil(per_image);
     let (dy, w) = (&b.dy[..], &b.w[..]);
-    if cpu_conv_direct::dx_direct(g, out_c) {
-        let wts = cpu_conv_direct::DxWeights::new(g, w, out_c);
-        return parts(dx, image_len, g.n, images)
-            .into_par_iter()
-            .for_each(|(n0, dxt)| {
-                let mut scratch = Vec::new();
-                for (i, dxi) in dxt.chunks_mut(image_len).enumerate() {
-                    let dy_img =
-                        &dy[(n0 + i) * per_image * out_c..(n0 + i + 1) * per_image * out_c];
-                    cpu_conv_direct::dx_image(g, dy_img, &wts, out_c, dxi, &mut scratch);
-                }
-            });
-    }
     parts(dx, image_len, g.n, images)
         .into_par_iter()
         .for_each(|(n0, dxt)| {
@@ -629,36 +616,29 @@ multiversion! {
     /// One image's `dx` from its rows of the column matrix: each input element gathers its taps in
     /// (oy, ox) order, one tap per output pixel.
     pub fn col2im_image(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
-        let (oh, ow, cc) = (g.out_h(), g.out_w(), g.col_cols());
+        let (oh, ow, cc, c) = (g.out_h(), g.out_w(), g.col_cols(), g.c);
+        let kc = g.k * c;
         dx.fill(0.0);
-        for p in 0..oh * ow {
-            add_pixel_taps(g, p, &col[p * cc..(p + 1) * cc], dx);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = &col[(oy * ow + ox) * cc..(oy * ow + ox + 1) * cc];
+                let (kx0, kx1, ix0) = kernel_columns_inside(g, ox);
+                if kx0 >= kx1 {
+                    continue;
+                }
+                for ky in 0..g.k {
+                    let Some(iy) = image_row(g, oy, ky) else {
+                        continue;
+                    };
+                    let dst = (iy * g.w + ix0) * c;
+                    let src = &row[ky * kc + kx0 * c..ky * kc + kx1 * c];
+                    dx[dst..dst + src.len()]
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(d, s)| *d += s);
+                }
+            }
         }
-    }
-}
-
-/// `dx += ` output pixel `p`'s row of the column matrix's gradient (its k*k*c taps), each tap onto
-/// the input element under it; the padding's taps are dropped. Called for the pixels in order, each
-/// input element gathers its taps in (oy, ox) order.
-#[inline(always)]
-pub(crate) fn add_pixel_taps(g: &ConvGeom, p: usize, row: &[f32], dx: &mut [f32]) {
-    let ow = g.out_w();
-    let (oy, ox, c) = (p / ow, p % ow, g.c);
-    let kc = g.k * c;
-    let (kx0, kx1, ix0) = kernel_columns_inside(g, ox);
-    if kx0 >= kx1 {
-        return;
-    }
-    for ky in 0..g.k {
-        let Some(iy) = image_row(g, oy, ky) else {
-            continue;
-        };
-        let dst = (iy * g.w + ix0) * c;
-        let src = &row[ky * kc + kx0 * c..ky * kc + kx1 * c];
-        dx[dst..dst + src.len()]
-            .iter_mut()
-            .zip(src)
-            .for_each(|(d, s)| *d += s);
     }
 }
 

@@ -85,85 +85,9 @@ pub fn by_channel_rows(
     }
 }
 
-/// Whether a convolution's input gradient (past one `K_SLICE` of rows, where `cpu_conv` tiles it)
-/// goes by [`dx_image`]: a kernel of 2 or more, 3 to 512 outputs, on AVX-512. The unfused `dy W` is
-/// `gemm`'s `[taps x out_c] [out_c x rows]`, whose depth (the outputs) fits one block, so each column
-/// value is one fused multiply-add chain from zero over the outputs in order; with 1 or 2 outputs it
-/// is `gemm`'s gevv, which rounds otherwise.
-pub fn dx_direct(g: &ConvGeom, out_c: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    let fma = super::wide::has_x86_64_v4();
-    #[cfg(not(target_arch = "x86_64"))]
-    let fma = false;
-    fma && g.k >= 2 && (3..=DIRECT_MAX_TAPS).contains(&out_c)
-}
-
-/// Registers of 16 taps' sums per pixel in one pass of [`dx_image`] (with [`DX_PIXELS`] pixels, 24
-/// registers of sums).
-const DX_MAX_REGS: usize = 6;
-
-/// Output pixels [`dx_image`] computes together, each load of the weights serving all of them.
-const DX_PIXELS: usize = 4;
-
-/// The weights `[out_c x taps]` with each output's row padded to `padded_taps`: whole groups of
-/// `regs` registers of 16 taps, the groups [`dx_image`] sums in one pass.
-pub struct DxWeights {
-    w: Vec<f32>,
-    padded_taps: usize,
-    regs: usize,
-}
-
-impl DxWeights {
-    pub fn new(g: &ConvGeom, w: &[f32], out_c: usize) -> Self {
-        let taps = g.col_cols();
-        let vectors = taps.div_ceil(16);
-        let groups = vectors.div_ceil(DX_MAX_REGS);
-        let regs = vectors.div_ceil(groups);
-        let padded_taps = groups * regs * 16;
-        let mut padded = vec![0.0f32; out_c * padded_taps];
-        for (dst, src) in padded
-            .chunks_exact_mut(padded_taps)
-            .zip(w.chunks_exact(taps))
-        {
-            dst[..taps].copy_from_slice(src);
-        }
-        DxWeights {
-            w: padded,
-            padded_taps,
-            regs,
-        }
-    }
-}
-
-/// One image's `dx` from its `dy` (`out_h * out_w` rows of `out_c`): for [`DX_PIXELS`] output pixels
-/// at a time, each tap's column value is formed in registers (a lane per tap) as `gemm` forms it, and
-/// the pixels' rows are then added into `dx` in order as `col2im` adds them: the bits of the
-/// unfused `col2im(dy W)`, without the column matrix's gradient.
-pub fn dx_image(
-    g: &ConvGeom,
-    dy: &[f32],
-    wts: &DxWeights,
-    out_c: usize,
-    dx: &mut [f32],
-    scratch: &mut Vec<f32>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        assert!(super::wide::has_x86_64_v4(), "dx_image needs AVX-512");
-        // SAFETY: the CPU has AVX-512F, just checked.
-        unsafe { avx512::dx_image(g, dy, wts, out_c, dx, scratch) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (g, dy, wts, out_c, dx, scratch);
-        unreachable!("dx_direct is false off x86-64");
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{lanes_for, ConvGeom, DxWeights, DX_PIXELS};
-    use crate::backend::cpu_conv::add_pixel_taps;
+    use super::{lanes_for, ConvGeom};
     use std::arch::x86_64::{
         __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
         _mm512_storeu_ps,
@@ -270,74 +194,6 @@ mod avx512 {
         for (iy, src) in img.chunks_exact(row_len).enumerate() {
             let at = ((iy + g.pad) * wp + g.pad) * c;
             padded[at..at + row_len].copy_from_slice(src);
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub fn dx_image(
-        g: &ConvGeom,
-        dy: &[f32],
-        wts: &DxWeights,
-        out_c: usize,
-        dx: &mut [f32],
-        scratch: &mut Vec<f32>,
-    ) {
-        match wts.regs {
-            1 => dx_image_of::<1>(g, dy, wts, out_c, dx, scratch),
-            2 => dx_image_of::<2>(g, dy, wts, out_c, dx, scratch),
-            3 => dx_image_of::<3>(g, dy, wts, out_c, dx, scratch),
-            4 => dx_image_of::<4>(g, dy, wts, out_c, dx, scratch),
-            5 => dx_image_of::<5>(g, dy, wts, out_c, dx, scratch),
-            _ => dx_image_of::<6>(g, dy, wts, out_c, dx, scratch),
-        }
-    }
-
-    /// [`dx_image`] with `R` registers of 16 taps per pixel and pass.
-    #[target_feature(enable = "avx512f")]
-    fn dx_image_of<const R: usize>(
-        g: &ConvGeom,
-        dy: &[f32],
-        wts: &DxWeights,
-        out_c: usize,
-        dx: &mut [f32],
-        scratch: &mut Vec<f32>,
-    ) {
-        let (per_image, taps, tp) = (g.out_h() * g.out_w(), g.col_cols(), wts.padded_taps);
-        assert!(R == wts.regs && wts.w.len() >= out_c * tp && dy.len() >= per_image * out_c);
-        scratch.resize(DX_PIXELS * tp, 0.0);
-        dx.fill(0.0);
-        let w = wts.w.as_ptr();
-        for p0 in (0..per_image).step_by(DX_PIXELS) {
-            let count = DX_PIXELS.min(per_image - p0);
-            // A pixel past the image repeats the last one; its row is never added.
-            let pixel = |i: usize| (p0 + i).min(per_image - 1);
-            for g0 in (0..tp).step_by(16 * R) {
-                let mut acc = [[_mm512_setzero_ps(); R]; DX_PIXELS];
-                for oc in 0..out_c {
-                    let d: [__m512; DX_PIXELS] =
-                        std::array::from_fn(|i| _mm512_set1_ps(dy[pixel(i) * out_c + oc]));
-                    for v in 0..R {
-                        // SAFETY: oc < out_c and g0 + 16 * v + 16 <= tp, inside `wts.w` by the
-                        // assert above.
-                        let wv = unsafe { _mm512_loadu_ps(w.add(oc * tp + g0 + 16 * v)) };
-                        for (a, d) in acc.iter_mut().zip(&d) {
-                            a[v] = _mm512_fmadd_ps(*d, wv, a[v]);
-                        }
-                    }
-                }
-                for (i, a) in acc.iter().enumerate() {
-                    for (v, reg) in a.iter().enumerate() {
-                        let at = i * tp + g0 + 16 * v;
-                        let out: &mut [f32; 16] =
-                            (&mut scratch[at..at + 16]).try_into().expect("16 lanes");
-                        // SAFETY: `out` is 16 floats.
-                        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), *reg) };
-                    }
-                }
-            }
-            for i in 0..count {
-                add_pixel_taps(g, p0 + i, &scratch[i * tp..i * tp + taps], dx);
-            }
         }
     }
 }
