@@ -48,10 +48,12 @@ fn conv_ops_equal_their_unfused_sequence() {
         (1, 1, 13, 79, 3, 1, 1, 17),
         (3, 1, 24, 24, 2, 1, 0, 16),
         (4, 1, 25, 25, 4, 1, 2, 7),
-        // The direct forward over several channels: 64 lanes (out_c 64 and 40, 504 taps), 32 lanes
-        // for 20 outputs, stride 2 with padding, 3 channels with a 4x4 kernel, and 576 taps (two
-        // depth blocks in `gemm`, so not direct).
+        // The direct forward over several channels: 64 lanes (48 outputs over 144 taps; 64 and 40
+        // outputs over 288 and 504 taps, whose weights are too large for it), 32 lanes for 20
+        // outputs, stride 2 with padding, 3 channels with a 4x4 kernel, and 576 taps (two depth
+        // blocks in `gemm`, so not direct).
         (8, 32, 7, 7, 3, 1, 1, 64),
+        (8, 16, 9, 9, 3, 1, 1, 48),
         (2, 56, 12, 12, 3, 1, 1, 40),
         (12, 8, 9, 9, 3, 2, 1, 20),
         (5, 3, 16, 16, 4, 2, 1, 5),
