@@ -10,7 +10,7 @@
 //! and sums. So the bits are those of im2col + matmul + col2im, on any number of threads
 //! (`tests/cpu_conv.rs`).
 
-use super::cpu_conv_direct;
+use super::cpu_conv_direct::{self, DIRECT_MAX_TAPS, MIN_TILE_ROWS};
 use super::cpu_matmul::{self, with_tile, K_SLICE};
 use super::wide::multiversion;
 use super::{conv_backward_unfused, Backend, ConvBackward, ConvForward, ConvGeom, Gemm};
@@ -19,11 +19,6 @@ use rayon::prelude::*;
 /// Bytes of one tile of the column matrix: well inside a core's L2 cache beside the weights and the
 /// output rows.
 const TILE_BYTES: usize = 512 << 10;
-
-/// The fewest rows a tile's product may have. Below it `gemm` takes other paths for small products
-/// (a dot-product kernel when m * n <= 256, matrix-vector at m = 1, another k blocking at m, n <= 64)
-/// whose sums round differently from the whole matrix's product.
-pub(crate) const MIN_TILE_ROWS: usize = 257;
 
 /// Rows of the column matrix per tile: as many as fill [`TILE_BYTES`], at least [`MIN_TILE_ROWS`].
 fn tile_rows(g: &ConvGeom) -> usize {
@@ -56,7 +51,8 @@ pub fn forward(
     let (rows, taps) = (g.col_rows(), g.col_cols());
     let (x, w) = (&f.x[..], &f.w[..]);
     let direct = one_channel_direct(g, out_c);
-    let by_channel = cpu_conv_direct::by_channel_direct(g, out_c);
+    // The one-channel kernel where it applies, else a lane per output channel where that does.
+    let by_channel = !direct && cpu_conv_direct::by_channel_direct(g, out_c);
     let wt = if by_channel {
         cpu_conv_direct::tap_major_weights(g, w, out_c)
     } else {
@@ -100,12 +96,8 @@ fn one_channel_direct(g: &ConvGeom, out_c: usize) -> bool {
         && g.col_rows() >= MIN_TILE_ROWS
 }
 
-/// Most taps a direct forward sums: `gemm` adds a longer sum in blocks of 512 (its depth block),
-/// each chained from zero, and then the blocks.
-pub(crate) const DIRECT_MAX_TAPS: usize = 512;
-
 /// Most output channels [`one_channel_rows`] keeps in its accumulators, a lane per pixel.
-pub(crate) const DIRECT_MAX_OUT: usize = 8;
+const DIRECT_MAX_OUT: usize = 8;
 
 multiversion! {
     /// Rows `r0..` of `y = im2col(x) W^T` (before the bias) for one input channel, without the column

@@ -11,12 +11,21 @@
 //! unfused forward's (`tests/cpu_conv.rs`). Building and re-reading the column matrix was a third of
 //! the convolutions' forward time in cnn7-bn.
 
-use super::cpu_conv::{DIRECT_MAX_OUT, DIRECT_MAX_TAPS, MIN_TILE_ROWS};
 use super::ConvGeom;
 
-/// Whether the forward of `g` goes by [`by_channel_rows`]: 2 or more input channels (or one and more
-/// than [`DIRECT_MAX_OUT`] outputs: cnn7's first convolution, 0.5-0.6 ms a step against 1.0-1.4 by
-/// lanes per pixel), a kernel of 2 or more, at most [`DIRECT_MAX_TAPS`] taps, 2 to 64 outputs, rows past [`MIN_TILE_ROWS`], on
+/// The fewest rows a product may have for its sums to be `gemm`'s packed kernel's. Below it `gemm`
+/// takes other paths for small products (a dot-product kernel when m * n <= 256, matrix-vector at
+/// m = 1, another k blocking at m, n <= 64) that round differently; `cpu_conv`'s tiles keep at least
+/// this many rows.
+pub const MIN_TILE_ROWS: usize = 257;
+
+/// Most taps a direct forward sums: `gemm` adds a longer sum in depth blocks, each chained from zero,
+/// and then the blocks.
+pub const DIRECT_MAX_TAPS: usize = 512;
+
+/// Whether the forward of `g` can go by [`by_channel_rows`] (`cpu_conv` first takes its lane-per-pixel
+/// kernel for one input channel and up to 8 outputs; above, on cnn7's first convolution, this one took
+/// 0.5-0.6 ms a step against 1.0-1.4): a kernel of 2 or more, at most [`DIRECT_MAX_TAPS`] taps, 2 to 64 outputs, rows past [`MIN_TILE_ROWS`], on
 /// AVX-512. Elsewhere `gemm` takes paths that round otherwise (more than one depth block, a
 /// matrix-vector product for one output, a dot-product kernel for small products).
 pub fn by_channel_direct(g: &ConvGeom, out_c: usize) -> bool {
@@ -24,8 +33,7 @@ pub fn by_channel_direct(g: &ConvGeom, out_c: usize) -> bool {
     let fma = super::wide::has_x86_64_v4();
     #[cfg(not(target_arch = "x86_64"))]
     let fma = false;
-    fma && (g.c >= 2 || out_c > DIRECT_MAX_OUT)
-        && g.k >= 2
+    fma && g.k >= 2
         && g.col_cols() <= DIRECT_MAX_TAPS
         && (2..=64).contains(&out_c)
         && g.col_rows() >= MIN_TILE_ROWS
