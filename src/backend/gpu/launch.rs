@@ -1,6 +1,7 @@
 //! Recording kernels: shader modules and pipelines made once, bind groups made once per (kernel,
-//! buffers, shape) and reused every step, and one pending command encoder that is submitted only when
-//! the host needs a result or must overwrite something the queued work still reads.
+//! buffers, shape) and reused every step, and one pending command encoder that is submitted when the
+//! host needs a result or must overwrite something the queued work still reads, or when it holds
+//! [`MAX_PENDING_DISPATCHES`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -227,11 +228,22 @@ struct BindKey {
 struct BindEntry {
     /// The kernel's pipeline, kept here so a cached launch does one map lookup, not two.
     pipeline: wgpu::ComputePipeline,
+    /// Static parameters: one version, with a uniform buffer of its own. Dynamic parameters: one
+    /// version per distinct value recorded into one encoder (a step's gather position, Adam's
+    /// corrections), each bind group with a uniform slot of its own, so a new value needs no submit;
+    /// kept and reused by later encoders.
+    versions: SmallVec<[Version; 1]>,
+    /// The version the last dispatch recorded.
+    current: usize,
+    /// Serial of the encoder that last recorded a dispatch with this entry.
+    used_in: u64,
+}
+
+/// One bind group of a [`BindEntry`] and the parameters its uniform holds.
+struct Version {
     group: wgpu::BindGroup,
     uniform: Uniform,
     params: SmallVec<[u8; MAX_PARAMS]>,
-    /// Serial of the encoder that last recorded a dispatch with this bind group.
-    used_in: u64,
 }
 
 /// Where a bind group's uniform parameters live.
@@ -241,6 +253,12 @@ enum Uniform {
     /// Dynamic parameters: slot `slot` of block `block` of [`DynamicSlots`].
     Slot { block: usize, slot: usize },
 }
+
+/// Dispatches one encoder takes before it is submitted (at the next launch), when nothing needs a
+/// result sooner. Submitting costs the recording thread a fixed few hundred microseconds on lavapipe
+/// (wgpu's encoding and the driver's submit and freeing), so steps share a submit; a bound keeps the
+/// device busy while the host records (and the dynamic uniforms' versions few).
+pub const MAX_PENDING_DISPATCHES: u64 = 512;
 
 /// Bytes per dynamic-uniform slot: WebGPU's largest `minUniformBufferOffsetAlignment`.
 const SLOT_BYTES: usize = 256;
@@ -327,6 +345,8 @@ pub struct Launcher {
     serial: Cell<u64>,
     /// Dispatches recorded so far (read by the profiler: dispatches per op and per step).
     dispatches: Cell<u64>,
+    /// `dispatches` at the last submit: the pending encoder holds the difference.
+    dispatches_at_submit: Cell<u64>,
     /// Bytes of every [`DeviceBuffer`] alive: tensors, uniforms, staging.
     live: Arc<AtomicU64>,
     /// The profiler's timestamp queries while it times (see [`Launcher::timer_start`]).
@@ -355,6 +375,7 @@ impl Launcher {
             pass: RefCell::new(None),
             serial: Cell::new(1),
             dispatches: Cell::new(0),
+            dispatches_at_submit: Cell::new(0),
             live: Arc::new(AtomicU64::new(0)),
             timer: RefCell::new(None),
         }
@@ -544,6 +565,7 @@ impl Launcher {
         let enc = self.encoder.borrow_mut().take()?;
         self.dynamic.borrow_mut().upload(&self.queue);
         self.serial.set(self.serial.get() + 1);
+        self.dispatches_at_submit.set(self.dispatches.get());
         Some(self.queue.submit([enc.finish()]))
     }
 
@@ -586,80 +608,46 @@ impl Launcher {
                 SmallVec::new()
             },
         };
+        if self.dispatches.get() - self.dispatches_at_submit.get() >= MAX_PENDING_DISPATCHES {
+            self.flush();
+        }
+        let serial = self.serial.get();
         let mut binds = self.binds.borrow_mut();
         let entry = match binds.entry(key) {
             std::collections::hash_map::Entry::Occupied(o) => {
                 let entry = o.into_mut();
-                if entry.params.as_slice() != bytes {
-                    if entry.used_in == self.serial.get() {
-                        // The pending encoder still reads the old values: submit it before they change.
-                        self.flush();
+                if kind == ParamsKind::Dynamic {
+                    let fresh = entry.used_in != serial;
+                    if fresh {
+                        // A new encoder: what earlier ones read was uploaded before their submits.
+                        entry.current = 0;
+                    } else if entry.versions[entry.current].params.as_slice() != bytes {
+                        // The pending encoder reads the current version's value: take the next.
+                        entry.current += 1;
+                        if entry.current == entry.versions.len() {
+                            let version =
+                                self.version(kernel, &entry.pipeline, buffers, bytes, kind);
+                            entry.versions.push(version);
+                        }
                     }
-                    let Uniform::Slot { block, slot } = entry.uniform else {
-                        unreachable!("static params are part of the key")
-                    };
-                    self.dynamic.borrow_mut().set(block, slot, bytes);
-                    entry.params = SmallVec::from_slice(bytes);
+                    let version = &mut entry.versions[entry.current];
+                    if version.params.as_slice() != bytes {
+                        let Uniform::Slot { block, slot } = version.uniform else {
+                            unreachable!("dynamic params live in slots")
+                        };
+                        self.dynamic.borrow_mut().set(block, slot, bytes);
+                        version.params = SmallVec::from_slice(bytes);
+                    }
                 }
                 entry
             }
             std::collections::hash_map::Entry::Vacant(v) => {
                 let pipeline = self.pipeline(kernel);
-                let uniform = match kind {
-                    ParamsKind::Static => {
-                        Uniform::Own(self.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                            label: Some(kernel.entry),
-                            contents: bytes,
-                            usage: wgpu::BufferUsages::UNIFORM,
-                        }))
-                    }
-                    ParamsKind::Dynamic => {
-                        let make = || {
-                            self.create_buffer(&wgpu::BufferDescriptor {
-                                label: Some("dynamic uniforms"),
-                                size: (SLOT_BYTES * SLOTS_PER_BLOCK) as u64,
-                                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                                mapped_at_creation: false,
-                            })
-                        };
-                        let (block, slot) = self.dynamic.borrow_mut().take(make, bytes);
-                        Uniform::Slot { block, slot }
-                    }
-                };
-                let group = {
-                    let dynamic = self.dynamic.borrow();
-                    let resource = match &uniform {
-                        Uniform::Own(buffer) => buffer.as_entire_binding(),
-                        Uniform::Slot { block, slot } => {
-                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: &dynamic.blocks[*block].buffer,
-                                offset: (slot * SLOT_BYTES) as u64,
-                                size: std::num::NonZeroU64::new(
-                                    bytes.len().next_multiple_of(16) as u64
-                                ),
-                            })
-                        }
-                    };
-                    let mut entries: SmallVec<[wgpu::BindGroupEntry; 12]> =
-                        smallvec::smallvec![wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource,
-                        }];
-                    entries.extend(buffers.iter().map(|(b, buf)| wgpu::BindGroupEntry {
-                        binding: *b,
-                        resource: buf.binding(),
-                    }));
-                    self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some(kernel.entry),
-                        layout: &pipeline.get_bind_group_layout(0),
-                        entries: &entries,
-                    })
-                };
+                let version = self.version(kernel, &pipeline, buffers, bytes, kind);
                 v.insert(BindEntry {
                     pipeline,
-                    group,
-                    uniform,
-                    params: SmallVec::from_slice(bytes),
+                    versions: smallvec::smallvec![version],
+                    current: 0,
                     used_in: 0,
                 })
             }
@@ -685,8 +673,73 @@ impl Launcher {
         }
         let pass = pass.as_mut().expect("a compute pass was just opened");
         pass.set_pipeline(&entry.pipeline);
-        pass.set_bind_group(0, &entry.group, &[]);
+        pass.set_bind_group(0, &entry.versions[entry.current].group, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+    }
+
+    /// A bind group for `kernel` over `buffers` with `bytes` as its uniform: a buffer of its own for
+    /// static parameters, a fresh slot of the shared blocks for dynamic ones.
+    fn version(
+        &self,
+        kernel: Kernel,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[(u32, &GpuBuf)],
+        bytes: &[u8],
+        kind: ParamsKind,
+    ) -> Version {
+        let uniform = match kind {
+            ParamsKind::Static => {
+                Uniform::Own(self.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(kernel.entry),
+                    contents: bytes,
+                    usage: wgpu::BufferUsages::UNIFORM,
+                }))
+            }
+            ParamsKind::Dynamic => {
+                let make = || {
+                    self.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("dynamic uniforms"),
+                        size: (SLOT_BYTES * SLOTS_PER_BLOCK) as u64,
+                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    })
+                };
+                let (block, slot) = self.dynamic.borrow_mut().take(make, bytes);
+                Uniform::Slot { block, slot }
+            }
+        };
+        let group = {
+            let dynamic = self.dynamic.borrow();
+            let resource = match &uniform {
+                Uniform::Own(buffer) => buffer.as_entire_binding(),
+                Uniform::Slot { block, slot } => {
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &dynamic.blocks[*block].buffer,
+                        offset: (slot * SLOT_BYTES) as u64,
+                        size: std::num::NonZeroU64::new(bytes.len().next_multiple_of(16) as u64),
+                    })
+                }
+            };
+            let mut entries: SmallVec<[wgpu::BindGroupEntry; 12]> =
+                smallvec::smallvec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource,
+                }];
+            entries.extend(buffers.iter().map(|(b, buf)| wgpu::BindGroupEntry {
+                binding: *b,
+                resource: buf.binding(),
+            }));
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(kernel.entry),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
+        };
+        Version {
+            group,
+            uniform,
+            params: SmallVec::from_slice(bytes),
+        }
     }
 
     /// Workgroups for a 1-d launch of `total` invocations, spilling into y past 65535 (see `flat_index`).

@@ -1,5 +1,6 @@
 //! The wgpu backend: every [`Backend`] op as a WGSL compute kernel (shaders/), recorded into one
-//! pending command encoder and submitted only when the host needs a number.
+//! pending command encoder and submitted when the host needs a number (or a few hundred dispatches
+//! are pending).
 
 /// `params_layout_test!(Family::Matmul, Params, [m, k, n, ...])`: the unit test that holds a family's
 /// Rust params struct (every field, in order) to its WGSL `struct Params` (see layout.rs). Defined

@@ -104,8 +104,9 @@ pub struct Measurement {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gflops: Option<Stat>,
     /// GPU training rows: CPU time of the recording (calling) thread per step, in microseconds: what
-    /// the host spends recording a step's dispatches, measurable on a software adapter too, where the
-    /// device's work runs on other threads (`CLOCK_THREAD_CPUTIME_ID`; waits for the device sleep).
+    /// the host spends recording, encoding and submitting a step's dispatches (the final submit and
+    /// wait included), measurable on a software adapter too, where the device's work runs on other
+    /// threads (`CLOCK_THREAD_CPUTIME_ID`; waits for the device sleep).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_us_per_step: Option<Stat>,
     /// GPU training rows: compute dispatches recorded per step.
@@ -229,15 +230,16 @@ pub fn bench_train<B: Backend + 'static>(
     let mut host = Vec::with_capacity(cfg.repeats);
     let dispatches0 = be.dispatch_count();
     for _ in 0..cfg.repeats {
-        let mut cpu = 0.0;
+        // The host's CPU over the steps and the final submit and wait (`timed` syncs before and
+        // after): steps share submits, so the submitting is part of what a step costs the host.
+        be.sync();
+        let t0 = thread_cpu_seconds();
         secs.push(timed(be, || {
-            let t0 = thread_cpu_seconds();
             for _ in 0..steps {
                 step(&mut model, &mut opt, &mut bufs);
             }
-            cpu = thread_cpu_seconds() - t0;
         }));
-        host.push(cpu);
+        host.push(thread_cpu_seconds() - t0);
         be.health()?;
     }
     // Only a GPU counts dispatches; on the CPU the "host" does the compute itself.
