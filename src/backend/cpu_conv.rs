@@ -102,9 +102,9 @@ const DIRECT_MAX_OUT: usize = 8;
 multiversion! {
     /// Rows `r0..` of `y = im2col(x) W^T` (before the bias) for one input channel, without the column
     /// matrix, [`PX`] output pixels of an output row at a time, their sums in registers (the channel
-    /// count rounded up to 4, 6 or 8, a constant of each compiled copy; a lane per pixel). Each output is a fused multiply-add chain over the taps
-    /// in order from zero, as `gemm` sums it, so the bits are the unfused product's
-    /// (`tests/cpu_conv.rs`).
+    /// count rounded up to 4, 6 or 8, a constant of each compiled copy; a lane per pixel). Each output
+    /// is a fused multiply-add chain over the taps in order from zero, as `gemm` sums it, so the bits
+    /// are the unfused product's (`tests/cpu_conv.rs`).
     pub fn one_channel_rows(g: &ConvGeom, x: &[f32], w: &[f32], out_c: usize, r0: usize, y: &mut [f32]) {
         assert!(g.c == 1 && out_c <= DIRECT_MAX_OUT);
         match out_c {
@@ -337,8 +337,9 @@ multiversion! {
 }
 
 /// [`one_channel_dw_slice`] with `TAPS` taps (k * k) and `OC` lanes of output channels (`out_c` of
-/// them used), the rows walked once per group of `G` taps (at most 16 sums in registers). Its helpers are functions inlined into the AVX-512 copy, not closures: a closure is
-/// compiled on its own, without the copy's features, and its `mul_add` would be a library call.
+/// them used), the rows walked once per group of `G` taps (at most 16 sums in registers). Its helpers
+/// are functions inlined into the AVX-512 copy, not closures: a closure is compiled on its own,
+/// without the copy's features, and its `mul_add` would be a library call.
 #[inline(always)]
 fn dw_slice_of<const TAPS: usize, const OC: usize, const G: usize>(
     g: &ConvGeom,

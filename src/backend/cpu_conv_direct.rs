@@ -25,7 +25,8 @@ pub const DIRECT_MAX_TAPS: usize = 512;
 
 /// Whether the forward of `g` can go by [`by_channel_rows`] (`cpu_conv` first takes its lane-per-pixel
 /// kernel for one input channel and up to 8 outputs; above, on cnn7's first convolution, this one took
-/// 0.5-0.6 ms a step against 1.0-1.4): a kernel of 2 or more, at most [`DIRECT_MAX_TAPS`] taps, 2 to 64 outputs, rows past [`MIN_TILE_ROWS`], on
+/// 0.5-0.6 ms a step against 1.0-1.4): a kernel of 2 or more, at most [`DIRECT_MAX_TAPS`] taps, 2 to
+/// 64 outputs, rows past [`MIN_TILE_ROWS`], weights of at most [`BY_CHANNEL_MAX_WEIGHT_BYTES`], on
 /// AVX-512. Elsewhere `gemm` takes paths that round otherwise (more than one depth block, a
 /// matrix-vector product for one output, a dot-product kernel for small products).
 pub fn by_channel_direct(g: &ConvGeom, out_c: usize) -> bool {
