@@ -80,15 +80,12 @@ pub fn forward(
 /// Whether the forward of `g` goes by [`one_channel_rows`]: one input channel (a grey image's first
 /// convolution, whose column rows of k*k floats made im2col and a skinny product most of LeNet-5's
 /// step), 2 to [`DIRECT_MAX_OUT`] outputs (more go by `cpu_conv_direct`'s lane per channel), and on
-/// AVX-512, where `gemm`'s sum of each output is one
-/// fused multiply-add chain over the taps in order from zero. Elsewhere `gemm` takes other paths
+/// AVX-512, where `gemm`'s sum of each output is one fused multiply-add chain over the taps in order
+/// from zero. Elsewhere `gemm` takes other paths
 /// that round differently (matrix-vector for one output, other kernels below [`MIN_TILE_ROWS`] rows or
 /// for a 1x1 kernel, blocks past [`DIRECT_MAX_TAPS`] taps), so those keep im2col and the product.
 fn one_channel_direct(g: &ConvGeom, out_c: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
     let fma = super::wide::has_x86_64_v4();
-    #[cfg(not(target_arch = "x86_64"))]
-    let fma = false;
     fma && g.c == 1
         && g.k >= 2
         && g.k * g.k <= DIRECT_MAX_TAPS
@@ -279,10 +276,7 @@ pub fn backward<B: Backend<Tensor = Vec<f32>>>(
 /// is its packed kernel with k blocks of 512, except for slices of 1 or 2 rows (its `gevv`, without
 /// fused multiply-adds): the rounding [`one_channel_dw_slice`] repeats.
 fn one_channel_dw_direct(g: &ConvGeom, out_c: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
     let fma = super::wide::has_x86_64_v4();
-    #[cfg(not(target_arch = "x86_64"))]
-    let fma = false;
     let most_out = if g.k == 3 { 32 } else { 16 };
     fma && g.c == 1 && (2..=5).contains(&g.k) && (2..=most_out).contains(&out_c)
 }
@@ -297,12 +291,7 @@ fn padded_images(g: &ConvGeom, x: &[f32]) -> Vec<f32> {
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
     let mut out = vec![0.0f32; g.n * hp * wp];
     for (img, src) in out.chunks_exact_mut(hp * wp).zip(x.chunks_exact(g.h * g.w)) {
-        for (dst, row) in img[g.pad * wp..]
-            .chunks_exact_mut(wp)
-            .zip(src.chunks_exact(g.w))
-        {
-            dst[g.pad..g.pad + g.w].copy_from_slice(row);
-        }
+        cpu_conv_direct::pad_image(g, src, wp, img);
     }
     out
 }

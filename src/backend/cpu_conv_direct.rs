@@ -30,10 +30,7 @@ pub const DIRECT_MAX_TAPS: usize = 512;
 /// AVX-512. Elsewhere `gemm` takes paths that round otherwise (more than one depth block, a
 /// matrix-vector product for one output, a dot-product kernel for small products).
 pub fn by_channel_direct(g: &ConvGeom, out_c: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
     let fma = super::wide::has_x86_64_v4();
-    #[cfg(not(target_arch = "x86_64"))]
-    let fma = false;
     fma && g.k >= 2
         && g.col_cols() <= DIRECT_MAX_TAPS
         && (2..=64).contains(&out_c)
@@ -57,6 +54,18 @@ pub fn tap_major_weights(g: &ConvGeom, w: &[f32], out_c: usize) -> Vec<f32> {
         }
     }
     wt
+}
+
+/// Image `img` (`h x w x c`) into `padded` (rows of `wp` pixels of `c`), behind `g.pad` zero rows
+/// and columns. Only the image's own pixels are written: the zeros around them, written when
+/// `padded` was made, stay for every image padded into it.
+pub fn pad_image(g: &ConvGeom, img: &[f32], wp: usize, padded: &mut [f32]) {
+    let c = g.c;
+    let row_len = g.w * c;
+    for (iy, src) in img.chunks_exact(row_len).enumerate() {
+        let at = ((iy + g.pad) * wp + g.pad) * c;
+        padded[at..at + row_len].copy_from_slice(src);
+    }
 }
 
 /// Output-channel lanes for `out_c` outputs.
@@ -102,7 +111,7 @@ pub fn by_channel_rows(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{lanes_for, ConvGeom};
+    use super::{lanes_for, pad_image, ConvGeom};
     use std::arch::x86_64::{
         __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
         _mm512_storeu_ps,
@@ -178,7 +187,7 @@ mod avx512 {
         let (run, step, lanes) = (k * c, s * c, 16 * V);
         // Every read below lies inside `data` and `wt` (checked once here, not per tap and pixel).
         assert!(data.len() >= (k - 1) * wp * c + (PX - 1) * step + run);
-        assert!(wt.len() >= k * run * lanes && lanes_for(1) <= lanes);
+        assert!(wt.len() >= k * run * lanes);
         let mut acc = [[_mm512_setzero_ps(); V]; PX];
         // Kernel row ky's taps are one run of k * c floats in the padded image, and of weights.
         for ky in 0..k {
@@ -199,16 +208,5 @@ mod avx512 {
             }
         }
         acc
-    }
-
-    /// Image `img` (`h x w x c`) into `padded` (`hp x wp x c`), `g.pad` zeros before each row and column
-    /// and zeros after; the zeros written once per call are never overwritten.
-    fn pad_image(g: &ConvGeom, img: &[f32], wp: usize, padded: &mut [f32]) {
-        let c = g.c;
-        let row_len = g.w * c;
-        for (iy, src) in img.chunks_exact(row_len).enumerate() {
-            let at = ((iy + g.pad) * wp + g.pad) * c;
-            padded[at..at + row_len].copy_from_slice(src);
-        }
     }
 }

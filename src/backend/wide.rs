@@ -44,3 +44,9 @@ pub fn has_x86_64_v4() -> bool {
         && has!("bmi1")
         && has!("bmi2")
 }
+
+/// Off x86-64 there is no AVX-512 copy: always false.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn has_x86_64_v4() -> bool {
+    false
+}
