@@ -12,6 +12,12 @@ use wgtrain::io::data;
 use wgtrain::model::ModelSpec;
 use wgtrain::train::request::TrainRequest;
 
+/// mimalloc: recording GPU work allocates and frees small objects by the thousand per step (wgpu's
+/// command lists, and on Linux a software driver's own commands, whose `malloc` it also serves).
+#[cfg(not(target_arch = "wasm32"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "wgtrain",
