@@ -7,7 +7,7 @@
 use super::cpu_bn::{self, with_act, Affine, DxCols, GradRows};
 use super::cpu_conv;
 use super::cpu_pool;
-use super::dropout::DropoutStep;
+use super::dropout::{pcg, DropoutStep};
 use super::wide::multiversion;
 use super::{
     Act, Backend, BnBackward, BnEval, BnSpec, BnTrain, ConvBackward, ConvForward, ConvGeom, Gemm,
@@ -240,14 +240,25 @@ impl Backend for CpuBackend {
         mask: &mut Vec<f32>,
         len: usize,
     ) {
-        for i in 0..len {
-            mask[i] = d.mask(i);
-            y[i] = x[i] * mask[i];
+        let task = |(k, (y, mask)): (usize, (&mut [f32], &mut [f32]))| {
+            dropout_run(d, k * PAR_ELEMS, x, y, mask)
+        };
+        let (y, mask) = (&mut y[..len], &mut mask[..len]);
+        if len <= PAR_ELEMS {
+            task((0, (y, mask)));
+        } else {
+            let chunks = y
+                .par_chunks_mut(PAR_ELEMS)
+                .zip(mask.par_chunks_mut(PAR_ELEMS));
+            chunks.enumerate().for_each(task);
         }
     }
 
     fn dropout_backward(&self, mask: &Vec<f32>, dy: &mut Vec<f32>, len: usize) {
-        dy[..len].iter_mut().zip(mask).for_each(|(d, m)| *d *= m);
+        for_chunks(&mut dy[..len], PAR_ELEMS, |k, dy| {
+            let mask = &mask[k * PAR_ELEMS..];
+            dy.iter_mut().zip(mask).for_each(|(d, m)| *d *= m);
+        });
     }
 
     fn bias_grad(&self, dy: &Vec<f32>, db: &mut Vec<f32>, shape: Mat) {
@@ -621,6 +632,21 @@ fn column_sums(
         total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
     }
     total
+}
+
+multiversion! {
+    /// Dropout of elements `start..start + y.len()`: each one's mask value (as
+    /// [`DropoutStep::mask`]) and `y = x * mask`. The per-pass part of the hash is computed once, so
+    /// what is left per element vectorises (AVX-512's variable shifts, for PCG's).
+    fn dropout_run(d: &DropoutStep, start: usize, x: &[f32], y: &mut [f32], mask: &mut [f32]) {
+        let (seed, threshold, scale) = (d.seed(), d.threshold(), d.scale());
+        let x = &x[start..start + y.len()];
+        for (j, ((y, m), x)) in y.iter_mut().zip(mask.iter_mut()).zip(x).enumerate() {
+            let kept = pcg((start + j) as u32 ^ seed) >= threshold;
+            *m = if kept { scale } else { 0.0 };
+            *y = x * *m;
+        }
+    }
 }
 
 multiversion! {
