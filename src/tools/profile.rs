@@ -586,8 +586,9 @@ pub struct Profile {
     /// A training step without per-op syncs, timed over the same number of steps.
     pub step_ms: f64,
     pub dispatches_per_step: Option<f64>,
-    /// GPU: the recording thread's CPU time per step of that unsynced run, in microseconds (what the
-    /// host spends recording; see `wgtrain bench`'s `host_us_per_step`).
+    /// GPU: the recording thread's CPU time per step of that unsynced run and its final submit and
+    /// wait, in microseconds (what the host spends recording and submitting; as `wgtrain bench`'s
+    /// `host_us_per_step`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_us_per_step: Option<f64>,
     pub ops: Vec<OpRow>,
@@ -637,8 +638,9 @@ pub fn profile<B: Backend + 'static>(
     for _ in 0..steps {
         step(&mut model, &mut opt, &mut bufs);
     }
-    let host_s = super::bench::thread_cpu_seconds() - c0;
     be.sync();
+    // As `bench` counts it: the steps and the final submit and wait, which steps share.
+    let host_s = super::bench::thread_cpu_seconds() - c0;
     let step_ms = t0.elapsed().as_secs_f64() * 1e3 / steps as f64;
     let d0 = be.dispatch_count();
     let timestamps = be.start_profiling(timing);

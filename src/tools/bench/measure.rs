@@ -144,7 +144,6 @@ impl Measurement {
     }
 }
 
-/// Seconds of `f`, including finishing the device work it queued.
 /// The calling thread's CPU time so far, in seconds (0 where it cannot be read).
 pub fn thread_cpu_seconds() -> f64 {
     #[cfg(unix)]
@@ -161,6 +160,7 @@ pub fn thread_cpu_seconds() -> f64 {
     0.0
 }
 
+/// Seconds of `f`, including finishing the device work it queued.
 fn timed<B: Backend>(be: &B, f: impl FnOnce()) -> f64 {
     be.sync();
     let t = Instant::now();
