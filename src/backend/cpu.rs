@@ -696,3 +696,48 @@ fn normalise_rows(
         cpu_bn::normalise_rows(xc, yc, cols, &p, bn.act)
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vectorised, chunked dropout drops exactly the elements [`DropoutStep::mask`] (the
+    /// per-element definition) names, past several parallel tasks and a ragged end, and its backward
+    /// pass applies that mask.
+    #[test]
+    fn dropout_drops_the_elements_the_hash_names() {
+        let d = DropoutStep {
+            key: 0x1234_5678_9abc_def0,
+            step: (1 << 32) + 7,
+            p: 0.3,
+        };
+        let n = 3 * (1 << 14) + 5;
+        let x: Vec<f32> = (0..n).map(|i| 1.0 + i as f32 * 1e-3).collect();
+        let (mut y, mut mask) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+        CpuBackend.dropout(&d, &x, &mut y, &mut mask, n);
+        for i in 0..n {
+            let m = d.mask(i);
+            assert_eq!(mask[i].to_bits(), m.to_bits(), "mask of element {i}");
+            assert_eq!(
+                y[i].to_bits(),
+                (x[i] * m).to_bits(),
+                "output of element {i}"
+            );
+        }
+        let dropped = mask.iter().filter(|&&m| m == 0.0).count();
+        assert!(
+            dropped > n / 4 && dropped < n * 2 / 5,
+            "{dropped} of {n} dropped"
+        );
+
+        let mut dy = x.clone();
+        CpuBackend.dropout_backward(&mask, &mut dy, n);
+        for i in 0..n {
+            assert_eq!(
+                dy[i].to_bits(),
+                (x[i] * mask[i]).to_bits(),
+                "gradient of element {i}"
+            );
+        }
+    }
+}
