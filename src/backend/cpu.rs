@@ -711,7 +711,7 @@ mod tests {
             step: (1 << 32) + 7,
             p: 0.3,
         };
-        let n = 3 * (1 << 14) + 5;
+        let n = 3 * PAR_ELEMS + 5;
         let x: Vec<f32> = (0..n).map(|i| 1.0 + i as f32 * 1e-3).collect();
         let (mut y, mut mask) = (vec![f32::NAN; n], vec![f32::NAN; n]);
         CpuBackend.dropout(&d, &x, &mut y, &mut mask, n);
