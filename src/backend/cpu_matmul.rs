@@ -80,7 +80,13 @@ pub fn split_k(
     slice: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
 ) {
     let (m, k, n) = (g.m, g.k, g.n);
-    let mut partials = vec![0.0f32; k.div_ceil(K_SLICE) * m * n];
+    // Taken out of the thread's cell, not borrowed: a call nested on this thread (rayon runs other
+    // tasks while it waits) finds the cell empty and allocates its own.
+    let mut kept = PARTIALS.take();
+    if kept.len() < k.div_ceil(K_SLICE) * m * n {
+        kept.resize(k.div_ceil(K_SLICE) * m * n, 0.0);
+    }
+    let partials = &mut kept[..k.div_ceil(K_SLICE) * m * n];
     let one =
         |(s, partial): (usize, &mut [f32])| slice(s * K_SLICE..((s + 1) * K_SLICE).min(k), partial);
     if parallel {
@@ -98,9 +104,14 @@ pub fn split_k(
     } else {
         c.copy_from_slice(first);
     }
+    PARTIALS.set(kept);
 }
 
 thread_local! {
+    /// Each thread's partial products for [`split_k`], kept between calls: megabytes for a large
+    /// convolution's weight gradient, which, freshly allocated each step, the allocator returned to the
+    /// system and took back page by page (a tenth of vgg-small's CPU step in page faults).
+    static PARTIALS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     /// Each thread's scratch tile, kept between calls (see [`with_tile`]).
     static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -219,6 +230,28 @@ unsafe fn gemm_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `a b` on the calling thread for a `g` split over k, the operands from `salt`.
+    fn split_here(g: &Gemm, salt: usize) -> Vec<u32> {
+        let value = |i: usize| ((i * 7919 + salt * 104_729) % 1000) as f32 / 500.0 - 1.0;
+        let a: Vec<f32> = (0..g.m * g.k).map(value).collect();
+        let b: Vec<f32> = (0..g.k * g.n).map(|i| value(i + 1)).collect();
+        let mut c = vec![0.0; g.m * g.n];
+        matmul_here(g, &a, &b, &mut c);
+        c.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// The partials [`split_k`] keeps on a thread carry nothing into its next product: after a larger
+    /// one, a product has the bits it has on a fresh thread.
+    #[test]
+    fn kept_partials_carry_nothing_over() {
+        let small = Gemm::new(5, 2 * K_SLICE + 37, 7);
+        let fresh = std::thread::spawn(move || split_here(&small, 3))
+            .join()
+            .unwrap();
+        split_here(&Gemm::new(6, 3 * K_SLICE, 9), 1);
+        assert_eq!(split_here(&small, 3), fresh);
+    }
 
     /// A product long enough in k to be split (three slices, the last one short), every transposition,
     /// overwriting and accumulating: against an f64 triple loop, and the same bits on 1 and 3 threads.
