@@ -654,7 +654,22 @@ multiversion! {
     /// for AVX-512, so the activation's loop vectorises (tanh's in particular, `act_math`).
     fn bias_act_rows(rows: &mut [f32], bias: Option<&[f32]>, cols: usize, act: Option<Act>) {
         if let Some(b) = bias {
-            for row in rows.chunks_mut(cols) {
+            let b = &b[..cols];
+            let mut rest = &mut rows[..];
+            if cols < 64 {
+                // Rows of fewer than 64 values are short for a vector loop: over 16 rows at a time,
+                // the bias repeated 16 times makes a long one (the same additions).
+                let mut repeated = [0.0f32; 64 * 16];
+                let pattern = &mut repeated[..cols * 16];
+                pattern.iter_mut().zip(b.iter().cycle()).for_each(|(p, b)| *p = *b);
+                let whole = rest.len() / pattern.len() * pattern.len();
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut(whole);
+                for run in head.chunks_exact_mut(pattern.len()) {
+                    run.iter_mut().zip(&*pattern).for_each(|(v, b)| *v += b);
+                }
+                rest = tail;
+            }
+            for row in rest.chunks_mut(cols) {
                 row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
             }
         }
@@ -700,6 +715,21 @@ fn normalise_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bias over rows narrower than 64 (16 rows at a time, then a ragged end of 5) and wider ones:
+    /// each value gets its own column's bias.
+    #[test]
+    fn bias_act_adds_each_column_its_bias() {
+        for cols in [6, 63, 64, 70] {
+            let rows = 16 * 3 + 5;
+            let mut x: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let bias: Vec<f32> = (0..cols).map(|c| 1000.0 * (c + 1) as f32).collect();
+            bias_act_rows(&mut x, Some(&bias), cols, None);
+            for (i, v) in x.iter().enumerate() {
+                assert_eq!(*v, i as f32 + bias[i % cols], "{cols} columns, element {i}");
+            }
+        }
+    }
 
     /// The vectorised, chunked dropout drops exactly the elements [`DropoutStep::mask`] (the
     /// per-element definition) names, past several parallel tasks and a ragged end, and its backward
