@@ -110,7 +110,7 @@ pub fn split_k(
 thread_local! {
     /// Each thread's partial products for [`split_k`], kept between calls: megabytes for a large
     /// convolution's weight gradient, which, freshly allocated each step, the allocator returned to the
-    /// system and took back page by page (a tenth of vgg-small's CPU step in page faults).
+    /// system and took back page by page (page zeroing was 8 % of vgg-small's CPU samples).
     static PARTIALS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     /// Each thread's scratch tile, kept between calls (see [`with_tile`]).
     static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
