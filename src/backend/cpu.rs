@@ -655,21 +655,23 @@ multiversion! {
     fn bias_act_rows(rows: &mut [f32], bias: Option<&[f32]>, cols: usize, act: Option<Act>) {
         if let Some(b) = bias {
             let b = &b[..cols];
-            let mut rest = &mut rows[..];
-            if cols < 64 {
-                // Rows of fewer than 64 values are short for a vector loop: over 16 rows at a time,
-                // the bias repeated 16 times makes a long one (the same additions).
-                let mut repeated = [0.0f32; 64 * 16];
-                let pattern = &mut repeated[..cols * 16];
-                pattern.iter_mut().zip(b.iter().cycle()).for_each(|(p, b)| *p = *b);
-                let whole = rest.len() / pattern.len() * pattern.len();
-                let (head, tail) = std::mem::take(&mut rest).split_at_mut(whole);
-                for run in head.chunks_exact_mut(pattern.len()) {
-                    run.iter_mut().zip(&*pattern).for_each(|(v, b)| *v += b);
-                }
-                rest = tail;
+            // Rows of fewer than 64 values are short for a vector loop: 16 of them at a time against
+            // the bias repeated 16 times make a long one (the same additions). Wider rows take the
+            // bias as it is.
+            let mut repeated;
+            let pattern = if cols < 64 {
+                repeated = [0.0f32; 64 * 16];
+                let p = &mut repeated[..cols * 16];
+                p.iter_mut().zip(b.iter().cycle()).for_each(|(p, b)| *p = *b);
+                &*p
+            } else {
+                b
+            };
+            let (runs, ragged) = rows.split_at_mut(rows.len() / pattern.len() * pattern.len());
+            for run in runs.chunks_exact_mut(pattern.len()) {
+                run.iter_mut().zip(pattern).for_each(|(v, b)| *v += b);
             }
-            for row in rest.chunks_mut(cols) {
+            for row in ragged.chunks_mut(cols) {
                 row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
             }
         }

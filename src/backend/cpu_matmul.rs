@@ -9,6 +9,8 @@
 
 use super::{Gemm, Trans};
 use rayon::prelude::*;
+use std::cell::Cell;
+use std::thread::LocalKey;
 
 /// Inner-dimension length of one slice of a split product.
 pub const K_SLICE: usize = 1024;
@@ -80,53 +82,59 @@ pub fn split_k(
     slice: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
 ) {
     let (m, k, n) = (g.m, g.k, g.n);
-    // Taken out of the thread's cell, not borrowed: a call nested on this thread (rayon runs other
-    // tasks while it waits) finds the cell empty and allocates its own.
-    let mut kept = PARTIALS.take();
-    if kept.len() < k.div_ceil(K_SLICE) * m * n {
-        kept.resize(k.div_ceil(K_SLICE) * m * n, 0.0);
-    }
-    let partials = &mut kept[..k.div_ceil(K_SLICE) * m * n];
-    let one =
-        |(s, partial): (usize, &mut [f32])| slice(s * K_SLICE..((s + 1) * K_SLICE).min(k), partial);
-    if parallel {
-        partials.par_chunks_mut(m * n).enumerate().for_each(one);
-    } else {
-        partials.chunks_mut(m * n).enumerate().for_each(one);
-    }
-    let (first, rest) = partials.split_at_mut(m * n);
-    for partial in rest.chunks(m * n) {
-        first.iter_mut().zip(partial).for_each(|(t, p)| *t += p);
-    }
-    let c = &mut c[..m * n];
-    if g.accumulate {
-        c.iter_mut().zip(first.iter()).for_each(|(c, t)| *c += t);
-    } else {
-        c.copy_from_slice(first);
-    }
-    PARTIALS.set(kept);
+    with_kept(&PARTIALS, k.div_ceil(K_SLICE) * m * n, |partials| {
+        let one = |(s, partial): (usize, &mut [f32])| {
+            slice(s * K_SLICE..((s + 1) * K_SLICE).min(k), partial)
+        };
+        if parallel {
+            partials.par_chunks_mut(m * n).enumerate().for_each(one);
+        } else {
+            partials.chunks_mut(m * n).enumerate().for_each(one);
+        }
+        let (first, rest) = partials.split_at_mut(m * n);
+        for partial in rest.chunks(m * n) {
+            first.iter_mut().zip(partial).for_each(|(t, p)| *t += p);
+        }
+        let c = &mut c[..m * n];
+        if g.accumulate {
+            c.iter_mut().zip(first.iter()).for_each(|(c, t)| *c += t);
+        } else {
+            c.copy_from_slice(first);
+        }
+    })
 }
 
 thread_local! {
     /// Each thread's partial products for [`split_k`], kept between calls: megabytes for a large
     /// convolution's weight gradient, which, freshly allocated each step, the allocator returned to the
     /// system and took back page by page (page zeroing was 8 % of vgg-small's CPU samples).
-    static PARTIALS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    static PARTIALS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// Each thread's scratch tile, kept between calls (see [`with_tile`]).
-    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static TILE: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// `f` on this thread's scratch tile of `len` floats (contents unspecified), grown as needed and kept:
-/// a tile per task would be a fresh allocation and its page faults each time. `f` must not start
-/// rayon work (a stolen task could ask for the same tile).
+/// a tile per task would be a fresh allocation and its page faults each time.
 pub fn with_tile<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    TILE.with(|t| {
-        let mut t = t.borrow_mut();
-        if t.len() < len {
-            t.resize(len, 0.0);
-        }
-        f(&mut t[..len])
-    })
+    with_kept(&TILE, len, f)
+}
+
+/// `f` on `len` floats of the buffer this thread keeps in `cell` (contents unspecified), grown as
+/// needed. The buffer is taken out of the cell, not borrowed, and put back after: a call nested on
+/// this thread (rayon runs other tasks on a thread while it waits) finds the cell empty and allocates
+/// its own.
+fn with_kept<R>(
+    cell: &'static LocalKey<Cell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    let mut kept = cell.take();
+    if kept.len() < len {
+        kept.resize(len, 0.0);
+    }
+    let out = f(&mut kept[..len]);
+    cell.set(kept);
+    out
 }
 
 /// Multiply-adds below which a product runs on the calling thread. Smaller ones, split by `gemm` over
