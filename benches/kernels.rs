@@ -11,12 +11,17 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::{
-    Backend, BnBackward, BnSpec, BnTrain, ConvGeom, Gemm, Mat, OptimRule, OptimStep,
+    Backend, BnBackward, BnSpec, BnTrain, ConvGeom, Gemm, KernelChoice, Mat, OptimRule, OptimStep,
 };
 use wgtrain::io::data;
 use wgtrain::model::{Model, ModelSpec};
 use wgtrain::optim::{OptimKind, Optimizer};
 use wgtrain::train::{train_step, BatchBuffers};
+
+/// The allocator `wgtrain` itself runs with (see `src/main.rs`), so that host costs are the binary's:
+/// on Linux it also serves the Vulkan driver's `malloc`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[cfg(feature = "gpu")]
 type Gpu = wgtrain::backend::gpu::GpuBackend;
@@ -302,7 +307,6 @@ fn main() {
 /// for 2 µs a dispatch; the floor says how far wgpu itself lets that go.
 #[cfg(feature = "gpu")]
 fn host_cpu(c: &mut Criterion, gpu: Option<&Gpu>, set: &data::ImageSet) {
-    use wgtrain::tools::bench::thread_cpu_seconds;
     let Some(be) = gpu else { return };
     let mut group = c.benchmark_group("host_cpu");
     // Criterion sizes its runs by the time it is told, here the host's share only: short targets keep
@@ -322,31 +326,89 @@ fn host_cpu(c: &mut Criterion, gpu: Option<&Gpu>, set: &data::ImageSet) {
             b.iter_custom(|iters| host(iters, &mut record))
         });
     }
-    {
-        let batch = 110;
-        let mut ds = be.upload_dataset(&set.images, &set.labels, set.pixels(), &set.norm());
-        be.set_order(&mut ds, &data::epoch_order(set.len(), 1, 0));
-        let mut m = Model::new(be, ModelSpec::parse("fc8-bn").expect("known"), batch, 1);
-        let mut opt = Optimizer::new(OptimKind::Adam, 1e-3);
-        let mut bufs = BatchBuffers::new(be, batch, set.pixels());
-        let (mut pos, batches) = (0usize, set.len() / batch);
-        let mut step = || {
-            let t0 = thread_cpu_seconds();
-            let at = (pos % batches) * batch;
-            train_step(be, &mut m, &mut opt, &ds, at, &mut bufs);
-            be.sync();
-            pos += 1;
-            thread_cpu_seconds() - t0
-        };
-        group.bench_function("train_step_fc8-bn_b110", |b| {
-            b.iter_custom(|iters| host(iters, &mut step))
-        });
+    for model in ["fc8-bn", "cnn7-bn"] {
+        let (mut step, dispatches) = host_step(be, set, model);
+        group.bench_function(
+            format!("train_step_{model}_b110_{dispatches}_dispatches"),
+            |b| b.iter_custom(|iters| host(iters, &mut step)),
+        );
+    }
+    release(be);
+    // The same steps on wgpu's noop device, which records nothing and runs nothing: what wgtrain and
+    // wgpu-core cost a step without a driver's share, once with each kernel set (the tiled set is what
+    // a real GPU runs, so its dispatch count is a real GPU's).
+    for kernels in [KernelChoice::Auto, KernelChoice::Tiled] {
+        let noop = noop_gpu(kernels);
+        for model in ["fc8-bn", "cnn7-bn"] {
+            let (mut step, dispatches) = host_step(&noop, set, model);
+            let name = format!("noop_{kernels:?}_{model}_b110_{dispatches}_dispatches");
+            group.bench_function(name.to_lowercase(), |b| {
+                b.iter_custom(|iters| host(iters, &mut step))
+            });
+        }
     }
     release(be);
     group.finish();
 }
 #[cfg(not(feature = "gpu"))]
 fn host_cpu(_: &mut Criterion, _: Option<&Gpu>, _: &data::ImageSet) {}
+
+/// One training step of `model` at batch 110 on `be`, recorded, submitted and waited for, returning
+/// the recording thread's CPU seconds; and the step's dispatch count (from one step run first).
+#[cfg(feature = "gpu")]
+fn host_step<'a>(
+    be: &'a Gpu,
+    set: &data::ImageSet,
+    model: &str,
+) -> (impl FnMut() -> f64 + 'a, u64) {
+    use wgtrain::tools::bench::thread_cpu_seconds;
+    let batch = 110;
+    let mut ds = be.upload_dataset(&set.images, &set.labels, set.pixels(), &set.norm());
+    be.set_order(&mut ds, &data::epoch_order(set.len(), 1, 0));
+    let mut m = Model::new(be, ModelSpec::parse(model).expect("known"), batch, 1);
+    let mut opt = Optimizer::new(OptimKind::Adam, 1e-3);
+    let mut bufs = BatchBuffers::new(be, batch, set.pixels());
+    let (mut pos, batches) = (0usize, set.len() / batch);
+    let mut step = move || {
+        let t0 = thread_cpu_seconds();
+        let at = (pos % batches) * batch;
+        train_step(be, &mut m, &mut opt, &ds, at, &mut bufs);
+        be.sync();
+        pos += 1;
+        thread_cpu_seconds() - t0
+    };
+    step();
+    let before = be
+        .dispatch_count()
+        .expect("a GPU backend counts dispatches");
+    step();
+    let dispatches = be.dispatch_count().expect("counted") - before;
+    (step, dispatches)
+}
+
+/// The backend on wgpu's noop adapter (which calls itself a CPU, so `Auto` gives the emulated
+/// kernels), with lavapipe's 128 MiB storage binding limit and otherwise wgpu's widest limits (8 bind
+/// groups), so that the dispatches are lavapipe's.
+#[cfg(feature = "gpu")]
+fn noop_gpu(kernels: KernelChoice) -> Gpu {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::NOOP;
+    desc.backend_options.noop = wgpu::NoopBackendOptions {
+        enable: true,
+        limits: Some(wgpu::Limits {
+            max_storage_buffer_binding_size: 128 << 20,
+            max_bind_groups: 8,
+            ..wgpu::Limits::unlimited()
+        }),
+        ..Default::default()
+    };
+    let instance = wgpu::Instance::new(desc);
+    let adapter = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::NOOP))
+        .into_iter()
+        .next()
+        .expect("wgpu's noop adapter");
+    Gpu::on_adapter(&adapter, kernels).expect("a device on the noop adapter")
+}
 
 /// The floor: a routine that records and submits its 100 dispatches, waits for them, and returns the
 /// thread's CPU seconds of all three.
