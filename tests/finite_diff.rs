@@ -24,8 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use wgtrain::backend::cpu::CpuBackend;
 use wgtrain::backend::{Act, Backend, ConvGeom, PoolGeom, PoolKind};
 use wgtrain::model::layers::{
-    Activation, BatchNorm, Conv2d, Dropout, Epilogue, Flatten, Layer, Linear, Pool2d,
-    SoftmaxCrossEntropy,
+    Activation, BatchNorm, Conv2d, Dropout, Epilogue, Layer, Linear, Pool2d, SoftmaxCrossEntropy,
 };
 use wgtrain::model::{Model, ModelSpec};
 use wgtrain::tools::gradcheck::max_rel_diff;
@@ -538,13 +537,27 @@ fn dropout() {
     });
 }
 
+/// A flatten renames its input: it owns no tensor, and the model hands its input to the next layer
+/// (and that layer's input gradient back, which `whole_model_cnn3` checks through cnn3's flatten).
 #[test]
-fn flatten() {
-    check_layer("flatten", 2, |seed| {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let x = rand_uniform(&mut rng, 2 * 12, -1.0, 1.0);
-        (Box::new(Flatten::new(&CpuBackend::new(), 2 * 2 * 3, 2)), x)
-    });
+fn flatten_owns_nothing_and_passes_its_input_on() {
+    let be = CpuBackend::new();
+    let mut model = Model::new(&be, ModelSpec::parse("cnn3").unwrap(), 2, 1);
+    let k = model
+        .layers
+        .iter()
+        .position(|l| l.passes_input_on())
+        .expect("cnn3 flattens");
+    assert!(model.layers[k].output().is_empty());
+    assert!(model.layers[k].grad_input().is_empty());
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let x = rand_uniform(&mut rng, 2 * 28 * 28, 0.0, 1.0);
+    let logits = model.forward(&be, &x, 2, true).to_vec();
+    // The dense layer after the flatten, run on the output of the layer before it, gives the logits.
+    let features = model.layers[k - 1].output().clone();
+    let dense = &mut model.layers[k + 1];
+    dense.forward(&be, &features, 2, true);
+    assert_eq!(dense.output(), &logits);
 }
 
 /// Finite differences of the head's mean loss with respect to the logits.

@@ -63,6 +63,11 @@ pub trait Layer<B: Backend> {
     /// if `need_dx`, the input gradient.
     fn backward(&mut self, be: &B, x: &B::Tensor, dy: &mut B::Tensor, batch: usize, need_dx: bool);
     fn grad_input(&mut self) -> &mut B::Tensor;
+    /// Whether the layer only renames its input (a flatten): the model then gives the next layer this
+    /// layer's input, gives the layer before the next layer's input gradient, and calls neither pass.
+    fn passes_input_on(&self) -> bool {
+        false
+    }
     /// The optimizer step the next training forward belongs to (dropout's masks depend on it).
     fn set_step(&mut self, _step: u64) {}
     fn params(&self) -> Vec<&Param<B::Tensor>> {
@@ -733,19 +738,21 @@ impl<B: Backend> Layer<B> for Dropout<B> {
     }
 }
 
-/// NHWC `[N, H, W, C]` to `[N, H*W*C]`: the memory is already in that order, so both passes are copies.
+/// NHWC `[N, H, W, C]` to `[N, H*W*C]`: the memory is already in that order, so the layer is a new
+/// name for its input. It owns no tensors, and [`Layer::passes_input_on`] tells the model to hand its
+/// input to the next layer (and the next layer's input gradient back) with no pass of its own: a copy
+/// each way would cost memory and time (on a GPU, two copies that split the step's compute pass).
 pub struct Flatten<B: Backend> {
     pub features: usize,
-    y: B::Tensor,
-    dx: B::Tensor,
+    /// Empty: the model reads the layer before (see above).
+    none: B::Tensor,
 }
 
 impl<B: Backend> Flatten<B> {
-    pub fn new(be: &B, features: usize, capacity: usize) -> Self {
+    pub fn new(be: &B, features: usize) -> Self {
         Flatten {
             features,
-            y: be.zeros(capacity * features),
-            dx: be.zeros(capacity * features),
+            none: be.zeros(0),
         }
     }
 }
@@ -757,19 +764,30 @@ impl<B: Backend> Layer<B> for Flatten<B> {
     fn out_per_sample(&self) -> usize {
         self.features
     }
-    fn forward(&mut self, be: &B, x: &B::Tensor, batch: usize, _train: bool) {
-        be.copy(x, 0, &mut self.y, 0, batch * self.features);
+    fn passes_input_on(&self) -> bool {
+        true
     }
-    owns_y_and_dx!();
+    fn forward(&mut self, _be: &B, _x: &B::Tensor, _batch: usize, _train: bool) {
+        unreachable!("the model passes a flatten's input on")
+    }
+    fn output(&self) -> &B::Tensor {
+        &self.none
+    }
+    fn output_mut(&mut self) -> &mut B::Tensor {
+        &mut self.none
+    }
     fn backward(
         &mut self,
-        be: &B,
+        _be: &B,
         _x: &B::Tensor,
-        dy: &mut B::Tensor,
-        batch: usize,
+        _dy: &mut B::Tensor,
+        _batch: usize,
         _need_dx: bool,
     ) {
-        be.copy(dy, 0, &mut self.dx, 0, batch * self.features);
+        unreachable!("the model passes a flatten's gradient on")
+    }
+    fn grad_input(&mut self) -> &mut B::Tensor {
+        &mut self.none
     }
 }
 

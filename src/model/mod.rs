@@ -289,7 +289,7 @@ impl<B: Backend + 'static> Model<B> {
                     if layers.is_empty() {
                         input = output;
                     } else {
-                        layers.push(Box::new(Flatten::new(be, output.len(), capacity)));
+                        layers.push(Box::new(Flatten::new(be, output.len())));
                     }
                 }
                 (
@@ -352,9 +352,11 @@ impl<B: Backend> Model<B> {
             self.capacity
         );
         for i in 0..self.layers.len() {
+            if self.layers[i].passes_input_on() {
+                continue;
+            }
             let (before, rest) = self.layers.split_at_mut(i);
-            let input = if i == 0 { x } else { before[i - 1].output() };
-            rest[0].forward(be, input, batch, train);
+            rest[0].forward(be, input_of(before, x), batch, train);
         }
         self.logits()
     }
@@ -367,23 +369,31 @@ impl<B: Backend> Model<B> {
     }
 
     pub fn logits(&self) -> &B::Tensor {
-        self.layers.last().expect("a model has layers").output()
+        self.layers
+            .iter()
+            .rev()
+            .find(|l| !l.passes_input_on())
+            .expect("a model has a layer that computes")
+            .output()
     }
 
     /// Loss head then every layer's backward; leaves the mean loss in `head.loss` and gradients in params.
     pub fn backward(&mut self, be: &B, x: &B::Tensor, labels: &B::Tensor, batch: usize) {
         let n = self.layers.len();
-        self.head
-            .forward_backward(be, self.layers[n - 1].output(), labels, batch);
+        let Model { layers, head, .. } = self;
+        head.forward_backward(be, input_of(layers, x), labels, batch);
         for i in (0..n).rev() {
-            let (before, rest) = self.layers.split_at_mut(i);
+            if layers[i].passes_input_on() {
+                continue;
+            }
+            let (before, rest) = layers.split_at_mut(i);
             let (cur, after) = rest.split_first_mut().expect("index in range");
-            let dy = match after.first_mut() {
+            let dy = match after.iter_mut().find(|l| !l.passes_input_on()) {
                 Some(next) => next.grad_input(),
-                None => &mut self.head.dlogits,
+                None => &mut head.dlogits,
             };
-            let input = if i == 0 { x } else { before[i - 1].output() };
-            cur.backward(be, input, dy, batch, i > 0);
+            let need_dx = before.iter().any(|l| !l.passes_input_on());
+            cur.backward(be, input_of(before, x), dy, batch, need_dx);
         }
     }
 
@@ -441,4 +451,14 @@ impl<B: Backend> Model<B> {
     pub fn num_params(&self) -> usize {
         self.params().iter().map(|p| p.numel()).sum()
     }
+}
+
+/// What a layer after `before` reads: the output of the last of them that computes (a flatten passes
+/// its input on), or the model's input `x`.
+fn input_of<'a, B: Backend>(before: &'a [Box<dyn Layer<B>>], x: &'a B::Tensor) -> &'a B::Tensor {
+    before
+        .iter()
+        .rev()
+        .find(|l| !l.passes_input_on())
+        .map_or(x, |l| l.output())
 }
