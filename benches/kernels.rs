@@ -347,7 +347,6 @@ fn host_cpu(c: &mut Criterion, gpu: Option<&Gpu>, set: &data::ImageSet) {
             });
         }
     }
-    release(be);
     group.finish();
 }
 #[cfg(not(feature = "gpu"))]

@@ -369,10 +369,7 @@ impl<B: Backend> Model<B> {
     }
 
     pub fn logits(&self) -> &B::Tensor {
-        self.layers
-            .iter()
-            .rev()
-            .find(|l| !l.passes_input_on())
+        last_computing(&self.layers)
             .expect("a model has a layer that computes")
             .output()
     }
@@ -392,7 +389,7 @@ impl<B: Backend> Model<B> {
                 Some(next) => next.grad_input(),
                 None => &mut head.dlogits,
             };
-            let need_dx = before.iter().any(|l| !l.passes_input_on());
+            let need_dx = last_computing(before).is_some();
             cur.backward(be, input_of(before, x), dy, batch, need_dx);
         }
     }
@@ -453,12 +450,17 @@ impl<B: Backend> Model<B> {
     }
 }
 
-/// What a layer after `before` reads: the output of the last of them that computes (a flatten passes
-/// its input on), or the model's input `x`.
-fn input_of<'a, B: Backend>(before: &'a [Box<dyn Layer<B>>], x: &'a B::Tensor) -> &'a B::Tensor {
-    before
+/// The last of `layers` that computes (a flatten passes its input on), if any.
+fn last_computing<B: Backend>(layers: &[Box<dyn Layer<B>>]) -> Option<&dyn Layer<B>> {
+    layers
         .iter()
         .rev()
         .find(|l| !l.passes_input_on())
-        .map_or(x, |l| l.output())
+        .map(|l| l.as_ref())
+}
+
+/// What a layer after `before` reads: the output of the last of them that computes, or the model's
+/// input `x`.
+fn input_of<'a, B: Backend>(before: &'a [Box<dyn Layer<B>>], x: &'a B::Tensor) -> &'a B::Tensor {
+    last_computing(before).map_or(x, |l| l.output())
 }
